@@ -1,0 +1,1 @@
+"""Scaling benchmarks: per-sample time and peak memory versus |W| (``python -m benchmarks``)."""

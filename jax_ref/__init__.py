@@ -1,0 +1,4 @@
+"""The reference engine from ``jax.grad`` / ``jax.vmap`` / ``jax.hessian``, jitted, float64 enabled."""
+from .derivatives import forward, gradient, loss, per_sample_gradients
+
+__all__ = ["forward", "loss", "gradient", "per_sample_gradients"]

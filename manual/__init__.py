@@ -1,0 +1,23 @@
+"""The hand-written engine: numpy only, every derivative written out."""
+from .activations import ACTIVATIONS, Activation, get_activation
+from .backprop import forward, gradient, loss, per_sample_gradients
+from .errors import (
+    ConfigError,
+    EngineUnavailableError,
+    MemoryGuardError,
+    NonFiniteError,
+    ShapeError,
+    TargetError,
+    UnknownNameError,
+    XvalError,
+)
+from .finite_difference import finite_difference_gradient
+from .losses import LOSSES, Loss, get_loss
+from .network import Network
+
+__all__ = [
+    "ACTIVATIONS", "Activation", "get_activation", "LOSSES", "Loss", "get_loss", "Network",
+    "forward", "loss", "gradient", "per_sample_gradients", "finite_difference_gradient",
+    "XvalError", "ShapeError", "NonFiniteError", "UnknownNameError", "TargetError", "ConfigError",
+    "EngineUnavailableError", "MemoryGuardError",
+]

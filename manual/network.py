@@ -1,0 +1,177 @@
+"""The one network description that every engine reads: plain numpy arrays, validated and copied."""
+import numpy as np
+
+from .activations import get_activation
+from .errors import NonFiniteError, ShapeError, XvalError
+from .losses import get_loss
+
+DTYPES = ("float64", "float32")
+
+
+def _check_dtype(dtype):
+    name = np.dtype(dtype).name
+    if name not in DTYPES:
+        raise XvalError(f"dtype {name!r} is not supported; use one of: {', '.join(DTYPES)}")
+    return np.dtype(name)
+
+
+def check_finite(name, array):
+    """Raise ``NonFiniteError`` naming ``name`` and the first bad entry if ``array`` holds NaN or Inf."""
+    bad = np.argwhere(~np.isfinite(array))
+    if bad.size:
+        index = tuple(int(i) for i in bad[0])
+        raise NonFiniteError(
+            f"{name} holds {np.count_nonzero(~np.isfinite(array))} non-finite value(s), "
+            f"the first at index {index}: {float(array[index])!r}; replace NaN/Inf before passing it in"
+        )
+
+
+def _frozen_copy(array, dtype):
+    out = np.array(array, dtype=dtype, copy=True)
+    out.flags.writeable = False
+    return out
+
+
+class Network:
+    """A feed-forward network ``a_l = W_l z_l + b_l``, ``z_{l+1} = f_l(a_l)``, ``z_0 = x``, and its loss.
+
+    ``W_l`` is ``(n_{l+1}, n_l)``, ``b_l`` is ``(n_{l+1},)``; layers are numbered from 0. The parameter
+    vector lists, layer by layer, ``W_l`` row-major then ``b_l``. Instances are immutable: the arrays are
+    private read-only copies, and methods that change parameters return a new ``Network``.
+    """
+
+    def __init__(self, weights, biases, activations, loss, dtype):
+        # Use from_arrays or random: they validate; this constructor trusts its arguments.
+        self._weights = tuple(weights)
+        self._biases = tuple(biases)
+        self._activations = tuple(activations)
+        self._loss = loss
+        self._dtype = dtype
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_arrays(cls, weights, biases, activations, loss, dtype="float64"):
+        """Validate and copy ``weights``/``biases``; ``activations`` is one name per layer.
+
+        A single activation name means that activation on hidden layers and ``identity`` on the output.
+        """
+        dtype = _check_dtype(dtype)
+        weights, biases = list(weights), list(biases)
+        if not weights:
+            raise ShapeError("a network needs at least one layer; weights is empty")
+        if len(biases) != len(weights):
+            raise ShapeError(f"got {len(weights)} weight matrices but {len(biases)} bias vectors; pass one of each per layer")
+        activations = cls._expand_activations(activations, len(weights))
+        get_loss(loss)
+        out_w, out_b = [], []
+        for layer, (w, b) in enumerate(zip(weights, biases)):
+            w, b = np.asarray(w), np.asarray(b)
+            if w.ndim != 2:
+                raise ShapeError(f"layer {layer}: W_{layer} must be 2-D (n_out, n_in), got shape {w.shape}")
+            if b.shape != (w.shape[0],):
+                raise ShapeError(
+                    f"layer {layer}: b_{layer} has shape {b.shape} but W_{layer} has shape {w.shape}; "
+                    f"b_{layer} must have shape ({w.shape[0]},)"
+                )
+            if layer > 0 and w.shape[1] != out_w[-1].shape[0]:
+                raise ShapeError(
+                    f"layer {layer}: W_{layer} has shape {w.shape} but W_{layer - 1} has shape {out_w[-1].shape}; "
+                    f"W_{layer} needs {out_w[-1].shape[0]} columns (the output width of layer {layer - 1})"
+                )
+            if min(w.shape) == 0:
+                raise ShapeError(f"layer {layer}: W_{layer} has an empty dimension, shape {w.shape}")
+            for name, array in ((f"W_{layer}", w), (f"b_{layer}", b)):
+                if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+                    raise XvalError(f"{name} has dtype {array.dtype}; pass real numbers")
+                check_finite(name, array)
+            out_w.append(_frozen_copy(w, dtype))
+            out_b.append(_frozen_copy(b, dtype))
+        return cls(out_w, out_b, activations, loss, dtype)
+
+    @classmethod
+    def random(cls, sizes, activations="tanh", loss="mse", seed=0, weight_scale=1.0, dtype="float64"):
+        """Weights ``weight_scale * N(0, 1/n_in)``, biases ``weight_scale * N(0, 0.1^2)``, from ``seed``.
+
+        ``sizes`` are the widths ``[n_0, n_1, ..., n_L]``. A single activation name means that activation on
+        hidden layers and ``identity`` on the output.
+        """
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ShapeError(f"sizes must list at least an input and an output width, all >= 1; got {sizes}")
+        rng = np.random.default_rng(seed)
+        weights = [weight_scale * rng.standard_normal((n_out, n_in)) / np.sqrt(n_in) for n_in, n_out in zip(sizes, sizes[1:])]
+        biases = [weight_scale * 0.1 * rng.standard_normal(n_out) for n_out in sizes[1:]]
+        return cls.from_arrays(weights, biases, activations, loss, dtype=dtype)
+
+    @staticmethod
+    def _expand_activations(activations, n_layers):
+        if isinstance(activations, str):
+            activations = [activations] * (n_layers - 1) + ["identity"]
+        activations = list(activations)
+        if len(activations) != n_layers:
+            raise ShapeError(
+                f"got {len(activations)} activation names for {n_layers} layers; pass one per layer "
+                "(the last is the output activation), or a single name for all hidden layers"
+            )
+        for name in activations:
+            get_activation(name)
+        return activations
+
+    # ---- description --------------------------------------------------------------------------
+    weights = property(lambda self: self._weights, doc="``W_l`` per layer, read-only arrays.")
+    biases = property(lambda self: self._biases, doc="``b_l`` per layer, read-only arrays.")
+    activations = property(lambda self: self._activations, doc="Activation name per layer.")
+    loss = property(lambda self: self._loss, doc="Loss name.")
+    dtype = property(lambda self: self._dtype, doc="numpy dtype of every array.")
+
+    @property
+    def n_layers(self):
+        return len(self._weights)
+
+    @property
+    def sizes(self):
+        """Widths ``[n_0, ..., n_L]``."""
+        return [self._weights[0].shape[1]] + [w.shape[0] for w in self._weights]
+
+    @property
+    def layer_param_counts(self):
+        """``P_l = n_{l+1} * n_l + n_{l+1}`` per layer."""
+        return [w.size + b.size for w, b in zip(self._weights, self._biases)]
+
+    @property
+    def n_params(self):
+        """``P``, the total parameter count."""
+        return sum(self.layer_param_counts)
+
+    @property
+    def param_slices(self):
+        """``slice`` of each layer's parameters in the flat vector."""
+        ends = np.cumsum([0] + self.layer_param_counts)
+        return [slice(int(start), int(end)) for start, end in zip(ends, ends[1:])]
+
+    # ---- flat parameter vector ----------------------------------------------------------------
+    def to_vector(self):
+        """All parameters as one ``(P,)`` vector: per layer ``W_l`` row-major, then ``b_l``."""
+        return np.concatenate([np.concatenate([w.reshape(-1), b]) for w, b in zip(self._weights, self._biases)])
+
+    def from_vector(self, theta):
+        """A new network of this architecture whose parameters are the ``(P,)`` vector ``theta``."""
+        theta = np.asarray(theta)
+        if theta.shape != (self.n_params,):
+            raise ShapeError(f"parameter vector has shape {theta.shape}, but this network has P = {self.n_params} parameters")
+        weights, biases = [], []
+        for sl, w in zip(self.param_slices, self._weights):
+            chunk = theta[sl]
+            weights.append(chunk[: w.size].reshape(w.shape))
+            biases.append(chunk[w.size:])
+        return Network.from_arrays(weights, biases, self._activations, self._loss, dtype=self._dtype)
+
+    def astype(self, dtype):
+        """The same network with every array in ``dtype`` (``float64`` or ``float32``)."""
+        return Network.from_arrays(self._weights, self._biases, self._activations, self._loss, dtype=dtype)
+
+    def __repr__(self):
+        return (
+            f"Network(sizes={self.sizes}, activations={list(self._activations)}, loss={self._loss!r}, "
+            f"P={self.n_params}, dtype={self._dtype.name})"
+        )

@@ -1,0 +1,35 @@
+"""The ``XVAL_*`` settings: defaults, valid values, and errors that name the valid ones."""
+import pytest
+
+from manual import ConfigError
+from xval import config
+
+
+def test_defaults():
+    assert config.backends({}) == ["manual", "torch", "jax"]
+    assert config.device({}) == "auto"
+    assert config.dtype({}) == "float64"
+    assert config.max_bytes({}) is None
+
+
+def test_valid_values():
+    assert config.backends({"XVAL_BACKEND": " jax, manual ,jax"}) == ["jax", "manual"]
+    assert config.device({"XVAL_DEVICE": "CUDA"}) == "cuda"
+    assert config.dtype({"XVAL_DTYPE": "float32"}) == "float32"
+    assert config.max_bytes({"XVAL_MAX_BYTES": "2e9"}) == 2_000_000_000
+
+
+@pytest.mark.parametrize(
+    "name, value, function, message",
+    [
+        ("XVAL_BACKEND", "manual,tensorflow", config.backends, "names unknown engine(s) ['tensorflow']; valid engines are: manual, torch, jax"),
+        ("XVAL_DEVICE", "tpu", config.device, "XVAL_DEVICE='tpu' is not valid; use one of: auto, cpu, cuda"),
+        ("XVAL_DTYPE", "float16", config.dtype, "XVAL_DTYPE='float16' is not valid; use one of: float64, float32"),
+        ("XVAL_MAX_BYTES", "lots", config.max_bytes, "XVAL_MAX_BYTES='lots' is not valid; give a positive number of bytes"),
+        ("XVAL_MAX_BYTES", "-5", config.max_bytes, "XVAL_MAX_BYTES='-5' is not valid"),
+    ],
+)
+def test_bad_values_name_the_valid_ones(name, value, function, message):
+    with pytest.raises(ConfigError) as info:
+        function({name: value})
+    assert message in str(info.value)

@@ -1,0 +1,69 @@
+"""The network of a ``manual.Network`` as torch tensors, on the device chosen by ``XVAL_DEVICE``.
+
+Parameters are one flat tensor per layer (``W_l`` row-major, then ``b_l``), so that derivatives can be
+taken with respect to a single layer.
+"""
+import numpy as np
+import torch
+
+from manual.data import check_data, check_inputs
+from manual.errors import ConfigError
+from xval import config
+
+from .activations import ACTIVATIONS, LOSSES
+
+
+def device():
+    """The torch device for ``XVAL_DEVICE``: ``auto`` is the GPU when torch sees one."""
+    choice = config.device()
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("XVAL_DEVICE=cuda but torch sees no GPU; use XVAL_DEVICE=cpu or XVAL_DEVICE=auto")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+def tensor(array, dtype):
+    """A numpy array as a torch tensor of the network's dtype on the chosen device."""
+    return torch.as_tensor(np.ascontiguousarray(array), dtype=getattr(torch, dtype.name), device=device())
+
+
+def parameters(net):
+    """One flat tensor ``theta_l`` per layer, in the contract's order."""
+    return [tensor(np.concatenate([w.reshape(-1), b]), net.dtype) for w, b in zip(net.weights, net.biases)]
+
+
+def outputs(net, params, X):
+    """``y_hat`` for a batch ``X`` (N, n_0) from per-layer flat parameters."""
+    z = X
+    for theta, w, name in zip(params, net.weights, net.activations):
+        W = theta[: w.size].reshape(w.shape)
+        b = theta[w.size:]
+        z = ACTIVATIONS[name](z @ W.T + b)
+    return z
+
+
+def sample_losses(net, params, X, Y):
+    """``loss_n`` for every sample, (N,)."""
+    return LOSSES[net.loss](outputs(net, params, X), Y)
+
+
+def objective(net, params, X, Y):
+    """``E``, the batch mean of the per-sample losses."""
+    return sample_losses(net, params, X, Y).mean()
+
+
+def inputs(net, X):
+    return tensor(check_inputs(net, X), net.dtype)
+
+
+def data(net, X, Y):
+    X, Y = check_data(net, X, Y)
+    return tensor(X, net.dtype), tensor(Y, net.dtype)
+
+
+def to_numpy(value):
+    """A tensor (or list of tensors, concatenated) as a float64 numpy array."""
+    if isinstance(value, (list, tuple)):
+        value = torch.cat([v.reshape(v.shape[0], -1) if v.dim() > 1 else v for v in value], dim=-1)
+    return value.detach().to("cpu", torch.float64).numpy()

@@ -1,0 +1,66 @@
+"""The one place that reads the ``XVAL_*`` environment variables.
+
+- ``XVAL_BACKEND``: comma list of registered engine names (default ``manual,torch,jax``).
+- ``XVAL_DEVICE``: ``cpu``, ``cuda`` or ``auto`` (default; the GPU when torch/jax see one).
+- ``XVAL_DTYPE``: ``float64`` (default) or ``float32``.
+- ``XVAL_MAX_BYTES``: optional cap, in bytes, on any dense Hessian or block.
+
+Each function takes an optional mapping instead of ``os.environ``, so that callers and tests can pass
+their own settings.
+"""
+import os
+
+from manual.errors import ConfigError
+
+ENGINE_NAMES = ("manual", "torch", "jax")
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float64", "float32")
+
+
+def _read(env, name, default):
+    env = os.environ if env is None else env
+    value = env.get(name, "").strip()
+    return value if value else default
+
+
+def backends(env=None):
+    """Engine names from ``XVAL_BACKEND``, in the order given, without repeats."""
+    raw = _read(env, "XVAL_BACKEND", ",".join(ENGINE_NAMES))
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    bad = [name for name in names if name not in ENGINE_NAMES]
+    if bad or not names:
+        raise ConfigError(
+            f"XVAL_BACKEND={raw!r} names unknown engine(s) {bad}; valid engines are: {', '.join(ENGINE_NAMES)} "
+            "(a comma list, e.g. XVAL_BACKEND=manual,torch)"
+        )
+    return list(dict.fromkeys(names))
+
+
+def device(env=None):
+    """``cpu``, ``cuda`` or ``auto`` from ``XVAL_DEVICE``."""
+    value = _read(env, "XVAL_DEVICE", "auto").lower()
+    if value not in DEVICES:
+        raise ConfigError(f"XVAL_DEVICE={value!r} is not valid; use one of: {', '.join(DEVICES)}")
+    return value
+
+
+def dtype(env=None):
+    """``float64`` or ``float32`` from ``XVAL_DTYPE``."""
+    value = _read(env, "XVAL_DTYPE", "float64").lower()
+    if value not in DTYPES:
+        raise ConfigError(f"XVAL_DTYPE={value!r} is not valid; use one of: {', '.join(DTYPES)}")
+    return value
+
+
+def max_bytes(env=None):
+    """The ``XVAL_MAX_BYTES`` cap as an int, or ``None`` when unset."""
+    raw = _read(env, "XVAL_MAX_BYTES", None)
+    if raw is None:
+        return None
+    try:
+        value = int(float(raw))
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise ConfigError(f"XVAL_MAX_BYTES={raw!r} is not valid; give a positive number of bytes, e.g. XVAL_MAX_BYTES=2e9")
+    return value
