@@ -1,4 +1,5 @@
 """The hand-written engine: numpy only, every derivative written out."""
+from . import config
 from .activations import ACTIVATIONS, Activation, get_activation
 from .backprop import forward, gradient, loss, per_sample_gradients
 from .errors import (

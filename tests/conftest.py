@@ -9,7 +9,8 @@ import pytest
 
 import manual
 from tests.cases import CASES, case_id, make
-from xval import compare, config, engines
+from manual import config
+from xval import compare, engines
 
 _RECORDS = []  # (quantity, engine, case id, relative error), in this process
 

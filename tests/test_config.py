@@ -2,7 +2,7 @@
 import pytest
 
 from manual import ConfigError
-from xval import config
+from manual import config
 
 
 def test_defaults():

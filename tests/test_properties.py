@@ -5,7 +5,8 @@ from hypothesis import strategies as st
 
 import manual
 from tests.conftest import load_engine, reference_engine_names
-from xval import compare, config
+from manual import config
+from xval import compare
 
 ACTIVATION_NAMES = sorted(manual.ACTIVATIONS)
 

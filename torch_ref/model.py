@@ -8,7 +8,7 @@ import torch
 
 from manual.data import check_data, check_inputs
 from manual.errors import ConfigError
-from xval import config
+from manual import config
 
 from .activations import ACTIVATIONS, LOSSES
 

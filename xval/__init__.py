@@ -1,1 +1,1 @@
-"""Glue shared by tests and benchmarks: settings from ``XVAL_*``, the engine registry, and comparison."""
+"""Glue shared by tests and benchmarks: the engine registry and comparison (settings: ``manual.config``)."""

@@ -3,7 +3,7 @@ import importlib
 
 from manual.errors import EngineUnavailableError, unknown_name
 
-from . import config
+from manual import config
 
 # name: (module, the package it needs, how to install it)
 REGISTRY = {

@@ -1,4 +1,4 @@
-"""The one place that reads the ``XVAL_*`` environment variables.
+"""The one place that reads the ``XVAL_*`` environment variables (for every package of the suite).
 
 - ``XVAL_BACKEND``: comma list of registered engine names (default ``manual,torch,jax``).
 - ``XVAL_DEVICE``: ``cpu``, ``cuda`` or ``auto`` (default; the GPU when torch/jax see one).
@@ -10,7 +10,7 @@ their own settings.
 """
 import os
 
-from manual.errors import ConfigError
+from .errors import ConfigError
 
 ENGINE_NAMES = ("manual", "torch", "jax")
 DEVICES = ("auto", "cpu", "cuda")
