@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 
 from manual.data import check_data, check_inputs  # noqa: E402
 from manual.errors import ConfigError  # noqa: E402
-from xval import config  # noqa: E402
+from manual import config  # noqa: E402
 
 from .activations import ACTIVATIONS, LOSSES  # noqa: E402
 
