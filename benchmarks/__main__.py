@@ -1,0 +1,142 @@
+"""``python -m benchmarks``: per-sample time and peak memory versus |W| for every selected engine, fitted
+scaling exponents, the Hessian speed ratios, JSON/CSV of every point and PNG plots."""
+import argparse
+import os
+import sys
+import time
+
+from manual.errors import ConfigError
+
+
+def parse_args(argv=None):
+    from .quantities import QUANTITIES
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--backend", help="comma list of engines (overrides XVAL_BACKEND; default manual,torch,jax)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides XVAL_DEVICE (default auto)")
+    parser.add_argument("--out", default="bench-results", help="output folder (default bench-results/)")
+    parser.add_argument("--quick", action="store_true", help="a small sweep (under a minute): the CI smoke test")
+    parser.add_argument("--resume", action="store_true", help="keep the points already in --out and skip them")
+    parser.add_argument("--quantities", help=f"comma list, a subset of: {', '.join(QUANTITIES)}")
+    parser.add_argument("--threads", type=int, default=None, help="BLAS/OpenMP threads, pinned (default: all cores)")
+    parser.add_argument("--no-peers", action="store_true", help="leave out BackPACK and curvlinops even if installed")
+    parser.add_argument("--no-ratios", action="store_true", help="skip the Hessian ratio measurements of issue 3")
+    parser.add_argument("--max-call-seconds", type=float, default=None,
+                        help="skip larger sizes of a series once one call takes longer (default 4, quick 1)")
+    args = parser.parse_args(argv)
+    if args.quantities:
+        chosen = [q.strip() for q in args.quantities.split(",") if q.strip()]
+        bad = [q for q in chosen if q not in QUANTITIES]
+        if bad or not chosen:
+            parser.error(f"--quantities names unknown quantities {bad}; valid: {', '.join(QUANTITIES)}")
+        args.quantities = tuple(chosen)
+    else:
+        args.quantities = QUANTITIES
+    return args
+
+
+def apply_overrides(args, environ=os.environ):
+    """Flags override the ``XVAL_*`` settings; engines read them through ``manual.config``."""
+    if args.backend:
+        environ["XVAL_BACKEND"] = args.backend
+    if args.device:
+        environ["XVAL_DEVICE"] = args.device
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    apply_overrides(args)
+    from manual import config
+
+    from .machine import resolve_device
+
+    try:
+        engines = config.backends()
+        dtype = config.dtype()
+        device, device_note = resolve_device()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if device == "cpu":
+        os.environ["XVAL_DEVICE"] = "cpu"  # engines then agree with the recorded device
+    return run(args, engines, dtype, device, device_note)
+
+
+def run(args, engines, dtype, device, device_note):
+    import psutil
+    from threadpoolctl import threadpool_limits
+    from tqdm import tqdm
+
+    from . import memory, peers, plots, report, results, sweep
+    from .machine import machine_info
+    from .plan import plan
+
+    threads = args.threads or psutil.cpu_count(logical=False) or os.cpu_count()
+    peer_names = [] if args.no_peers else [name for name in peers.PEERS if peers.available(name) is None]
+    missing_peers = {name: peers.available(name) for name in peers.PEERS if name not in peer_names}
+    settings = {
+        "quick": args.quick, "engines": engines, "peers": peer_names, "dtype": dtype, "device": device,
+        "device_note": device_note, "repeats": 5, "min_repeat_s": 0.005 if args.quick else 0.02,
+        "max_call_s": args.max_call_seconds or (1.0 if args.quick else 4.0), "quantities": list(args.quantities),
+        "network": "equal widths, tanh hidden layers, identity output, mse loss, seed 0",
+        "memory_method_cpu": "rss-growth (clear_refs + VmHWM)" if memory.cpu_method_available() else "unavailable",
+        "fit": "least squares of log(time per sample) on log(|W|), upper half of each sweep, 95% t interval",
+    }
+    print(f"device: {device} ({device_note}); engines: {', '.join(engines)}; peers: {', '.join(peer_names) or 'none'}")
+    for name, reason in missing_peers.items():
+        if not args.no_peers:
+            print(f"  peer {name} left out: {reason}")
+    done = []
+    previous = results.load_points(args.out) if args.resume else []
+    # Failed points are measured again on --resume (an engine may have gained the function since).
+    kept = [p for p in previous if p.get("status") in ("ok", "skipped")]
+    done = [p["key"] for p in kept]
+    started = time.perf_counter()
+    with threadpool_limits(limits=threads):
+        try:
+            import torch
+
+            torch.set_num_threads(threads)
+        except ImportError:
+            pass
+        machine = machine_info(device, threads)
+        items = plan(engines, quick=args.quick, quantities=args.quantities, peers=peer_names)
+        total = sum(len(names) for *_, names in items)
+        points_before = list(kept)
+
+        def save(points):
+            results.save(args.out, machine, settings, points_before + points)
+
+        with tqdm(total=total, desc="benchmarks", unit="pt", file=sys.stderr, mininterval=1.0) as bar:
+            runner = sweep.Runner(engines + peer_names, device, dtype, threads, settings, save, done=done, progress=bar)
+            sweep.run(items, runner)
+        points = points_before + runner.points
+        save(runner.points)
+        ratio_rows, ratio_note = (None, "skipped (--no-ratios)") if args.no_ratios else report.hessian_ratio_rows(args.quick)
+    elapsed = time.perf_counter() - started
+    settings["elapsed_s"] = elapsed
+    settings["load_average_1_5_15_at_end"] = list(os.getloadavg())
+    if ratio_rows is not None:
+        settings["hessian_ratios"] = ratio_rows
+    results.save(args.out, machine, settings, points)
+    written = plots.write_plots(points, args.out, subtitle=f"({device}, {dtype})")
+    counts = sweep.summary_counts(points)
+    print()
+    print(report.slope_table(points))
+    print()
+    print(report.ratio_table(points))
+    print()
+    print("Hessian speed ratios (benchmarks.hessian_ratios, issue 3):")
+    print(report.format_rows(ratio_rows) if ratio_rows is not None else f"  {ratio_note}")
+    print()
+    print(f"points: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; {elapsed:.0f} s; "
+          f"BLAS threads pinned to {threads}")
+    for line in sweep.failure_lines(points):
+        print(line)
+    print(f"wrote {os.path.join(args.out, results.JSON_NAME)}, {os.path.join(args.out, results.CSV_NAME)}, "
+          + ", ".join(written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

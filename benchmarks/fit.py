@@ -1,0 +1,58 @@
+"""Scaling exponents: the slope of log(time) against log(|W|), fitted by least squares over the upper part of
+a sweep, with a 95% confidence interval from Student's t."""
+import math
+
+import numpy as np
+
+# Two-sided 95% quantiles of Student's t, by degrees of freedom (beyond the table: the normal 1.96).
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+         20: 2.086, 25: 2.060, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+
+
+def t_quantile_975(dof):
+    """The 97.5% quantile of Student's t with ``dof`` degrees of freedom (table, rounded down to a listed dof)."""
+    if dof < 1:
+        raise ValueError(f"need at least 1 degree of freedom, got {dof}")
+    listed = [d for d in _T975 if d <= dof]
+    return _T975[max(listed)] if dof <= 120 else 1.96
+
+
+def upper_part(sizes, values, fraction=0.5, min_points=3):
+    """The points (sorted by size) in the upper ``fraction`` of the sweep, at least ``min_points`` of them."""
+    order = np.argsort(sizes)
+    keep = max(min_points, math.ceil(fraction * len(order)))
+    chosen = order[-keep:]
+    return np.asarray(sizes, dtype=float)[chosen], np.asarray(values, dtype=float)[chosen]
+
+
+def fit_slope(sizes, values, fraction=0.5, min_points=3):
+    """Fit ``log(value) = slope * log(size) + c`` over the upper part of the sweep.
+
+    Returns ``{"slope", "ci_low", "ci_high", "stderr", "points", "size_min", "size_max"}``, or ``None`` when
+    fewer than ``min_points`` positive points are given (no interval can be had from fewer than three).
+    """
+    sizes, values = np.asarray(sizes, dtype=float), np.asarray(values, dtype=float)
+    good = (sizes > 0) & (values > 0) & np.isfinite(values)
+    sizes, values = sizes[good], values[good]
+    if len(sizes) < min_points or len(np.unique(sizes)) < 2:
+        return None
+    x, y = upper_part(sizes, values, fraction, min_points)
+    x, y = np.log(x), np.log(y)
+    n = len(x)
+    x_mean = x.mean()
+    sxx = float(np.sum((x - x_mean) ** 2))
+    slope = float(np.sum((x - x_mean) * (y - y.mean())) / sxx)
+    residuals = y - (y.mean() + slope * (x - x_mean))
+    dof = n - 2
+    stderr = math.sqrt(float(np.sum(residuals**2)) / dof / sxx) if dof > 0 else math.inf
+    half = t_quantile_975(dof) * stderr if dof > 0 else math.inf
+    return {
+        "slope": slope,
+        "ci_low": slope - half,
+        "ci_high": slope + half,
+        "stderr": stderr,
+        "points": n,
+        "size_min": float(np.exp(x.min())),
+        "size_max": float(np.exp(x.max())),
+    }

@@ -1,0 +1,91 @@
+"""Peak memory of one call, by one method per device.
+
+CPU: the growth of the resident set over the call, measured in place. After ``malloc_trim`` the kernel's
+high-water mark is reset (``/proc/self/clear_refs`` <- 5); the call runs; the peak is ``VmHWM`` minus the
+``VmRSS`` before it. glibc is told to serve large blocks by ``mmap`` at a fixed threshold, so memory freed by
+an earlier call goes back to the kernel instead of hiding the next call's growth.
+
+GPU: ``torch.cuda.max_memory_allocated`` after a reset (torch), growth of ``memory_stats()['peak_bytes_in_use']``
+(jax, whose peak cannot be reset: a value is only recorded when the call raised the process's peak).
+"""
+import ctypes
+import ctypes.util
+import re
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_LIBC = None
+
+
+def _libc():
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            # A fixed mmap threshold (this also stops glibc from raising it after each free), small trim threshold.
+            _LIBC.mallopt(_M_MMAP_THRESHOLD, 256 * 1024)
+            _LIBC.mallopt(_M_TRIM_THRESHOLD, 1024 * 1024)
+        except (OSError, AttributeError):
+            _LIBC = False
+    return _LIBC
+
+
+def _status():
+    with open("/proc/self/status") as handle:
+        text = handle.read()
+    return {key: int(re.search(rf"^{key}:\s+(\d+) kB", text, re.M).group(1)) * 1024 for key in ("VmRSS", "VmHWM")}
+
+
+def cpu_method_available():
+    """Whether this kernel lets a process reset its own peak RSS (Linux ``clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        _status()
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+def cpu_peak_growth(call):
+    """Bytes by which the resident set peaked above its level just before ``call()``; ``(bytes, result)``."""
+    libc = _libc()
+    if libc:
+        libc.malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+    before = _status()["VmRSS"]
+    result = call()
+    return max(0, _status()["VmHWM"] - before), result
+
+
+def gpu_peak_growth(call, engine):
+    """Peak device bytes of ``call()`` on the GPU, for torch-based engines and jax; ``(bytes or None, result)``."""
+    if engine == "jax":
+        import jax
+
+        dev = jax.devices()[0]
+        before = (dev.memory_stats() or {}).get("peak_bytes_in_use")
+        in_use = (dev.memory_stats() or {}).get("bytes_in_use", 0)
+        result = call()
+        after = (dev.memory_stats() or {}).get("peak_bytes_in_use")
+        if before is None or after is None or after <= before:
+            return None, result
+        return after - in_use, result
+    import torch
+
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    in_use = torch.cuda.memory_allocated()
+    result = call()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - in_use, result
+
+
+def peak_growth(call, engine, device):
+    """``(bytes, method, result)`` by the method for ``device`` (``manual`` is numpy on the CPU everywhere)."""
+    if device == "cuda" and engine != "manual":
+        nbytes, result = gpu_peak_growth(call, engine)
+        method = "jax peak_bytes_in_use" if engine == "jax" else "torch.cuda.max_memory_allocated"
+        return nbytes, method, result
+    nbytes, result = cpu_peak_growth(call)
+    return nbytes, "rss-growth (clear_refs + VmHWM)", result

@@ -1,0 +1,68 @@
+"""The results file: every point of a run, with the machine facts, written atomically after each point.
+
+``results.json`` holds ``{"machine": ..., "settings": ..., "points": [...]}``; ``results.csv`` the same points
+flat. A point's ``key`` names what was measured (sweep, size, quantity, engine, device, dtype), so that
+``--resume`` can skip points already in the file.
+"""
+import csv
+import io
+import json
+import os
+import tempfile
+
+JSON_NAME, CSV_NAME = "results.json", "results.csv"
+CSV_FIELDS = (
+    "key", "status", "reason", "sweep", "quantity", "engine", "device", "dtype", "width", "depth", "sizes",
+    "n_params", "batch", "time_median_s", "time_min_s", "time_max_s", "time_per_sample_s", "first_call_s",
+    "compile_s", "repeats", "number", "peak_bytes", "memory_method", "output_bytes", "validated_against",
+    "max_relative_error", "tolerance", "blas_threads", "wall_s",
+)
+
+
+def point_key(sweep, sizes, quantity, engine, device, dtype):
+    return f"{sweep}|{'x'.join(str(s) for s in sizes)}|{quantity}|{engine}|{device}|{dtype}"
+
+
+def atomic_write(path, text):
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``: a reader (or
+    a run killed half-way) sees the old file or the new one, never a torn one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+
+
+def csv_text(points):
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for point in points:
+        row = dict(point)
+        row["sizes"] = "x".join(str(s) for s in point.get("sizes", []))
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def save(folder, machine, settings, points):
+    """Write ``results.json`` and ``results.csv`` in ``folder``, each atomically."""
+    document = {"machine": machine, "settings": settings, "points": points}
+    atomic_write(os.path.join(folder, JSON_NAME), json.dumps(document, indent=1, sort_keys=False) + "\n")
+    atomic_write(os.path.join(folder, CSV_NAME), csv_text(points))
+
+
+def load_points(folder):
+    """The points of an earlier run in ``folder`` (``[]`` when there is none)."""
+    path = os.path.join(folder, JSON_NAME)
+    if not os.path.exists(path):
+        return []
+    with open(path) as handle:
+        return json.load(handle).get("points", [])

@@ -1,0 +1,289 @@
+"""The benchmark harness: its memory method, slope fit, results file, failure handling, CLI and GPU path.
+
+These tests assert numbers and file contents, never timings.
+"""
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import manual
+from benchmarks import fit, machine, memory, plan, quantities, report, results, sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MB = 1024 * 1024
+
+
+# ---- peak memory: the CPU method on allocations of known size --------------------------------------
+@pytest.mark.skipif(not memory.cpu_method_available(), reason="needs Linux /proc/self/clear_refs")
+@pytest.mark.parametrize("megabytes", [64, 256])
+def test_cpu_peak_growth_of_a_kept_allocation_is_its_size(megabytes):
+    size = megabytes * MB
+    peak, array = memory.cpu_peak_growth(lambda: np.ones(size // 8))
+    assert array.nbytes == size
+    assert abs(peak - size) <= 0.10 * size, f"measured {peak / MB:.1f} MiB for a {megabytes} MiB array"
+
+
+@pytest.mark.skipif(not memory.cpu_method_available(), reason="needs Linux /proc/self/clear_refs")
+def test_cpu_peak_growth_sees_a_temporary_freed_before_returning():
+    size = 128 * MB
+    memory.cpu_peak_growth(lambda: float(np.ones(size // 8).sum()))  # the same call once, as the sweep's warm-up
+    peak, total = memory.cpu_peak_growth(lambda: float(np.ones(size // 8).sum()))
+    assert total == size // 8
+    assert abs(peak - size) <= 0.10 * size, f"measured {peak / MB:.1f} MiB for a {size / MB:.0f} MiB temporary"
+
+
+# ---- slope fit on synthetic data -------------------------------------------------------------------
+def test_fit_recovers_an_exact_power_law():
+    sizes = np.logspace(2, 5, 7)
+    result = fit.fit_slope(sizes, 3e-9 * sizes**2, fraction=1.0)
+    assert result["slope"] == pytest.approx(2.0, abs=1e-12)
+    assert result["ci_high"] - result["ci_low"] == pytest.approx(0.0, abs=1e-9)
+    assert result["points"] == 7
+
+
+def test_fit_interval_covers_the_true_exponent_under_noise():
+    rng = np.random.default_rng(0)
+    sizes = np.logspace(2, 6, 12)
+    covered = 0
+    for trial in range(200):
+        values = 1e-8 * sizes**1.5 * np.exp(0.05 * rng.standard_normal(sizes.size))
+        result = fit.fit_slope(sizes, values, fraction=1.0)
+        assert abs(result["slope"] - 1.5) < 0.1
+        covered += result["ci_low"] <= 1.5 <= result["ci_high"]
+    assert 0.90 <= covered / 200 <= 0.99  # a 95% interval
+
+
+def test_fit_uses_the_upper_part_of_the_sweep():
+    # Overhead-dominated (flat) below 1e4, then slope 1: the upper half sees slope 1.
+    sizes = np.logspace(2, 6, 9)
+    values = 1e-3 + 1e-9 * sizes
+    values[sizes < 1e4] = 1e-3
+    values[sizes >= 1e4] = 1e-9 * sizes[sizes >= 1e4]
+    result = fit.fit_slope(sizes, values, fraction=0.5)
+    assert result["points"] == 5 and result["size_min"] == pytest.approx(1e4)
+    assert result["slope"] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_fit_needs_three_points():
+    assert fit.fit_slope([10, 100], [1.0, 10.0]) is None
+    assert fit.t_quantile_975(1) == 12.706 and fit.t_quantile_975(10_000) == 1.96
+
+
+# ---- the plan: at least two decades of |W| per quantity ----------------------------------------------
+@pytest.mark.parametrize("quantity", quantities.QUANTITIES)
+def test_default_width_sweep_spans_two_decades_per_quantity(quantity):
+    engines = ["manual", "torch", "jax"]
+    items = plan.plan(engines, quick=False, quantities=(quantity,), peers=("backpack", "curvlinops"))
+    for engine in ["manual"] if quantity in quantities.MANUAL_ONLY else engines:
+        sizes = [manual.Network.random(s.sizes(v), seed=0).n_params for s, v, q, names in items
+                 if s.name == "width" and engine in names]
+        assert max(sizes) / min(sizes) >= 100, f"{quantity}/{engine}: |W| from {min(sizes)} to {max(sizes)}"
+
+
+def test_sizes_follow_the_parameter_count_formula():
+    width_sweep, depth_sweep = plan.DEFAULT
+    assert width_sweep.sizes(32) == [32] * (width_sweep.fixed + 1)
+    net = manual.Network.random(depth_sweep.sizes(4), seed=0)
+    assert net.n_params == 4 * (depth_sweep.fixed**2 + depth_sweep.fixed)
+
+
+# ---- results file: atomic writes and --resume ------------------------------------------------------
+def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    results.atomic_write(str(path), "old")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        results.atomic_write(str(path), "new")
+    assert path.read_text() == "old"
+    assert os.listdir(tmp_path) == ["results.json"]  # no temporary file left behind
+
+
+class CountingEngine(types.SimpleNamespace):
+    """A fake engine: the manual engine's functions, counting calls; ``broken`` ones raise, ``wrong`` ones are off."""
+
+    def __init__(self, broken=(), wrong=()):
+        super().__init__(calls=0)
+        for name in ("forward", "gradient", "per_sample_gradients"):
+            setattr(self, name, self._wrap(getattr(manual, name), name in broken, name in wrong))
+
+    def _wrap(self, function, broken, wrong):
+        def call(*args):
+            self.calls += 1
+            if broken:
+                raise RuntimeError("engine exploded")
+            out = function(*args)
+            return out * 1.01 if wrong else out
+        return call
+
+
+def make_runner(tmp_path, engines, done=(), fake=None, quick=True):
+    settings = {"quick": quick, "repeats": 5, "min_repeat_s": 0.0, "max_call_s": 10.0}
+    saved = []
+
+    def save(points):
+        results.save(str(tmp_path), {"cpu_model": "test"}, settings, points)
+        saved.append(len(points))
+
+    runner = sweep.Runner(engines, "cpu", "float64", 1, settings, save, done=done)
+    if fake is not None:
+        runner.modules["torch"] = fake
+    return runner, saved
+
+
+def tiny_plan(quantities_, engines):
+    sweep_ = plan.Sweep("width", 2, (3, 5))
+    return [(sweep_, value, q, list(engines)) for value in sweep_.values for q in quantities_]
+
+
+def test_every_point_is_saved_as_it_is_measured_and_resume_skips_it(tmp_path):
+    fake = CountingEngine()
+    runner, saved = make_runner(tmp_path, ["manual", "torch"], fake=fake)
+    points = sweep.run(tiny_plan(["forward", "gradient"], ["manual", "torch"]), runner)
+    assert [p["status"] for p in points] == ["ok"] * 8
+    assert saved == [1, 2, 3, 4, 5, 6, 7, 8]  # one atomic save per point
+    on_disk = results.load_points(str(tmp_path))
+    assert [p["key"] for p in on_disk] == [p["key"] for p in points]
+    for p in on_disk:
+        assert p["time_min_s"] <= p["time_median_s"] <= p["time_max_s"] and p["repeats"] == 5
+        assert p["validated_against"] == "torch" and p["max_relative_error"] <= p["tolerance"]
+    with open(tmp_path / results.CSV_NAME) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["key"] for r in rows] == [p["key"] for p in points] and rows[0]["sizes"] == "3x3x3"
+
+    calls_before = fake.calls
+    rerun, saved_again = make_runner(tmp_path, ["manual", "torch"], done=[p["key"] for p in on_disk], fake=fake)
+    assert sweep.run(tiny_plan(["forward", "gradient"], ["manual", "torch"]), rerun) == []
+    assert fake.calls == calls_before and saved_again == []
+
+
+def test_a_failing_engine_is_recorded_and_the_sweep_goes_on(tmp_path):
+    fake = CountingEngine(broken=("gradient",), wrong=("forward",))
+    runner, _ = make_runner(tmp_path, ["manual", "torch"], fake=fake)
+    points = sweep.run(tiny_plan(["forward", "gradient", "per_sample_gradients"], ["manual", "torch"]), runner)
+    status = {(p["quantity"], p["engine"], p["width"]): (p["status"], p["reason"]) for p in points}
+    assert len(points) == 12
+    for width in (3, 5):
+        # torch is the reference: when its forward is off by 1%, manual is the one that disagrees with it.
+        assert status["forward", "manual", width][0] == "failed"
+        assert "disagreement: relative error 0.0099" in status["forward", "manual", width][1]
+        # torch's gradient raises: manual falls back to jax-less validation against itself? no: to manual.
+        assert status["gradient", "torch", width] == ("failed", "engine error: RuntimeError: engine exploded (test_benchmarks.py:"
+                                                      + status["gradient", "torch", width][1].rsplit(":", 1)[1])
+        assert status["gradient", "manual", width][0] == "ok"
+        assert status["per_sample_gradients", "manual", width][0] == "ok"
+        assert status["per_sample_gradients", "torch", width][0] == "ok"
+
+
+def test_missing_hessian_function_is_a_recorded_failure(tmp_path):
+    fake = CountingEngine()  # has no hvp
+    runner, _ = make_runner(tmp_path, ["torch"], fake=fake)
+    (point, *_) = sweep.run(tiny_plan(["hvp"], ["torch"])[:1], runner)
+    assert point["status"] == "failed" and "has no function 'hvp'" in point["reason"]
+
+
+def test_a_dense_output_that_would_not_fit_is_skipped_with_a_note(tmp_path, monkeypatch):
+    monkeypatch.setenv("XVAL_MAX_BYTES", "1000")
+    runner, _ = make_runner(tmp_path, ["manual"])
+    points = sweep.run(tiny_plan(["per_sample_gradients", "gradient"], ["manual"]), runner)
+    by = {(p["quantity"], p["width"]): p for p in points}
+    # per-sample gradients of 4 samples x 24 parameters = 768 bytes fit; 4 x 60 = 1920 do not.
+    assert by["per_sample_gradients", 3]["status"] == "ok"
+    assert by["per_sample_gradients", 5]["status"] == "skipped"
+    assert by["per_sample_gradients", 5]["reason"].startswith("dense output of 0.00 GB would not fit")
+    assert by["per_sample_gradients", 5]["output_bytes"] == 1920
+    assert by["gradient", 5]["status"] == "ok"  # the sweep went on
+
+
+# ---- the printed table and ratios --------------------------------------------------------------------
+def test_slope_table_and_ratios_from_points():
+    points = [
+        {"status": "ok", "engine": e, "quantity": q, "sweep": "width", "n_params": n, "time_per_sample_s": c * n**k}
+        for e, c in (("manual", 1e-9), ("jax", 2e-9)) for q, k in (("gradient", 1), ("hvp", 1), ("hessian", 2))
+        for n in (100, 1000, 10000, 100000)
+    ]
+    table = report.slope_table(points)
+    assert "gradient                     manual      1.00 [1.00, 1.00]" in table
+    assert "hessian                      jax         2.00 [2.00, 2.00]" in table
+    ratios = dict((label, ratio) for label, _, ratio in report.sweep_ratios(points))
+    assert ratios["hessian: manual time / jax time"] == pytest.approx(0.5)
+    assert ratios["hvp time / gradient time (manual)"] == pytest.approx(1.0)
+    assert report.format_rows([{"a": 1.23456, "b": "x"}]).splitlines() == ["  a      b", "  1.235  x"]
+
+
+# ---- the GPU path on a machine without a GPU -------------------------------------------------------
+no_gpu = pytest.mark.skipif(bool(machine.gpu_names()), reason="this machine has a GPU")
+
+
+@no_gpu
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_cuda_without_a_gpu_says_so(how):
+    with pytest.raises(machine.NoGPUError, match="no GPU found"):
+        if how == "flag":
+            machine.resolve_device("cuda", env={})
+        else:
+            machine.resolve_device(None, env={"XVAL_DEVICE": "cuda"})
+    assert machine.resolve_device(None, env={}) == ("cpu", "no GPU found (XVAL_DEVICE=auto): measuring on the CPU")
+    assert machine.engine_device("manual", "cuda") == "cpu (numpy)"
+
+
+@no_gpu
+def test_cli_with_device_cuda_and_no_gpu_exits_with_the_reason(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--device", "cuda", "--quick", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "error: no GPU found: --device cuda / XVAL_DEVICE=cuda was requested" in done.stderr
+    assert os.listdir(tmp_path) == []
+
+
+# ---- the CI smoke run: python -m benchmarks --quick -------------------------------------------------
+def test_quick_run_writes_json_csv_and_plots(tmp_path):
+    out = tmp_path / "bench"
+    env = dict(os.environ, XVAL_BACKEND="manual,torch,jax", XVAL_DEVICE="cpu")
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--no-peers", "--no-ratios", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "fitted slope of log(time per sample) vs log(|W|)" in done.stdout
+    document = json.loads((out / results.JSON_NAME).read_text())
+    info = document["machine"]
+    assert info["cpu_cores_logical"] == os.cpu_count() and info["cpu_model"]
+    assert info["device"] == "cpu" and info["gpu_names"] == [] and info["blas_threads_pinned"] >= 1
+    assert {"numpy", "torch", "jax"} <= set(info["libraries"])
+    assert any(pool.get("user_api") == "blas" for pool in info["blas_pools"])
+    points = document["points"]
+    assert {p["sweep"] for p in points} == {"width", "depth"}
+    assert {p["engine"] for p in points} == {"manual", "torch", "jax"}
+    assert set(quantities.QUANTITIES) <= {p["quantity"] for p in points}
+    ok = [p for p in points if p["status"] == "ok"]
+    for p in ok:
+        assert p["n_params"] == p["depth"] * (p["width"] ** 2 + p["width"])
+        assert p["time_min_s"] <= p["time_median_s"] <= p["time_max_s"] and p["repeats"] >= 5
+        assert p["time_per_sample_s"] == pytest.approx(p["time_median_s"] / p["batch"])
+        assert p["max_relative_error"] <= p["tolerance"] and p["validated_against"] in ("torch", "jax", "manual")
+        assert p["peak_bytes"] >= 0 and p["memory_method"].startswith("rss-growth")
+        assert (p["compile_s"] is not None) == (p["engine"] == "jax")
+    measured = {(p["quantity"], p["engine"]) for p in ok}
+    for quantity in ("forward", "gradient", "per_sample_gradients"):
+        assert {(quantity, e) for e in ("manual", "torch", "jax")} <= measured
+    assert ("finite_difference_gradient", "manual") in measured
+    assert all(p["reason"] for p in points if p["status"] != "ok")
+    psg = [p for p in ok if p["quantity"] == "per_sample_gradients"]
+    assert psg and all(p["batch"] == 4 and p["output_bytes"] == 4 * p["n_params"] * 8 for p in psg)
+    with open(out / results.CSV_NAME) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(points) and set(results.CSV_FIELDS) == set(rows[0])
+    for name in ("time_per_sample.png", "peak_memory.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]
+    assert math.isfinite(document["settings"]["elapsed_s"])
