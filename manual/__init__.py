@@ -13,6 +13,8 @@ from .errors import (
     XvalError,
 )
 from .finite_difference import finite_difference_gradient
+from .hessian import LayerIndexError, block_fits, hessian, hessian_block, hessian_fits
+from .hvp import hvp
 from .losses import LOSSES, Loss, get_loss
 from .network import Network
 
@@ -22,3 +24,4 @@ __all__ = [
     "XvalError", "ShapeError", "NonFiniteError", "UnknownNameError", "TargetError", "ConfigError",
     "EngineUnavailableError", "MemoryGuardError",
 ]
+__all__ += ["hvp", "hessian_block", "hessian", "LayerIndexError", "block_fits", "hessian_fits"]

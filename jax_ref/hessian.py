@@ -1,0 +1,87 @@
+"""Hessian-vector products, Hessian blocks and the full Hessian from ``jax.jvp``/``jax.grad`` and ``jax.hessian``.
+
+Each function is built per architecture (and per layer pair for blocks) and jitted through ``model.jitted``, so it
+compiles once per architecture, pair, batch size and dtype. Blocks differentiate with respect to the two layers'
+own parameter arrays (``argnums``), never by slicing a full Hessian.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from manual import memory
+from manual.hessian import check_layer
+from manual.hvp import check_direction
+
+from . import model
+
+
+def _result_bytes(net, cells):
+    """Bytes of a dense result of ``cells`` entries: the network's dtype, plus a float64 copy for float32."""
+    item = memory.itemsize(net.dtype)
+    return cells * item + (cells * 8 if item != 8 else 0)
+
+
+def _hvp(arch):
+    objective = model.make_objective(arch)
+
+    def product(params, X, Y, v):
+        return jax.jvp(lambda p: jax.grad(objective)(p, X, Y), (params,), (v,))[1]
+
+    return product
+
+
+@functools.lru_cache(maxsize=None)
+def _block(l, m):
+    """The builder of ``(theta_0, ..., theta_last, X, Y) -> d2E / dtheta_l dtheta_m`` (one per pair, so cached)."""
+
+    def build(arch):
+        objective = model.make_objective(arch)
+
+        def layered(*args):
+            *params, X, Y = args
+            return objective(tuple(params), X, Y)
+
+        if l == m:
+            return jax.hessian(layered, argnums=l)
+        return jax.jacfwd(jax.jacrev(layered, argnums=l), argnums=m)
+
+    return build
+
+
+def _hessian(arch):
+    objective = model.make_objective(arch)
+    ends = np.cumsum([shape[0] * shape[1] + shape[0] for shape in arch[0]])[:-1]
+
+    def flat(theta, X, Y):
+        return objective(tuple(jnp.split(theta, ends)), X, Y)
+
+    return jax.hessian(flat)
+
+
+def hvp(net, X, Y, v):
+    """``H v``, ``(P,)``, by ``jax.jvp`` of ``jax.grad`` along ``v``."""
+    X, Y = model.data(net, X, Y)
+    v = check_direction(net, v)
+    tangent = tuple(model.array(v[sl], net.dtype) for sl in net.param_slices)
+    product = model.jitted(model.architecture(net), _hvp)(model.parameters(net), X, Y, tangent)
+    return model.to_numpy(product)
+
+
+def hessian_block(net, X, Y, l, m):
+    """``d2E / dtheta_l dtheta_m``, ``(P_l, P_m)``, by ``jax.hessian`` / ``jacfwd(jacrev)`` with ``argnums`` per layer."""
+    l, m = check_layer(net, l, "l"), check_layer(net, m, "m")
+    X, Y = model.data(net, X, Y)
+    rows, cols = net.layer_param_counts[l], net.layer_param_counts[m]
+    memory.check(_result_bytes(net, rows * cols), f"jax_ref.hessian_block(l={l}, m={m}) (a {rows} x {cols} array)")
+    return model.to_numpy(model.jitted(model.architecture(net), _block(l, m))(*model.parameters(net), X, Y))
+
+
+def hessian(net, X, Y):
+    """``d2E / dtheta^2``, ``(P, P)``, by ``jax.hessian`` of the objective of the flat parameter vector."""
+    X, Y = model.data(net, X, Y)
+    P = net.n_params
+    memory.check(_result_bytes(net, P * P), f"jax_ref.hessian (a {P} x {P} array)")
+    theta = model.array(net.to_vector(), net.dtype)
+    return model.to_numpy(model.jitted(model.architecture(net), _hessian)(theta, X, Y))

@@ -1,0 +1,237 @@
+"""Exact Hessian blocks of ``E = (1/N) sum_n loss_n``, written out (derivation: ``docs/hessian.md``).
+
+Notation (DESIGN.md): ``a_l = W_l z_l + b_l``, ``z_{l+1} = f_l(a_l)``, per sample ``delta_l = d loss / d a_l``
+and ``G_l = d^2 loss / d a_l d a_l``, backpropagated as
+
+    G_last = D H_loss D + diag(f''(a) * dloss/dy_hat),   G_l = D_l W_{l+1}^T G_{l+1} W_{l+1} D_l + diag(f_l''(a_l) * W_{l+1}^T delta_{l+1})
+
+with ``D_l = diag(f_l'(a_l))``. The parameters of layer ``l`` are ``W_l`` row-major (index ``(p, q)``), then ``b_l``
+(index ``p``). For ``l <= m``, with ``K = dz_m / da_l`` and ``J = da_m / da_l = W_m K`` (``K = D_l`` when ``m = l + 1``):
+
+    d2 loss / dW_l[p,q] dW_m[j,i] = z_l[q] * ( (G_m J)[j,p] z_m[i] + delta_m[j] K[i,p] )     (l < m)
+    d2 loss / dW_l[p,q] dW_l[j,i] = z_l[q] * G_l[p,j] z_l[i]                                  (l = m: G_l kron z_l z_l^T)
+
+and a bias takes the place of a weight with ``z = 1``. Both cases share one shape: a block is
+``(1/N) sum_n  [z_l ; 1] (outer) M_n`` with ``M_n[p, :]`` a row of layer ``m``'s parameters, computed for the whole
+batch as one batched matmul over ``p`` (the contraction runs over the samples; there is no loop over samples).
+Array code sticks to matmul, broadcasting, reshape and reductions, so that an array-API library can run it.
+"""
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import memory
+from .activations import get_activation
+from .backprop import backward_pass, forward_pass
+from .data import check_data
+from .errors import XvalError
+from .losses import get_loss
+
+# Largest scratch array a block may use, unless the block itself is larger (then an eighth of it).
+WORKSPACE_BYTES = 32 * 2**20
+
+
+class LayerIndexError(XvalError, IndexError):
+    """A layer index ``l`` or ``m`` that is not an integer in ``0 .. L-1``."""
+
+
+def check_layer(net, index, name):
+    """``index`` as an int after checking that it numbers a layer of ``net``."""
+    last = net.n_layers - 1
+    try:
+        if isinstance(index, bool):
+            raise TypeError
+        value = operator.index(index)
+    except TypeError:
+        raise LayerIndexError(f"{name} = {index!r} is not a layer index; pass an integer in 0..{last} (layers are numbered from 0)") from None
+    if not 0 <= value <= last:
+        raise LayerIndexError(f"{name} = {value} is out of range: this network has {net.n_layers} layers, valid {name} are 0..{last}")
+    return value
+
+
+# ---- the curvature pass -----------------------------------------------------------------------
+@dataclass
+class Curvature:
+    """Per-sample quantities of one batch: ``z[l]`` (N, n_l), ``d1[l] = f_l'(a_l)``, ``delta[l]``, and ``G[l]``
+    (N, n_{l+1}, n_{l+1}) for the layers ``>= lowest`` (``None`` below)."""
+
+    z: list
+    d1: list
+    delta: list
+    G: list
+
+
+def curvature_pass(net, X, Y, lowest=0):
+    """Forward pass, backprop of ``delta`` and Hessian backprop of ``G`` down to layer ``lowest``.
+
+    ``X``, ``Y`` must already be validated (``check_data``).
+    """
+    a, z = forward_pass(net, X)
+    delta = backward_pass(net, a, z, Y)
+    last = net.n_layers - 1
+    acts = [get_activation(name) for name in net.activations]
+    d1 = [act.df(a_l) for act, a_l in zip(acts, a)]
+    G = [None] * net.n_layers
+    loss = get_loss(net.loss)
+    # Through the output activation: D H_loss D plus the curvature of f times the loss gradient.
+    outer = d1[last][:, :, None] * loss.hessian(z[-1], Y) * d1[last][:, None, :]
+    G[last] = outer + _diag(acts[last].d2f(a[last]) * loss.grad(z[-1], Y))
+    for l in range(last - 1, lowest - 1, -1):
+        w = net.weights[l + 1]
+        outer = d1[l][:, :, None] * (w.T @ G[l + 1] @ w) * d1[l][:, None, :]
+        G[l] = outer + _diag(acts[l].d2f(a[l]) * (delta[l + 1] @ w))
+    return Curvature(z=z, d1=d1, delta=delta, G=G)
+
+
+def _diag(values):
+    """``(N, n)`` -> ``(N, n, n)`` diagonal matrices."""
+    n = values.shape[-1]
+    return np.eye(n, dtype=values.dtype) * values[:, :, None]
+
+
+# The array-API name; numpy < 2 only has ``transpose``.
+_permute_dims = getattr(np, "permute_dims", np.transpose)
+
+
+def _view(array, shape):
+    """``array`` reshaped without copying (every reshape here splits axes, which never needs a copy)."""
+    try:
+        return np.reshape(array, shape, copy=False)
+    except TypeError:  # numpy < 2.1 has no ``copy`` argument
+        return array.reshape(shape)
+
+
+# ---- one block ----------------------------------------------------------------------------------
+def _rows_per_chunk(net, l, m, n_samples):
+    """How many output units ``p`` of layer ``l`` one scratch array ``M`` covers (bounds the workspace)."""
+    n_rows, n_cols = net.layer_param_counts[l], net.layer_param_counts[m]
+    per_unit = 2 * n_samples * net.weights[m].size * memory.itemsize(net.dtype)  # M and one product of its size
+    budget = max(WORKSPACE_BYTES, n_rows * n_cols * memory.itemsize(net.dtype) // 8)
+    return max(1, min(net.sizes[l + 1], budget // per_unit))
+
+
+def _cross_factors(net, cur, l, m):
+    """``(GJ^T, K^T)`` as stacks over ``p``: ``A[p, n, j] = (G_m J)[n, j, p]`` and ``Kt[p, n, i] = K[n, i, p]``.
+
+    For ``l == m``, ``A[p, n, j] = G_l[n, p, j]`` and ``Kt`` is ``None``.
+    """
+    if l == m:
+        return _permute_dims(cur.G[l], (1, 0, 2)), None
+    # K = dz_m / da_l = D_{m-1} W_{m-1} ... W_{l+1} D_l, per sample (N, n_m, n_{l+1}).
+    K = _diag(cur.d1[l])
+    for k in range(l + 1, m):
+        K = cur.d1[k][:, :, None] * (net.weights[k] @ K)
+    GJ = cur.G[m] @ (net.weights[m] @ K)  # (N, n_{m+1}, n_{l+1})
+    return _permute_dims(GJ, (2, 0, 1)), _permute_dims(K, (2, 0, 1))
+
+
+def _fill_block(net, cur, l, m, out):
+    """Write the ``(l, m)`` block, ``l <= m``, into ``out`` (a ``(P_l, P_m)`` array or view)."""
+    n = cur.z[0].shape[0]
+    n_out_l, n_in_l = net.weights[l].shape
+    n_out_m, n_in_m = net.weights[m].shape
+    rows_w, cols_w = net.weights[l].size, net.weights[m].size
+    A, Kt = _cross_factors(net, cur, l, m)
+    z_l, z_m, delta_m = cur.z[l], cur.z[m], cur.delta[m]
+
+    if n == 1 and l == m:
+        # One sample, same layer: G kron z z^T, every entry written once by a single broadcast multiply.
+        G0, z0 = cur.G[l][0], z_l[0]
+        np.multiply(
+            G0[:, None, :, None],
+            (z0[:, None] * z0[None, :])[None, :, None, :],
+            out=_view(out[:rows_w, :cols_w], (n_out_l, n_in_l, n_out_m, n_in_m)),
+        )
+        np.multiply(G0[:, None, :], z0[None, :, None], out=_view(out[:rows_w, cols_w:], (n_out_l, n_in_l, n_out_m)))
+        np.multiply(G0[:, :, None], z0[None, None, :], out=_view(out[rows_w:, :cols_w], (n_out_l, n_out_m, n_in_m)))
+        out[rows_w:, cols_w:] = G0
+        return out
+
+    # Sample weights 1/N folded into z_l^T, so that the matmul over samples is the batch mean.
+    zt = z_l.T / n  # (n_l, N)
+    w_rows = _view(out[:rows_w], (n_out_l, n_in_l, out.shape[1]))
+    chunk = _rows_per_chunk(net, l, m, n)
+    for start in range(0, n_out_l, chunk):  # chunks of output units p, to bound the scratch array
+        p = slice(start, min(start + chunk, n_out_l))
+        # M[p, n, j, i] = A[p, n, j] z_m[n, i] (+ Kt[p, n, i] delta_m[n, j] across layers): d2 loss / da_l[p] dW_m[j, i].
+        M = A[p][:, :, :, None] * z_m[None, :, None, :]
+        if Kt is not None:
+            M += Kt[p][:, :, None, :] * delta_m[None, :, :, None]
+        M = M.reshape(M.shape[0], n, cols_w)
+        np.matmul(zt, M, out=w_rows[p, :, :cols_w])
+        np.matmul(zt, A[p], out=w_rows[p, :, cols_w:])
+        out[rows_w + p.start: rows_w + p.stop, :cols_w] = np.mean(M, axis=1)
+    out[rows_w:, cols_w:] = np.mean(A, axis=1)
+    return out
+
+
+# ---- sizes for the memory guard -----------------------------------------------------------------
+def block_bytes(net, l, m, n_samples):
+    """``(output, workspace)`` bytes that ``hessian_block(net, X, Y, l, m)`` needs for ``n_samples`` samples."""
+    l, m = sorted((l, m))
+    item = memory.itemsize(net.dtype)
+    cells = net.layer_param_counts[l] * net.layer_param_counts[m]
+    output = cells * item + (cells * 8 if item != 8 else 0)  # plus the float64 copy of a float32 result
+    workspace = _rows_per_chunk(net, l, m, n_samples) * 2 * n_samples * net.weights[m].size * item
+    return output, workspace
+
+
+def hessian_bytes(net, n_samples):
+    """``(output, workspace)`` bytes that ``hessian(net, X, Y)`` needs for ``n_samples`` samples."""
+    item = memory.itemsize(net.dtype)
+    cells = net.n_params**2
+    workspace = max(block_bytes(net, l, m, n_samples)[1] for l in range(net.n_layers) for m in range(l, net.n_layers))
+    return cells * item + (cells * 8 if item != 8 else 0), workspace
+
+
+def block_fits(net, l, m, n_samples):
+    """Whether ``hessian_block`` of ``(l, m)`` would pass the memory guard."""
+    return memory.fits(sum(block_bytes(net, l, m, n_samples)))
+
+
+def hessian_fits(net, n_samples):
+    """Whether ``hessian`` would pass the memory guard."""
+    return memory.fits(sum(hessian_bytes(net, n_samples)))
+
+
+def _guard(what, sizes):
+    output, workspace = sizes
+    memory.check(output + workspace, what, f"{output} bytes for the result and {workspace} bytes of workspace")
+
+
+# ---- the contract -------------------------------------------------------------------------------
+def hessian_block(net, X, Y, l, m):
+    """``d2E / dtheta_l dtheta_m``, ``(P_l, P_m)`` float64: rows are layer ``l``'s parameters, columns layer ``m``'s.
+
+    For ``l > m`` this is the transpose of the ``(m, l)`` block. Raises ``LayerIndexError`` for a bad ``l``/``m``
+    and ``MemoryGuardError`` (before allocating) when the block would not fit.
+    """
+    l, m = check_layer(net, l, "l"), check_layer(net, m, "m")
+    X, Y = check_data(net, X, Y)
+    if l > m:
+        return hessian_block(net, X, Y, m, l).T
+    rows, cols = net.layer_param_counts[l], net.layer_param_counts[m]
+    _guard(f"hessian_block(l={l}, m={m}) (a {rows} x {cols} {net.dtype.name} array)", block_bytes(net, l, m, X.shape[0]))
+    cur = curvature_pass(net, X, Y, lowest=l)
+    out = np.empty((rows, cols), dtype=net.dtype)
+    return _fill_block(net, cur, l, m, out).astype(np.float64, copy=False)
+
+
+def hessian(net, X, Y):
+    """``d2E / dtheta^2``, ``(P, P)`` float64, assembled from the blocks (upper blocks computed, lower ones mirrored).
+
+    Raises ``MemoryGuardError`` (before allocating) when the Hessian would not fit.
+    """
+    X, Y = check_data(net, X, Y)
+    P = net.n_params
+    _guard(f"hessian (a {P} x {P} {net.dtype.name} array)", hessian_bytes(net, X.shape[0]))
+    cur = curvature_pass(net, X, Y, lowest=0)
+    H = np.empty((P, P), dtype=net.dtype)
+    slices = net.param_slices
+    for l in range(net.n_layers):
+        for m in range(l, net.n_layers):
+            _fill_block(net, cur, l, m, H[slices[l], slices[m]])
+            if m > l:
+                H[slices[m], slices[l]] = H[slices[l], slices[m]].T
+    return H.astype(np.float64, copy=False)

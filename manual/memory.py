@@ -1,0 +1,85 @@
+"""The memory guard: refuse a dense Hessian or Hessian block that will not fit, before allocating it.
+
+The limit is the smaller of the memory the operating system says is available (``MemAvailable`` from
+``/proc/meminfo``; elsewhere ``psutil`` if installed, else ``os.sysconf``) and the optional
+``XVAL_MAX_BYTES`` cap (``manual.config``). ``fits`` answers "would this fit?" without raising, for
+benchmarks that want to skip sizes rather than fail.
+"""
+import os
+
+import numpy as np
+
+from . import config
+from .errors import MemoryGuardError
+
+
+def available_bytes():
+    """Bytes the operating system can hand out now, or ``None`` when it cannot be determined."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the value is in kB
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def limit(env=None):
+    """``(bytes, reason)``: the most a dense array may take and where that limit comes from.
+
+    ``bytes`` is ``None`` when neither the available memory nor a cap is known.
+    """
+    limits = []
+    available = available_bytes()
+    if available is not None:
+        limits.append((available, f"{available} bytes ({_human(available)}) of memory available"))
+    cap = config.max_bytes(env)
+    if cap is not None:
+        limits.append((cap, f"{cap} bytes ({_human(cap)}) allowed by XVAL_MAX_BYTES"))
+    if not limits:
+        return None, "no known limit"
+    return min(limits)
+
+
+def fits(nbytes, env=None):
+    """Whether ``nbytes`` fit under ``limit()``."""
+    allowed, _ = limit(env)
+    return allowed is None or nbytes <= allowed
+
+
+def check(nbytes, what, detail="", env=None):
+    """Raise ``MemoryGuardError`` unless ``nbytes`` fit; ``what`` names the array, e.g. ``"the (P, P) Hessian"``,
+    and ``detail`` (optional) says how ``nbytes`` splits up.
+
+    Call it before allocating: nothing has been allocated when it raises. Returns ``nbytes``.
+    """
+    allowed, reason = limit(env)
+    if allowed is not None and nbytes > allowed:
+        detail = f": {detail}" if detail else ""
+        raise MemoryGuardError(
+            f"{what} needs {nbytes} bytes ({_human(nbytes)}{detail}), but only {reason}; use a smaller network or batch, "
+            "compute single blocks with hessian_block, use hvp (which never forms the Hessian), "
+            "or raise XVAL_MAX_BYTES if it is set too low"
+        )
+    return nbytes
+
+
+def itemsize(dtype):
+    return np.dtype(dtype).itemsize
+
+
+def _human(nbytes):
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if nbytes < 1024 or unit == "TiB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024

@@ -1,0 +1,282 @@
+"""Second derivatives, case x quantity x reference engine: Hessian blocks, the full Hessian, Hessian-vector
+products, the problem-6 formula, the memory guard, and the errors for bad layer indices and directions.
+
+jax compiles once per architecture and function (about a second each on the 2-core machine), so each jax function
+is compiled in one test only: the full Hessian and the blocks share one test per case, and jax's own per-pair
+``hessian_block`` (one compile per pair) is checked on a same-layer and a cross-layer pair per case, while every
+block of ``manual`` is checked against the reference's full Hessian and, for torch, against its per-pair blocks.
+"""
+import re
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import manual
+from manual import memory
+from manual.finite_difference import DEFAULT_STEPS
+from manual.hessian import hessian_bytes
+from tests.conftest import load_engine, reference_engine_names
+from xval import compare
+
+ALL_ENGINES = ["manual"] + reference_engine_names()
+
+
+def layer_pairs(net):
+    return [(l, m) for l in range(net.n_layers) for m in range(net.n_layers)]
+
+
+def reference_block_pairs(name, net):
+    """The pairs whose block the reference computes with its own ``hessian_block``."""
+    if name != "jax":
+        return layer_pairs(net)
+    last = net.n_layers - 1
+    return sorted({(0, 0), (last, 0)})
+
+
+def direction(net, seed=0):
+    """A random unit direction ``(P,)`` in the network's dtype."""
+    v = np.random.default_rng(seed).standard_normal(net.n_params)
+    return (v / np.linalg.norm(v)).astype(net.dtype)
+
+
+# ---- blocks and the full Hessian against the references ----------------------------------------
+def test_hessian_and_every_block_match_reference(case, engine, rtol, record_error):
+    case_name, net, X, Y = case
+    name, module = engine
+    P, slices = net.n_params, net.param_slices
+    theirs = module.hessian(net, X, Y)
+    ours = manual.hessian(net, X, Y)
+    assert ours.shape == theirs.shape == (P, P) and ours.dtype == theirs.dtype == np.float64
+    error = compare.assert_close(ours, theirs, rtol, f"hessian manual vs {name} on {case_name}")
+    record_error("hessian", name, case_name, error)
+
+    blocks = {}
+    for l, m in layer_pairs(net):
+        block = blocks[l, m] = manual.hessian_block(net, X, Y, l, m)
+        assert block.shape == (net.layer_param_counts[l], net.layer_param_counts[m]) and block.dtype == np.float64
+        what = f"hessian_block({l}, {m}) manual vs the ({l}, {m}) part of {name}'s hessian on {case_name}"
+        error = compare.assert_close(block, theirs[slices[l], slices[m]], rtol, what)
+        record_error("hessian_block vs hessian", name, case_name, error)
+    for l, m in reference_block_pairs(name, net):
+        what = f"hessian_block({l}, {m}) manual vs {name} on {case_name}"
+        error = compare.assert_close(blocks[l, m], module.hessian_block(net, X, Y, l, m), rtol, what)
+        record_error("hessian_block", name, case_name, error)
+
+
+def test_hessian_is_symmetric_and_blocks_transpose(case, rtol, record_error):
+    case_name, net, X, Y = case
+    H = manual.hessian(net, X, Y)
+    error = compare.assert_close(H, H.T, rtol, f"H vs H^T on {case_name}")
+    record_error("hessian symmetry", "manual", case_name, error)
+    for l, m in layer_pairs(net):
+        if l <= m:
+            error = compare.assert_close(
+                manual.hessian_block(net, X, Y, l, m), manual.hessian_block(net, X, Y, m, l).T, rtol,
+                f"block({l}, {m}) vs block({m}, {l})^T on {case_name}",
+            )
+            record_error("block(l, m) vs block(m, l)^T", "manual", case_name, error)
+
+
+# ---- Hessian-vector products ---------------------------------------------------------------------
+def test_hvp_is_hessian_times_v(case, rtol, record_error):
+    case_name, net, X, Y = case
+    v = direction(net)
+    Hv = manual.hvp(net, X, Y, v)
+    assert Hv.shape == (net.n_params,) and Hv.dtype == np.float64
+    error = compare.assert_close(Hv, manual.hessian(net, X, Y) @ v.astype(np.float64), rtol, f"hvp vs H @ v on {case_name}")
+    record_error("hvp vs H @ v", "manual", case_name, error)
+
+
+def test_hvp_matches_reference(case, engine, rtol, record_error):
+    case_name, net, X, Y = case
+    name, module = engine
+    for seed in (0, 1):
+        v = direction(net, seed)
+        error = compare.assert_close(manual.hvp(net, X, Y, v), module.hvp(net, X, Y, v), rtol, f"hvp manual vs {name} on {case_name}")
+        record_error("hvp", name, case_name, error)
+
+
+def test_hvp_matches_finite_differences_of_the_gradient(case, dtype, record_error):
+    """``(grad(theta + eps v) - grad(theta - eps v)) / (2 eps)``: an oracle built only on ``manual.gradient``."""
+    case_name, net, X, Y = case
+    v = direction(net)
+    eps = DEFAULT_STEPS[dtype]
+    theta = net.to_vector()
+    plus = manual.gradient(net.from_vector(theta + eps * v), X, Y)
+    minus = manual.gradient(net.from_vector(theta - eps * v), X, Y)
+    tol = compare.FINITE_DIFFERENCE_TOLERANCES[dtype]
+    error = compare.assert_close(manual.hvp(net, X, Y, v), (plus - minus) / (2 * eps), tol, f"hvp vs finite differences on {case_name}")
+    record_error("hvp vs finite differences", "fd", case_name, error)
+
+
+# ---- problem 6, in the problem set's notation -------------------------------------------------------
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def problem6_block(net, X, Y, layer, printed=False):
+    """The weight-weight part of the same-layer block of ``layer``, entry by entry, in the problem's notation.
+
+    Unit ``j`` of the layer has input ``a_j = sum_i w_ji z_i + b_j`` and output ``z_j = sigma(a_j)``;
+    ``delta_j = dE_n/dz_j`` and ``delta_jj' = d2E_n/dz_j dz_j'`` (derivatives with respect to the unit *outputs*),
+    obtained by their own backward recursion over the later layers. The correct formula is
+
+        d2E_n / dw_ji dw_j'i' = z_i z_i' ( z'_j z'_j' delta_jj' + I_jj' z''_j delta_j ),
+
+    with ``z'_j = sigma'(a_j) = z_j (1 - z_j)`` and ``z''_j = sigma''(a_j) = z'_j (1 - 2 z_j)``. With
+    ``printed=True`` it evaluates the formula as the problem set prints it instead:
+    ``z_i' z_i z'_j' (delta_jj' z_j + I_jj' delta_j)``. ``E`` is the batch mean, so the result is averaged over samples.
+    Needs a sigmoid network with the mse loss (all layers sigmoid).
+    """
+    W = [np.asarray(w, dtype=np.float64) for w in net.weights]
+    b = [np.asarray(b_, dtype=np.float64) for b_ in net.biases]
+    n_out, n_in = W[layer].shape
+    block = np.zeros((n_out, n_in, n_out, n_in))
+    for x, y in zip(np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)):
+        z = [x]  # unit outputs, layer by layer
+        for w, bias in zip(W, b):
+            z.append(sigmoid(w @ z[-1] + bias))
+        # delta_j and delta_jj' at the output units of the last layer: the mse loss 0.5 * sum_j (z_j - y_j)^2.
+        k_out = len(z[-1])
+        d1 = [z[-1][j] - y[j] for j in range(k_out)]
+        d2 = [[1.0 if j == jj else 0.0 for jj in range(k_out)] for j in range(k_out)]
+        # ... carried back unit by unit to the outputs of `layer`: z_j feeds unit k of the next layer through w_kj.
+        for later in range(len(W) - 1, layer, -1):
+            zk = z[later + 1]
+            dz = [zk[k] * (1 - zk[k]) for k in range(len(zk))]
+            ddz = [dz[k] * (1 - 2 * zk[k]) for k in range(len(zk))]
+            w = W[later]
+            width = w.shape[1]
+            new_d1 = [sum(w[k, j] * dz[k] * d1[k] for k in range(len(zk))) for j in range(width)]
+            new_d2 = [
+                [
+                    sum(w[k, j] * dz[k] * d2[k][kk] * dz[kk] * w[kk, jj] for k in range(len(zk)) for kk in range(len(zk)))
+                    + sum(w[k, j] * w[k, jj] * ddz[k] * d1[k] for k in range(len(zk)))
+                    for jj in range(width)
+                ]
+                for j in range(width)
+            ]
+            d1, d2 = new_d1, new_d2
+        zin, zout = z[layer], z[layer + 1]
+        for j in range(n_out):
+            for i in range(n_in):
+                for jj in range(n_out):
+                    for ii in range(n_in):
+                        identity = 1.0 if j == jj else 0.0
+                        dj, djj = zout[j] * (1 - zout[j]), zout[jj] * (1 - zout[jj])
+                        if printed:
+                            value = zin[ii] * zin[i] * djj * (d2[j][jj] * zout[j] + identity * d1[j])
+                        else:
+                            value = zin[i] * zin[ii] * (dj * djj * d2[j][jj] + identity * dj * (1 - 2 * zout[j]) * d1[j])
+                        block[j, i, jj, ii] += value / len(X)
+    return block.reshape(n_out * n_in, n_out * n_in)
+
+
+def problem6_case(dtype):
+    net = manual.Network.random([3, 4, 3, 2], ["sigmoid"] * 3, "mse", seed=6).astype(dtype)
+    rng = np.random.default_rng(7)
+    return net, rng.standard_normal((2, 3)).astype(dtype), rng.standard_normal((2, 2)).astype(dtype)
+
+
+@pytest.mark.parametrize("layer", [0, 1, 2])
+def test_problem6_same_layer_formula(layer, engine, dtype, rtol, record_error):
+    name, module = engine
+    net, X, Y = problem6_case(dtype)
+    weights = net.weights[layer].size
+    theirs = module.hessian_block(net, X, Y, layer, layer)[:weights, :weights]
+    ours = problem6_block(net, X, Y, layer)
+    error = compare.assert_close(ours, theirs, rtol, f"problem-6 formula vs {name}, layer {layer}")
+    record_error("problem-6 formula", name, f"sigmoid 3x4x3x2 layer {layer}", error)
+    compare.assert_close(manual.hessian_block(net, X, Y, layer, layer)[:weights, :weights], theirs, rtol, "manual")
+    # The formula as printed disagrees with autodiff.
+    assert compare.relative_error(problem6_block(net, X, Y, layer, printed=True), theirs) > 0.05
+
+
+# ---- the memory guard --------------------------------------------------------------------------
+def small_problem(dtype="float64"):
+    net = manual.Network.random([4, 8, 3], "tanh", "mse", seed=0).astype(dtype)
+    rng = np.random.default_rng(0)
+    return net, rng.standard_normal((5, 4)).astype(dtype), rng.standard_normal((5, 3)).astype(dtype)
+
+
+@pytest.mark.parametrize("engine_name", ALL_ENGINES)
+def test_memory_guard_refuses_a_hessian_over_the_cap(engine_name, monkeypatch):
+    module = load_engine(engine_name)
+    net, X, Y = small_problem()
+    monkeypatch.setenv("XVAL_MAX_BYTES", "1000")
+    P = net.n_params  # 67
+    with pytest.raises(manual.MemoryGuardError) as info:
+        module.hessian(net, X, Y)
+    message = str(info.value)
+    assert f"{P} x {P}" in message and f"{P * P * 8}" in message and "1000 bytes" in message and "XVAL_MAX_BYTES" in message
+    rows, cols = net.layer_param_counts
+    with pytest.raises(manual.MemoryGuardError, match=rf"{rows} x {cols} float64 array|{rows} x {cols} array"):
+        module.hessian_block(net, X, Y, 0, 1)
+
+
+def test_memory_guard_allows_exactly_what_fits(monkeypatch):
+    net, X, Y = small_problem()
+    output, workspace = hessian_bytes(net, X.shape[0])
+    assert output == net.n_params**2 * 8
+    monkeypatch.setenv("XVAL_MAX_BYTES", str(output + workspace))
+    assert manual.hessian(net, X, Y).shape == (net.n_params, net.n_params)
+    monkeypatch.setenv("XVAL_MAX_BYTES", str(output + workspace - 1))
+    assert not memory.fits(output + workspace)
+    with pytest.raises(manual.MemoryGuardError, match=f"needs {output + workspace} bytes"):
+        manual.hessian(net, X, Y)
+
+
+def test_memory_guard_refuses_a_huge_hessian_without_allocating(monkeypatch):
+    monkeypatch.delenv("XVAL_MAX_BYTES", raising=False)
+    net = manual.Network.random([2000, 1000, 10], "tanh", "mse", seed=0)  # P = 2,011,010: H would be 32 TB
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((1, 2000)), rng.standard_normal((1, 10))
+    P = net.n_params
+    assert not memory.fits(P * P * 8)
+    tracemalloc.start()
+    try:
+        with pytest.raises(manual.MemoryGuardError) as info:
+            manual.hessian(net, X, Y)
+        with pytest.raises(manual.MemoryGuardError, match=f"{net.layer_param_counts[0] ** 2 * 8} bytes for the result"):
+            manual.hessian_block(net, X, Y, 0, 0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert f"{P * P * 8} bytes for the result" in str(info.value) and "available" in str(info.value)
+    assert peak < 2**20, f"the guard let {peak} bytes be allocated before refusing"
+
+
+def test_memory_limit_is_the_smaller_of_available_and_cap():
+    available = memory.available_bytes()
+    assert available is None or available > 0
+    allowed, reason = memory.limit({"XVAL_MAX_BYTES": "12345"})
+    assert allowed == 12345 and "XVAL_MAX_BYTES" in reason
+    assert memory.fits(12345, {"XVAL_MAX_BYTES": "12345"}) and not memory.fits(12346, {"XVAL_MAX_BYTES": "12345"})
+
+
+# ---- bad layer indices and directions -----------------------------------------------------------
+@pytest.mark.parametrize("engine_name", ALL_ENGINES)
+@pytest.mark.parametrize(
+    "l, m, message",
+    [
+        (2, 0, "l = 2 is out of range: this network has 2 layers, valid l are 0..1"),
+        (0, -1, "m = -1 is out of range: this network has 2 layers, valid m are 0..1"),
+        (0.5, 0, "l = 0.5 is not a layer index; pass an integer in 0..1"),
+        (0, "1", "m = '1' is not a layer index; pass an integer in 0..1"),
+    ],
+)
+def test_bad_layer_index(engine_name, l, m, message):
+    module = load_engine(engine_name)
+    net, X, Y = small_problem()
+    with pytest.raises(manual.LayerIndexError, match=re.escape(message)):
+        module.hessian_block(net, X, Y, l, m)
+
+
+@pytest.mark.parametrize("engine_name", ALL_ENGINES)
+@pytest.mark.parametrize("shape", [(68,), (66,), (67, 1), ()])
+def test_direction_of_the_wrong_shape(engine_name, shape):
+    module = load_engine(engine_name)
+    net, X, Y = small_problem()
+    with pytest.raises(manual.ShapeError, match=re.escape(f"v has shape {shape}, but this network has P = 67 parameters, so v must have shape (67,)")):
+        module.hvp(net, X, Y, np.ones(shape))

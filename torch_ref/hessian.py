@@ -1,0 +1,61 @@
+"""Hessian-vector products, Hessian blocks and the full Hessian from ``torch.func``.
+
+Blocks differentiate with respect to the two layers' own parameter tensors (``jacfwd`` of ``jacrev``), never by
+slicing a full Hessian; the full Hessian is ``torch.func.hessian`` of the objective of one flat vector.
+"""
+import torch
+from torch.func import grad, hessian as func_hessian, jacfwd, jacrev, jvp
+
+from manual import memory
+from manual.hessian import check_layer
+from manual.hvp import check_direction
+
+from . import model
+
+
+def _result_bytes(net, cells):
+    """Bytes of a dense result of ``cells`` entries: the network's dtype, plus a float64 copy for float32."""
+    item = memory.itemsize(net.dtype)
+    return cells * item + (cells * 8 if item != 8 else 0)
+
+
+def hvp(net, X, Y, v):
+    """``H v``, ``(P,)``, as the forward-mode derivative of the gradient along ``v`` (``jvp`` of ``grad``)."""
+    X, Y = model.data(net, X, Y)
+    tangents = list(torch.split(model.tensor(check_direction(net, v), net.dtype), net.layer_param_counts))
+    _, product = jvp(grad(lambda params: model.objective(net, params, X, Y)), (model.parameters(net),), (tangents,))
+    return model.to_numpy(list(product))
+
+
+def hessian_block(net, X, Y, l, m):
+    """``d2E / dtheta_l dtheta_m``, ``(P_l, P_m)``: ``torch.func.hessian`` (``l == m``) or ``jacfwd(jacrev)`` with
+    respect to the two layers' parameter tensors."""
+    l, m = check_layer(net, l, "l"), check_layer(net, m, "m")
+    X, Y = model.data(net, X, Y)
+    rows, cols = net.layer_param_counts[l], net.layer_param_counts[m]
+    memory.check(_result_bytes(net, rows * cols), f"torch_ref.hessian_block(l={l}, m={m}) (a {rows} x {cols} array)")
+    params = model.parameters(net)
+
+    def objective(theta_l, theta_m):
+        layers = list(params)
+        layers[l], layers[m] = theta_l, theta_m
+        return model.objective(net, layers, X, Y)
+
+    if l == m:
+        block = func_hessian(lambda theta: objective(theta, theta))(params[l])
+    else:
+        block = jacfwd(jacrev(objective, argnums=0), argnums=1)(params[l], params[m])
+    return model.to_numpy(block)
+
+
+def hessian(net, X, Y):
+    """``d2E / dtheta^2``, ``(P, P)``, by ``torch.func.hessian`` of the objective of the flat parameter vector."""
+    X, Y = model.data(net, X, Y)
+    P = net.n_params
+    memory.check(_result_bytes(net, P * P), f"torch_ref.hessian (a {P} x {P} array)")
+    counts = net.layer_param_counts
+
+    def objective(theta):
+        return model.objective(net, list(torch.split(theta, counts)), X, Y)
+
+    return model.to_numpy(func_hessian(objective)(torch.cat(model.parameters(net))))
