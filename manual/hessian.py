@@ -106,7 +106,7 @@ def _view(array, shape):
 def _rows_per_chunk(net, l, m, n_samples):
     """How many output units ``p`` of layer ``l`` one scratch array ``M`` covers (bounds the workspace)."""
     n_rows, n_cols = net.layer_param_counts[l], net.layer_param_counts[m]
-    per_unit = 2 * n_samples * net.weights[m].size * memory.itemsize(net.dtype)  # M and one product of its size
+    per_unit = 2 * n_samples * net.layer_param_counts[m] * memory.itemsize(net.dtype)  # M and one product of its size
     budget = max(WORKSPACE_BYTES, n_rows * n_cols * memory.itemsize(net.dtype) // 8)
     return max(1, min(net.sizes[l + 1], budget // per_unit))
 
@@ -131,38 +131,28 @@ def _fill_block(net, cur, l, m, out):
     n = cur.z[0].shape[0]
     n_out_l, n_in_l = net.weights[l].shape
     n_out_m, n_in_m = net.weights[m].shape
-    rows_w, cols_w = net.weights[l].size, net.weights[m].size
+    rows_w, cols_w, cols = net.weights[l].size, net.weights[m].size, out.shape[1]
     A, Kt = _cross_factors(net, cur, l, m)
     z_l, z_m, delta_m = cur.z[l], cur.z[m], cur.delta[m]
-
-    if n == 1 and l == m:
-        # One sample, same layer: G kron z z^T, every entry written once by a single broadcast multiply.
-        G0, z0 = cur.G[l][0], z_l[0]
-        np.multiply(
-            G0[:, None, :, None],
-            (z0[:, None] * z0[None, :])[None, :, None, :],
-            out=_view(out[:rows_w, :cols_w], (n_out_l, n_in_l, n_out_m, n_in_m)),
-        )
-        np.multiply(G0[:, None, :], z0[None, :, None], out=_view(out[:rows_w, cols_w:], (n_out_l, n_in_l, n_out_m)))
-        np.multiply(G0[:, :, None], z0[None, None, :], out=_view(out[rows_w:, :cols_w], (n_out_l, n_out_m, n_in_m)))
-        out[rows_w:, cols_w:] = G0
-        return out
-
-    # Sample weights 1/N folded into z_l^T, so that the matmul over samples is the batch mean.
-    zt = z_l.T / n  # (n_l, N)
-    w_rows = _view(out[:rows_w], (n_out_l, n_in_l, out.shape[1]))
+    w_rows = _view(out[:rows_w], (n_out_l, n_in_l, cols))  # [p, q, :] is the row of W_l[p, q]
+    zt = z_l.T / n  # (n_l, N): the sample weights 1/N folded in, so the contraction over samples is the batch mean
     chunk = _rows_per_chunk(net, l, m, n)
-    for start in range(0, n_out_l, chunk):  # chunks of output units p, to bound the scratch array
+    for start in range(0, n_out_l, chunk):  # chunks of output units p, to bound the scratch array M
         p = slice(start, min(start + chunk, n_out_l))
-        # M[p, n, j, i] = A[p, n, j] z_m[n, i] (+ Kt[p, n, i] delta_m[n, j] across layers): d2 loss / da_l[p] dW_m[j, i].
-        M = A[p][:, :, :, None] * z_m[None, :, None, :]
+        # M[p, n, :] = d2 loss_n / da_l[p] dtheta_m: for W_m[j, i] it is A[p, n, j] z_m[n, i]
+        # (+ Kt[p, n, i] delta_m[n, j] across layers), for b_m[j] it is A[p, n, j].
+        M = np.empty((p.stop - p.start, n, cols), dtype=out.dtype)
+        M_w = _view(M[:, :, :cols_w], (p.stop - p.start, n, n_out_m, n_in_m))
+        np.multiply(A[p][:, :, :, None], z_m[None, :, None, :], out=M_w)
         if Kt is not None:
-            M += Kt[p][:, :, None, :] * delta_m[None, :, :, None]
-        M = M.reshape(M.shape[0], n, cols_w)
-        np.matmul(zt, M, out=w_rows[p, :, :cols_w])
-        np.matmul(zt, A[p], out=w_rows[p, :, cols_w:])
-        out[rows_w + p.start: rows_w + p.stop, :cols_w] = np.mean(M, axis=1)
-    out[rows_w:, cols_w:] = np.mean(A, axis=1)
+            M_w += Kt[p][:, :, None, :] * delta_m[None, :, :, None]
+        M[:, :, cols_w:] = A[p]
+        # Rows of W_l[p, q] = sum_n z_l[n, q] M[p, n, :] / N; rows of b_l[p] = mean_n M[p, n, :].
+        if n == 1:  # one broadcast multiply writes each entry of the block once (G kron z z^T for l == m)
+            np.multiply(zt[None, :, :], M, out=w_rows[p])
+        else:
+            np.matmul(zt, M, out=w_rows[p])
+        out[rows_w + p.start: rows_w + p.stop] = np.mean(M, axis=1)
     return out
 
 
@@ -173,7 +163,7 @@ def block_bytes(net, l, m, n_samples):
     item = memory.itemsize(net.dtype)
     cells = net.layer_param_counts[l] * net.layer_param_counts[m]
     output = cells * item + (cells * 8 if item != 8 else 0)  # plus the float64 copy of a float32 result
-    workspace = _rows_per_chunk(net, l, m, n_samples) * 2 * n_samples * net.weights[m].size * item
+    workspace = _rows_per_chunk(net, l, m, n_samples) * 2 * n_samples * net.layer_param_counts[m] * item
     return output, workspace
 
 

@@ -3,8 +3,9 @@ products, the problem-6 formula, the memory guard, and the errors for bad layer 
 
 jax compiles once per architecture and function (about a second each on the 2-core machine), so each jax function
 is compiled in one test only: the full Hessian and the blocks share one test per case, and jax's own per-pair
-``hessian_block`` (one compile per pair) is checked on a same-layer and a cross-layer pair per case, while every
-block of ``manual`` is checked against the reference's full Hessian and, for torch, against its per-pair blocks.
+``hessian_block`` (one compile per pair) is checked on one cross-layer pair per case (and on same-layer pairs in the
+problem-6 test), while every block of ``manual`` is checked against the reference's full Hessian and, for torch,
+against its per-pair blocks.
 """
 import re
 import tracemalloc
@@ -30,8 +31,7 @@ def reference_block_pairs(name, net):
     """The pairs whose block the reference computes with its own ``hessian_block``."""
     if name != "jax":
         return layer_pairs(net)
-    last = net.n_layers - 1
-    return sorted({(0, 0), (last, 0)})
+    return [(net.n_layers - 1, 0)]
 
 
 def direction(net, seed=0):
@@ -40,12 +40,39 @@ def direction(net, seed=0):
     return (v / np.linalg.norm(v)).astype(net.dtype)
 
 
+def assert_block_close(ours, theirs, rtol, what, dtype, exact):
+    """``ours`` within ``rtol`` of ``theirs``; returns the relative error.
+
+    In float32 a block far smaller than the rest of the Hessian can be beyond float32's resolution for every engine
+    (saturated softmax: ``p (1 - p)`` with ``1 - p`` below float32's epsilon). Then, and only in float32, the
+    block is judged against ``exact()``, the reference's own float64 evaluation at the same inputs: ``manual`` must
+    be within ``rtol`` of it or at most twice as far from it as the reference is.
+    """
+    error = compare.relative_error(ours, theirs)
+    if error <= rtol or dtype == "float64":
+        return compare.assert_close(ours, theirs, rtol, what)
+    truth = exact()
+    ours_error, theirs_error = compare.relative_error(ours, truth), compare.relative_error(theirs, truth)
+    assert ours_error <= max(rtol, 2 * theirs_error), (
+        f"{what}: relative error {error:.3g} > {rtol:.1g}, and against the float64 reference manual is off by "
+        f"{ours_error:.3g}, the float32 reference by {theirs_error:.3g}"
+    )
+    return error
+
+
 # ---- blocks and the full Hessian against the references ----------------------------------------
-def test_hessian_and_every_block_match_reference(case, engine, rtol, record_error):
+def test_hessian_and_every_block_match_reference(case, engine, dtype, rtol, record_error):
     case_name, net, X, Y = case
     name, module = engine
     P, slices = net.n_params, net.param_slices
     theirs = module.hessian(net, X, Y)
+    exact = {}
+
+    def exact_block(l, m):  # the reference in float64 at the same (float32-rounded) inputs; only for float32 runs
+        if "H" not in exact:
+            exact["H"] = module.hessian(net.astype("float64"), X.astype(np.float64), Y.astype(np.float64))
+        return exact["H"][slices[l], slices[m]]
+
     ours = manual.hessian(net, X, Y)
     assert ours.shape == theirs.shape == (P, P) and ours.dtype == theirs.dtype == np.float64
     error = compare.assert_close(ours, theirs, rtol, f"hessian manual vs {name} on {case_name}")
@@ -56,11 +83,12 @@ def test_hessian_and_every_block_match_reference(case, engine, rtol, record_erro
         block = blocks[l, m] = manual.hessian_block(net, X, Y, l, m)
         assert block.shape == (net.layer_param_counts[l], net.layer_param_counts[m]) and block.dtype == np.float64
         what = f"hessian_block({l}, {m}) manual vs the ({l}, {m}) part of {name}'s hessian on {case_name}"
-        error = compare.assert_close(block, theirs[slices[l], slices[m]], rtol, what)
+        error = assert_block_close(block, theirs[slices[l], slices[m]], rtol, what, dtype, lambda: exact_block(l, m))
         record_error("hessian_block vs hessian", name, case_name, error)
     for l, m in reference_block_pairs(name, net):
         what = f"hessian_block({l}, {m}) manual vs {name} on {case_name}"
-        error = compare.assert_close(blocks[l, m], module.hessian_block(net, X, Y, l, m), rtol, what)
+        theirs_block = module.hessian_block(net, X, Y, l, m)
+        error = assert_block_close(blocks[l, m], theirs_block, rtol, what, dtype, lambda: exact_block(l, m))
         record_error("hessian_block", name, case_name, error)
 
 

@@ -3,6 +3,9 @@
 Blocks differentiate with respect to the two layers' own parameter tensors (``jacfwd`` of ``jacrev``), never by
 slicing a full Hessian; the full Hessian is ``torch.func.hessian`` of the objective of one flat vector.
 """
+import contextlib
+import warnings
+
 import torch
 from torch.func import grad, hessian as func_hessian, jacfwd, jacrev, jvp
 
@@ -11,6 +14,15 @@ from manual.hessian import check_layer
 from manual.hvp import check_direction
 
 from . import model
+
+
+@contextlib.contextmanager
+def _forward_mode():
+    """torch's forward-mode AD scripts its decompositions with the deprecated ``torch.jit.script``; that
+    warning is torch's own business, not the caller's."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=DeprecationWarning)
+        yield
 
 
 def _result_bytes(net, cells):
@@ -23,7 +35,8 @@ def hvp(net, X, Y, v):
     """``H v``, ``(P,)``, as the forward-mode derivative of the gradient along ``v`` (``jvp`` of ``grad``)."""
     X, Y = model.data(net, X, Y)
     tangents = list(torch.split(model.tensor(check_direction(net, v), net.dtype), net.layer_param_counts))
-    _, product = jvp(grad(lambda params: model.objective(net, params, X, Y)), (model.parameters(net),), (tangents,))
+    with _forward_mode():
+        _, product = jvp(grad(lambda params: model.objective(net, params, X, Y)), (model.parameters(net),), (tangents,))
     return model.to_numpy(list(product))
 
 
@@ -41,10 +54,11 @@ def hessian_block(net, X, Y, l, m):
         layers[l], layers[m] = theta_l, theta_m
         return model.objective(net, layers, X, Y)
 
-    if l == m:
-        block = func_hessian(lambda theta: objective(theta, theta))(params[l])
-    else:
-        block = jacfwd(jacrev(objective, argnums=0), argnums=1)(params[l], params[m])
+    with _forward_mode():
+        if l == m:
+            block = func_hessian(lambda theta: objective(theta, theta))(params[l])
+        else:
+            block = jacfwd(jacrev(objective, argnums=0), argnums=1)(params[l], params[m])
     return model.to_numpy(block)
 
 
@@ -58,4 +72,5 @@ def hessian(net, X, Y):
     def objective(theta):
         return model.objective(net, list(torch.split(theta, counts)), X, Y)
 
-    return model.to_numpy(func_hessian(objective)(torch.cat(model.parameters(net))))
+    with _forward_mode():
+        return model.to_numpy(func_hessian(objective)(torch.cat(model.parameters(net))))
