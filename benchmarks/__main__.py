@@ -20,7 +20,8 @@ def parse_args(argv=None):
     parser.add_argument("--quantities", help=f"comma list, a subset of: {', '.join(QUANTITIES)}")
     parser.add_argument("--threads", type=int, default=None, help="BLAS/OpenMP threads, pinned (default: all cores)")
     parser.add_argument("--no-peers", action="store_true", help="leave out BackPACK and curvlinops even if installed")
-    parser.add_argument("--no-ratios", action="store_true", help="skip the Hessian ratio measurements of issue 3")
+    parser.add_argument("--no-ratios", action="store_true",
+                        help="skip the Hessian speed ratios of benchmarks.hessian_ratios (always skipped with --quick)")
     parser.add_argument("--max-call-seconds", type=float, default=None,
                         help="skip larger sizes of a series once one call takes longer (default 4, quick 1)")
     args = parser.parse_args(argv)
@@ -76,7 +77,7 @@ def run(args, engines, dtype, device, device_note):
     missing_peers = {name: peers.available(name) for name in peers.PEERS if name not in peer_names}
     settings = {
         "quick": args.quick, "engines": engines, "peers": peer_names, "dtype": dtype, "device": device,
-        "device_note": device_note, "repeats": 5, "min_repeat_s": 0.005 if args.quick else 0.02,
+        "device_note": device_note, "repeats": 5, "min_repeat_s": 0.002 if args.quick else 0.02,
         "max_call_s": args.max_call_seconds or (1.0 if args.quick else 4.0), "quantities": list(args.quantities),
         "network": "equal widths, tanh hidden layers, identity output, mse loss, seed 0",
         "memory_method_cpu": "rss-growth (clear_refs + VmHWM)" if memory.cpu_method_available() else "unavailable",
@@ -112,7 +113,12 @@ def run(args, engines, dtype, device, device_note):
             sweep.run(items, runner)
         points = points_before + runner.points
         save(runner.points)
-        ratio_rows, ratio_note = (None, "skipped (--no-ratios)") if args.no_ratios else report.hessian_ratio_rows(args.quick)
+        if args.no_ratios or args.quick:
+            why = "--no-ratios" if args.no_ratios else "--quick: they take over a minute; run python -m benchmarks.hessian_ratios"
+            ratio_rows, ratio_note = None, f"skipped ({why})"
+        else:
+            # Its own short mode (5 repeats): the full mode would take the default run past five minutes.
+            ratio_rows, ratio_note = report.hessian_ratio_rows(quick=True)
     elapsed = time.perf_counter() - started
     settings["elapsed_s"] = elapsed
     settings["load_average_1_5_15_at_end"] = list(os.getloadavg())
@@ -127,7 +133,7 @@ def run(args, engines, dtype, device, device_note):
     print(report.ratio_table(points))
     print()
     print("Hessian speed ratios (benchmarks.hessian_ratios, issue 3):")
-    print(report.format_rows(ratio_rows) if ratio_rows is not None else f"  {ratio_note}")
+    print(report.format_hessian_ratios(ratio_rows) if ratio_rows is not None else f"  {ratio_note}")
     print()
     print(f"points: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; {elapsed:.0f} s; "
           f"BLAS threads pinned to {threads}")

@@ -37,15 +37,18 @@ DEFAULT = (
     Sweep("width", 3, (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), start=4,
           starts={"finite_difference_gradient": 2, "hessian": 2},
           limits={"finite_difference_gradient": 32, "per_sample_gradients": 256, "hessian_block": 64, "hessian": 32},
-          engine_limits={("hessian_block", "manual"): 128, ("hessian_block", "curvlinops"): 32}),
+          engine_limits={("hessian_block", "curvlinops"): 32}),
     Sweep("depth", 16, (1, 2, 4, 8, 16, 32, 64),
-          limits={"finite_difference_gradient": 8, "hessian_block": 64, "hessian": 8},
-          engine_limits={("hessian_block", "backpack"): 16, ("hessian_block", "curvlinops"): 8}),
+          limits={"finite_difference_gradient": 4, "hessian_block": 16, "hessian": 8},
+          engine_limits={("hessian_block", "curvlinops"): 8, ("hessian", "torch"): 4}),
 )
 
+# The smoke test: every quantity, engine and code path, on sizes small enough for well under a minute
+# (most of it is jax compiling one function per architecture and quantity).
 QUICK = (
-    Sweep("width", 2, (4, 8, 16, 32), limits={"finite_difference_gradient": 16, "hessian": 16}),
-    Sweep("depth", 8, (1, 2, 4), limits={"finite_difference_gradient": 2, "hessian": 2}),
+    Sweep("width", 2, (4, 8, 16), limits={"finite_difference_gradient": 8, "hessian": 8}),
+    Sweep("depth", 6, (1, 2, 3), limits={"finite_difference_gradient": 1, "hessian": 2},
+          engine_limits={("hessian_block", "backpack"): 2, ("hessian_block", "curvlinops"): 2}),
 )
 
 

@@ -109,6 +109,15 @@ def hessian_ratio_rows(quick=False):
         return None, f"hessian_ratios failed: {type(exc).__name__}: {exc}"
 
 
+def format_hessian_ratios(rows):
+    """The rows in ``hessian_ratios``' own table format when it has one, else as a generic table."""
+    try:
+        from .hessian_ratios import format_table
+    except ImportError:
+        return format_rows(rows)
+    return format_table(rows)
+
+
 def format_rows(rows):
     """A list of dicts as an aligned text table (columns: the union of keys, in first-seen order)."""
     if not rows:

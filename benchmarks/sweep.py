@@ -93,83 +93,119 @@ class Runner:
                              f"(budget {budget / 1e9:.2f} GB: XVAL_MAX_BYTES or a quarter of available memory)")
             return
         X, Y, v = quantities.data(net, batch)
-        reference = self._reference(quantity, net, X, Y, v)
+        runs = {}
         for name in todo:
             slow = self.too_slow.get((sweep.name, quantity, name))
             if slow:
                 self._record(base, name, "skipped", slow)
+            else:
+                runs[name] = self._first_call(name, quantity, net, X, Y, v)
+        # Reference engines of this group measured by an earlier run (--resume) still serve as checks.
+        for name in REFERENCE_ORDER:
+            if name in names and name not in todo and quantity != "finite_difference_gradient":
+                runs[name] = dict(self._first_call(name, quantity, net, X, Y, v), measure=False)
+        exact = self._exact_gradient(net, X, Y) if quantity == "finite_difference_gradient" else None
+        verdicts = {name: self._validate(name, quantity, run, runs, exact)
+                    for name, run in runs.items() if run.get("measure", True) and "error" not in run}
+        for run in runs.values():
+            run.pop("output", None)  # free the outputs before timing
+        for name, run in runs.items():
+            if not run.get("measure", True):
                 continue
-            self._measure(base, name, quantity, net, X, Y, v, reference, sweep.name)
+            if "error" in run:
+                self._record(base, name, "failed", run["error"], **({"first_call_s": run["first"]} if "first" in run else {}))
+                continue
+            checked, problem = verdicts[name]
+            if problem:
+                self._record(base, name, "failed", problem, **checked)
+                continue
+            self._measure(base, name, run, checked, sweep.name)
 
-    def _reference(self, quantity, net, X, Y, v):
-        """``(engine name, output)`` of the first reference engine that computes the quantity (or its exact
-        gradient, for finite differences); ``(None, reason)`` when none can."""
-        reasons = []
+    def _first_call(self, name, quantity, net, X, Y, v):
+        """The warm-up call, which includes jit compilation: timed apart, its output kept for validation.
+
+        Returns ``{"call", "output", "covered", "first", "sync"}``, or ``{"error"}`` with the reason.
+        """
+        module = self.modules.get(name)
+        if isinstance(module, Exception):
+            return {"error": f"engine unavailable: {module}"}
+        try:
+            call = quantities.prepare(quantity, name, module, net, X, Y, v, self._torch_device())
+        except (quantities.MissingFunctionError, peers.PeerUnavailableError) as exc:
+            return {"error": str(exc)}
+        sync = timing.device_sync(name, self.device)
+        start = time.perf_counter()
+        try:
+            output, covered = call()
+            sync()
+        except Exception as exc:  # noqa: BLE001 - a failing point is recorded and the sweep goes on
+            return {"error": _describe(exc), "first": time.perf_counter() - start}
+        return {"call": call, "output": output, "covered": covered, "first": time.perf_counter() - start, "sync": sync}
+
+    def _exact_gradient(self, net, X, Y):
         for name in REFERENCE_ORDER:
             module = self.modules.get(name)
-            if module is None or isinstance(module, Exception):
-                continue
-            try:
-                if quantity == "finite_difference_gradient":
-                    return name, module.gradient(net, X, Y)
-                return name, quantities.prepare(quantity, name, module, net, X, Y, v, self._torch_device())()[0]
-            except Exception as exc:  # noqa: BLE001 - the reason is recorded with the point
-                reasons.append(f"{name}: {type(exc).__name__}: {exc}")
-        return None, "; ".join(reasons) or "no reference engine selected"
+            if module is not None and not isinstance(module, Exception):
+                return name, module.gradient(net, X, Y)
+        return None, "no engine to compute the exact gradient"
+
+    def _validate(self, name, quantity, run, runs, exact):
+        """``(fields, problem)``: check ``run``'s output against the first other engine that computed the quantity
+        (in ``REFERENCE_ORDER``; torch, the first, is itself checked against jax or manual)."""
+        if exact is not None:
+            ref_name, expected = exact
+        else:
+            others = [n for n in REFERENCE_ORDER if n != name and "output" in runs.get(n, {})]
+            if others:
+                ref_name, expected = others[0], runs[others[0]]["output"]
+            elif name not in peers.PEERS:
+                ref_name, expected = "self (no other engine computed it)", run["output"]
+            else:
+                ref_name, expected = None, "no engine of the suite computed it"
+        if ref_name is None:
+            return {"first_call_s": run["first"]}, f"no reference to validate against ({expected})"
+        ok, error, rtol = quantities.check(run["output"], run["covered"], expected, quantity, self.dtype)
+        fields = dict(validated_against=ref_name, max_relative_error=error, tolerance=rtol, first_call_s=run["first"])
+        if not ok:
+            return fields, f"disagreement: relative error {error:.3g} against {ref_name} exceeds tolerance {rtol:.1g}"
+        return fields, None
 
     def _torch_device(self):
         return "cuda" if self.device == "cuda" else "cpu"
 
-    def _measure(self, base, name, quantity, net, X, Y, v, reference, sweep_name):
-        module = self.modules.get(name)
-        if isinstance(module, Exception):
-            return self._record(base, name, "failed", f"engine unavailable: {module}")
-        try:
-            call = quantities.prepare(quantity, name, module, net, X, Y, v, self._torch_device())
-        except (quantities.MissingFunctionError, peers.PeerUnavailableError) as exc:
-            return self._record(base, name, "failed", str(exc))
-        sync = timing.device_sync(name, self.device)
+    def _measure(self, base, name, run, checked, sweep_name):
+        call, sync, first = run["call"], run["sync"], run["first"]
+        max_call = self.settings["max_call_s"]
         began = time.perf_counter()
         try:
-            # Warm-up and validation: the first call (which includes jit compilation) is checked, not timed.
-            start = time.perf_counter()
-            output, covered = call()
-            sync()
-            first = time.perf_counter() - start
-            ref_name, expected = reference
-            if ref_name is None:
-                return self._record(base, name, "failed", f"no reference to validate against ({expected})", first_call_s=first)
-            ok, error, rtol = quantities.check(output, covered, expected, quantity, self.dtype)
-            checked = dict(validated_against=ref_name, max_relative_error=error, tolerance=rtol, first_call_s=first)
-            del output
-            if not ok:
-                return self._record(base, name, "failed", f"disagreement: relative error {error:.3g} against "
-                                    f"{ref_name} exceeds tolerance {rtol:.1g}", **checked)
-            max_call = self.settings["max_call_s"]
-            if first > max_call and name != "jax":
-                self.too_slow[(sweep_name, quantity, name)] = (
-                    f"skipped: a smaller point's first call took {first:.1f} s, over this run's {max_call:.0f} s per call")
-            stats = timing.time_call(lambda: call(), sync, repeats=self.settings["repeats"],
-                                     min_repeat_s=self.settings["min_repeat_s"], first=first,
-                                     jitted=name == "jax")
+            stats = timing.time_call(call, sync, repeats=self.settings["repeats"],
+                                     min_repeat_s=self.settings["min_repeat_s"], first=first, jitted=name == "jax")
             peak, method, _ = memory.peak_growth(call, name, self.device)
         except MemoryError as exc:
-            return self._record(base, name, "failed", f"out of memory: {type(exc).__name__}: {exc}")
+            return self._record(base, name, "failed", f"out of memory: {type(exc).__name__}: {exc}", **checked)
         except Exception as exc:  # noqa: BLE001 - a failing point is recorded and the sweep goes on
-            where = traceback.extract_tb(exc.__traceback__)[-1]
-            return self._record(base, name, "failed", f"engine error: {type(exc).__name__}: {exc} "
-                                f"({where.filename.rsplit('/', 1)[-1]}:{where.lineno})")
-        if stats["median"] > max_call:
-            self.too_slow[(sweep_name, quantity, name)] = (
-                f"skipped: a smaller point took {stats['median']:.1f} s per call, over this run's {max_call:.0f} s")
+            return self._record(base, name, "failed", _describe(exc), **checked)
+        if stats["median"] > max_call or (first > max_call and name != "jax"):
+            self.too_slow[(sweep_name, base["quantity"], name)] = (
+                f"skipped: a smaller point took {max(first, stats['median']):.1f} s per call, over this run's "
+                f"{max_call:.0f} s (--max-call-seconds)")
         compile_s = max(0.0, first - stats["median"]) if name == "jax" else None
         return self._record(
             base, name, "ok",
             time_median_s=stats["median"], time_min_s=stats["min"], time_max_s=stats["max"],
             time_per_sample_s=stats["median"] / base["batch"], compile_s=compile_s,
             repeats=stats["repeats"], number=stats["number"], peak_bytes=peak, memory_method=method, **checked,
-            wall_s=time.perf_counter() - began,
+            wall_s=first + time.perf_counter() - began,
         )
+
+
+def _describe(exc):
+    """A failure reason: out of memory, or the engine's exception and the line that raised it."""
+    if isinstance(exc, MemoryError):
+        return f"out of memory: {type(exc).__name__}: {exc}"
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})" if where else ""
+    return f"engine error: {type(exc).__name__}: {exc}{at}"
 
 
 def run(plan_items, runner):
