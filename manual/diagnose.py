@@ -82,7 +82,7 @@ class Diagnosis:
 
     @property
     def kinds(self):
-        """The set of finding kinds, e.g. ``{"saturated", "vanishing"}``."""
+        """The set of finding kinds, e.g. ``{"saturated", "lr_too_large"}``."""
         return {finding.kind for finding in self.findings}
 
     def __str__(self):
@@ -204,9 +204,11 @@ def _findings(reports, input_rms, lam, stable_lr, lr):
                 "(large steps push biases negative), or change the activation (softplus, or a leaky relu)",
             ))
     first, last = reports[0].gradient_norm, reports[-1].gradient_norm
+    # Saturated or dead units already explain small early gradients; report vanishing only without them.
+    explained = any(finding.kind in ("saturated", "dead") for finding in found)
     if len(reports) > 1 and last > 0.0:
         ratio = first / last
-        if ratio < VANISHING_RATIO:
+        if ratio < VANISHING_RATIO and not explained:
             found.append(Finding(
                 "vanishing", 0,
                 f"the gradient vanishes across depth: ||dE/dtheta_0|| / ||dE/dtheta_{len(reports) - 1}|| = {ratio:.2e}, "
