@@ -29,6 +29,10 @@ class EngineUnavailableError(XvalError, ImportError):
     """A registered engine whose package is not installed."""
 
 
+class LayerIndexError(XvalError, IndexError):
+    """A layer index ``l`` or ``m`` that is not an integer in ``0 .. L-1``."""
+
+
 class MemoryGuardError(XvalError, MemoryError):
     """A dense array that would not fit in the memory available (refused before allocation)."""
 

@@ -25,15 +25,11 @@ from . import memory
 from .activations import get_activation
 from .backprop import backward_pass, forward_pass
 from .data import check_data
-from .errors import XvalError
+from .errors import LayerIndexError
 from .losses import get_loss
 
 # Largest scratch array a block may use, unless the block itself is larger (then an eighth of it).
 WORKSPACE_BYTES = 32 * 2**20
-
-
-class LayerIndexError(XvalError, IndexError):
-    """A layer index ``l`` or ``m`` that is not an integer in ``0 .. L-1``."""
 
 
 def check_layer(net, index, name):
