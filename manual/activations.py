@@ -28,15 +28,17 @@ def _sigmoid(x):
 
 
 def _sigmoid_d1(x):
-    """sigma' = sigma (1 - sigma)."""
-    s = _sigmoid(x)
-    return s * (1.0 - s)
+    """sigma' = sigma (1 - sigma), written as e / (1 + e)^2 with e = exp(-|x|) (sigma' is even).
+
+    The product form loses relative accuracy for large x, where 1 - sigma rounds; this form keeps it.
+    """
+    e = np.exp(-np.abs(x))
+    return e / ((1.0 + e) * (1.0 + e))
 
 
 def _sigmoid_d2(x):
     """sigma'' = sigma (1 - sigma) (1 - 2 sigma)."""
-    s = _sigmoid(x)
-    return s * (1.0 - s) * (1.0 - 2.0 * s)
+    return _sigmoid_d1(x) * (1.0 - 2.0 * _sigmoid(x))
 
 
 def _tanh_d1(x):
