@@ -137,7 +137,7 @@ def run(args, engines, dtype, device, device_note):
     print()
     print(f"points: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; {elapsed:.0f} s; "
           f"BLAS threads pinned to {threads}")
-    for line in sweep.failure_lines(points):
+    for line in sweep.failure_lines(points) + sweep.failure_lines(points, "skipped"):
         print(line)
     print(f"wrote {os.path.join(args.out, results.JSON_NAME)}, {os.path.join(args.out, results.CSV_NAME)}, "
           + ", ".join(written))

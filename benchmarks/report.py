@@ -20,10 +20,11 @@ def series(points, field="time_per_sample_s"):
     return dict(out)
 
 
-def slopes(points, fraction=0.5):
-    """``[{"engine", "quantity", "sweep", **fit_slope}]`` for every series with at least three points."""
+def slopes(points, fraction=0.5, field="time_per_sample_s"):
+    """``[{"engine", "quantity", "sweep", **fit_slope}]`` for every series with at least three points
+    (``field="peak_bytes"`` fits the memory instead of the time)."""
     rows = []
-    for (engine, quantity, sweep), (sizes, values) in sorted(series(points).items()):
+    for (engine, quantity, sweep), (sizes, values) in sorted(series(points, field).items()):
         fit = fit_slope(sizes, values, fraction=fraction)
         if fit is not None:
             rows.append({"engine": engine, "quantity": quantity, "sweep": sweep, **fit})

@@ -29,7 +29,10 @@ def atomic_write(path, text):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(temp, 0o666 & ~umask)  # mkstemp's 0600 would outlive the rename
         with os.fdopen(handle, "w") as out:
             out.write(text)
             out.flush()

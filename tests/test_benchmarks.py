@@ -207,6 +207,14 @@ def test_a_dense_output_that_would_not_fit_is_skipped_with_a_note(tmp_path, monk
     assert by["gradient", 5]["status"] == "ok"  # the sweep went on
 
 
+def test_a_series_over_the_per_call_budget_skips_its_larger_sizes(tmp_path):
+    runner, _ = make_runner(tmp_path, ["manual"])
+    runner.settings["max_call_s"] = 1e-12  # every call is over it
+    points = sweep.run(tiny_plan(["gradient"], ["manual"]), runner)
+    assert [(p["width"], p["status"]) for p in points] == [(3, "ok"), (5, "skipped")]
+    assert points[1]["reason"].startswith("skipped: a smaller point took") and "--max-call-seconds" in points[1]["reason"]
+
+
 # ---- the printed table and ratios --------------------------------------------------------------------
 def test_slope_table_and_ratios_from_points():
     points = [
