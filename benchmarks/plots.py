@@ -50,6 +50,8 @@ def _panels(points, field, ylabel, title, path, references):
         positive = [(s, v) for s, v in zip(all_sizes, all_values) if v and v > 0]
         if references and positive:
             _reference_slopes(ax, [s for s, _ in positive], [v for _, v in positive])
+            low, high = min(v for _, v in positive), max(v for _, v in positive)
+            ax.set_ylim(low / 3, high * 3)  # the reference lines may not stretch the axis past the data
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(quantity)
