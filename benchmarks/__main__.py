@@ -81,6 +81,7 @@ def run(args, engines, dtype, device, device_note):
         "max_call_s": args.max_call_seconds or (1.0 if args.quick else 4.0), "quantities": list(args.quantities),
         "network": "equal widths, tanh hidden layers, identity output, mse loss, seed 0",
         "memory_method_cpu": "rss-growth (clear_refs + VmHWM)" if memory.cpu_method_available() else "unavailable",
+        "threads_note": "BLAS/OpenMP pools and torch intra-op threads pinned; XLA (jax) keeps its own pool",
         "fit": "least squares of log(time per sample) on log(|W|), upper half of each sweep, 95% t interval",
     }
     print(f"device: {device} ({device_note}); engines: {', '.join(engines)}; peers: {', '.join(peer_names) or 'none'}")
