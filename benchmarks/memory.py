@@ -87,5 +87,7 @@ def peak_growth(call, engine, device):
         nbytes, result = gpu_peak_growth(call, engine)
         method = "jax peak_bytes_in_use" if engine == "jax" else "torch.cuda.max_memory_allocated"
         return nbytes, method, result
+    if not cpu_method_available():  # not Linux: time the point all the same, without a memory figure
+        return None, "unavailable (needs Linux /proc/self/clear_refs)", call()
     nbytes, result = cpu_peak_growth(call)
     return nbytes, "rss-growth (clear_refs + VmHWM)", result
