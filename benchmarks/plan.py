@@ -36,7 +36,7 @@ class Sweep:
 DEFAULT = (
     Sweep("width", 3, (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), start=4,
           starts={"finite_difference_gradient": 2, "hessian": 2},
-          limits={"finite_difference_gradient": 32, "per_sample_gradients": 256, "hessian_block": 64, "hessian": 32},
+          limits={"finite_difference_gradient": 64, "per_sample_gradients": 256, "hessian_block": 64, "hessian": 32},
           engine_limits={("hessian_block", "curvlinops"): 32}),
     Sweep("depth", 16, (1, 2, 4, 8, 16, 32, 64),
           limits={"finite_difference_gradient": 4, "hessian_block": 16, "hessian": 8},
