@@ -3,6 +3,8 @@
 Parameters are one flat tensor per layer (``W_l`` row-major, then ``b_l``), so that derivatives can be
 taken with respect to a single layer.
 """
+import warnings
+
 import numpy as np
 import torch
 
@@ -23,8 +25,12 @@ def device():
     return torch.device(choice)
 
 
+# A Network's arrays are read-only; the tensors that share their memory are never written in place.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+
+
 def tensor(array, dtype):
-    """A numpy array as a torch tensor of the network's dtype on the chosen device."""
+    """A numpy array as a torch tensor of the network's dtype on the chosen device (sharing memory when it can)."""
     return torch.as_tensor(np.ascontiguousarray(array), dtype=getattr(torch, dtype.name), device=device())
 
 
