@@ -288,7 +288,8 @@ def test_quick_run_writes_json_csv_and_plots(tmp_path):
     assert ("finite_difference_gradient", "manual") in measured
     assert all(p["reason"] for p in points if p["status"] != "ok")
     psg = [p for p in ok if p["quantity"] == "per_sample_gradients"]
-    assert psg and all(p["batch"] == 4 and p["output_bytes"] == 4 * p["n_params"] * 8 for p in psg)
+    itemsize = {"float64": 8, "float32": 4}[document["settings"]["dtype"]]
+    assert psg and all(p["batch"] == 4 and p["output_bytes"] == 4 * p["n_params"] * itemsize for p in psg)
     with open(out / results.CSV_NAME) as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(points) and set(results.CSV_FIELDS) == set(rows[0])
