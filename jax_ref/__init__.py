@@ -1,8 +1,6 @@
 """The reference engine from ``jax.grad`` / ``jax.vmap`` / ``jax.hessian``, jitted, float64 enabled."""
 from .derivatives import forward, gradient, loss, per_sample_gradients
-from .train import train
 from .hessian import hessian, hessian_block, hvp
+from .train import train
 
-__all__ = ["forward", "loss", "gradient", "per_sample_gradients"]
-__all__ += ["hvp", "hessian_block", "hessian"]
-__all__ += ["train"]
+__all__ = ["forward", "loss", "gradient", "per_sample_gradients", "hvp", "hessian_block", "hessian", "train"]
