@@ -2,10 +2,9 @@
 products, the problem-6 formula, the memory guard, and the errors for bad layer indices and directions.
 
 jax compiles once per architecture and function (about a second each on the 2-core machine), so each jax function
-is compiled in one test only: the full Hessian and the blocks share one test per case, and jax's own per-pair
-``hessian_block`` (one compile per pair) is checked on one cross-layer pair per case (and on same-layer pairs in the
-problem-6 test), while every block of ``manual`` is checked against the reference's full Hessian and, for torch,
-against its per-pair blocks.
+is compiled in one test only: the full Hessian and every block share one test per case, in which every block of
+``manual`` is checked against the matching part of the reference's full Hessian and against the reference's own
+per-pair ``hessian_block``.
 """
 import re
 import tracemalloc
@@ -25,13 +24,6 @@ ALL_ENGINES = ["manual"] + reference_engine_names()
 
 def layer_pairs(net):
     return [(l, m) for l in range(net.n_layers) for m in range(net.n_layers)]
-
-
-def reference_block_pairs(name, net):
-    """The pairs whose block the reference computes with its own ``hessian_block``."""
-    if name != "jax":
-        return layer_pairs(net)
-    return [(net.n_layers - 1, 0)]
 
 
 def direction(net, seed=0):
@@ -85,7 +77,7 @@ def test_hessian_and_every_block_match_reference(case, engine, dtype, rtol, reco
         what = f"hessian_block({l}, {m}) manual vs the ({l}, {m}) part of {name}'s hessian on {case_name}"
         error = assert_block_close(block, theirs[slices[l], slices[m]], rtol, what, dtype, lambda: exact_block(l, m))
         record_error("hessian_block vs hessian", name, case_name, error)
-    for l, m in reference_block_pairs(name, net):
+    for l, m in layer_pairs(net):
         what = f"hessian_block({l}, {m}) manual vs {name} on {case_name}"
         theirs_block = module.hessian_block(net, X, Y, l, m)
         error = assert_block_close(blocks[l, m], theirs_block, rtol, what, dtype, lambda: exact_block(l, m))
