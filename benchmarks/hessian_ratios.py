@@ -301,12 +301,19 @@ def _seconds(value):
     return f"{value * 1e3:.1f} ms" if value < 1 else f"{value:.2f} s"
 
 
+def _result(row):
+    """``pass``, ``FAIL``, or ``skipped`` for a row that could not be measured (no ratio)."""
+    if row["ratio"] is None:
+        return "skipped"
+    return "pass" if row["passed"] else "FAIL"
+
+
 def format_table(rows):
     lines = [f"{'row':<38} {'ours':<40} {'theirs':<38} {'ours':>9} {'theirs':>9} {'ratio':>7}  {'target':<18} result"]
     for r in rows:
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
         lines.append(f"{r['row']:<38} {r['ours']:<40} {r['theirs']:<38} {_seconds(r['ours_s']):>9} {_seconds(r['theirs_s']):>9} "
-                     f"{ratio:>7}  {r['target']:<18} {'pass' if r['passed'] else 'FAIL'}")
+                     f"{ratio:>7}  {r['target']:<18} {_result(r)}")
         if r.get("peak_bytes") is not None:
             lines.append(f"{'':<38} peak {r['peak_bytes']} bytes, block {r['block_bytes']} bytes")
         if r.get("note"):
