@@ -17,12 +17,6 @@ from manual.hvp import check_direction
 from . import model
 
 
-def _result_bytes(net, cells):
-    """Bytes of a dense result of ``cells`` entries: the network's dtype, plus a float64 copy for float32."""
-    item = memory.itemsize(net.dtype)
-    return cells * item + (cells * 8 if item != 8 else 0)
-
-
 def _hvp(arch):
     objective = model.make_objective(arch)
 
@@ -74,7 +68,7 @@ def hessian_block(net, X, Y, l, m):
     l, m = check_layer(net, l, "l"), check_layer(net, m, "m")
     X, Y = model.data(net, X, Y)
     rows, cols = net.layer_param_counts[l], net.layer_param_counts[m]
-    memory.check(_result_bytes(net, rows * cols), f"jax_ref.hessian_block(l={l}, m={m}) (a {rows} x {cols} array)")
+    memory.check(memory.result_bytes(rows * cols, net.dtype), f"jax_ref.hessian_block(l={l}, m={m}) (a {rows} x {cols} array)")
     return model.to_numpy(model.jitted(model.architecture(net), _block(l, m))(*model.parameters(net), X, Y))
 
 
@@ -82,6 +76,6 @@ def hessian(net, X, Y):
     """``d2E / dtheta^2``, ``(P, P)``, by ``jax.hessian`` of the objective of the flat parameter vector."""
     X, Y = model.data(net, X, Y)
     P = net.n_params
-    memory.check(_result_bytes(net, P * P), f"jax_ref.hessian (a {P} x {P} array)")
+    memory.check(memory.result_bytes(P * P, net.dtype), f"jax_ref.hessian (a {P} x {P} array)")
     theta = model.array(net.to_vector(), net.dtype)
     return model.to_numpy(model.jitted(model.architecture(net), _hessian)(theta, X, Y))

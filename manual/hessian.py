@@ -157,18 +157,15 @@ def block_bytes(net, l, m, n_samples):
     """``(output, workspace)`` bytes that ``hessian_block(net, X, Y, l, m)`` needs for ``n_samples`` samples."""
     l, m = sorted((l, m))
     item = memory.itemsize(net.dtype)
-    cells = net.layer_param_counts[l] * net.layer_param_counts[m]
-    output = cells * item + (cells * 8 if item != 8 else 0)  # plus the float64 copy of a float32 result
+    output = memory.result_bytes(net.layer_param_counts[l] * net.layer_param_counts[m], net.dtype)
     workspace = _rows_per_chunk(net, l, m, n_samples) * 2 * n_samples * net.layer_param_counts[m] * item
     return output, workspace
 
 
 def hessian_bytes(net, n_samples):
     """``(output, workspace)`` bytes that ``hessian(net, X, Y)`` needs for ``n_samples`` samples."""
-    item = memory.itemsize(net.dtype)
-    cells = net.n_params**2
     workspace = max(block_bytes(net, l, m, n_samples)[1] for l in range(net.n_layers) for m in range(l, net.n_layers))
-    return cells * item + (cells * 8 if item != 8 else 0), workspace
+    return memory.result_bytes(net.n_params**2, net.dtype), workspace
 
 
 def block_fits(net, l, m, n_samples):

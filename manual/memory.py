@@ -78,6 +78,13 @@ def itemsize(dtype):
     return np.dtype(dtype).itemsize
 
 
+def result_bytes(cells, dtype):
+    """Bytes of a dense result of ``cells`` entries in ``dtype``, plus its float64 copy when ``dtype`` is narrower
+    (every engine returns float64)."""
+    item = itemsize(dtype)
+    return cells * item + (cells * 8 if item != 8 else 0)
+
+
 def _human(nbytes):
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
         if nbytes < 1024 or unit == "TiB":

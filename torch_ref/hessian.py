@@ -25,12 +25,6 @@ def _forward_mode():
         yield
 
 
-def _result_bytes(net, cells):
-    """Bytes of a dense result of ``cells`` entries: the network's dtype, plus a float64 copy for float32."""
-    item = memory.itemsize(net.dtype)
-    return cells * item + (cells * 8 if item != 8 else 0)
-
-
 def hvp(net, X, Y, v):
     """``H v``, ``(P,)``, as the forward-mode derivative of the gradient along ``v`` (``jvp`` of ``grad``)."""
     X, Y = model.data(net, X, Y)
@@ -46,7 +40,7 @@ def hessian_block(net, X, Y, l, m):
     l, m = check_layer(net, l, "l"), check_layer(net, m, "m")
     X, Y = model.data(net, X, Y)
     rows, cols = net.layer_param_counts[l], net.layer_param_counts[m]
-    memory.check(_result_bytes(net, rows * cols), f"torch_ref.hessian_block(l={l}, m={m}) (a {rows} x {cols} array)")
+    memory.check(memory.result_bytes(rows * cols, net.dtype), f"torch_ref.hessian_block(l={l}, m={m}) (a {rows} x {cols} array)")
     params = model.parameters(net)
 
     def objective(theta_l, theta_m):
@@ -66,7 +60,7 @@ def hessian(net, X, Y):
     """``d2E / dtheta^2``, ``(P, P)``, by ``torch.func.hessian`` of the objective of the flat parameter vector."""
     X, Y = model.data(net, X, Y)
     P = net.n_params
-    memory.check(_result_bytes(net, P * P), f"torch_ref.hessian (a {P} x {P} array)")
+    memory.check(memory.result_bytes(P * P, net.dtype), f"torch_ref.hessian (a {P} x {P} array)")
     counts = net.layer_param_counts
 
     def objective(theta):
