@@ -139,17 +139,25 @@ def test_degenerate_orbits_have_fewer_members(activation, case):
 
 
 # ---- gradients and Hessians move with the parameters -----------------------------------------------
+def moved_networks(activation, seed, flipped):
+    """``(net, X, Y, moves)`` for a 3-4-3-2 network: per hidden layer, ``(J, moved)`` for a random signed
+    permutation of its units with unit ``flipped`` negated (at least one flip), ``moved.to_vector() = J theta``."""
+    net, X, Y = network(4, activation, sizes=[3, 4, 3, 2], seed=seed)
+    rng = np.random.default_rng(seed)
+    moves = []
+    for layer in (0, 1):
+        signs, perm = random_element(net.sizes[layer + 1], rng)
+        signs[flipped] = -1
+        moves.append((symmetry.transform_matrix(net, layer, signs, perm), symmetry.transform(net, layer, signs, perm)))
+    return net, X, Y, moves
+
+
 @pytest.mark.parametrize("engine_name", ENGINES)
 @pytest.mark.parametrize("activation", SIGNED)
 def test_gradients_transform_by_the_matching_signed_permutation(activation, engine_name):
     engine = load_engine(engine_name)
-    net, X, Y = network(4, activation, sizes=[3, 4, 3, 2], seed=6)
-    rng = np.random.default_rng(6)
-    for layer in (0, 1):
-        signs, perm = random_element(net.sizes[layer + 1], rng)
-        signs[0] = -1  # at least one flip
-        J = symmetry.transform_matrix(net, layer, signs, perm)
-        moved = symmetry.transform(net, layer, signs, perm)
+    net, X, Y, moves = moved_networks(activation, seed=6, flipped=0)
+    for J, moved in moves:
         np.testing.assert_array_equal(J @ net.to_vector(), moved.to_vector())
         g, g_moved = engine.gradient(net, X, Y), engine.gradient(moved, X, Y)
         # E(J theta) = E(theta) for all theta, so grad E(theta) = J^T grad E(J theta)
@@ -165,13 +173,8 @@ def test_gradients_transform_by_the_matching_signed_permutation(activation, engi
 @pytest.mark.parametrize("activation", SIGNED)
 def test_hessians_transform_by_the_matching_signed_permutation(activation, engine_name):
     engine = load_engine(engine_name)
-    net, X, Y = network(4, activation, sizes=[3, 4, 3, 2], seed=7)
-    rng = np.random.default_rng(7)
-    for layer in (0, 1):
-        signs, perm = random_element(net.sizes[layer + 1], rng)
-        signs[-1] = -1
-        J = symmetry.transform_matrix(net, layer, signs, perm)
-        moved = symmetry.transform(net, layer, signs, perm)
+    net, X, Y, moves = moved_networks(activation, seed=7, flipped=-1)
+    for J, moved in moves:
         H, H_moved = engine.hessian(net, X, Y), engine.hessian(moved, X, Y)
         # second derivative of E(J theta) = E(theta): H(theta) = J^T H(J theta) J (J is linear)
         assert_close(J.T @ H_moved @ J, H, 1e-12, f"{engine_name}: J^T H(J theta) J vs H(theta)")
