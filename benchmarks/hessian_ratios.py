@@ -20,13 +20,13 @@ import argparse
 import gc
 import os
 import platform
-import statistics
-import time
 import tracemalloc
 
 import numpy as np
 
 import manual
+
+from . import peers, timing
 
 DEPTH = 5
 LAYER = 1
@@ -40,26 +40,8 @@ def sigmoid_problem(width, depth=DEPTH, seed=0):
 
 
 def median_time(call, repeats):
-    """Median seconds of ``call()`` over ``repeats`` runs, after one warm-up run (compilation included there)."""
-    return paired_median_times([call], repeats)[0]
-
-
-def paired_median_times(calls, repeats):
-    """Median seconds of each of ``calls``, timed in turn within every repeat after one warm-up run of each.
-
-    For calls that allocate arrays of gigabytes: alternating them gives both the same allocator and page state
-    (on a virtual machine the first touch of fresh memory can cost several times the writing itself).
-    """
-    for call in calls:
-        call()
-    samples = [[] for _ in calls]
-    for _ in range(repeats):
-        for call, out in zip(calls, samples):
-            gc.collect()
-            start = time.perf_counter()
-            call()
-            out.append(time.perf_counter() - start)
-    return [statistics.median(out) for out in samples]
+    """Median seconds of ``call()`` over ``repeats`` repeats, after one warm-up run (compilation included there)."""
+    return timing.time_call(call, repeats=repeats)["median"]
 
 
 def _check(actual, expected, what, rtol=1e-10):
@@ -70,106 +52,8 @@ def _check(actual, expected, what, rtol=1e-10):
         raise AssertionError(f"{what} disagrees with manual before timing: relative error {error:.3g}")
 
 
-# ---- the peers, each a zero-argument call returning the block as numpy (for the check) -------------
-def jax_layer_hessian(net, X, Y, layer):
-    """``jax.jit(jax.hessian)`` of ``E`` as a function of layer ``layer``'s flat parameters."""
-    import jax
-
-    from jax_ref import model
-
-    objective = model.make_objective(model.architecture(net))
-    params = model.parameters(net)
-    Xj, Yj = model.data(net, X, Y)
-
-    def of_layer(theta, others, X, Y):
-        layers = list(others)
-        layers[layer] = theta
-        return objective(tuple(layers), X, Y)
-
-    compiled = jax.jit(jax.hessian(of_layer))
-    return lambda: compiled(params[layer], params, Xj, Yj).block_until_ready()
-
-
-def jax_full_hessian(net, X, Y):
-    """``jax.jit(jax.hessian)`` of ``E`` as a function of the flat parameter vector."""
-    import jax
-    import jax.numpy as jnp
-
-    from jax_ref import model
-
-    objective = model.make_objective(model.architecture(net))
-    ends = np.cumsum(net.layer_param_counts)[:-1]
-    compiled = jax.jit(jax.hessian(lambda theta, X, Y: objective(tuple(jnp.split(theta, ends)), X, Y)))
-    theta = model.array(net.to_vector(), net.dtype)
-    Xj, Yj = model.data(net, X, Y)
-    return lambda: compiled(theta, Xj, Yj).block_until_ready()
-
-
-def torch_layer_hessian(net, X, Y, layer):
-    """``torch.func.hessian`` of ``E`` as a function of layer ``layer``'s flat parameters."""
-    from torch.func import hessian
-
-    from torch_ref import model
-
-    params = model.parameters(net)
-    Xt, Yt = model.data(net, X, Y)
-
-    def of_layer(theta):
-        layers = list(params)
-        layers[layer] = theta
-        return model.objective(net, layers, Xt, Yt)
-
-    return lambda: hessian(of_layer)(params[layer]).detach()
-
-
-def backpack_layer_hmp(net, X, Y, layer):
-    """BackPACK's HMP (block-diagonal Hessian times a matrix) applied to the identity, for ``W_layer`` and ``b_layer``.
-
-    HMP's blocks are per parameter tensor, so this is the weight-weight and bias-bias parts of the block (the
-    weight-bias part is not computed: slightly less work than ``manual``'s full block). ``MSELoss(reduction="sum")``
-    is twice the suite's ``0.5 * ||y_hat - y||^2`` for one sample; the check accounts for that.
-    """
-    import torch
-    from backpack import backpack, extend
-    from backpack.extensions import HMP
-
-    modules = []
-    for index, (w, b) in enumerate(zip(net.weights, net.biases)):
-        linear = torch.nn.Linear(w.shape[1], w.shape[0]).double()
-        with torch.no_grad():
-            linear.weight.copy_(torch.as_tensor(np.array(w)))
-            linear.bias.copy_(torch.as_tensor(np.array(b)))
-        modules.append(linear)
-        if index < net.n_layers - 1:
-            modules.append(torch.nn.Sigmoid())
-    model = extend(torch.nn.Sequential(*modules))
-    loss_fn = extend(torch.nn.MSELoss(reduction="sum"))
-    Xt, Yt = torch.as_tensor(X), torch.as_tensor(Y)
-    weight, bias = modules[2 * layer].weight, modules[2 * layer].bias
-    eye_w = torch.eye(weight.numel(), dtype=torch.float64).reshape(-1, *weight.shape)
-    eye_b = torch.eye(bias.numel(), dtype=torch.float64)
-
-    def run():
-        model.zero_grad()
-        loss = loss_fn(model(Xt), Yt)
-        with backpack(HMP()):
-            loss.backward()
-        with torch.no_grad():
-            return weight.hmp(eye_w).reshape(weight.numel(), -1) / 2, bias.hmp(eye_b) / 2
-
-    return run
-
-
 def backpack_available():
-    try:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import backpack  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    return peers.available("backpack") is None
 
 
 # ---- the rows -----------------------------------------------------------------------------------
@@ -178,34 +62,40 @@ def _row(name, ours, theirs, ours_s, theirs_s, target, passed, ratio, **extra):
 
 
 def block_rows(repeats):
-    """Width 64, block of layer 1: manual against jax, torch and BackPACK (speed-ups, ``theirs / ours``)."""
+    """Width 64, block of layer 1: manual against jax, torch and BackPACK (speed-ups, ``theirs / ours``).
+
+    The peers are the suite's staged calls (``jax_ref.stage_hessian_block``: ``jax.jit(jax.hessian)`` with respect
+    to the layer; ``torch_ref.stage_hessian_block``: ``torch.func.hessian`` of it; ``benchmarks.peers``' BackPACK
+    HMP times the identity, whose weight-weight and bias-bias parts are all HMP gives), set up before timing.
+    """
+    import jax_ref
+    import torch_ref
+
     net, X, Y = sigmoid_problem(64)
     ours_call = lambda: manual.hessian_block(net, X, Y, LAYER, LAYER)  # noqa: E731
     expected = ours_call()
     ours_s = median_time(ours_call, repeats)
-    weights = net.weights[LAYER].size
     rows = []
-    peers = [
-        ("jax.jit(jax.hessian) of layer 1", lambda: jax_layer_hessian(net, X, Y, LAYER), 3.0, lambda r: np.asarray(r)),
-        ("torch.func.hessian of layer 1", lambda: torch_layer_hessian(net, X, Y, LAYER), 8.0, lambda r: r.numpy()),
+    candidates = [
+        ("jax.jit(jax.hessian) of layer 1", lambda: (jax_ref.stage_hessian_block(net, X, Y, LAYER, LAYER), jax_ref.to_numpy, None), 3.0),
+        ("torch.func.hessian of layer 1", lambda: (torch_ref.stage_hessian_block(net, X, Y, LAYER, LAYER), torch_ref.to_numpy, None), 8.0),
     ]
     if backpack_available():
-        peers.append(("BackPACK HMP(identity), W and b parts", lambda: backpack_layer_hmp(net, X, Y, LAYER), 3.0, None))
-    for name, build, target, to_numpy in peers:
-        call = build()
-        result = call()
-        if to_numpy is None:  # BackPACK: the weight-weight and bias-bias parts
-            _check(result[0].numpy(), expected[:weights, :weights], name)
-            _check(result[1].numpy(), expected[weights:, weights:], name)
+        candidates.append(("BackPACK HMP(identity), W and b parts", lambda: peers.prepare("backpack", net, X, Y, LAYER), 3.0))
+    for name, build, target in candidates:
+        call, fetch, covered = build()
+        result = fetch(call())
+        if covered is None:
+            _check(result, expected, name)
         else:
-            _check(to_numpy(result), expected, name)
+            _check(result[covered], expected[covered], name)
         theirs_s = median_time(call, repeats)
         ratio = theirs_s / ours_s
         rows.append(_row(f"block width 64 (side {expected.shape[0]})", "manual.hessian_block", name, ours_s, theirs_s,
                          f"speed-up >= {target:g}x", ratio >= target, ratio))
     if not backpack_available():
         rows.append(_row("block width 64", "manual.hessian_block", "BackPACK HMP", ours_s, None, "speed-up >= 3x", False, None,
-                         note="backpack not importable: pip install --no-deps backpack-for-pytorch einops unfoldnd"))
+                         note=f"backpack not importable: {peers.INSTALL}"))
     return rows
 
 
@@ -217,10 +107,10 @@ def write_rows(repeats):
     u = np.random.default_rng(0).standard_normal(side)
     # The faster of two ways numpy writes a fresh (side, side) array of products (the stricter baseline), timed
     # in turn with the block so that all three meet the same memory state.
-    ours_s, outer_s, broadcast_s = paired_median_times(
+    ours_s, outer_s, broadcast_s = (stats["median"] for stats in timing.time_calls(
         [lambda: manual.hessian_block(net, X, Y, LAYER, LAYER), lambda: np.multiply.outer(u, u), lambda: u[:, None] * u[None, :]],
-        repeats,
-    )
+        repeats=repeats,
+    ))
     write_s = min(outer_s, broadcast_s)
     gc.collect()
     tracemalloc.start()
@@ -256,12 +146,15 @@ def hvp_rows(repeats, widths):
 
 
 def full_rows(repeats):
-    """The full Hessian at |W| ~ 5,000 (width 31): manual against ``jax.jit(jax.hessian)``."""
+    """The full Hessian at |W| ~ 5,000 (width 31): manual against ``jax.jit(jax.hessian)`` of the flat vector
+    (``jax_ref.stage_hessian``)."""
+    import jax_ref
+
     net, X, Y = sigmoid_problem(31)
     expected = manual.hessian(net, X, Y)
     ours_s = median_time(lambda: manual.hessian(net, X, Y), repeats)
-    call = jax_full_hessian(net, X, Y)
-    _check(np.asarray(call()), expected, "jax.jit(jax.hessian)")
+    call = jax_ref.stage_hessian(net, X, Y)
+    _check(jax_ref.to_numpy(call()), expected, "jax.jit(jax.hessian)")
     theirs_s = median_time(call, repeats)
     ratio = theirs_s / ours_s
     return [_row(f"full Hessian, |W| = {net.n_params}", "manual.hessian", "jax.jit(jax.hessian)", ours_s, theirs_s,

@@ -5,8 +5,9 @@ Install them without letting pip replace torch (BackPACK declares a torchvision 
 ``pip install --no-deps backpack-for-pytorch curvlinops-for-pytorch einops unfoldNd einconv linear_operator
 jaxtyping wadler_lindig``. A peer that is missing, or cannot take the network, is reported with the reason.
 
-Each peer returns ``(block, covered)``: the ``(P_l, P_l)`` block in float64 numpy and a boolean mask of the
-entries it computes. BackPACK's HMP is block-diagonal per parameter tensor, so it covers the ``W_l``/``W_l``
+``prepare`` returns ``(compute, fetch, covered)``: ``compute()`` builds the ``(P_l, P_l)`` block as a torch tensor
+on the device and waits for it, ``fetch`` turns that into the suite's float64 numpy block (scaled to its loss), and
+``covered`` is a boolean mask of the entries the peer computes. BackPACK's HMP is block-diagonal per parameter tensor, so it covers the ``W_l``/``W_l``
 and ``b_l``/``b_l`` parts, not the ``W_l``/``b_l`` cross terms; validation compares only covered entries.
 """
 import warnings
@@ -64,7 +65,8 @@ def _mse_scale(net):
 
 
 def prepare(name, net, X, Y, layer, device="cpu"):
-    """A zero-argument function computing the peer's ``(block, covered)`` for ``layer``; setup is not timed."""
+    """``(compute, fetch, covered)`` for the peer's block of ``layer`` (see the module's docstring); set-up is not
+    timed."""
     reason = available(name)
     if reason:
         raise PeerUnavailableError(reason)
@@ -78,6 +80,11 @@ def prepare(name, net, X, Y, layer, device="cpu"):
     n_w, n_b = W.numel(), b.numel()
     scale = _mse_scale(net)
     covered = np.zeros((n_w + n_b, n_w + n_b), dtype=bool)
+    synchronize = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+
+    def fetch(block):
+        return (torch.as_tensor(block).detach() * scale).to("cpu", torch.float64).numpy()
+
     if name == "backpack":
         from backpack import backpack, extend
         from backpack.extensions import HMP
@@ -85,30 +92,37 @@ def prepare(name, net, X, Y, layer, device="cpu"):
         model = extend(model)
         loss_fn = extend(torch.nn.MSELoss(reduction="mean"))
         covered[:n_w, :n_w] = covered[n_w:, n_w:] = True
+        eye_w = torch.eye(n_w, dtype=dtype, device=device).reshape(n_w, *W.shape)
+        eye_b = torch.eye(n_b, dtype=dtype, device=device)
 
-        def run():
+        def compute():
+            """The weight-weight and bias-bias parts, as BackPACK gives them (assembled by ``fetch``, untimed)."""
             model.zero_grad()
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Full backward hook")
                 with backpack(HMP()):
                     loss_fn(model(Xt), Yt).backward()
-            eye_w = torch.eye(n_w, dtype=dtype, device=device).reshape(n_w, *W.shape)
-            eye_b = torch.eye(n_b, dtype=dtype, device=device)
-            block = torch.zeros(n_w + n_b, n_w + n_b, dtype=dtype, device=device)
-            block[:n_w, :n_w] = W.hmp(eye_w).reshape(n_w, n_w)
-            block[n_w:, n_w:] = b.hmp(eye_b).reshape(n_b, n_b)
-            return block.detach().mul_(scale).to("cpu", torch.float64).numpy(), covered
+            parts = W.hmp(eye_w), b.hmp(eye_b)
+            synchronize()
+            return parts
 
-        return run
+        def fetch_parts(parts):
+            block = torch.zeros(n_w + n_b, n_w + n_b, dtype=dtype, device=device)
+            block[:n_w, :n_w] = parts[0].reshape(n_w, n_w)
+            block[n_w:, n_w:] = parts[1].reshape(n_b, n_b)
+            return fetch(block)
+
+        return compute, fetch_parts, covered
     from curvlinops import HessianLinearOperator
 
     covered[:] = True
     loss_fn = torch.nn.MSELoss(reduction="mean")
+    eye = torch.eye(n_w + n_b, dtype=dtype, device=device)
 
-    def run():
+    def compute():
         operator = HessianLinearOperator(model, loss_fn, [W, b], [(Xt, Yt)], check_deterministic=False)
-        block = operator @ torch.eye(n_w + n_b, dtype=dtype, device=device)
-        block = torch.as_tensor(block)
-        return (block.detach() * scale).to("cpu", torch.float64).numpy(), covered
+        block = operator @ eye
+        synchronize()
+        return block
 
-    return run
+    return compute, fetch, covered

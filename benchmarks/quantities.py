@@ -3,6 +3,9 @@
 Every quantity is timed on one sample except ``per_sample_gradients``, which runs on a batch and reports the
 time per sample. ``hessian_block`` is the same-layer block of the second layer (the first when there is one).
 """
+import functools
+from typing import Any, Callable, NamedTuple
+
 import numpy as np
 
 from xval import compare
@@ -57,36 +60,47 @@ def data(net, batch, seed=0):
     return X, Y, v
 
 
-def prepare(quantity, engine, module, net, X, Y, v, device="cpu"):
-    """A zero-argument function computing ``quantity`` with ``engine``; returns ``(array, covered mask or None)``.
+class Staged(NamedTuple):
+    """A quantity set up for timing: ``compute()`` does the engine's work on parameters and data already on its
+    device, waits for it and returns the engine's own arrays; ``fetch(value)`` brings them back as numpy (not
+    timed); ``covered`` is the boolean mask of the entries a peer computes (``None``: all)."""
 
-    ``module`` is the engine module (``None`` for a peer). Raises ``MissingFunctionError`` when the engine does
-    not provide the function, ``peers.PeerUnavailableError`` for a peer that cannot run.
+    compute: Callable[[], Any]
+    fetch: Callable[[Any], np.ndarray]
+    covered: np.ndarray | None = None
+
+
+def prepare(quantity, engine, module, net, X, Y, v, device="cpu"):
+    """``quantity`` with ``engine``, staged (a ``Staged``); the set-up (checks, placing arrays on the device) is
+    done here, outside any timing.
+
+    ``module`` is the engine module (``None`` for a peer). Engines with ``stage_<quantity>`` functions (the torch
+    and jax references) are timed on their device without host-device copies; ``manual`` computes with numpy
+    arrays in and out. Raises ``MissingFunctionError`` when the engine does not provide the function,
+    ``peers.PeerUnavailableError`` for a peer that cannot run.
     """
     if engine in peers.PEERS:
-        return peers.prepare(engine, net, X, Y, block_layer(net), device)
-    name = quantity
-    if quantity == "finite_difference_gradient":
-        if engine != "manual":
-            raise MissingFunctionError("finite_difference_gradient is measured for the manual engine only")
-    function = getattr(module, name, None)
-    if function is None:
-        raise MissingFunctionError(f"engine {engine!r} has no function {name!r} yet (the Hessian functions come with issue 3)")
+        compute, fetch, covered = peers.prepare(engine, net, X, Y, block_layer(net), device)
+        return Staged(compute, fetch, covered)
+    if quantity == "finite_difference_gradient" and engine != "manual":
+        raise MissingFunctionError("finite_difference_gradient is measured for the manual engine only")
+    if getattr(module, quantity, None) is None:
+        raise MissingFunctionError(f"engine {engine!r} has no function {quantity!r}")
+    stage = getattr(module, f"stage_{quantity}", None)
+    if stage is None:  # manual: the contract function itself, numpy in and out
+        function = getattr(module, quantity)
+        stage = lambda *args: functools.partial(function, *args)  # noqa: E731
+        fetch = np.asarray
+    else:
+        fetch = module.to_numpy
     if quantity == "forward":
-        return lambda: (function(net, X), None)
+        return Staged(stage(net, X), fetch)
     if quantity == "hvp":
-        return lambda: (function(net, X, Y, v), None)
+        return Staged(stage(net, X, Y, v), fetch)
     if quantity == "hessian_block":
         layer = block_layer(net)
-        return lambda: (function(net, X, Y, layer, layer), None)
-    return lambda: (function(net, X, Y), None)
-
-
-def reference_call(quantity, module, net, X, Y, v):
-    """For ``finite_difference_gradient`` the exact gradient it is checked against; else the quantity itself."""
-    if quantity == "finite_difference_gradient":
-        return lambda: (module.gradient(net, X, Y), None)
-    return prepare(quantity, None, module, net, X, Y, v)
+        return Staged(stage(net, X, Y, layer, layer), fetch)
+    return Staged(stage(net, X, Y), fetch)
 
 
 def tolerance(quantity, dtype):

@@ -124,23 +124,25 @@ class Runner:
     def _first_call(self, name, quantity, net, X, Y, v):
         """The warm-up call, which includes jit compilation: timed apart, its output kept for validation.
 
-        Returns ``{"call", "output", "covered", "first", "sync"}``, or ``{"error"}`` with the reason.
+        Returns ``{"call", "output", "covered", "first"}``, or ``{"error"}`` with the reason. ``call`` is the
+        staged computation (``quantities.Staged.compute``): what is timed and measured afterwards.
         """
         module = self.modules.get(name)
         if isinstance(module, Exception):
             return {"error": f"engine unavailable: {module}"}
         try:
-            call = quantities.prepare(quantity, name, module, net, X, Y, v, self._torch_device())
+            staged = quantities.prepare(quantity, name, module, net, X, Y, v, self._torch_device())
         except (quantities.MissingFunctionError, peers.PeerUnavailableError) as exc:
             return {"error": str(exc)}
-        sync = timing.device_sync(name, self.device)
+        except Exception as exc:  # noqa: BLE001 - a failing point is recorded and the sweep goes on
+            return {"error": _describe(exc)}
         start = time.perf_counter()
         try:
-            output, covered = call()
-            sync()
-        except Exception as exc:  # noqa: BLE001 - a failing point is recorded and the sweep goes on
+            value = staged.compute()
+        except Exception as exc:  # noqa: BLE001
             return {"error": _describe(exc), "first": time.perf_counter() - start}
-        return {"call": call, "output": output, "covered": covered, "first": time.perf_counter() - start, "sync": sync}
+        first = time.perf_counter() - start
+        return {"call": staged.compute, "output": staged.fetch(value), "covered": staged.covered, "first": first}
 
     def _exact_gradient(self, net, X, Y):
         for name in REFERENCE_ORDER:
@@ -174,11 +176,11 @@ class Runner:
         return "cuda" if self.device == "cuda" else "cpu"
 
     def _measure(self, base, name, run, checked, sweep_name):
-        call, sync, first = run["call"], run["sync"], run["first"]
+        call, first = run["call"], run["first"]
         max_call = self.settings["max_call_s"]
         began = time.perf_counter()
         try:
-            stats = timing.time_call(call, sync, repeats=self.settings["repeats"],
+            stats = timing.time_call(call, repeats=self.settings["repeats"],
                                      min_repeat_s=self.settings["min_repeat_s"], first=first, jitted=name == "jax")
             peak, method, _ = memory.peak_growth(call, name, self.device)
         except MemoryError as exc:

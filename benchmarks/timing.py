@@ -1,27 +1,50 @@
-"""Wall-clock timing of one call: warm-up excluded, device synchronised inside the timed region, the median of
-several repeats with min and max."""
+"""Wall-clock timing: warm-up excluded, the median of several repeats with min and max.
+
+The timed calls wait for their own device work (the engines' staged calls synchronise), so the timed region
+holds the whole computation.
+"""
+import gc
 import statistics
 import time
 
 
-def device_sync(engine, device):
-    """A function that waits for the engine's queued device work (a no-op on the CPU).
+def _once(call):
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
 
-    Engines return numpy arrays, which already waits for the result; the explicit sync keeps the timed region
-    honest for work an engine leaves queued after that copy.
+
+def time_calls(calls, repeats=5, min_repeat_s=0.02, max_number=1000, first=None, jitted=False):
+    """Time each of ``calls``, in turn within every repeat; a list of results, one per call (see ``time_call``).
+
+    Timing in turn gives calls that allocate large arrays the same allocator and page state (on a virtual
+    machine the first touch of fresh memory can cost several times the writing itself). Each call's first run is
+    its warm-up (and jit compilation), timed apart and excluded; ``first`` lists those seconds when the caller
+    already made the warm-up calls, ``jitted`` says that they compiled.
     """
-    if device != "cuda" or engine == "manual":
-        return lambda: None
-    if engine == "jax":
-        import jax
+    firsts = [_once(call) for call in calls] if first is None else list(first)
+    numbers = []
+    for call, warm in zip(calls, firsts):
+        if jitted or warm < 10 * min_repeat_s:
+            # Calibrate on a warm run (the first may include compilation); slow eager calls need no calibration.
+            warm = _once(call)
+        numbers.append(1 if warm >= min_repeat_s else min(max_number, max(1, int(min_repeat_s / max(warm, 1e-7)) + 1)))
+    samples = [[] for _ in calls]
+    for _ in range(repeats):
+        for call, number, out in zip(calls, numbers, samples):
+            gc.collect()
+            start = time.perf_counter()
+            for _ in range(number):
+                call()
+            out.append((time.perf_counter() - start) / number)
+    return [
+        {"median": statistics.median(out), "min": min(out), "max": max(out), "first_call": warm, "number": number,
+         "repeats": repeats}
+        for out, warm, number in zip(samples, firsts, numbers)
+    ]
 
-        return lambda: jax.effects_barrier()
-    import torch
 
-    return torch.cuda.synchronize
-
-
-def time_call(call, sync=lambda: None, repeats=5, min_repeat_s=0.02, max_number=1000, first=None, jitted=False):
+def time_call(call, repeats=5, min_repeat_s=0.02, max_number=1000, first=None, jitted=False):
     """Time ``call()``; its first run is the warm-up (and jit compilation), timed apart and excluded.
 
     A repeat runs ``call`` ``number`` times, ``number`` chosen so that a repeat lasts at least
@@ -29,31 +52,4 @@ def time_call(call, sync=lambda: None, repeats=5, min_repeat_s=0.02, max_number=
     ``median``, ``min``, ``max`` over ``repeats`` repeats, plus ``first_call`` (warm-up), ``number`` and ``repeats``.
     Pass ``first`` (seconds) when the caller already made the warm-up call; ``jitted`` when that call compiled.
     """
-    if first is None:
-        start = time.perf_counter()
-        call()
-        sync()
-        first = time.perf_counter() - start
-    warm = first
-    if jitted or first < 10 * min_repeat_s:
-        # Calibrate on a warm run (the first may include compilation); slow eager calls need no calibration.
-        start = time.perf_counter()
-        call()
-        sync()
-        warm = time.perf_counter() - start
-    number = 1 if warm >= min_repeat_s else min(max_number, max(1, int(min_repeat_s / max(warm, 1e-7)) + 1))
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(number):
-            call()
-        sync()
-        samples.append((time.perf_counter() - start) / number)
-    return {
-        "median": statistics.median(samples),
-        "min": min(samples),
-        "max": max(samples),
-        "first_call": first,
-        "number": number,
-        "repeats": repeats,
-    }
+    return time_calls([call], repeats, min_repeat_s, max_number, None if first is None else [first], jitted)[0]

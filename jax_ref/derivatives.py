@@ -17,25 +17,36 @@ def _gradient(arch):
     return jax.grad(model.make_objective(arch))
 
 
-def _call(builder, net, *args):
-    return model.jitted(model.architecture(net), builder)(model.parameters(net), *args)
+def stage_forward(net, X):
+    """``forward`` staged (see ``model``): the outputs as a jax array."""
+    return model.staged(model.make_outputs, net, model.parameters(net), model.inputs(net, X))
 
 
 def forward(net, X):
     """``(N, n_L)`` outputs."""
-    return model.to_numpy(_call(model.make_outputs, net, model.inputs(net, X)))
+    return model.to_numpy(stage_forward(net, X)())
 
 
 def loss(net, X, Y):
     """``E`` as a float."""
-    return float(_call(model.make_objective, net, *model.data(net, X, Y)))
+    return float(model.staged(model.make_objective, net, model.parameters(net), *model.data(net, X, Y))())
+
+
+def stage_gradient(net, X, Y):
+    """``gradient`` staged: one array per layer, by ``jax.grad``."""
+    return model.staged(_gradient, net, model.parameters(net), *model.data(net, X, Y))
 
 
 def gradient(net, X, Y):
     """``dE/dtheta``, ``(P,)``, by ``jax.grad``."""
-    return model.to_numpy(_call(_gradient, net, *model.data(net, X, Y)))
+    return model.to_numpy(stage_gradient(net, X, Y)())
+
+
+def stage_per_sample_gradients(net, X, Y):
+    """``per_sample_gradients`` staged: one ``(N, P_l)`` array per layer, by ``vmap(grad)`` over the samples."""
+    return model.staged(_per_sample_gradients, net, model.parameters(net), *model.data(net, X, Y))
 
 
 def per_sample_gradients(net, X, Y):
     """``d loss_n / dtheta``, ``(N, P)``, by ``vmap(grad)`` over the samples."""
-    return model.to_numpy(_call(_per_sample_gradients, net, *model.data(net, X, Y)))
+    return model.to_numpy(stage_per_sample_gradients(net, X, Y)())

@@ -2,7 +2,8 @@
 
 Each function is built per architecture (and per layer pair for blocks) and jitted through ``model.jitted``, so it
 compiles once per architecture, pair, batch size and dtype. Blocks differentiate with respect to the two layers'
-own parameter arrays (``argnums``), never by slicing a full Hessian.
+own parameter arrays (``argnums``), never by slicing a full Hessian. Each function has a ``stage_`` twin (see
+``model``).
 """
 import functools
 
@@ -54,28 +55,41 @@ def _hessian(arch):
     return jax.hessian(flat)
 
 
-def hvp(net, X, Y, v):
-    """``H v``, ``(P,)``, by ``jax.jvp`` of ``jax.grad`` along ``v``."""
+def stage_hvp(net, X, Y, v):
+    """``hvp`` staged (see ``model``): one array per layer, by ``jax.jvp`` of ``jax.grad`` along ``v``."""
     X, Y = model.data(net, X, Y)
     v = check_direction(net, v)
     tangent = tuple(model.array(v[sl], net.dtype) for sl in net.param_slices)
-    product = model.jitted(model.architecture(net), _hvp)(model.parameters(net), X, Y, tangent)
-    return model.to_numpy(product)
+    return model.staged(_hvp, net, model.parameters(net), X, Y, tangent)
 
 
-def hessian_block(net, X, Y, l, m):
-    """``d2E / dtheta_l dtheta_m``, ``(P_l, P_m)``, by ``jax.hessian`` / ``jacfwd(jacrev)`` with ``argnums`` per layer."""
+def hvp(net, X, Y, v):
+    """``H v``, ``(P,)``, by ``jax.jvp`` of ``jax.grad`` along ``v``."""
+    return model.to_numpy(stage_hvp(net, X, Y, v)())
+
+
+def stage_hessian_block(net, X, Y, l, m):
+    """``hessian_block`` staged: the ``(P_l, P_m)`` array (after the memory guard's check)."""
     l, m = check_layer(net, l, "l"), check_layer(net, m, "m")
     X, Y = model.data(net, X, Y)
     rows, cols = net.layer_param_counts[l], net.layer_param_counts[m]
     memory.check(memory.result_bytes(rows * cols, net.dtype), f"jax_ref.hessian_block(l={l}, m={m}) (a {rows} x {cols} array)")
-    return model.to_numpy(model.jitted(model.architecture(net), _block(l, m))(*model.parameters(net), X, Y))
+    return model.staged(_block(l, m), net, *model.parameters(net), X, Y)
+
+
+def hessian_block(net, X, Y, l, m):
+    """``d2E / dtheta_l dtheta_m``, ``(P_l, P_m)``, by ``jax.hessian`` / ``jacfwd(jacrev)`` with ``argnums`` per layer."""
+    return model.to_numpy(stage_hessian_block(net, X, Y, l, m)())
+
+
+def stage_hessian(net, X, Y):
+    """``hessian`` staged: the ``(P, P)`` array (after the memory guard's check)."""
+    X, Y = model.data(net, X, Y)
+    P = net.n_params
+    memory.check(memory.result_bytes(P * P, net.dtype), f"jax_ref.hessian (a {P} x {P} array)")
+    return model.staged(_hessian, net, model.array(net.to_vector(), net.dtype), X, Y)
 
 
 def hessian(net, X, Y):
     """``d2E / dtheta^2``, ``(P, P)``, by ``jax.hessian`` of the objective of the flat parameter vector."""
-    X, Y = model.data(net, X, Y)
-    P = net.n_params
-    memory.check(memory.result_bytes(P * P, net.dtype), f"jax_ref.hessian (a {P} x {P} array)")
-    theta = model.array(net.to_vector(), net.dtype)
-    return model.to_numpy(model.jitted(model.architecture(net), _hessian)(theta, X, Y))
+    return model.to_numpy(stage_hessian(net, X, Y)())

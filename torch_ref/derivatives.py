@@ -5,10 +5,20 @@ from torch.func import grad, vmap
 from . import model
 
 
+def stage_forward(net, X):
+    """``forward`` staged (see ``model``): the outputs as a tensor on the device."""
+    params, X = model.parameters(net), model.inputs(net, X)
+
+    def compute():
+        with torch.no_grad():
+            return model.outputs(net, params, X)
+
+    return model.synchronized(compute)
+
+
 def forward(net, X):
     """``(N, n_L)`` outputs."""
-    with torch.no_grad():
-        return model.to_numpy(model.outputs(net, model.parameters(net), model.inputs(net, X)))
+    return model.to_numpy(stage_forward(net, X)())
 
 
 def loss(net, X, Y):
@@ -18,19 +28,30 @@ def loss(net, X, Y):
         return float(model.objective(net, model.parameters(net), X, Y))
 
 
-def gradient(net, X, Y):
-    """``dE/dtheta``, ``(P,)``, by reverse mode (``torch.autograd.grad``)."""
+def stage_gradient(net, X, Y):
+    """``gradient`` staged: one tensor per layer, by reverse mode (``torch.autograd.grad``)."""
     X, Y = model.data(net, X, Y)
     params = [p.requires_grad_() for p in model.parameters(net)]
-    return model.to_numpy(list(torch.autograd.grad(model.objective(net, params, X, Y), params)))
+    return model.synchronized(lambda: list(torch.autograd.grad(model.objective(net, params, X, Y), params)))
 
 
-def per_sample_gradients(net, X, Y):
-    """``d loss_n / dtheta``, ``(N, P)``, by ``vmap(grad)`` over the samples."""
+def gradient(net, X, Y):
+    """``dE/dtheta``, ``(P,)``, by reverse mode (``torch.autograd.grad``)."""
+    return model.to_numpy(stage_gradient(net, X, Y)())
+
+
+def stage_per_sample_gradients(net, X, Y):
+    """``per_sample_gradients`` staged: one ``(N, P_l)`` tensor per layer, by ``vmap(grad)`` over the samples."""
     X, Y = model.data(net, X, Y)
+    params = model.parameters(net)
 
     def one_sample(params, x, y):
         return model.sample_losses(net, params, x[None], y[None])[0]
 
-    rows = vmap(grad(one_sample), in_dims=(None, 0, 0))(model.parameters(net), X, Y)
-    return model.to_numpy(list(rows))
+    rows = vmap(grad(one_sample), in_dims=(None, 0, 0))
+    return model.synchronized(lambda: list(rows(params, X, Y)))
+
+
+def per_sample_gradients(net, X, Y):
+    """``d loss_n / dtheta``, ``(N, P)``, by ``vmap(grad)`` over the samples."""
+    return model.to_numpy(stage_per_sample_gradients(net, X, Y)())

@@ -1,7 +1,8 @@
 """Hessian-vector products, Hessian blocks and the full Hessian from ``torch.func``.
 
 Blocks differentiate with respect to the two layers' own parameter tensors (``jacfwd`` of ``jacrev``), never by
-slicing a full Hessian; the full Hessian is ``torch.func.hessian`` of the objective of one flat vector.
+slicing a full Hessian; the full Hessian is ``torch.func.hessian`` of the objective of one flat vector. Each
+function has a ``stage_`` twin (see ``model``).
 """
 import contextlib
 import warnings
@@ -25,18 +26,30 @@ def _forward_mode():
         yield
 
 
-def hvp(net, X, Y, v):
-    """``H v``, ``(P,)``, as the forward-mode derivative of the gradient along ``v`` (``jvp`` of ``grad``)."""
+def _in_forward_mode(compute):
+    def run():
+        with _forward_mode():
+            return compute()
+
+    return model.synchronized(run)
+
+
+def stage_hvp(net, X, Y, v):
+    """``hvp`` staged: one tensor per layer, the forward-mode derivative of the gradient along ``v``."""
     X, Y = model.data(net, X, Y)
     tangents = list(torch.split(model.tensor(check_direction(net, v), net.dtype), net.layer_param_counts))
-    with _forward_mode():
-        _, product = jvp(grad(lambda params: model.objective(net, params, X, Y)), (model.parameters(net),), (tangents,))
-    return model.to_numpy(list(product))
+    params = model.parameters(net)
+    gradient = grad(lambda params: model.objective(net, params, X, Y))
+    return _in_forward_mode(lambda: list(jvp(gradient, (params,), (tangents,))[1]))
 
 
-def hessian_block(net, X, Y, l, m):
-    """``d2E / dtheta_l dtheta_m``, ``(P_l, P_m)``: ``torch.func.hessian`` (``l == m``) or ``jacfwd(jacrev)`` with
-    respect to the two layers' parameter tensors."""
+def hvp(net, X, Y, v):
+    """``H v``, ``(P,)``, as the forward-mode derivative of the gradient along ``v`` (``jvp`` of ``grad``)."""
+    return model.to_numpy(stage_hvp(net, X, Y, v)())
+
+
+def stage_hessian_block(net, X, Y, l, m):
+    """``hessian_block`` staged: the ``(P_l, P_m)`` tensor (after the memory guard's check)."""
     l, m = check_layer(net, l, "l"), check_layer(net, m, "m")
     X, Y = model.data(net, X, Y)
     rows, cols = net.layer_param_counts[l], net.layer_param_counts[m]
@@ -48,16 +61,19 @@ def hessian_block(net, X, Y, l, m):
         layers[l], layers[m] = theta_l, theta_m
         return model.objective(net, layers, X, Y)
 
-    with _forward_mode():
-        if l == m:
-            block = func_hessian(lambda theta: objective(theta, theta))(params[l])
-        else:
-            block = jacfwd(jacrev(objective, argnums=0), argnums=1)(params[l], params[m])
-    return model.to_numpy(block)
+    if l == m:
+        return _in_forward_mode(lambda: func_hessian(lambda theta: objective(theta, theta))(params[l]))
+    return _in_forward_mode(lambda: jacfwd(jacrev(objective, argnums=0), argnums=1)(params[l], params[m]))
 
 
-def hessian(net, X, Y):
-    """``d2E / dtheta^2``, ``(P, P)``, by ``torch.func.hessian`` of the objective of the flat parameter vector."""
+def hessian_block(net, X, Y, l, m):
+    """``d2E / dtheta_l dtheta_m``, ``(P_l, P_m)``: ``torch.func.hessian`` (``l == m``) or ``jacfwd(jacrev)`` with
+    respect to the two layers' parameter tensors."""
+    return model.to_numpy(stage_hessian_block(net, X, Y, l, m)())
+
+
+def stage_hessian(net, X, Y):
+    """``hessian`` staged: the ``(P, P)`` tensor (after the memory guard's check)."""
     X, Y = model.data(net, X, Y)
     P = net.n_params
     memory.check(memory.result_bytes(P * P, net.dtype), f"torch_ref.hessian (a {P} x {P} array)")
@@ -66,5 +82,10 @@ def hessian(net, X, Y):
     def objective(theta):
         return model.objective(net, list(torch.split(theta, counts)), X, Y)
 
-    with _forward_mode():
-        return model.to_numpy(func_hessian(objective)(torch.cat(model.parameters(net))))
+    theta = torch.cat(model.parameters(net))
+    return _in_forward_mode(lambda: func_hessian(objective)(theta))
+
+
+def hessian(net, X, Y):
+    """``d2E / dtheta^2``, ``(P, P)``, by ``torch.func.hessian`` of the objective of the flat parameter vector."""
+    return model.to_numpy(stage_hessian(net, X, Y)())
