@@ -30,13 +30,18 @@ def time_calls(calls, repeats=5, min_repeat_s=0.02, max_number=1000, first=None,
             warm = _once(call)
         numbers.append(1 if warm >= min_repeat_s else min(max_number, max(1, int(min_repeat_s / max(warm, 1e-7)) + 1)))
     samples = [[] for _ in calls]
-    for _ in range(repeats):
-        for call, number, out in zip(calls, numbers, samples):
-            gc.collect()
-            start = time.perf_counter()
-            for _ in range(number):
-                call()
-            out.append((time.perf_counter() - start) / number)
+    collecting = gc.isenabled()
+    gc.disable()  # as timeit does: a garbage collection pass (0.1 s and more with torch and jax loaded) is not the call's
+    try:
+        for _ in range(repeats):
+            for call, number, out in zip(calls, numbers, samples):
+                start = time.perf_counter()
+                for _ in range(number):
+                    call()
+                out.append((time.perf_counter() - start) / number)
+    finally:
+        if collecting:
+            gc.enable()
     return [
         {"median": statistics.median(out), "min": min(out), "max": max(out), "first_call": warm, "number": number,
          "repeats": repeats}

@@ -231,26 +231,42 @@ def test_slope_table_and_ratios_from_points():
     assert report.format_rows([{"a": 1.23456, "b": "x"}]).splitlines() == ["  a      b", "  1.235  x"]
 
 
-# ---- the GPU path on a machine without a GPU -------------------------------------------------------
-no_gpu = pytest.mark.skipif(bool(machine.gpu_names()), reason="this machine has a GPU")
+# ---- choosing the device, with and without a GPU (faked either way, so both branches run everywhere) ---
+NO_GPU_ENV = {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}  # a subprocess that sees no GPU on any machine
 
 
-@no_gpu
 @pytest.mark.parametrize("how", ["flag", "env"])
-def test_cuda_without_a_gpu_says_so(how):
+def test_cuda_without_a_gpu_says_so(how, monkeypatch):
+    monkeypatch.setattr(machine, "gpu_names", lambda: [])
     with pytest.raises(machine.NoGPUError, match="no GPU found"):
         if how == "flag":
             machine.resolve_device("cuda", env={})
         else:
             machine.resolve_device(None, env={"XVAL_DEVICE": "cuda"})
     assert machine.resolve_device(None, env={}) == ("cpu", "no GPU found (XVAL_DEVICE=auto): measuring on the CPU")
+
+
+def test_a_gpu_is_chosen_by_auto_and_cuda_and_manual_stays_on_numpy(monkeypatch):
+    monkeypatch.setattr(machine, "gpu_names", lambda: ["Fake GPU 80GB"])
+    assert machine.resolve_device(None, env={}) == ("cuda", "GPU found: Fake GPU 80GB")
+    assert machine.resolve_device("cuda", env={}) == ("cuda", "GPU: Fake GPU 80GB")
+    assert machine.resolve_device("cpu", env={}) == ("cpu", "CPU")
     assert machine.engine_device("manual", "cuda") == "cpu (numpy)"
+    assert machine.engine_device("jax", "cuda") == "cuda"
 
 
-@no_gpu
+def test_manual_points_of_a_gpu_run_are_measured_on_the_cpu_and_labelled_so(tmp_path):
+    settings = {"quick": True, "repeats": 5, "min_repeat_s": 0.0, "max_call_s": 10.0}
+    runner = sweep.Runner(["manual"], "cuda", "float64", 1, settings, lambda points: None)
+    points = sweep.run(tiny_plan(["gradient"], ["manual"]), runner)
+    assert [p["status"] for p in points] == ["ok", "ok"]
+    assert all(p["device"] == "cpu (numpy)" and p["memory_method"].startswith("rss-growth") for p in points)
+    assert all(p["key"].endswith("|manual|cuda|float64") for p in points)  # the run's device keys it for --resume
+
+
 def test_cli_with_device_cuda_and_no_gpu_exits_with_the_reason(tmp_path):
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--device", "cuda", "--quick", "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ, **NO_GPU_ENV))
     assert done.returncode == 2
     assert "error: no GPU found: --device cuda / XVAL_DEVICE=cuda was requested" in done.stderr
     assert os.listdir(tmp_path) == []
@@ -267,7 +283,7 @@ def test_quick_run_writes_json_csv_and_plots(tmp_path):
     document = json.loads((out / results.JSON_NAME).read_text())
     info = document["machine"]
     assert info["cpu_cores_logical"] == os.cpu_count() and info["cpu_model"]
-    assert info["device"] == "cpu" and info["gpu_names"] == [] and info["blas_threads_pinned"] >= 1
+    assert info["device"] == "cpu" and info["gpu_names"] == machine.gpu_names() and info["blas_threads_pinned"] >= 1
     assert {"numpy", "torch", "jax"} <= set(info["libraries"])
     assert any(pool.get("user_api") == "blas" for pool in info["blas_pools"])
     points = document["points"]
