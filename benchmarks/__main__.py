@@ -84,10 +84,17 @@ def run(args, engines, dtype, device, device_note):
         "threads_note": "BLAS/OpenMP pools and torch intra-op threads pinned; XLA (jax) keeps its own pool",
         "fit": "least squares of log(time per sample) on log(|W|), upper half of each sweep, 95% t interval",
     }
-    print(f"device: {device} ({device_note}); engines: {', '.join(engines)}; peers: {', '.join(peer_names) or 'none'}")
+    printed = []
+
+    def say(text=""):
+        """Print ``text`` and keep it for ``output.txt``."""
+        print(text, flush=True)
+        printed.append(text)
+
+    say(f"device: {device} ({device_note}); engines: {', '.join(engines)}; peers: {', '.join(peer_names) or 'none'}")
     for name, reason in missing_peers.items():
         if not args.no_peers:
-            print(f"  peer {name} left out: {reason}")
+            say(f"  peer {name} left out: {reason}")
     done = []
     previous = results.load_points(args.out) if args.resume else []
     # Failed points are measured again on --resume (an engine may have gained the function since).
@@ -114,6 +121,7 @@ def run(args, engines, dtype, device, device_note):
             sweep.run(items, runner)
         points = points_before + runner.points
         save(runner.points)
+        sweep_s = time.perf_counter() - started
         if args.no_ratios or args.quick:
             why = "--no-ratios" if args.no_ratios else "--quick: they take over a minute; run python -m benchmarks.hessian_ratios"
             ratio_rows, ratio_note = None, f"skipped ({why})"
@@ -122,26 +130,30 @@ def run(args, engines, dtype, device, device_note):
             ratio_rows, ratio_note = report.hessian_ratio_rows(quick=True)
     elapsed = time.perf_counter() - started
     settings["elapsed_s"] = elapsed
+    settings["sweep_s"] = sweep_s
     settings["load_average_1_5_15_at_end"] = list(os.getloadavg())
     if ratio_rows is not None:
         settings["hessian_ratios"] = ratio_rows
     results.save(args.out, machine, settings, points)
     written = plots.write_plots(points, args.out, subtitle=f"({device}, {dtype})")
     counts = sweep.summary_counts(points)
-    print()
-    print(report.slope_table(points))
-    print()
-    print(report.ratio_table(points))
-    print()
-    print("Hessian speed ratios (benchmarks.hessian_ratios, issue 3):")
-    print(report.format_hessian_ratios(ratio_rows) if ratio_rows is not None else f"  {ratio_note}")
-    print()
-    print(f"points: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; {elapsed:.0f} s; "
-          f"BLAS threads pinned to {threads}")
+    say()
+    say(report.slope_table(points))
+    say()
+    say(report.ratio_table(points))
+    say()
+    say("Hessian speed ratios (benchmarks.hessian_ratios, issue 3):")
+    say(report.format_hessian_ratios(ratio_rows) if ratio_rows is not None else f"  {ratio_note}")
+    say()
+    ratios_s = f", ratio rows {elapsed - sweep_s:.0f} s" if ratio_rows is not None else ""
+    say(f"points: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; {elapsed:.0f} s (sweep {sweep_s:.0f} s"
+        f"{ratios_s}); BLAS threads pinned to {threads}")
     for line in sweep.failure_lines(points) + sweep.failure_lines(points, "skipped"):
-        print(line)
-    print(f"wrote {os.path.join(args.out, results.JSON_NAME)}, {os.path.join(args.out, results.CSV_NAME)}, "
-          + ", ".join(written))
+        say(line)
+    report_path = os.path.join(args.out, results.REPORT_NAME)
+    say(f"wrote {os.path.join(args.out, results.JSON_NAME)}, {os.path.join(args.out, results.CSV_NAME)}, "
+        + ", ".join(written + [report_path]))
+    results.atomic_write(report_path, "\n".join(printed) + "\n")
     return 0
 
 

@@ -1,7 +1,7 @@
 """The results file: every point of a run, with the machine facts, written atomically after each point.
 
 ``results.json`` holds ``{"machine": ..., "settings": ..., "points": [...]}``; ``results.csv`` the same points
-flat. A point's ``key`` names what was measured (sweep, size, quantity, engine, device, dtype), so that
+flat; ``output.txt`` what the run printed (the fitted table and the ratios), written at the end. A point's ``key`` names what was measured (sweep, size, quantity, engine, device, dtype), so that
 ``--resume`` can skip points already in the file.
 """
 import csv
@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 
-JSON_NAME, CSV_NAME = "results.json", "results.csv"
+JSON_NAME, CSV_NAME, REPORT_NAME = "results.json", "results.csv", "output.txt"
 CSV_FIELDS = (
     "key", "status", "reason", "sweep", "quantity", "engine", "device", "dtype", "width", "depth", "sizes",
     "n_params", "batch", "time_median_s", "time_min_s", "time_max_s", "time_per_sample_s", "first_call_s",

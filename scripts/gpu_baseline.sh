@@ -4,8 +4,8 @@
 #
 #   bash scripts/gpu_baseline.sh OUT [extra python -m benchmarks flags]
 #
-# It writes OUT/gpu/: results.json, results.csv, time_per_sample.png, peak_memory.png and output.txt (what the
-# run printed), the files to commit as benchmarks/baseline/gpu/. The Hessian ratio rows are CPU targets and are
+# It writes OUT/gpu/: results.json, results.csv, time_per_sample.png, peak_memory.png and output.txt (the
+# printed tables), the files to commit as benchmarks/baseline/gpu/. The Hessian ratio rows are CPU targets and are
 # left out. BackPACK and curvlinops join as peers when importable; on a machine without internet, bring them as
 # wheels in .whl/ (made on a machine with internet, for the GPU machine's Python, e.g. 3.12):
 #
@@ -23,10 +23,5 @@ if compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install --quiet --no-index --no-deps --no-compile --target "$site" .whl/*.whl
     export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-{
-    echo "# $(date -u +%Y-%m-%dT%H:%MZ) on $(hostname): bash scripts/gpu_baseline.sh $out $*"
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "nvidia-smi: none"
-} | tee "$out/gpu/output.txt"
-set -o pipefail
-PYTHONUNBUFFERED=1 python3 -m benchmarks --device cuda --no-ratios --out "$out/gpu" "$@" 2>&1 \
-    | grep --line-buffered -v $'\r' | tee -a "$out/gpu/output.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "nvidia-smi: not found"
+PYTHONUNBUFFERED=1 python3 -m benchmarks --device cuda --no-ratios --out "$out/gpu" "$@"

@@ -312,5 +312,7 @@ def test_quick_run_writes_json_csv_and_plots(tmp_path):
     for name in ("time_per_sample.png", "peak_memory.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    # output.txt keeps exactly what the run printed (the progress bar goes to stderr).
+    assert (out / results.REPORT_NAME).read_text() == done.stdout
     assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]
     assert math.isfinite(document["settings"]["elapsed_s"])
