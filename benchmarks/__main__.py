@@ -47,6 +47,9 @@ def apply_overrides(args, environ=os.environ):
 def main(argv=None):
     args = parse_args(argv)
     apply_overrides(args)
+    # jax would otherwise claim 75% of a GPU's memory when it first touches it, leaving torch and the peers the
+    # rest, and its peak counter would not be the computation's own; set before jax is imported.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     from manual import config
 
     from .machine import resolve_device
@@ -58,8 +61,9 @@ def main(argv=None):
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if device == "cpu":
-        os.environ["XVAL_DEVICE"] = "cpu"  # engines then agree with the recorded device
+    # Engines then run where the results say they ran: an engine that cannot use the GPU of a cuda run fails its
+    # points with the reason instead of measuring on the CPU under the cuda label.
+    os.environ["XVAL_DEVICE"] = device
     return run(args, engines, dtype, device, device_note)
 
 
@@ -82,6 +86,8 @@ def run(args, engines, dtype, device, device_note):
         "network": "equal widths, tanh hidden layers, identity output, mse loss, seed 0",
         "memory_method_cpu": "rss-growth (clear_refs + VmHWM)" if memory.cpu_method_available() else "unavailable",
         "threads_note": "BLAS/OpenMP pools and torch intra-op threads pinned; XLA (jax) keeps its own pool",
+        "timed": "each engine's staged call: parameters and data placed on its device before timing, the result "
+                 "left there and waited for (host-device copies are not timed); manual: numpy arrays in and out",
         "fit": "least squares of log(time per sample) on log(|W|), upper half of each sweep, 95% t interval",
     }
     printed = []
