@@ -5,6 +5,7 @@ from .backprop import forward, gradient, loss, per_sample_gradients
 from .collapse import NotLinearError, collapse_linear
 from .diagnose import Diagnosis, diagnose
 from .errors import (
+    ArgumentError,
     ConfigError,
     EngineUnavailableError,
     LayerIndexError,
@@ -31,6 +32,6 @@ __all__ = [
     "finite_difference_gradient", "block_fits", "hessian_fits", "train", "diagnose", "Diagnosis", "symmetry",
     "collapse_linear", "config",
     # errors
-    "XvalError", "ShapeError", "NonFiniteError", "UnknownNameError", "TargetError", "ConfigError",
+    "XvalError", "ArgumentError", "ShapeError", "NonFiniteError", "UnknownNameError", "TargetError", "ConfigError",
     "EngineUnavailableError", "MemoryGuardError", "LayerIndexError", "NotLinearError",
 ]

@@ -11,7 +11,12 @@ def check_inputs(net, X):
     X = np.asarray(X)
     n_in = net.sizes[0]
     if X.ndim != 2 or X.shape[1] != n_in or X.shape[0] == 0:
-        hint = f"; for one sample use X.reshape(1, {n_in})" if X.ndim == 1 and X.shape == (n_in,) else ""
+        if X.shape == (n_in,):
+            hint = f"; for one sample use X.reshape(1, {n_in})"
+        elif X.ndim == 2 and X.shape[1] == n_in:
+            hint = "; X holds no samples, pass at least one row"
+        else:
+            hint = ""
         raise ShapeError(f"X has shape {X.shape}, expected (N, {n_in}) with N >= 1 for input width n_0 = {n_in}{hint}")
     check_finite("X", X)
     return X.astype(net.dtype, copy=False)

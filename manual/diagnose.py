@@ -14,7 +14,7 @@ import numpy as np
 from .activations import get_activation
 from .backprop import forward_pass, gradient, loss
 from .data import check_data
-from .errors import XvalError
+from .errors import check_positive
 from .hvp import hvp  # Pearlmutter's R-operator: O(|W|) per product, the Hessian is never formed
 
 # A sigmoid/tanh unit is saturated on a sample when f'(a) is below this fraction of f's largest slope.
@@ -249,8 +249,8 @@ def diagnose(net, X, Y, lr=None, tol=1e-10, max_iter=500):
     ``.findings`` is empty for a network that should train. Thresholds are the module constants.
     """
     X, Y = check_data(net, X, Y)
-    if lr is not None and not (np.isfinite(lr) and lr > 0):
-        raise XvalError(f"lr is {lr!r}; pass a positive finite learning rate, or None to diagnose the network alone")
+    if lr is not None:
+        check_positive("lr", lr, "pass the learning rate you train with, or lr=None to diagnose the network alone")
     reports = _layer_reports(net, X, Y)
     input_rms = float(np.max(np.sqrt(np.mean(X.astype(np.float64) ** 2, axis=0))))
     lam, used, converged = largest_eigenvalue(net, X, Y, tol=tol, max_iter=max_iter)

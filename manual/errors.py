@@ -1,4 +1,6 @@
 """Exceptions raised for bad input. Each message says what was given, what was expected, and how to fix it."""
+import math
+import numbers
 
 
 class XvalError(Exception):
@@ -21,6 +23,10 @@ class TargetError(XvalError, ValueError):
     """Targets that the loss cannot take (cross-entropy targets that are not probability rows)."""
 
 
+class ArgumentError(XvalError, ValueError):
+    """An argument out of its valid range or of the wrong kind (a learning rate, step count, dtype, ``eps``)."""
+
+
 class ConfigError(XvalError, ValueError):
     """A bad value in an ``XVAL_*`` environment variable."""
 
@@ -41,3 +47,20 @@ def unknown_name(kind, name, valid, plural=None):
     """The error for a name that is not one of ``valid``."""
     listed = ", ".join(sorted(valid))
     return UnknownNameError(f"unknown {kind} {name!r}; valid {plural or kind + 's'} are: {listed}")
+
+
+def is_real_number(value):
+    """Whether ``value`` is a real scalar (Python or numpy int/float; ``bool`` is not a number here)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_positive(name, value, fix):
+    """Raise ``ArgumentError`` unless ``value`` is a finite real number ``> 0``; ``fix`` says what to pass."""
+    if not (is_real_number(value) and math.isfinite(value) and value > 0):
+        raise ArgumentError(f"{name} is {value!r}, but it must be a finite number > 0; {fix}")
+
+
+def check_whole(name, value, minimum, fix):
+    """Raise ``ArgumentError`` unless ``value`` is a whole number ``>= minimum`` (``5`` or ``5.0``); ``fix`` says what to pass."""
+    if not (is_real_number(value) and math.isfinite(value) and float(value).is_integer() and value >= minimum):
+        raise ArgumentError(f"{name} is {value!r}, but it must be a whole number >= {minimum}; {fix}")

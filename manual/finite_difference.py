@@ -8,6 +8,7 @@ import numpy as np
 
 from .backprop import forward_pass
 from .data import check_data
+from .errors import check_positive
 from .losses import get_loss
 
 DEFAULT_STEPS = {"float64": 1e-6, "float32": 3e-3}
@@ -23,8 +24,9 @@ def finite_difference_gradient(net, X, Y, eps=None):
     X, Y = check_data(net, X, Y)
     if eps is None:
         eps = DEFAULT_STEPS[net.dtype.name]
-    if not eps > 0:
-        raise ValueError(f"eps must be a positive step, got {eps!r}")
+    check_positive(
+        "eps", eps, f"pass a small step such as {DEFAULT_STEPS[net.dtype.name]:g}, or eps=None for the default of {net.dtype.name}"
+    )
     params = SimpleNamespace(
         weights=[w.copy() for w in net.weights], biases=[b.copy() for b in net.biases], activations=net.activations
     )

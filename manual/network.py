@@ -2,16 +2,20 @@
 import numpy as np
 
 from .activations import get_activation
-from .errors import NonFiniteError, ShapeError, XvalError
+from .errors import ArgumentError, NonFiniteError, ShapeError, is_real_number
 from .losses import get_loss
 
 DTYPES = ("float64", "float32")
 
 
 def _check_dtype(dtype):
-    name = np.dtype(dtype).name
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
     if name not in DTYPES:
-        raise XvalError(f"dtype {name!r} is not supported; use one of: {', '.join(DTYPES)}")
+        given = repr(dtype) if name in (None, dtype) else f"{dtype!r} ({name})"
+        raise ArgumentError(f"dtype {given} is not supported; use one of: {', '.join(DTYPES)} (e.g. dtype='float64')")
     return np.dtype(name)
 
 
@@ -58,16 +62,20 @@ class Network:
         dtype = _check_dtype(dtype)
         weights, biases = list(weights), list(biases)
         if not weights:
-            raise ShapeError("a network needs at least one layer; weights is empty")
+            raise ShapeError("a network needs at least one layer, but weights is empty; pass one (n_out, n_in) matrix per layer")
         if len(biases) != len(weights):
-            raise ShapeError(f"got {len(weights)} weight matrices but {len(biases)} bias vectors; pass one of each per layer")
+            raise ShapeError(
+                f"got {len(weights)} weight matrices but {len(biases)} bias vectors; pass one of each per layer "
+                "(b_l of shape (n_out,) for each W_l of shape (n_out, n_in))"
+            )
         activations = cls._expand_activations(activations, len(weights))
         get_loss(loss)
         out_w, out_b = [], []
         for layer, (w, b) in enumerate(zip(weights, biases)):
             w, b = np.asarray(w), np.asarray(b)
             if w.ndim != 2:
-                raise ShapeError(f"layer {layer}: W_{layer} must be 2-D (n_out, n_in), got shape {w.shape}")
+                hint = f"; for a single output unit use W_{layer}.reshape(1, {w.shape[0]})" if w.ndim == 1 else ""
+                raise ShapeError(f"layer {layer}: W_{layer} must be 2-D (n_out, n_in), got shape {w.shape}{hint}")
             if b.shape != (w.shape[0],):
                 raise ShapeError(
                     f"layer {layer}: b_{layer} has shape {b.shape} but W_{layer} has shape {w.shape}; "
@@ -79,10 +87,16 @@ class Network:
                     f"W_{layer} needs {out_w[-1].shape[0]} columns (the output width of layer {layer - 1})"
                 )
             if min(w.shape) == 0:
-                raise ShapeError(f"layer {layer}: W_{layer} has an empty dimension, shape {w.shape}")
+                raise ShapeError(
+                    f"layer {layer}: W_{layer} has an empty dimension, shape {w.shape}; every layer needs at least one "
+                    "input and one output unit"
+                )
             for name, array in ((f"W_{layer}", w), (f"b_{layer}", b)):
                 if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-                    raise XvalError(f"{name} has dtype {array.dtype}; pass real numbers")
+                    raise ArgumentError(
+                        f"layer {layer}: {name} has dtype {array.dtype}, but it must hold real numbers; pass a float or "
+                        "integer array"
+                    )
                 check_finite(name, array)
             out_w.append(_frozen_copy(w, dtype))
             out_b.append(_frozen_copy(b, dtype))
@@ -95,9 +109,17 @@ class Network:
         ``sizes`` are the widths ``[n_0, n_1, ..., n_L]``. A single activation name means that activation on
         hidden layers and ``identity`` on the output.
         """
+        sizes = list(sizes)
+        if len(sizes) < 2 or not all(is_real_number(s) and float(s).is_integer() and s >= 1 for s in sizes):
+            raise ShapeError(
+                f"sizes is {sizes!r}, but it must list at least an input and an output width, all whole numbers >= 1; "
+                "e.g. sizes=[4, 16, 3] for 4 inputs, 16 hidden units and 3 outputs"
+            )
+        if not (is_real_number(weight_scale) and np.isfinite(weight_scale)):
+            raise ArgumentError(
+                f"weight_scale is {weight_scale!r}, but it must be a finite number; 1.0 gives the N(0, 1/n_in) initialisation"
+            )
         sizes = [int(s) for s in sizes]
-        if len(sizes) < 2 or min(sizes) < 1:
-            raise ShapeError(f"sizes must list at least an input and an output width, all >= 1; got {sizes}")
         rng = np.random.default_rng(seed)
         weights = [weight_scale * rng.standard_normal((n_out, n_in)) / np.sqrt(n_in) for n_in, n_out in zip(sizes, sizes[1:])]
         biases = [weight_scale * 0.1 * rng.standard_normal(n_out) for n_out in sizes[1:]]

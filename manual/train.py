@@ -8,7 +8,9 @@ import numpy as np
 
 from .backprop import gradient, loss
 from .data import check_data
-from .errors import NonFiniteError, ShapeError, XvalError
+from .errors import NonFiniteError, check_positive, check_whole
+
+STEPS_FIX = "pass a number of steps such as 100 (0 returns the network unchanged)"
 
 
 def batch_indices(n_samples, batch_size, steps, seed=0):
@@ -24,17 +26,15 @@ def batch_indices(n_samples, batch_size, steps, seed=0):
 
     Seeding each epoch from ``[seed, e]`` makes the order of any epoch computable on its own.
     """
+    check_whole("n_samples", n_samples, 1, "training needs at least one sample (pass X.shape[0] of an X with N >= 1 rows)")
+    check_whole("steps", steps, 0, STEPS_FIX)
+    if batch_size is not None:
+        check_whole("batch_size", batch_size, 1, "pass an integer such as 32, or None for the full batch")
     n_samples, steps = int(n_samples), int(steps)
-    if n_samples < 1:
-        raise ShapeError(f"n_samples is {n_samples}; training needs at least one sample")
-    if steps < 0:
-        raise XvalError(f"steps is {steps}; pass a number of steps >= 0")
     if batch_size is None or int(batch_size) >= n_samples:
         everything = np.arange(n_samples)
         return [everything] * steps
     batch_size = int(batch_size)
-    if batch_size < 1:
-        raise XvalError(f"batch_size is {batch_size}; pass an integer >= 1, or None for the full batch")
     batches, epoch = [], 0
     while len(batches) < steps:
         order = np.random.default_rng([seed, epoch]).permutation(n_samples)
@@ -46,10 +46,8 @@ def batch_indices(n_samples, batch_size, steps, seed=0):
 def check_training_arguments(net, X, Y, lr, steps):
     """``(X, Y)`` validated for ``net``; errors for a learning rate or step count that cannot work."""
     X, Y = check_data(net, X, Y)
-    if not (isinstance(lr, (int, float, np.floating, np.integer)) and np.isfinite(lr) and lr > 0):
-        raise XvalError(f"lr is {lr!r}; pass a positive finite learning rate (manual.diagnose suggests one below 2 / lambda_max)")
-    if int(steps) != steps or steps < 0:
-        raise XvalError(f"steps is {steps!r}; pass a whole number of steps >= 0")
+    check_positive("lr", lr, "pass a learning rate below the stable bound 2 / lambda_max that manual.diagnose(net, X, Y) reports")
+    check_whole("steps", steps, 0, STEPS_FIX)
     return X, Y
 
 

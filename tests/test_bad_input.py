@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import manual
+from manual.train import batch_indices
 from tests.conftest import load_engine, reference_engine_names
 
 ALL_ENGINES = ["manual"] + reference_engine_names()
@@ -98,48 +99,195 @@ def test_parameter_vector_round_trip_in_contract_order():
         net.from_vector(np.zeros(5))
 
 
+# ---- the network: each raise of Network.from_arrays / Network.random ------------------------------------
+def two_layers(**replace):
+    """``from_arrays`` arguments of a valid 3 -> 4 -> 2 network, with the entries in ``replace`` swapped in."""
+    arguments = dict(weights=[np.ones((4, 3)), np.ones((2, 4))], biases=[np.zeros(4), np.zeros(2)], activations="tanh", loss="mse")
+    return arguments | replace
+
+
+# (arguments of from_arrays, the error class, the parts of the message that matter)
+BAD_NETWORKS = [
+    pytest.param(two_layers(dtype="int32"), manual.ArgumentError, "dtype 'int32' is not supported; use one of: float64, float32", id="dtype-int32"),
+    pytest.param(two_layers(dtype="float65"), manual.ArgumentError,
+                 "dtype 'float65' is not supported; use one of: float64, float32", id="dtype-unknown"),
+    pytest.param(two_layers(dtype=np.float16), manual.ArgumentError, "(float16) is not supported; use one of: float64, float32", id="dtype-float16"),
+    pytest.param(two_layers(weights=[], biases=[]), manual.ShapeError,
+                 "a network needs at least one layer, but weights is empty; pass one (n_out, n_in) matrix per layer", id="no-layers"),
+    pytest.param(two_layers(biases=[np.zeros(4)]), manual.ShapeError,
+                 "got 2 weight matrices but 1 bias vectors; pass one of each per layer", id="bias-count"),
+    pytest.param(two_layers(weights=[np.ones((4, 3)), np.ones(4)], biases=[np.zeros(4), np.zeros(1)]), manual.ShapeError,
+                 "layer 1: W_1 must be 2-D (n_out, n_in), got shape (4,); for a single output unit use W_1.reshape(1, 4)", id="W-1d"),
+    pytest.param(two_layers(weights=[np.ones((4, 3)), np.ones((2, 4, 1))]), manual.ShapeError,
+                 "layer 1: W_1 must be 2-D (n_out, n_in), got shape (2, 4, 1)", id="W-3d"),
+    pytest.param(two_layers(weights=[np.ones((4, 3)), np.ones((0, 4))], biases=[np.zeros(4), np.zeros(0)]), manual.ShapeError,
+                 "layer 1: W_1 has an empty dimension, shape (0, 4); every layer needs at least one input and one output unit", id="W-empty"),
+    pytest.param(two_layers(weights=[np.ones((4, 3)), np.ones((2, 4)) + 1j]), manual.ArgumentError,
+                 "layer 1: W_1 has dtype complex128, but it must hold real numbers; pass a float or integer array", id="W-complex"),
+    pytest.param(two_layers(biases=[np.zeros(4, dtype=bool), np.zeros(2)]), manual.ArgumentError,
+                 "layer 0: b_0 has dtype bool, but it must hold real numbers", id="b-bool"),
+    pytest.param(two_layers(weights=[np.full((4, 3), "1"), np.ones((2, 4))]), manual.ArgumentError,
+                 "layer 0: W_0 has dtype <U1, but it must hold real numbers", id="W-strings"),
+]
+
+
+@pytest.mark.parametrize("arguments, error, message", BAD_NETWORKS)
+def test_a_bad_network_names_the_layer_and_the_fix(arguments, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        manual.Network.from_arrays(**arguments)
+
+
+@pytest.mark.parametrize("sizes", [[3], [], [3, 0, 2], [3, 2.5], [3, "4"], [3, -1]], ids=str)
+def test_random_network_sizes_must_be_widths(sizes):
+    with pytest.raises(manual.ShapeError, match=re.escape(
+        f"sizes is {sizes!r}, but it must list at least an input and an output width, all whole numbers >= 1; e.g. sizes=[4, 16, 3]"
+    )):
+        manual.Network.random(sizes)
+
+
+@pytest.mark.parametrize("scale", [np.nan, np.inf, "2"], ids=str)
+def test_random_network_weight_scale_must_be_finite(scale):
+    with pytest.raises(manual.ArgumentError, match=re.escape(
+        f"weight_scale is {scale!r}, but it must be a finite number; 1.0 gives the N(0, 1/n_in) initialisation"
+    )):
+        manual.Network.random([3, 4, 2], weight_scale=scale)
+
+
+# ---- arguments of the oracles, the problem set and the training rule -------------------------------------
+def call_diagnose(lr):
+    X, Y = data()
+    return manual.diagnose(small_net(), X, Y, lr=lr)
+
+
+def call_finite_differences(eps):
+    X, Y = data()
+    return manual.finite_difference_gradient(small_net(), X, Y, eps=eps)
+
+
+# (the call, the value it gets, the start of the message that must follow "<name> is <value>, but it must be")
+BAD_ARGUMENTS = [
+    pytest.param(call_diagnose, -0.1, "lr", "a finite number > 0; pass the learning rate you train with, or lr=None", id="diagnose-lr-negative"),
+    pytest.param(call_diagnose, np.inf, "lr", "a finite number > 0", id="diagnose-lr-inf"),
+    pytest.param(call_diagnose, "fast", "lr", "a finite number > 0", id="diagnose-lr-string"),
+    pytest.param(call_finite_differences, 0.0,
+                 "eps", "a finite number > 0; pass a small step such as 1e-06, or eps=None for the default of float64", id="fd-eps-zero"),
+    pytest.param(call_finite_differences, -1e-6, "eps", "a finite number > 0", id="fd-eps-negative"),
+    pytest.param(call_finite_differences, np.nan, "eps", "a finite number > 0", id="fd-eps-nan"),
+    pytest.param(call_finite_differences, "1e-6", "eps", "a finite number > 0", id="fd-eps-string"),
+    pytest.param(lambda n: batch_indices(n, None, 3), 0,
+                 "n_samples", "a whole number >= 1; training needs at least one sample", id="batches-no-samples"),
+    pytest.param(lambda n: batch_indices(n, None, 3), 2.5, "n_samples", "a whole number >= 1", id="batches-fractional-samples"),
+    pytest.param(lambda steps: batch_indices(10, 4, steps), -1,
+                 "steps", "a whole number >= 0; pass a number of steps such as 100", id="batches-negative-steps"),
+    pytest.param(lambda steps: batch_indices(10, 4, steps), None, "steps", "a whole number >= 0", id="batches-steps-none"),
+    pytest.param(lambda size: batch_indices(10, size, 3), -2,
+                 "batch_size", "a whole number >= 1; pass an integer such as 32, or None for the full batch", id="batches-negative-batch-size"),
+]
+
+
+@pytest.mark.parametrize("call, value, name, expected", BAD_ARGUMENTS)
+def test_a_bad_argument_says_the_value_the_range_and_the_fix(call, value, name, expected):
+    with pytest.raises(manual.ArgumentError, match=re.escape(f"{name} is {value!r}, but it must be {expected}")):
+        call(value)
+
+
+def test_the_argument_error_is_a_value_error_and_exported():
+    assert issubclass(manual.ArgumentError, manual.XvalError) and issubclass(manual.ArgumentError, ValueError)
+    assert "ArgumentError" in manual.__all__
+
+
+# ---- the same data errors from every engine and every function that takes data ----------------------------
+DATA_FUNCTIONS = ["loss", "gradient", "per_sample_gradients", "hvp", "hessian_block", "hessian"]
+
+
+def call(engine_name, function, net, X, Y):
+    """``engine.<function>`` on ``X`` (and ``Y``), with a valid direction or layer pair where it takes one."""
+    engine = load_engine(engine_name)
+    if function == "forward":
+        return engine.forward(net, X)
+    extra = {"hvp": (np.zeros(net.n_params),), "hessian_block": (0, net.n_layers - 1)}.get(function, ())
+    return getattr(engine, function)(net, X, Y, *extra)
+
+
 @pytest.mark.parametrize("engine_name", ALL_ENGINES)
 class TestDataErrors:
-    """The same data errors from every engine (they share one validation)."""
+    """The same data errors from every engine and function (they share one validation)."""
 
-    def call(self, engine_name, net, X, Y):
-        return load_engine(engine_name).gradient(net, X, Y)
-
-    def test_x_of_the_wrong_width(self, engine_name):
+    @pytest.mark.parametrize("function", ["forward"] + DATA_FUNCTIONS)
+    def test_x_of_the_wrong_width(self, engine_name, function):
         X, Y = data(n_in=4)
         with pytest.raises(manual.ShapeError, match=re.escape("X has shape (5, 4), expected (N, 3)")):
-            self.call(engine_name, small_net(), X, Y)
+            call(engine_name, function, small_net(), X, Y)
 
-    def test_one_sample_as_a_vector_gets_a_hint(self, engine_name):
-        with pytest.raises(manual.ShapeError, match=re.escape("for one sample use X.reshape(1, 3)")):
-            load_engine(engine_name).forward(small_net(), np.ones(3))
+    @pytest.mark.parametrize("function", ["forward"] + DATA_FUNCTIONS)
+    def test_one_sample_as_a_vector_gets_a_hint(self, engine_name, function):
+        _, Y = data(n=1)
+        with pytest.raises(manual.ShapeError, match=re.escape(
+            "X has shape (3,), expected (N, 3) with N >= 1 for input width n_0 = 3; for one sample use X.reshape(1, 3)"
+        )):
+            call(engine_name, function, small_net(), np.ones(3), Y)
 
-    def test_y_of_the_wrong_width(self, engine_name):
+    @pytest.mark.parametrize("function", ["forward"] + DATA_FUNCTIONS)
+    def test_no_samples(self, engine_name, function):
+        X, Y = data(n=0)
+        with pytest.raises(manual.ShapeError, match=re.escape(
+            "X has shape (0, 3), expected (N, 3) with N >= 1 for input width n_0 = 3; X holds no samples, pass at least one row"
+        )):
+            call(engine_name, function, small_net(), X, Y)
+
+    @pytest.mark.parametrize("function", DATA_FUNCTIONS)
+    def test_y_of_the_wrong_width(self, engine_name, function):
         X, Y = data(n_out=3)
         with pytest.raises(manual.ShapeError, match=re.escape("Y has shape (5, 3), expected (N, 2)")):
-            self.call(engine_name, small_net(), X, Y)
+            call(engine_name, function, small_net(), X, Y)
 
-    def test_x_and_y_batches_differ(self, engine_name):
+    @pytest.mark.parametrize("function", DATA_FUNCTIONS)
+    def test_x_and_y_batches_differ(self, engine_name, function):
         X, _ = data(n=5)
         _, Y = data(n=4)
-        with pytest.raises(manual.ShapeError, match=re.escape("X has 5 samples (shape (5, 3)) but Y has 4 (shape (4, 2))")):
-            self.call(engine_name, small_net(), X, Y)
+        with pytest.raises(manual.ShapeError, match=re.escape(
+            "X has 5 samples (shape (5, 3)) but Y has 4 (shape (4, 2)); pass one target row per sample"
+        )):
+            call(engine_name, function, small_net(), X, Y)
 
+    @pytest.mark.parametrize("function", DATA_FUNCTIONS)
     @pytest.mark.parametrize("where", ["X", "Y"])
-    def test_non_finite_data(self, engine_name, where):
+    def test_non_finite_data(self, engine_name, where, function):
         X, Y = data()
         (X if where == "X" else Y)[1, 0] = np.nan
         with pytest.raises(manual.NonFiniteError, match=re.escape(f"{where} holds 1 non-finite value(s), the first at index (1, 0)")):
-            self.call(engine_name, small_net(), X, Y)
+            call(engine_name, function, small_net(), X, Y)
 
-    def test_cross_entropy_rows_must_sum_to_one(self, engine_name):
+    @pytest.mark.parametrize("function", DATA_FUNCTIONS)
+    def test_cross_entropy_rows_must_sum_to_one(self, engine_name, function):
         X, _ = data()
         Y = np.full((5, 2), 0.3)
         with pytest.raises(manual.TargetError, match="row 0 of Y sums to 0.6, not 1"):
-            self.call(engine_name, small_net("cross_entropy"), X, Y)
+            call(engine_name, function, small_net("cross_entropy"), X, Y)
 
-    def test_cross_entropy_entries_must_be_probabilities(self, engine_name):
+    @pytest.mark.parametrize("function", DATA_FUNCTIONS)
+    def test_cross_entropy_entries_must_be_probabilities(self, engine_name, function):
         X, _ = data()
         Y = np.tile([1.5, -0.5], (5, 1))
         with pytest.raises(manual.TargetError, match=re.escape("Y[0, 0] = 1.5 is outside [0, 1]")):
-            self.call(engine_name, small_net("cross_entropy"), X, Y)
+            call(engine_name, function, small_net("cross_entropy"), X, Y)
+
+
+# ---- the direction of hvp: a real, finite (P,) vector -----------------------------------------------------
+BAD_DIRECTIONS = [
+    pytest.param(np.ones(26) + 1j, manual.ArgumentError, "v has dtype complex128, but it must hold real numbers (float or int); "
+                 "pass a real vector of shape (26,) (v.real, if its imaginary part is zero)", id="complex"),
+    pytest.param(np.full(26, "1"), manual.ArgumentError,
+                 "v has dtype <U1, but it must hold real numbers (float or int); pass a real vector of shape (26,)", id="strings"),
+    pytest.param(np.ones(26, dtype=bool), manual.ArgumentError, "v has dtype bool, but it must hold real numbers", id="bool"),
+    pytest.param(np.where(np.arange(26) == 7, np.inf, 1.0), manual.NonFiniteError,
+                 "v holds 1 non-finite value(s), the first at index (7,): inf", id="inf"),
+]
+
+
+@pytest.mark.parametrize("v, error, message", BAD_DIRECTIONS)
+@pytest.mark.parametrize("engine_name", ALL_ENGINES)
+def test_hvp_direction_must_be_real_and_finite(engine_name, v, error, message):
+    X, Y = data()
+    with pytest.raises(error, match=re.escape(message)):
+        load_engine(engine_name).hvp(small_net(), X, Y, v)

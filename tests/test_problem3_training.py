@@ -1,12 +1,16 @@
 """Problem 3: training that stalls. ``train`` agrees across engines; ``diagnose`` names the cause of each
 built-to-stall scenario, and finds nothing wrong with a healthy network."""
+import re
+
 import numpy as np
 import pytest
 
 import manual
-from manual.diagnose import largest_eigenvalue
+from manual.diagnose import LARGE_WEIGHT_SCALE, largest_eigenvalue
 from manual.train import batch_indices
 from tests.conftest import load_engine, reference_engine_names
+from xval import compare
+
 
 def teacher_data(n=64, seed=0):
     """Inputs N(0, 1) and targets from a small tanh teacher plus noise: a problem a healthy network can fit."""
@@ -30,8 +34,8 @@ def training_case_id(case):
     return f"mlp-{'x'.join(map(str, case['sizes']))}-{acts}-{case['loss']}"
 
 
-def training_problem(case):
-    net = manual.Network.random(case["sizes"], case["activations"], case["loss"], seed=3)
+def training_problem(case, dtype="float64"):
+    net = manual.Network.random(case["sizes"], case["activations"], case["loss"], seed=3, dtype=dtype)
     X, Y = teacher_data(n=23, seed=1)
     if case["loss"] == "cross_entropy":
         Y = np.eye(3)[np.argmax(Y, axis=1)]
@@ -41,17 +45,22 @@ def training_problem(case):
 @pytest.mark.parametrize("batch_size", [None, 5], ids=["full-batch", "batch-5"])
 @pytest.mark.parametrize("case", TRAINING_CASES, ids=training_case_id)
 @pytest.mark.parametrize("engine_name", reference_engine_names())
-def test_the_three_engines_follow_the_same_trajectory(engine_name, case, batch_size):
+def test_the_three_engines_follow_the_same_trajectory(engine_name, case, batch_size, dtype, rtol, record_error):
     engine = load_engine(engine_name)
-    net, X, Y = training_problem(case)
+    net, X, Y = training_problem(case, dtype)
+    case_name = f"{training_case_id(case)}-{'full-batch' if batch_size is None else f'batch-{batch_size}'}"
     ours, our_losses = manual.train(net, X, Y, case["lr"], 50, batch_size=batch_size, seed=7)
     theirs, their_losses = engine.train(net, X, Y, case["lr"], 50, batch_size=batch_size, seed=7)
     assert our_losses.shape == their_losses.shape == (51,)
-    assert our_losses[0] == pytest.approx(manual.loss(net, X, Y), rel=1e-15)
+    assert our_losses[0] == manual.loss(net, X, Y)  # the same computation, so the same number
     assert our_losses[-1] < 0.9 * our_losses[0], "the cases are chosen to train"
-    np.testing.assert_allclose(their_losses, our_losses, rtol=1e-9, atol=0)
-    np.testing.assert_allclose(theirs.to_vector(), ours.to_vector(), rtol=1e-9, atol=1e-12)
-    assert our_losses[-1] == pytest.approx(manual.loss(ours, X, Y), rel=1e-15)
+    error = compare.assert_close(their_losses, our_losses, rtol, f"losses of 50 steps, manual vs {engine_name} on {case_name}")
+    record_error("train: losses of 50 steps", engine_name, case_name, error)
+    error = compare.assert_close(
+        theirs.to_vector(), ours.to_vector(), rtol, f"parameters after 50 steps, manual vs {engine_name} on {case_name}"
+    )
+    record_error("train: parameters after 50 steps", engine_name, case_name, error)
+    assert our_losses[-1] == manual.loss(ours, X, Y)
 
 
 def test_the_batch_order_rule():
@@ -66,15 +75,37 @@ def test_the_batch_order_rule():
     assert not np.array_equal(np.concatenate(batch_indices(10, 4, 3, seed=4)), np.concatenate(batches[:3]))
 
 
-def test_zero_steps_and_bad_arguments():
+def test_zero_steps_return_the_network_unchanged():
     net, X, Y = training_problem(TRAINING_CASES[0])
     same, losses = manual.train(net, X, Y, 0.1, 0)
     np.testing.assert_array_equal(same.to_vector(), net.to_vector())
     np.testing.assert_array_equal(losses, [manual.loss(net, X, Y)])
-    with pytest.raises(manual.XvalError, match="positive finite learning rate"):
-        manual.train(net, X, Y, -0.1, 5)
-    with pytest.raises(manual.XvalError, match="batch_size is 0"):
-        manual.train(net, X, Y, 0.1, 5, batch_size=0)
+
+
+# (lr, steps, batch_size) that cannot work, and what the error must say: the value given, the range, the fix.
+BAD_TRAINING_ARGUMENTS = [
+    pytest.param(dict(lr=-0.1),
+                 "lr is -0.1, but it must be a finite number > 0; pass a learning rate below the stable bound 2 / lambda_max", id="lr-negative"),
+    pytest.param(dict(lr=0), "lr is 0, but it must be a finite number > 0", id="lr-zero"),
+    pytest.param(dict(lr=float("nan")), "lr is nan, but it must be a finite number > 0", id="lr-nan"),
+    pytest.param(dict(lr="0.1"), "lr is '0.1', but it must be a finite number > 0", id="lr-string"),
+    pytest.param(dict(lr=True), "lr is True, but it must be a finite number > 0", id="lr-bool"),
+    pytest.param(dict(steps=-1), "steps is -1, but it must be a whole number >= 0; pass a number of steps such as 100", id="steps-negative"),
+    pytest.param(dict(steps=2.5), "steps is 2.5, but it must be a whole number >= 0", id="steps-fraction"),
+    pytest.param(dict(batch_size=0),
+                 "batch_size is 0, but it must be a whole number >= 1; pass an integer such as 32, or None for the full batch", id="batch-size-zero"),
+    pytest.param(dict(batch_size=2.5), "batch_size is 2.5, but it must be a whole number >= 1", id="batch-size-fraction"),
+]
+
+
+@pytest.mark.parametrize("bad, message", BAD_TRAINING_ARGUMENTS)
+@pytest.mark.parametrize("engine_name", ["manual"] + reference_engine_names())
+def test_bad_training_arguments_say_what_was_given_and_what_to_pass(engine_name, bad, message):
+    engine = load_engine(engine_name)
+    net, X, Y = training_problem(TRAINING_CASES[0])
+    arguments = dict(lr=0.1, steps=5, batch_size=None) | bad
+    with pytest.raises(manual.ArgumentError, match=re.escape(message)):
+        engine.train(net, X, Y, arguments["lr"], arguments["steps"], batch_size=arguments["batch_size"])
 
 
 @pytest.mark.parametrize("engine_name", ["manual"] + reference_engine_names())
@@ -98,6 +129,9 @@ def _shifted_biases(net, shift, layers):
     return manual.Network.from_arrays(net.weights, biases, net.activations, net.loss)
 
 
+SATURATED_FACTOR = 30.0  # how much larger than the healthy sigmoid network the "saturated" one is initialised
+
+
 def scenario(name):
     """The network of each scenario; the data is ``teacher_data()`` throughout."""
     if name == "healthy":
@@ -105,7 +139,7 @@ def scenario(name):
     if name == "healthy sigmoid":
         return manual.Network.random([4, 16, 16, 3], "sigmoid", "mse", seed=1)
     if name == "saturated":  # the same sigmoid network, hidden layers initialised 30x too large
-        return _scaled(scenario("healthy sigmoid"), 30.0, {0, 1})
+        return _scaled(scenario("healthy sigmoid"), SATURATED_FACTOR, {0, 1})
     if name == "dead":  # relus whose biases a bad step pushed to -3
         return _shifted_biases(manual.Network.random([4, 16, 16, 3], "relu", "mse", seed=1), -3.0, {0, 1})
     if name == "vanishing":  # five tanh layers initialised 20x too small
@@ -137,10 +171,19 @@ def test_saturated_sigmoids_from_a_huge_initialisation():
     saturated = [f for f in report.findings if f.kind == "saturated"]
     assert [f.layer for f in saturated] == [0, 1]
     assert all(r.saturated_fraction > 0.7 for r in report.layers[:2])
-    assert saturated[0].remedy.startswith("rescale the initialisation: W_0 is 2")  # ~26x the N(0, 1/n_in) scale
+    # The remedy quotes each layer's scale against N(0, 1/n_in): RMS(W_l) * sqrt(n_in), by definition; scaling
+    # the healthy weights by SATURATED_FACTOR scales that figure by the same factor.
+    healthy = scenario("healthy sigmoid")
+    for finding in saturated:
+        w = healthy.weights[finding.layer]
+        scale = SATURATED_FACTOR * np.sqrt(np.mean(w ** 2) * w.shape[1])
+        assert scale > LARGE_WEIGHT_SCALE
+        assert report.layers[finding.layer].weight_scale == pytest.approx(scale, rel=1e-12)
+        assert finding.remedy.startswith(
+            f"rescale the initialisation: W_{finding.layer} is {scale:.3g}x the N(0, 1/n_in) scale, use W ~ N(0, 1/n_in)"
+        ), finding.remedy
     # the stall: at the same step size relative to the curvature, the hidden layers hardly move
     trained, _ = manual.train(net, X, Y, 1.0 / report.lambda_max, 100)
-    healthy = scenario("healthy sigmoid")
     healthy_trained, _ = manual.train(healthy, X, Y, 1.0 / manual.diagnose(healthy, X, Y).lambda_max, 100)
     assert max(relative_change(net, trained)[:2]) < 0.01
     assert min(relative_change(healthy, healthy_trained)[:2]) > 0.1
