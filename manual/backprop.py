@@ -37,7 +37,7 @@ def backward_pass(net, a, z, Y):
 
 def forward(net, X):
     """Network outputs ``y_hat = z_L``, ``(N, n_L)``."""
-    return forward_pass(net, check_inputs(net, X))[1][-1].astype(np.float64)
+    return forward_pass(net, check_inputs(net, X))[1][-1].astype(np.float64, copy=False)
 
 
 def loss(net, X, Y):
@@ -55,9 +55,10 @@ def gradient(net, X, Y):
     n = X.shape[0]
     parts = []
     for l in range(net.n_layers):
-        parts.append((delta[l].T @ z[l]).reshape(-1) / n)
-        parts.append(np.sum(delta[l], axis=0) / n)
-    return np.concatenate(parts).astype(np.float64)
+        scaled = delta[l] / n  # (N, n_{l+1}): scaling it, not the (n_{l+1}, n_l) product, saves a pass over the weights
+        parts.append((scaled.T @ z[l]).reshape(-1))
+        parts.append(np.sum(scaled, axis=0))
+    return np.concatenate(parts).astype(np.float64, copy=False)
 
 
 def per_sample_gradients(net, X, Y):
@@ -73,4 +74,4 @@ def per_sample_gradients(net, X, Y):
     for l in range(net.n_layers):
         parts.append((delta[l][:, :, None] * z[l][:, None, :]).reshape(n, -1))
         parts.append(delta[l])
-    return np.concatenate(parts, axis=1).astype(np.float64)
+    return np.concatenate(parts, axis=1).astype(np.float64, copy=False)

@@ -79,6 +79,8 @@ def hvp(net, X, Y, v):
     n = X.shape[0]
     parts = []
     for l in range(net.n_layers):
-        parts.append((Rdelta[l].T @ z[l] + delta[l].T @ Rz[l]).reshape(-1) / n)
+        # R{dE/dW_l} = (1/N) (Rdelta_l^T z_l + delta_l^T Rz_l): both terms as one product over 2N stacked rows.
+        left = np.concatenate([Rdelta[l], delta[l]], axis=0) / n
+        parts.append((left.T @ np.concatenate([z[l], Rz[l]], axis=0)).reshape(-1))
         parts.append(np.sum(Rdelta[l], axis=0) / n)
-    return np.concatenate(parts).astype(np.float64)
+    return np.concatenate(parts).astype(np.float64, copy=False)
