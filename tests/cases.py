@@ -1,4 +1,5 @@
-"""The case table: each case is data (architecture, loss, targets, batch, seed), expanded by fixtures.
+"""The case table: each case is data (architecture, loss, targets, batch, seed), expanded by fixtures; and the
+central-difference oracle.
 
 Ids read like ``mlp-4x8x3-tanh-mse-N5``. ``make`` turns a case into ``(net, X, Y)`` in a dtype.
 """
@@ -72,3 +73,9 @@ def make(case, dtype="float64", seed=0):
     X = rng.standard_normal((case["n"], case["sizes"][0]))
     Y = make_targets(case.get("targets", "regression"), rng, net, X, dtype)
     return net.astype(dtype), X.astype(dtype), Y.astype(dtype)
+
+
+def central_difference(f, x, direction, step):
+    """``(f(x + step direction) - f(x - step direction)) / (2 step)``: the derivative of ``f`` at ``x`` along
+    ``direction``, with an O(step^2) truncation error. The finite-difference oracle of every test."""
+    return (f(x + step * direction) - f(x - step * direction)) / (2 * step)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import manual
+from tests.cases import central_difference
 
 LARGE = np.array([-1000.0, -40.0, -1.0, 0.5, 40.0, 1000.0])
 
@@ -27,8 +28,8 @@ def test_derivatives_match_central_differences(name):
     act = manual.get_activation(name)
     x = np.linspace(-4.0, 4.0, 41) + 0.013  # off the relu kink at 0
     h = 1e-5
-    np.testing.assert_allclose(act.df(x), (act.f(x + h) - act.f(x - h)) / (2 * h), rtol=1e-7, atol=1e-9)
-    np.testing.assert_allclose(act.d2f(x), (act.df(x + h) - act.df(x - h)) / (2 * h), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(act.df(x), central_difference(act.f, x, 1.0, h), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(act.d2f(x), central_difference(act.df, x, 1.0, h), rtol=1e-7, atol=1e-9)
 
 
 def test_sigmoid_limits_exact():
@@ -46,9 +47,10 @@ def test_loss_gradient_and_hessian_match_central_differences(name):
     y = np.eye(3)[[0, 2, 1, 1]]
     h = 1e-6
     eye = np.eye(3)
-    fd_grad = np.stack([(loss.value(y_hat + h * e, y) - loss.value(y_hat - h * e, y)) / (2 * h) for e in eye], axis=1)
+    value, grad = (lambda y_hat: loss.value(y_hat, y)), (lambda y_hat: loss.grad(y_hat, y))
+    fd_grad = np.stack([central_difference(value, y_hat, e, h) for e in eye], axis=1)
     np.testing.assert_allclose(loss.grad(y_hat, y), fd_grad, rtol=1e-7, atol=1e-9)
-    fd_hess = np.stack([(loss.grad(y_hat + h * e, y) - loss.grad(y_hat - h * e, y)) / (2 * h) for e in eye], axis=2)
+    fd_hess = np.stack([central_difference(grad, y_hat, e, h) for e in eye], axis=2)
     np.testing.assert_allclose(loss.hessian(y_hat, y), fd_hess, rtol=1e-7, atol=1e-9)
 
 

@@ -1,32 +1,21 @@
-"""Problem 5: a stack of identity-activation layers equals one linear layer (``manual.collapse_linear``)."""
+"""Problem 5: a stack of identity-activation layers equals one linear layer (``manual.collapse_linear``), in
+``manual`` and in every selected reference engine."""
 import numpy as np
 import pytest
 
 import manual
+from tests.cases import case_id, make
 from xval.compare import assert_close
 
-STACKS = [
-    dict(sizes=[4, 8, 3], loss="mse"),
-    dict(sizes=[5, 7, 2, 6, 4], loss="mse"),  # a width-2 bottleneck in the middle
-    dict(sizes=[3, 9, 9, 9, 9, 3], loss="cross_entropy"),
-    dict(sizes=[6, 1, 6], loss="mse"),  # width 1: the collapsed map has rank 1
+STACKS = [  # cases in the format of tests/cases.py, all layers linear
+    dict(sizes=[4, 8, 3], activations="identity", loss="mse", n=11),
+    dict(sizes=[5, 7, 2, 6, 4], activations="identity", loss="mse", n=11),  # a width-2 bottleneck in the middle
+    dict(sizes=[3, 9, 9, 9, 9, 3], activations="identity", loss="cross_entropy", targets="onehot", n=11),
+    dict(sizes=[6, 1, 6], activations="identity", loss="mse", n=11),  # width 1: the collapsed map has rank 1
 ]
 
 
-def stack_id(stack):
-    return f"linear-{'x'.join(map(str, stack['sizes']))}-{stack['loss']}"
-
-
-def make(stack, seed=0):
-    net = manual.Network.random(stack["sizes"], "identity", stack["loss"], seed=seed)
-    rng = np.random.default_rng(seed + 1)
-    X = rng.standard_normal((11, stack["sizes"][0]))
-    k = stack["sizes"][-1]
-    Y = np.eye(k)[rng.integers(0, k, size=11)] if stack["loss"] == "cross_entropy" else rng.standard_normal((11, k))
-    return net, X, Y
-
-
-@pytest.mark.parametrize("stack", STACKS, ids=stack_id)
+@pytest.mark.parametrize("stack", STACKS, ids=case_id)
 def test_collapsed_network_has_the_same_outputs_and_loss(stack):
     net, X, Y = make(stack)
     one = manual.collapse_linear(net)
@@ -39,7 +28,20 @@ def test_collapsed_network_has_the_same_outputs_and_loss(stack):
     np.testing.assert_allclose(one.biases[0], manual.forward(net, np.zeros((1, net.sizes[0])))[0], rtol=1e-13, atol=1e-14)
 
 
-@pytest.mark.parametrize("stack", STACKS, ids=stack_id)
+@pytest.mark.parametrize("stack", STACKS, ids=case_id)
+def test_reference_computes_the_same_outputs_and_loss_for_the_collapsed_network(stack, engine, dtype, rtol, record_error):
+    """The reference's own ``forward`` and ``loss`` of the collapsed network against its values for the original."""
+    name, module = engine
+    net, X, Y = make(stack, dtype)
+    one = manual.collapse_linear(net)
+    what = f"{name} on the collapsed {case_id(stack)} vs the original"
+    error = assert_close(module.forward(one, X), module.forward(net, X), rtol, f"forward: {what}")
+    record_error("forward of the collapsed network", name, case_id(stack), error)
+    error = assert_close(module.loss(one, X, Y), module.loss(net, X, Y), rtol, f"loss: {what}")
+    record_error("loss of the collapsed network", name, case_id(stack), error)
+
+
+@pytest.mark.parametrize("stack", STACKS, ids=case_id)
 def test_collapsed_rank_is_at_most_the_narrowest_width(stack):
     net, _, _ = make(stack)
     W = manual.collapse_linear(net).weights[0]
