@@ -17,8 +17,9 @@ def _once(call):
 def time_calls(calls, repeats=5, min_repeat_s=0.02, max_number=1000, first=None, jitted=False):
     """Time each of ``calls``, in turn within every repeat; a list of results, one per call (see ``time_call``).
 
-    Timing in turn gives calls that allocate large arrays the same allocator and page state (on a virtual
-    machine the first touch of fresh memory can cost several times the writing itself). Each call's first run is
+    Timing in turn, starting each repeat one call further on, gives calls that allocate large arrays the same
+    allocator and page state (on a virtual machine the first touch of fresh memory, or the compaction behind a
+    fresh huge page, can cost several times the writing itself, and falls on whichever call allocates first). Each call's first run is
     its warm-up (and jit compilation), timed apart and excluded; ``first`` lists those seconds when the caller
     already made the warm-up calls, ``jitted`` says that they compiled.
     """
@@ -33,12 +34,14 @@ def time_calls(calls, repeats=5, min_repeat_s=0.02, max_number=1000, first=None,
     collecting = gc.isenabled()
     gc.disable()  # as timeit does: a garbage collection pass (0.1 s and more with torch and jax loaded) is not the call's
     try:
-        for _ in range(repeats):
-            for call, number, out in zip(calls, numbers, samples):
+        for repeat in range(repeats):
+            first_in_turn = repeat % len(calls)  # rotate, so that no call always meets the state the others left
+            for index in [*range(first_in_turn, len(calls)), *range(first_in_turn)]:
+                call, number = calls[index], numbers[index]
                 start = time.perf_counter()
                 for _ in range(number):
                     call()
-                out.append((time.perf_counter() - start) / number)
+                samples[index].append((time.perf_counter() - start) / number)
     finally:
         if collecting:
             gc.enable()

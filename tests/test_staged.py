@@ -68,12 +68,13 @@ def test_manual_is_staged_as_its_own_numpy_call():
     np.testing.assert_array_equal(staged.fetch(value), manual.hvp(net, X, Y, v))
 
 
-def test_calls_timed_in_turn_alternate_within_every_repeat():
+def test_calls_timed_in_turn_alternate_within_every_repeat_and_take_turns_going_first():
     order = []
     calls = [lambda: order.append("a"), lambda: order.append("b")]
     stats = timing.time_calls(calls, repeats=3, min_repeat_s=0.0)
-    # One warm-up run each, then a, b, a, b, a, b (one call per repeat when a repeat may be as short as one call).
-    assert order == ["a", "b"] + ["a", "b"] * 3
+    # One warm-up run each, then both in every repeat, the first to go rotating (one call per repeat when a repeat
+    # may be as short as one call).
+    assert order == ["a", "b"] + ["a", "b"] + ["b", "a"] + ["a", "b"]
     assert [s["repeats"] for s in stats] == [3, 3] and [s["number"] for s in stats] == [1, 1]
     assert all(s["min"] <= s["median"] <= s["max"] for s in stats)
 
