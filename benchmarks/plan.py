@@ -1,6 +1,6 @@
 """What a run measures: a width sweep at fixed depth and a depth sweep at fixed width, with the sizes each
-quantity goes up to (chosen so that the default run takes about five minutes on two cores, ``--quick`` well
-under one).
+quantity goes up to (chosen so that the default run stays within five minutes on two cores, about two and a half
+with the ratio rows, and ``--quick`` well under one).
 
 ``|W|`` of a network of ``depth`` layers of equal ``width`` is ``depth * (width**2 + width)``.
 """
