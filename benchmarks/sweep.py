@@ -23,18 +23,8 @@ def dense_budget_bytes(env=None):
 
 
 def _fits(nbytes, budget):
-    """Whether a dense array of ``nbytes`` fits; the manual engine's own guard decides when it has one."""
-    try:
-        from manual import memory as guard
-    except ImportError:
-        guard = None
-    helper = getattr(guard, "fits", None) if guard else None
-    if helper is not None:
-        try:
-            return bool(helper(nbytes)) and nbytes <= budget
-        except TypeError:
-            pass
-    return nbytes <= budget
+    """Whether a dense array of ``nbytes`` fits: under the manual engine's memory guard and this run's budget."""
+    return manual.memory.fits(nbytes) and nbytes <= budget
 
 
 class Runner:
