@@ -5,8 +5,9 @@ high-water mark is reset (``/proc/self/clear_refs`` <- 5); the call runs; the pe
 ``VmRSS`` before it. glibc is told to serve large blocks by ``mmap`` at a fixed threshold, so memory freed by
 an earlier call goes back to the kernel instead of hiding the next call's growth.
 
-GPU: ``torch.cuda.max_memory_allocated`` after a reset (torch), growth of ``memory_stats()['peak_bytes_in_use']``
-(jax, whose peak cannot be reset: a value is only recorded when the call raised the process's peak).
+GPU: ``torch.cuda.max_memory_allocated`` after a reset (torch and the peers), growth of
+``memory_stats()['peak_bytes_in_use']`` (jax, whose peak cannot be reset: when a call does not raise the process's
+peak, the memory XLA plans for it instead, labelled so).
 """
 import ctypes
 import ctypes.util
@@ -59,7 +60,14 @@ def cpu_peak_growth(call):
 
 
 def gpu_peak_growth(call, engine):
-    """Peak device bytes of ``call()`` on the GPU, for torch-based engines and jax; ``(bytes or None, result)``."""
+    """``(bytes or None, method, result)``: the peak device bytes of ``call()`` on the GPU, for torch-based engines
+    and jax.
+
+    jax's ``peak_bytes_in_use`` cannot be reset: it shows a call's peak only when the call raises the process's
+    peak. When it does not (a smaller call after a larger one), the figure is the memory XLA plans for the call,
+    temporaries plus output (``call.compiled_bytes()``, which the jax engine's staged calls carry), and the method
+    says so.
+    """
     if engine == "jax":
         import jax
 
@@ -68,9 +76,12 @@ def gpu_peak_growth(call, engine):
         in_use = (dev.memory_stats() or {}).get("bytes_in_use", 0)
         result = call()
         after = (dev.memory_stats() or {}).get("peak_bytes_in_use")
-        if before is None or after is None or after <= before:
-            return None, result
-        return after - in_use, result
+        if before is not None and after is not None and after > before:
+            return after - in_use, "jax peak_bytes_in_use", result
+        planned = getattr(call, "compiled_bytes", None)
+        if planned is None:
+            return None, "jax peak_bytes_in_use (not raised by this call)", result
+        return planned(), "jax compiled memory_analysis (temp + output; the peak counter was not raised)", result
     import torch
 
     torch.cuda.synchronize()
@@ -78,15 +89,13 @@ def gpu_peak_growth(call, engine):
     in_use = torch.cuda.memory_allocated()
     result = call()
     torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - in_use, result
+    return torch.cuda.max_memory_allocated() - in_use, "torch.cuda.max_memory_allocated", result
 
 
 def peak_growth(call, engine, device):
     """``(bytes, method, result)`` by the method for ``device`` (``manual`` is numpy on the CPU everywhere)."""
     if device == "cuda" and engine != "manual":
-        nbytes, result = gpu_peak_growth(call, engine)
-        method = "jax peak_bytes_in_use" if engine == "jax" else "torch.cuda.max_memory_allocated"
-        return nbytes, method, result
+        return gpu_peak_growth(call, engine)
     if not cpu_method_available():  # not Linux: time the point all the same, without a memory figure
         return None, "unavailable (needs Linux /proc/self/clear_refs)", call()
     nbytes, result = cpu_peak_growth(call)

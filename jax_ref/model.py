@@ -80,9 +80,22 @@ def jitted(arch, builder):
 
 
 def staged(builder, net, *args):
-    """A zero-argument function running ``jitted(architecture(net), builder)(*args)`` and waiting for its result."""
+    """A zero-argument function running ``jitted(architecture(net), builder)(*args)`` and waiting for its result.
+
+    Its attribute ``compiled_bytes()`` gives the device memory XLA plans for one call: temporaries plus the output
+    (``memory_analysis`` of the compiled executable; it compiles again, so call it outside any timing).
+    """
     function = jitted(architecture(net), builder)
-    return lambda: jax.block_until_ready(function(*args))
+
+    def compute():
+        return jax.block_until_ready(function(*args))
+
+    def compiled_bytes():
+        analysis = function.lower(*args).compile().memory_analysis()
+        return int(analysis.temp_size_in_bytes + analysis.output_size_in_bytes)
+
+    compute.compiled_bytes = compiled_bytes
+    return compute
 
 
 def inputs(net, X):
