@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from manual import memory
-from manual.hessian import check_layer
+from manual.hessian import check_reference_block
 from manual.hvp import check_direction
 
 from . import model
@@ -70,10 +70,8 @@ def hvp(net, X, Y, v):
 
 def stage_hessian_block(net, X, Y, l, m):
     """``hessian_block`` staged: the ``(P_l, P_m)`` array (after the memory guard's check)."""
-    l, m = check_layer(net, l, "l"), check_layer(net, m, "m")
+    l, m = check_reference_block(net, l, m, "jax_ref")
     X, Y = model.data(net, X, Y)
-    rows, cols = net.layer_param_counts[l], net.layer_param_counts[m]
-    memory.check(memory.result_bytes(rows * cols, net.dtype), f"jax_ref.hessian_block(l={l}, m={m}) (a {rows} x {cols} array)")
     return model.staged(_block(l, m), net, *model.parameters(net), X, Y)
 
 

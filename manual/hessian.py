@@ -46,6 +46,15 @@ def check_layer(net, index, name):
     return value
 
 
+def check_reference_block(net, l, m, engine):
+    """``(l, m)`` checked as layer indices, after the memory guard has passed the ``(P_l, P_m)`` result that the
+    reference ``engine`` (``"torch_ref"``, ``"jax_ref"``) would allocate: the references call it before any work."""
+    l, m = check_layer(net, l, "l"), check_layer(net, m, "m")
+    rows, cols = net.layer_param_counts[l], net.layer_param_counts[m]
+    memory.check(memory.result_bytes(rows * cols, net.dtype), f"{engine}.hessian_block(l={l}, m={m}) (a {rows} x {cols} array)")
+    return l, m
+
+
 # ---- the curvature pass -----------------------------------------------------------------------
 @dataclass
 class Curvature:

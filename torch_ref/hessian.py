@@ -11,7 +11,7 @@ import torch
 from torch.func import grad, hessian as func_hessian, jacfwd, jacrev, jvp
 
 from manual import memory
-from manual.hessian import check_layer
+from manual.hessian import check_reference_block
 from manual.hvp import check_direction
 
 from . import model
@@ -50,10 +50,8 @@ def hvp(net, X, Y, v):
 
 def stage_hessian_block(net, X, Y, l, m):
     """``hessian_block`` staged: the ``(P_l, P_m)`` tensor (after the memory guard's check)."""
-    l, m = check_layer(net, l, "l"), check_layer(net, m, "m")
+    l, m = check_reference_block(net, l, m, "torch_ref")
     X, Y = model.data(net, X, Y)
-    rows, cols = net.layer_param_counts[l], net.layer_param_counts[m]
-    memory.check(memory.result_bytes(rows * cols, net.dtype), f"torch_ref.hessian_block(l={l}, m={m}) (a {rows} x {cols} array)")
     params = model.parameters(net)
 
     def objective(theta_l, theta_m):
