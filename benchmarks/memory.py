@@ -72,8 +72,8 @@ def gpu_peak_growth(call, engine):
         import jax
 
         dev = jax.devices()[0]
-        before = (dev.memory_stats() or {}).get("peak_bytes_in_use")
-        in_use = (dev.memory_stats() or {}).get("bytes_in_use", 0)
+        stats = dev.memory_stats() or {}
+        before, in_use = stats.get("peak_bytes_in_use"), stats.get("bytes_in_use", 0)
         result = call()
         after = (dev.memory_stats() or {}).get("peak_bytes_in_use")
         if before is not None and after is not None and after > before:

@@ -7,8 +7,9 @@ jaxtyping wadler_lindig``. A peer that is missing, or cannot take the network, i
 
 ``prepare`` returns ``(compute, fetch, covered)``: ``compute()`` builds the ``(P_l, P_l)`` block as a torch tensor
 on the device and waits for it, ``fetch`` turns that into the suite's float64 numpy block (scaled to its loss), and
-``covered`` is a boolean mask of the entries the peer computes. BackPACK's HMP is block-diagonal per parameter tensor, so it covers the ``W_l``/``W_l``
-and ``b_l``/``b_l`` parts, not the ``W_l``/``b_l`` cross terms; validation compares only covered entries.
+``covered`` is a boolean mask of the entries the peer computes. BackPACK's HMP is block-diagonal per parameter
+tensor, so it covers the ``W_l``/``W_l`` and ``b_l``/``b_l`` parts, not the ``W_l``/``b_l`` cross terms; validation
+compares only covered entries.
 """
 import warnings
 

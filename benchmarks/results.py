@@ -1,8 +1,9 @@
 """The results file: every point of a run, with the machine facts, written atomically after each point.
 
 ``results.json`` holds ``{"machine": ..., "settings": ..., "points": [...]}``; ``results.csv`` the same points
-flat; ``output.txt`` what the run printed (the fitted table and the ratios), written at the end. A point's ``key`` names what was measured (sweep, size, quantity, engine, device, dtype), so that
-``--resume`` can skip points already in the file.
+flat; ``output.txt`` what the run printed (the fitted table and the ratios), written at the end. A point's
+``key`` names what was measured (sweep, size, quantity, engine, device, dtype), so that ``--resume`` can skip
+points already in the file.
 """
 import csv
 import io
