@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-from manual.errors import ConfigError
+from xval.errors import ConfigError
 
 
 def parse_args(argv=None):
@@ -37,7 +37,7 @@ def parse_args(argv=None):
 
 
 def apply_overrides(args, environ=os.environ):
-    """Flags override the ``XVAL_*`` settings; engines read them through ``manual.config``."""
+    """Flags override the ``XVAL_*`` settings; engines read them through ``xval.config``."""
     if args.backend:
         environ["XVAL_BACKEND"] = args.backend
     if args.device:
@@ -50,7 +50,7 @@ def main(argv=None):
     # jax would otherwise claim 75% of a GPU's memory when it first touches it, leaving torch and the peers the
     # rest, and its peak counter would not be the computation's own; set before jax is imported.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    from manual import config
+    from xval import config
 
     from .machine import resolve_device
 

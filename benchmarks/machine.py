@@ -3,8 +3,8 @@ import importlib
 import os
 import platform
 
-from manual import config
-from manual.errors import ConfigError
+from xval import config
+from xval.errors import ConfigError
 
 
 class NoGPUError(ConfigError):

@@ -1,19 +1,21 @@
-"""The measured quantities: how each is called on an engine (or a peer), what it writes, how it is checked.
+"""The measured quantities, read from the contract (``xval.contract``): how each is called on an engine (or a
+peer), what it writes, how it is checked.
 
 Every quantity is timed on one sample except ``per_sample_gradients``, which runs on a batch and reports the
 time per sample. ``hessian_block`` is the same-layer block of the second layer (the first when there is one).
 """
-import functools
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from xval import compare
+from xval import compare, contract
 
 from . import peers
 
+# The contract's quantities that the sweep measures (``loss`` is the forward pass again), with the central-difference
+# oracle, which only ``manual`` provides, after the gradient.
 QUANTITIES = ("forward", "gradient", "finite_difference_gradient", "per_sample_gradients", "hvp", "hessian_block", "hessian")
-MANUAL_ONLY = ("finite_difference_gradient",)
+MANUAL_ONLY = (contract.FINITE_DIFFERENCE_GRADIENT.name,)
 PEER_QUANTITIES = ("hessian_block",)
 PER_SAMPLE_BATCH = 16
 ITEM_BYTES = {"float64": 8, "float32": 4}
@@ -29,22 +31,20 @@ def batch_size(quantity, quick=False):
 
 def block_layer(net):
     """The layer whose same-layer block is measured: the second (layer 1), or layer 0 of a one-layer net."""
-    return 1 if net.n_layers > 1 else 0
+    return contract.same_layer_block(net)[0]
+
+
+def _call(quantity, net, batch, X=None, Y=None, v=None):
+    """The contract's call of ``quantity`` on ``net`` (data of ``batch`` samples; zeros when not given)."""
+    X = np.zeros((batch, net.sizes[0]), net.dtype) if X is None else X
+    Y = np.zeros((batch, net.sizes[-1]), net.dtype) if Y is None else Y
+    v = np.zeros(net.n_params, net.dtype) if v is None else v
+    return contract.quantity(quantity).calls(contract.Problem(quantity, net, X, Y, v))[0]
 
 
 def output_shape(quantity, net, batch):
     """The shape of the dense array the quantity returns."""
-    P = net.n_params
-    if quantity == "forward":
-        return (batch, net.sizes[-1])
-    if quantity == "per_sample_gradients":
-        return (batch, P)
-    if quantity == "hessian_block":
-        P_l = net.layer_param_counts[block_layer(net)]
-        return (P_l, P_l)
-    if quantity == "hessian":
-        return (P, P)
-    return (P,)
+    return _call(quantity, net, batch).shape
 
 
 def output_bytes(quantity, net, batch):
@@ -75,37 +75,24 @@ def prepare(quantity, engine, module, net, X, Y, v, device="cpu"):
     done here, outside any timing.
 
     ``module`` is the engine module (``None`` for a peer). Engines with ``stage_<quantity>`` functions (the torch
-    and jax references) are timed on their device without host-device copies; ``manual`` computes with numpy
-    arrays in and out. Raises ``MissingFunctionError`` when the engine does not provide the function,
+    and jax references) are timed on their device without host-device copies; others compute with numpy arrays
+    in and out. Raises ``MissingFunctionError`` when the engine does not provide the function,
     ``peers.PeerUnavailableError`` for a peer that cannot run.
     """
     if engine in peers.PEERS:
         compute, fetch, covered = peers.prepare(engine, net, X, Y, block_layer(net), device)
         return Staged(compute, fetch, covered)
-    if quantity == "finite_difference_gradient" and engine != "manual":
-        raise MissingFunctionError("finite_difference_gradient is measured for the manual engine only")
-    if getattr(module, quantity, None) is None:
+    if quantity in MANUAL_ONLY and engine != "manual":
+        raise MissingFunctionError(f"{quantity} is measured for the manual engine only")
+    call = _call(quantity, net, X.shape[0], X, Y, v)
+    if call.function(module) is None:
         raise MissingFunctionError(f"engine {engine!r} has no function {quantity!r}")
-    stage = getattr(module, f"stage_{quantity}", None)
-    if stage is None:  # manual: the contract function itself, numpy in and out
-        function = getattr(module, quantity)
-        stage = lambda *args: functools.partial(function, *args)  # noqa: E731
-        fetch = np.asarray
-    else:
-        fetch = module.to_numpy
-    if quantity == "forward":
-        return Staged(stage(net, X), fetch)
-    if quantity == "hvp":
-        return Staged(stage(net, X, Y, v), fetch)
-    if quantity == "hessian_block":
-        layer = block_layer(net)
-        return Staged(stage(net, X, Y, layer, layer), fetch)
-    return Staged(stage(net, X, Y), fetch)
+    staged = call.function(module, staged=True) is not None
+    return Staged(call.stage(module), module.to_numpy if staged else np.asarray)
 
 
 def tolerance(quantity, dtype):
-    table = compare.FINITE_DIFFERENCE_TOLERANCES if quantity == "finite_difference_gradient" else compare.TOLERANCES
-    return table[dtype]
+    return contract.quantity(quantity).tolerance(dtype)
 
 
 def check(actual, covered, expected, quantity, dtype):

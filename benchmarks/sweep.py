@@ -3,8 +3,9 @@ memory; record every point (measured, failed with its reason, or skipped with a 
 import time
 import traceback
 
-import manual
-from xval import engines as registry
+from xval import config, engines as registry, memory as guard
+from xval.errors import EngineUnavailableError
+from xval.network import Network
 
 from . import memory, peers, quantities, results, timing
 from .machine import engine_device
@@ -17,14 +18,14 @@ def dense_budget_bytes(env=None):
     (engines such as ``torch.func.hessian`` need several times their output while computing it)."""
     import psutil
 
-    cap = manual.config.max_bytes(env)
+    cap = config.max_bytes(env)
     budget = psutil.virtual_memory().available // 4
     return min(cap, budget) if cap else budget
 
 
 def _fits(nbytes, budget):
-    """Whether a dense array of ``nbytes`` fits: under the manual engine's memory guard and this run's budget."""
-    return manual.memory.fits(nbytes) and nbytes <= budget
+    """Whether a dense array of ``nbytes`` fits: under the suite's memory guard and this run's budget."""
+    return guard.fits(nbytes) and nbytes <= budget
 
 
 class Runner:
@@ -45,7 +46,7 @@ class Runner:
                 continue
             try:
                 self.modules[name] = registry.load(name)
-            except manual.EngineUnavailableError as exc:
+            except EngineUnavailableError as exc:
                 self.modules[name] = exc
 
     # ---- one record ---------------------------------------------------------------------------
@@ -66,7 +67,7 @@ class Runner:
     # ---- one (sweep, size, quantity) group ------------------------------------------------------
     def run_group(self, sweep, value, quantity, names):
         sizes = sweep.sizes(value)
-        net = manual.Network.random(sizes, activations="tanh", loss="mse", seed=0, dtype=self.dtype)
+        net = Network.random(sizes, activations="tanh", loss="mse", seed=0, dtype=self.dtype)
         batch = quantities.batch_size(quantity, self.settings.get("quick", False))
         width, depth = sizes[1], len(sizes) - 1
         base = dict(sweep=sweep.name, quantity=quantity, width=width, depth=depth, sizes=sizes,

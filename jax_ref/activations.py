@@ -1,4 +1,4 @@
-"""Activations and losses in jax: one line each, named as in ``manual``."""
+"""Activations and losses in jax: one line each, named as in ``xval.definitions``."""
 import jax
 import jax.numpy as jnp
 

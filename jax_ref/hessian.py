@@ -11,9 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from manual import memory
-from manual.hessian import check_reference_block
-from manual.hvp import check_direction
+from xval import memory
+from xval.checks import check_direction, check_reference_block
 
 from . import model
 

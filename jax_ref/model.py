@@ -1,4 +1,4 @@
-"""The network of a ``manual.Network`` as jax arrays, on the device chosen by ``XVAL_DEVICE``.
+"""The network of an ``xval.Network`` as jax arrays, on the device chosen by ``XVAL_DEVICE``.
 
 float64 is enabled before any array is created. Parameters are a tuple with one flat array per layer
 (``W_l`` row-major, then ``b_l``). Functions are built per architecture and cached, so that ``jax.jit``
@@ -19,9 +19,9 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from manual.data import check_data, check_inputs  # noqa: E402
-from manual.errors import ConfigError  # noqa: E402
-from manual import config  # noqa: E402
+from xval import config  # noqa: E402
+from xval.checks import check_data, check_inputs  # noqa: E402
+from xval.errors import ConfigError  # noqa: E402
 
 from .activations import ACTIVATIONS, LOSSES  # noqa: E402
 

@@ -1,10 +1,10 @@
-"""The hand-written engine: numpy only, every derivative written out."""
-from . import config, symmetry
-from .activations import ACTIVATIONS, Activation, get_activation
-from .backprop import forward, gradient, loss, per_sample_gradients
-from .collapse import NotLinearError, collapse_linear
-from .diagnose import Diagnosis, diagnose
-from .errors import (
+"""The hand-written engine: every derivative written out, on numpy arrays.
+
+The network description, the errors, the input checks, the settings and the memory guard are the suite's shared
+kernel, ``xval``; they are re-exported here so that ``manual.Network``, ``manual.ShapeError`` ... keep working.
+"""
+from xval import config, memory
+from xval.errors import (
     ArgumentError,
     ConfigError,
     EngineUnavailableError,
@@ -16,11 +16,17 @@ from .errors import (
     UnknownNameError,
     XvalError,
 )
+from xval.network import Network
+
+from . import symmetry
+from .activations import ACTIVATIONS, Activation, get_activation
+from .backprop import forward, gradient, loss, per_sample_gradients
+from .collapse import NotLinearError, collapse_linear
+from .diagnose import Diagnosis, diagnose
 from .finite_difference import finite_difference_gradient
-from .hessian import block_fits, hessian, hessian_block, hessian_fits
+from .hessian import hessian, hessian_block
 from .hvp import hvp
 from .losses import LOSSES, Loss, get_loss
-from .network import Network
 from .train import train
 
 __all__ = [
@@ -28,9 +34,10 @@ __all__ = [
     "Network", "ACTIVATIONS", "Activation", "get_activation", "LOSSES", "Loss", "get_loss",
     # the engine contract
     "forward", "loss", "gradient", "per_sample_gradients", "hvp", "hessian_block", "hessian",
-    # oracles, memory checks and the problem set
-    "finite_difference_gradient", "block_fits", "hessian_fits", "train", "diagnose", "Diagnosis", "symmetry",
-    "collapse_linear", "config",
+    # oracles and the problem set
+    "finite_difference_gradient", "train", "diagnose", "Diagnosis", "symmetry", "collapse_linear",
+    # the kernel's settings and memory guard, re-exported
+    "config", "memory",
     # errors
     "XvalError", "ArgumentError", "ShapeError", "NonFiniteError", "UnknownNameError", "TargetError", "ConfigError",
     "EngineUnavailableError", "MemoryGuardError", "LayerIndexError", "NotLinearError",

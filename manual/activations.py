@@ -1,15 +1,15 @@
 """Elementwise activations: each one is ``f``, ``f'`` and ``f''`` side by side.
 
-Adding an activation means adding one ``Activation`` record here and one line in each reference
-engine's ``activations.py``. Every formula is written to stay finite, without overflow warnings,
+Adding an activation means adding one ``Activation`` record here, its definition in ``xval/definitions.py``
+and one line in each reference engine's ``activations.py``. Every formula is written to stay finite, without overflow warnings,
 for large ``|x|`` (checked at ``|x| = 1000``).
 """
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
-from .errors import unknown_name
+from xval.errors import unknown_name
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,12 @@ class Activation:
     df: Callable
     d2f: Callable
     formula: str
+    # Facts the analyses use: the largest slope max f' (for saturating activations: diagnose measures f' against it),
+    # the shift c of a sign symmetry f(-a) = c - f(a) (symmetry flips units only when there is one), and whether a
+    # unit can die (f' = 0 on a half-line: diagnose counts dead units).
+    max_slope: Optional[float] = None
+    sign_shift: Optional[float] = None
+    can_die: bool = False
 
 
 def _sigmoid(x):
@@ -56,15 +62,16 @@ def _tanh_d2(x):
 ACTIVATIONS = {
     a.name: a
     for a in [
-        Activation("identity", lambda x: x, np.ones_like, np.zeros_like, "f(x) = x"),
-        Activation("sigmoid", _sigmoid, _sigmoid_d1, _sigmoid_d2, "f(x) = 1 / (1 + exp(-x))"),
-        Activation("tanh", np.tanh, _tanh_d1, _tanh_d2, "f(x) = tanh(x)"),
+        Activation("identity", lambda x: x, np.ones_like, np.zeros_like, "f(x) = x", sign_shift=0.0),
+        Activation("sigmoid", _sigmoid, _sigmoid_d1, _sigmoid_d2, "f(x) = 1 / (1 + exp(-x))", max_slope=0.25, sign_shift=1.0),
+        Activation("tanh", np.tanh, _tanh_d1, _tanh_d2, "f(x) = tanh(x)", max_slope=1.0, sign_shift=0.0),
         Activation(
             "relu",
             lambda x: np.where(x > 0, x, np.zeros_like(x)),
             lambda x: np.where(x > 0, np.ones_like(x), np.zeros_like(x)),  # f'(0) = 0, as torch and jax
             np.zeros_like,
             "f(x) = max(x, 0)",
+            can_die=True,
         ),
         Activation(
             "softplus",

@@ -6,7 +6,8 @@ Notation (DESIGN.md): ``a_l = W_l z_l + b_l``, ``z_{l+1} = f_l(a_l)``, ``z_0 = x
 import numpy as np
 
 from .activations import get_activation
-from .data import check_data, check_inputs
+from xval.checks import check_data, check_inputs
+
 from .losses import get_loss
 
 

@@ -11,15 +11,15 @@ from typing import Optional
 
 import numpy as np
 
+from xval.checks import check_data
+from xval.errors import check_positive
+
 from .activations import get_activation
 from .backprop import forward_pass, gradient, loss
-from .data import check_data
-from .errors import check_positive
 from .hvp import hvp  # Pearlmutter's R-operator: O(|W|) per product, the Hessian is never formed
 
 # A sigmoid/tanh unit is saturated on a sample when f'(a) is below this fraction of f's largest slope.
 SATURATION_SLOPE = 0.01
-MAX_SLOPE = {"sigmoid": 0.25, "tanh": 1.0}
 # A layer gets a finding when more than these fractions of its units are saturated / dead.
 SATURATED_LIMIT = 0.5
 DEAD_LIMIT = 0.5
@@ -150,10 +150,11 @@ def _layer_reports(net, X, Y):
     reports = []
     for layer, (w, name) in enumerate(zip(net.weights, net.activations)):
         saturated = dead = None
-        if name in MAX_SLOPE:
-            slope = get_activation(name).df(a[layer]) / MAX_SLOPE[name]
+        activation = get_activation(name)
+        if activation.max_slope is not None:  # a saturating activation
+            slope = activation.df(a[layer]) / activation.max_slope
             saturated = float(np.mean(slope < SATURATION_SLOPE))
-        if name == "relu":
+        if activation.can_die:
             dead = float(np.mean(np.all(a[layer] <= 0, axis=0)))
         reports.append(
             LayerReport(

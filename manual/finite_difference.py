@@ -6,9 +6,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from xval.checks import check_data
+from xval.errors import check_positive
+
 from .backprop import forward_pass
-from .data import check_data
-from .errors import check_positive
 from .losses import get_loss
 
 DEFAULT_STEPS = {"float64": 1e-6, "float32": 3e-3}

@@ -16,43 +16,18 @@ and a bias takes the place of a weight with ``z = 1``. Both cases share one shap
 batch as one batched matmul over ``p`` (the contraction runs over the samples; there is no loop over samples).
 Array code sticks to matmul, broadcasting, reshape and reductions, so that an array-API library can run it.
 """
-import operator
 from dataclasses import dataclass
 
 import numpy as np
+from xval import memory
+from xval.checks import check_data, check_layer
 
-from . import memory
 from .activations import get_activation
 from .backprop import backward_pass, forward_pass
-from .data import check_data
-from .errors import LayerIndexError
 from .losses import get_loss
 
 # Largest scratch array a block may use, unless the block itself is larger (then an eighth of it).
 WORKSPACE_BYTES = 32 * 2**20
-
-
-def check_layer(net, index, name):
-    """``index`` as an int after checking that it numbers a layer of ``net``."""
-    last = net.n_layers - 1
-    try:
-        if isinstance(index, bool):
-            raise TypeError
-        value = operator.index(index)
-    except TypeError:
-        raise LayerIndexError(f"{name} = {index!r} is not a layer index; pass an integer in 0..{last} (layers are numbered from 0)") from None
-    if not 0 <= value <= last:
-        raise LayerIndexError(f"{name} = {value} is out of range: this network has {net.n_layers} layers, valid {name} are 0..{last}")
-    return value
-
-
-def check_reference_block(net, l, m, engine):
-    """``(l, m)`` checked as layer indices, after the memory guard has passed the ``(P_l, P_m)`` result that the
-    reference ``engine`` (``"torch_ref"``, ``"jax_ref"``) would allocate: the references call it before any work."""
-    l, m = check_layer(net, l, "l"), check_layer(net, m, "m")
-    rows, cols = net.layer_param_counts[l], net.layer_param_counts[m]
-    memory.check(memory.result_bytes(rows * cols, net.dtype), f"{engine}.hessian_block(l={l}, m={m}) (a {rows} x {cols} array)")
-    return l, m
 
 
 # ---- the curvature pass -----------------------------------------------------------------------
@@ -175,16 +150,6 @@ def hessian_bytes(net, n_samples):
     """``(output, workspace)`` bytes that ``hessian(net, X, Y)`` needs for ``n_samples`` samples."""
     workspace = max(block_bytes(net, l, m, n_samples)[1] for l in range(net.n_layers) for m in range(l, net.n_layers))
     return memory.result_bytes(net.n_params**2, net.dtype), workspace
-
-
-def block_fits(net, l, m, n_samples):
-    """Whether ``hessian_block`` of ``(l, m)`` would pass the memory guard."""
-    return memory.fits(sum(block_bytes(net, l, m, n_samples)))
-
-
-def hessian_fits(net, n_samples):
-    """Whether ``hessian`` would pass the memory guard."""
-    return memory.fits(sum(hessian_bytes(net, n_samples)))
 
 
 def _guard(what, sizes):

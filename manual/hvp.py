@@ -11,30 +11,11 @@ and ``H v = R{grad E}`` is, per layer, ``(1/N) sum_n (R delta_l z_l^T + delta_l 
 """
 import numpy as np
 
+from xval.checks import check_data, check_direction
+
 from .activations import get_activation
 from .backprop import backward_pass, forward_pass
-from .data import check_data
-from .errors import ArgumentError, ShapeError
 from .losses import get_loss
-from .network import check_finite
-
-
-def check_direction(net, v):
-    """``v`` as a ``(P,)`` array of ``net.dtype`` after checking its shape and that it holds finite real numbers."""
-    v = np.asarray(v)
-    if v.shape != (net.n_params,):
-        raise ShapeError(
-            f"v has shape {v.shape}, but this network has P = {net.n_params} parameters, so v must have shape "
-            f"({net.n_params},), laid out like net.to_vector()"
-        )
-    if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
-        hint = " (v.real, if its imaginary part is zero)" if np.issubdtype(v.dtype, np.complexfloating) else ""
-        raise ArgumentError(
-            f"v has dtype {v.dtype}, but it must hold real numbers (float or int); pass a real vector of shape "
-            f"({net.n_params},){hint}"
-        )
-    check_finite("v", v)
-    return v.astype(net.dtype, copy=False)
 
 
 def split_direction(net, v):

@@ -2,14 +2,15 @@
 
 Every function takes batches: ``y_hat`` and ``y`` are ``(N, K)``; values are ``(N,)``, gradients
 ``(N, K)``, Hessians ``(N, K, K)``. The objective is the batch mean of the values.
-Adding a loss means adding one ``Loss`` record here and one line in each reference engine.
+Adding a loss means adding one ``Loss`` record here, its definition (and target check) in ``xval/definitions.py``
+and one line in each reference engine.
 """
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 
-from .errors import TargetError, unknown_name
+from xval.errors import unknown_name
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,6 @@ class Loss:
     grad: Callable
     hessian: Callable
     formula: str
-    check_targets: Optional[Callable] = None
 
 
 def _mse_value(y_hat, y):
@@ -60,25 +60,6 @@ def _ce_hessian(y_hat, y):
     return h * np.sum(y, axis=-1)[:, None, None]
 
 
-def _check_probability_rows(y, atol=1e-6):
-    """Cross-entropy targets must be probability rows: entries in [0, 1], each row summing to 1."""
-    bad_entries = np.argwhere((y < 0) | (y > 1))
-    if bad_entries.size:
-        n, k = bad_entries[0]
-        raise TargetError(
-            f"cross_entropy targets must be probability rows, but Y[{n}, {k}] = {float(y[n, k])!r} is outside [0, 1]; "
-            "pass one-hot rows or softmax probabilities, or use loss='mse' for regression targets"
-        )
-    sums = np.sum(y, axis=-1)
-    bad_rows = np.flatnonzero(np.abs(sums - 1.0) > atol)
-    if bad_rows.size:
-        n = bad_rows[0]
-        raise TargetError(
-            f"cross_entropy targets must be probability rows, but row {n} of Y sums to {float(sums[n])!r}, not 1; "
-            "normalise each row (Y / Y.sum(axis=1, keepdims=True)) or pass one-hot rows"
-        )
-
-
 LOSSES = {
     loss.name: loss
     for loss in [
@@ -89,7 +70,6 @@ LOSSES = {
             _ce_grad,
             _ce_hessian,
             "-sum_k y_k log softmax(y_hat)_k",
-            check_targets=_check_probability_rows,
         ),
     ]
 }

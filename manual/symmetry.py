@@ -18,11 +18,16 @@ import math
 
 import numpy as np
 
-from .errors import ShapeError, XvalError
-from .network import Network
+from xval.errors import LayerIndexError, ShapeError, XvalError
+from xval.network import Network
 
-# f(-a) = SIGN_FLIP_SHIFT[name] - f(a) for the activations that have a sign symmetry.
-SIGN_FLIP_SHIFT = {"identity": 0.0, "tanh": 0.0, "sigmoid": 1.0}
+from .activations import ACTIVATIONS, get_activation
+
+
+
+def sign_flip_names():
+    """The activations with a sign symmetry ``f(-a) = c - f(a)`` (their ``Activation.sign_shift`` is ``c``)."""
+    return sorted(name for name, act in ACTIVATIONS.items() if act.sign_shift is not None)
 
 
 class NoSignSymmetryError(XvalError, ValueError):
@@ -31,9 +36,9 @@ class NoSignSymmetryError(XvalError, ValueError):
 
 def _check_hidden_layer(net, layer):
     hidden = net.n_layers - 1
-    if not isinstance(layer, (int, np.integer)) or not 0 <= layer < hidden:
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer < hidden:
         valid = f"0 .. {hidden - 1}" if hidden else "none: this network has no hidden layer"
-        raise ShapeError(
+        raise LayerIndexError(
             f"layer {layer!r} is not a hidden layer of {net}; hidden layers (those with outgoing weights) are {valid}"
         )
     return int(layer)
@@ -41,13 +46,14 @@ def _check_hidden_layer(net, layer):
 
 def _sign_shift(net, layer):
     name = net.activations[layer]
-    if name not in SIGN_FLIP_SHIFT:
+    shift = get_activation(name).sign_shift
+    if shift is None:
         raise NoSignSymmetryError(
             f"layer {layer} uses {name!r}, which has no sign-flip symmetry ({name}(-a) is not c - {name}(a)); sign flips "
-            f"exist for: {', '.join(sorted(SIGN_FLIP_SHIFT))}. Permutations (permute_units, orbit(..., signs=False)) "
+            f"exist for: {', '.join(sign_flip_names())}. Permutations (permute_units, orbit(..., signs=False)) "
             "work for every activation"
         )
-    return SIGN_FLIP_SHIFT[name]
+    return shift
 
 
 def _check_signs(signs, width):
@@ -171,7 +177,7 @@ def degeneracies(net, layer, atol=0.0):
     """
     layer = _check_hidden_layer(net, layer)
     units = np.concatenate([net.weights[layer], net.biases[layer][:, None], net.weights[layer + 1].T], axis=1)
-    has_signs = net.activations[layer] in SIGN_FLIP_SHIFT
+    has_signs = get_activation(net.activations[layer]).sign_shift is not None
     found = []
     for j, u in enumerate(units):
         if has_signs and np.all(np.abs(u) <= atol):

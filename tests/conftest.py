@@ -1,6 +1,6 @@
 """Fixtures: the case table, the selected engines, tolerances for ``XVAL_DTYPE``, and a closing table of the
-worst relative error per (quantity, engine) — also under pytest-xdist. An invalid ``XVAL_*`` setting stops the
-run before any test (``pytest_configure``)."""
+worst relative error per (quantity, engine), with or without pytest-xdist. An invalid ``XVAL_*`` setting or an
+engine that cannot be found stops the run before any test (``pytest_configure``)."""
 import json
 import os
 import tempfile
@@ -9,10 +9,12 @@ from collections import defaultdict
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-import manual
-from tests.cases import CASES, case_id, make
-from manual import config
+from tests.helpers import all_engine_names, compared_engine_names, load_engine, selected_engines
 from xval import compare, engines
+from xval import config as xval_config
+from xval import cases
+from xval.cases import CASES, case_id, make
+from xval.errors import EngineUnavailableError, XvalError
 
 # CI (the CI variable set) draws the same property-test examples on every run; elsewhere each run draws new ones.
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
@@ -22,50 +24,9 @@ if os.environ.get("CI"):
 _RECORDS = []  # (quantity, engine, case id, relative error), in this process
 
 
-def reference_engine_names():
-    """The reference engines ``XVAL_BACKEND`` selects; none while it is invalid, which stops the run anyway."""
-    try:
-        return [name for name in config.backends() if name != "manual"]
-    except manual.ConfigError:  # this module is imported before pytest_configure can report it
-        return []
-
-
-def all_engine_names():
-    """``manual`` and the selected reference engines, for tests that check every engine on its own."""
-    return ["manual", *reference_engine_names()]
-
-
-def load_engine(name):
-    """The engine module, or a skip that says what to install."""
-    try:
-        return engines.load(name)
-    except manual.EngineUnavailableError as exc:
-        pytest.skip(str(exc))
-
-
-def assert_matches_reference(ours, theirs, rtol, what, dtype, exact):
-    """``ours`` within ``rtol`` of the reference's ``theirs``; returns the relative error.
-
-    In float32 a quantity can be beyond float32's resolution for every engine (saturated softmax: ``p (1 - p)``
-    with ``1 - p`` below float32's epsilon). Then, and only in float32, it is judged against ``exact()``, the
-    reference's own float64 evaluation at the same inputs: ``manual`` must be within ``rtol`` of it or at most twice
-    as far from it as the reference is.
-    """
-    error = compare.relative_error(ours, theirs)
-    if error <= rtol or dtype == "float64":
-        return compare.assert_close(ours, theirs, rtol, what)
-    truth = exact()
-    ours_error, theirs_error = compare.relative_error(ours, truth), compare.relative_error(theirs, truth)
-    assert ours_error <= max(rtol, 2 * theirs_error), (
-        f"{what}: relative error {error:.3g} > {rtol:.1g}, and against the float64 reference manual is off by "
-        f"{ours_error:.3g}, the float32 reference by {theirs_error:.3g}"
-    )
-    return error
-
-
 @pytest.fixture(scope="session")
 def dtype():
-    return config.dtype()
+    return xval_config.dtype()
 
 
 @pytest.fixture(scope="session")
@@ -79,17 +40,23 @@ def case(request, dtype):
     return (case_id(request.param), *make(request.param, dtype))
 
 
-@pytest.fixture(params=reference_engine_names() or [None])
+@pytest.fixture(params=CASES, ids=[case_id(c) for c in CASES])
+def problem(request, dtype):
+    """The ``contract.Problem`` of one case of the table, in ``XVAL_DTYPE`` (network, data, targets, a direction)."""
+    return cases.problem(request.param, dtype)
+
+
+@pytest.fixture(params=compared_engine_names() or [None])
 def engine(request):
-    """``(name, module)`` of one selected reference engine."""
+    """``(name, engine)`` of one selected engine compared with ``manual`` (torch, jax, or yours)."""
     if request.param is None:
-        pytest.skip("XVAL_BACKEND selects no reference engine (add torch or jax)")
+        pytest.skip("XVAL_BACKEND selects no engine to compare with manual (add torch, jax or your own)")
     return request.param, load_engine(request.param)
 
 
 @pytest.fixture(params=all_engine_names())
 def any_engine(request):
-    """``(name, module)`` of one engine: ``manual`` or a selected reference engine."""
+    """``(name, engine)`` of one engine: ``manual`` or a selected engine."""
     return request.param, load_engine(request.param)
 
 
@@ -102,16 +69,26 @@ def record_error():
 # ---- the settings, checked once; the closing table, gathered from xdist workers through files -------
 def pytest_configure(config):
     try:
-        for setting in (manual.config.backends, manual.config.dtype, manual.config.device, manual.config.max_bytes):
+        for setting in (xval_config.backends, xval_config.dtype, xval_config.device, xval_config.max_bytes):
             setting()
-    except manual.ConfigError as exc:  # e.g. XVAL_BACKEND=manual,tensorflow: stop rather than test other engines
+        for name in selected_engines():  # e.g. XVAL_BACKEND=manual,tensorflow: stop rather than test other engines
+            try:
+                engines.load(name)
+            except EngineUnavailableError:
+                pass  # a missing package: its tests skip with the install hint
+    except XvalError as exc:
         raise pytest.UsageError(f"invalid test settings: {exc}") from None
     if not hasattr(config, "workerinput"):
         config._xval_report_dir = tempfile.mkdtemp(prefix="xval-report-")
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistReportDir())
 
 
-def pytest_configure_node(node):  # xdist hook, controller side
-    node.workerinput["xval_report_dir"] = node.config._xval_report_dir
+class _XdistReportDir:
+    """Hands the report folder to xdist workers (registered only when pytest-xdist is installed: the hook is xdist's)."""
+
+    def pytest_configure_node(self, node):
+        node.workerinput["xval_report_dir"] = node.config._xval_report_dir
 
 
 def pytest_sessionfinish(session):
@@ -135,7 +112,7 @@ def pytest_terminal_summary(terminalreporter, config):
     if not worst:
         return
     write = terminalreporter.write_line
-    terminalreporter.section(f"worst relative error per quantity and engine ({manual.config.dtype()})")
+    terminalreporter.section(f"worst relative error per quantity and engine ({xval_config.dtype()})")
     write(f"{'quantity':<34} {'engine':<8} {'worst rel. error':>16}  case")
     for (quantity, engine), (error, case) in sorted(worst.items()):
         write(f"{quantity:<34} {engine:<8} {error:>16.2e}  {case}")

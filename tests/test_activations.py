@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import manual
-from tests.cases import central_difference
+from tests.helpers import central_difference
 
 LARGE = np.array([-1000.0, -40.0, -1.0, 0.5, 40.0, 1000.0])
 

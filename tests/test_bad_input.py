@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 import manual
-from manual.train import batch_indices
-from tests.conftest import load_engine, reference_engine_names
+from xval.batches import batch_indices
+from tests.helpers import all_engine_names, load_engine
+from xval.contract import QUANTITIES, Problem
 
-ALL_ENGINES = ["manual"] + reference_engine_names()
+ALL_ENGINES = all_engine_names()
 
 
 def small_net(loss="mse"):
@@ -57,7 +58,7 @@ def test_unknown_loss_lists_the_valid_ones():
 def test_unknown_engine_lists_the_valid_ones():
     from xval import engines
 
-    with pytest.raises(manual.UnknownNameError, match="unknown engine 'tensorflow'; valid engines are: jax, manual, torch"):
+    with pytest.raises(manual.UnknownNameError, match=r"unknown engine 'tensorflow': .* built-in or registered name \(jax, manual, torch\)"):
         engines.load("tensorflow")
 
 
@@ -201,12 +202,12 @@ DATA_FUNCTIONS = ["loss", "gradient", "per_sample_gradients", "hvp", "hessian_bl
 
 
 def call(engine_name, function, net, X, Y):
-    """``engine.<function>`` on ``X`` (and ``Y``), with a valid direction or layer pair where it takes one."""
+    """``engine.<function>`` on ``X`` (and ``Y``), with a valid direction or layer pair where it takes one (the
+    contract's call of the function, on a problem whose block is the first and last layer)."""
     engine = load_engine(engine_name)
-    if function == "forward":
-        return engine.forward(net, X)
-    extra = {"hvp": (np.zeros(net.n_params),), "hessian_block": (0, net.n_layers - 1)}.get(function, ())
-    return getattr(engine, function)(net, X, Y, *extra)
+    problem = Problem("bad input", net, X, Y, np.zeros(net.n_params), block=(0, net.n_layers - 1))
+    getattr(engine, function)  # a skip when the engine does not implement it
+    return QUANTITIES[function].calls(problem)[0].evaluate(engine.module)
 
 
 @pytest.mark.parametrize("engine_name", ALL_ENGINES)

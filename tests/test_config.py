@@ -1,8 +1,8 @@
 """The ``XVAL_*`` settings: defaults, valid values, and errors that name the valid ones."""
 import pytest
 
-from manual import ConfigError
-from manual import config
+from xval import config
+from xval.errors import ConfigError
 
 
 def test_defaults():
@@ -14,6 +14,7 @@ def test_defaults():
 
 def test_valid_values():
     assert config.backends({"XVAL_BACKEND": " jax, manual ,jax"}) == ["jax", "manual"]
+    assert config.backends({"XVAL_BACKEND": "manual,mypkg.engine,path/to/engine.py"}) == ["manual", "mypkg.engine", "path/to/engine.py"]
     assert config.device({"XVAL_DEVICE": "CUDA"}) == "cuda"
     assert config.dtype({"XVAL_DTYPE": "float32"}) == "float32"
     assert config.max_bytes({"XVAL_MAX_BYTES": "2e9"}) == 2_000_000_000
@@ -22,7 +23,7 @@ def test_valid_values():
 @pytest.mark.parametrize(
     "name, value, function, message",
     [
-        ("XVAL_BACKEND", "manual,tensorflow", config.backends, "names unknown engine(s) ['tensorflow']; valid engines are: manual, torch, jax"),
+        ("XVAL_BACKEND", " , ", config.backends, "XVAL_BACKEND=',' names no engine; give a comma list of engines: built-in names (manual, torch, jax)"),
         ("XVAL_DEVICE", "tpu", config.device, "XVAL_DEVICE='tpu' is not valid; use one of: auto, cpu, cuda"),
         ("XVAL_DTYPE", "float16", config.dtype, "XVAL_DTYPE='float16' is not valid; use one of: float64, float32"),
         ("XVAL_MAX_BYTES", "lots", config.max_bytes, "XVAL_MAX_BYTES='lots' is not valid; give a positive number of bytes"),

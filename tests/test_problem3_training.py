@@ -7,8 +7,8 @@ import pytest
 
 import manual
 from manual.diagnose import LARGE_WEIGHT_SCALE, largest_eigenvalue
-from manual.train import batch_indices
-from tests.conftest import load_engine, reference_engine_names
+from xval.batches import batch_indices
+from tests.helpers import all_engine_names, compared_engine_names, load_engine
 from xval import compare
 
 
@@ -44,7 +44,7 @@ def training_problem(case, dtype="float64"):
 
 @pytest.mark.parametrize("batch_size", [None, 5], ids=["full-batch", "batch-5"])
 @pytest.mark.parametrize("case", TRAINING_CASES, ids=training_case_id)
-@pytest.mark.parametrize("engine_name", reference_engine_names())
+@pytest.mark.parametrize("engine_name", compared_engine_names())
 def test_the_three_engines_follow_the_same_trajectory(engine_name, case, batch_size, dtype, rtol, record_error):
     engine = load_engine(engine_name)
     net, X, Y = training_problem(case, dtype)
@@ -99,7 +99,7 @@ BAD_TRAINING_ARGUMENTS = [
 
 
 @pytest.mark.parametrize("bad, message", BAD_TRAINING_ARGUMENTS)
-@pytest.mark.parametrize("engine_name", ["manual"] + reference_engine_names())
+@pytest.mark.parametrize("engine_name", all_engine_names())
 def test_bad_training_arguments_say_what_was_given_and_what_to_pass(engine_name, bad, message):
     engine = load_engine(engine_name)
     net, X, Y = training_problem(TRAINING_CASES[0])
@@ -108,7 +108,7 @@ def test_bad_training_arguments_say_what_was_given_and_what_to_pass(engine_name,
         engine.train(net, X, Y, arguments["lr"], arguments["steps"], batch_size=arguments["batch_size"])
 
 
-@pytest.mark.parametrize("engine_name", ["manual"] + reference_engine_names())
+@pytest.mark.parametrize("engine_name", all_engine_names())
 def test_divergence_is_an_error_that_names_the_step_and_the_bound(engine_name):
     engine = load_engine(engine_name)
     net = manual.Network.random([4, 3], "identity", "mse", seed=0)
@@ -269,7 +269,7 @@ def _negative_dominated():
 
 DENSE_CHECKS = [
     (engine_name, name)
-    for position, engine_name in enumerate(reference_engine_names())
+    for position, engine_name in enumerate(compared_engine_names())
     # every scenario against the first reference engine; the small ones (P = 131 and 22) against all
     for name in ["healthy", "negative-dominated"] + (["saturated", "dead", "vanishing"] if position == 0 else [])
 ]

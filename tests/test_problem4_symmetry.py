@@ -207,7 +207,7 @@ def test_no_sign_flips_without_a_sign_symmetry_but_permutations_still_work(activ
 
 def test_bad_arguments_say_what_is_valid():
     net, _, _ = network(3, "tanh", sizes=[3, 3, 4, 2])
-    with pytest.raises(manual.ShapeError, match=r"hidden layers .* are 0 \.\. 1"):
+    with pytest.raises(manual.LayerIndexError, match=r"hidden layers .* are 0 \.\. 1"):
         symmetry.flip_signs(net, 2, 0)  # the output layer has no outgoing weights
     with pytest.raises(manual.ShapeError, match=r"permutation of 0 \.\. 2"):
         symmetry.permute_units(net, 0, [0, 0, 1])
@@ -215,7 +215,7 @@ def test_bad_arguments_say_what_is_valid():
         symmetry.flip_signs(net, 1, [4])
     with pytest.raises(manual.ShapeError, match=r"\+1 or -1"):
         symmetry.transform(net, 0, [1, 0, 1], [0, 1, 2])
-    with pytest.raises(manual.ShapeError, match="no hidden layer"):
+    with pytest.raises(manual.LayerIndexError, match="no hidden layer"):
         symmetry.orbit_size(manual.Network.random([3, 2], "identity"), 0)
 
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 import manual
-from tests.cases import case_id, make
+from xval.cases import case_id, make
 from xval.compare import assert_close
 
-STACKS = [  # cases in the format of tests/cases.py, all layers linear
+STACKS = [  # cases in the format of xval/cases.py, all layers linear
     dict(sizes=[4, 8, 3], activations="identity", loss="mse", n=11),
     dict(sizes=[5, 7, 2, 6, 4], activations="identity", loss="mse", n=11),  # a width-2 bottleneck in the middle
     dict(sizes=[3, 9, 9, 9, 9, 3], activations="identity", loss="cross_entropy", targets="onehot", n=11),

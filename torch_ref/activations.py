@@ -1,4 +1,4 @@
-"""Activations and losses in torch: one line each, named as in ``manual``."""
+"""Activations and losses in torch: one line each, named as in ``xval.definitions``."""
 import torch
 
 ACTIVATIONS = {

@@ -10,9 +10,8 @@ import warnings
 import torch
 from torch.func import grad, hessian as func_hessian, jacfwd, jacrev, jvp
 
-from manual import memory
-from manual.hessian import check_reference_block
-from manual.hvp import check_direction
+from xval import memory
+from xval.checks import check_direction, check_reference_block
 
 from . import model
 

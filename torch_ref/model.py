@@ -1,4 +1,4 @@
-"""The network of a ``manual.Network`` as torch tensors, on the device chosen by ``XVAL_DEVICE``.
+"""The network of an ``xval.Network`` as torch tensors, on the device chosen by ``XVAL_DEVICE``.
 
 Parameters are one flat tensor per layer (``W_l`` row-major, then ``b_l``), so that derivatives can be
 taken with respect to a single layer.
@@ -13,9 +13,9 @@ import warnings
 import numpy as np
 import torch
 
-from manual.data import check_data, check_inputs
-from manual.errors import ConfigError
-from manual import config
+from xval import config
+from xval.checks import check_data, check_inputs
+from xval.errors import ConfigError
 
 from .activations import ACTIVATIONS, LOSSES
 

@@ -1,8 +1,8 @@
-"""Plain SGD with ``torch.autograd``: the same steps and sample order as ``manual.train``."""
+"""Plain SGD with ``torch.autograd``: the same steps and sample order as every engine (``xval.batches``)."""
 import numpy as np
 import torch
 
-from manual.train import batch_indices, check_training_arguments, diverged
+from xval.batches import batch_indices, check_training_arguments, diverged
 
 from . import model
 
@@ -10,7 +10,7 @@ from . import model
 def train(net, X, Y, lr, steps, batch_size=None, seed=0):
     """``(trained network, losses)`` after ``steps`` SGD steps; ``losses[k]`` is the full-batch ``E`` at step ``k``.
 
-    Batches come from ``manual.train.batch_indices(N, batch_size, steps, seed)``.
+    Batches come from ``xval.batches.batch_indices(N, batch_size, steps, seed)``.
     """
     X, Y = check_training_arguments(net, X, Y, lr, steps)
     X, Y = model.tensor(X, net.dtype), model.tensor(Y, net.dtype)

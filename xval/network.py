@@ -1,33 +1,9 @@
 """The one network description that every engine reads: plain numpy arrays, validated and copied."""
 import numpy as np
 
-from .activations import get_activation
-from .errors import ArgumentError, NonFiniteError, ShapeError, is_real_number
-from .losses import get_loss
-
-DTYPES = ("float64", "float32")
-
-
-def _check_dtype(dtype):
-    try:
-        name = np.dtype(dtype).name
-    except TypeError:
-        name = None
-    if name not in DTYPES:
-        given = repr(dtype) if name in (None, dtype) else f"{dtype!r} ({name})"
-        raise ArgumentError(f"dtype {given} is not supported; use one of: {', '.join(DTYPES)} (e.g. dtype='float64')")
-    return np.dtype(name)
-
-
-def check_finite(name, array):
-    """Raise ``NonFiniteError`` naming ``name`` and the first bad entry if ``array`` holds NaN or Inf."""
-    bad = np.argwhere(~np.isfinite(array))
-    if bad.size:
-        index = tuple(int(i) for i in bad[0])
-        raise NonFiniteError(
-            f"{name} holds {np.count_nonzero(~np.isfinite(array))} non-finite value(s), "
-            f"the first at index {index}: {float(array[index])!r}; replace NaN/Inf before passing it in"
-        )
+from . import definitions
+from .checks import check_dtype, check_finite
+from .errors import ArgumentError, ShapeError, is_real_number
 
 
 def _frozen_copy(array, dtype):
@@ -59,7 +35,7 @@ class Network:
 
         A single activation name means that activation on hidden layers and ``identity`` on the output.
         """
-        dtype = _check_dtype(dtype)
+        dtype = check_dtype(dtype)
         weights, biases = list(weights), list(biases)
         if not weights:
             raise ShapeError("a network needs at least one layer, but weights is empty; pass one (n_out, n_in) matrix per layer")
@@ -69,7 +45,7 @@ class Network:
                 "(b_l of shape (n_out,) for each W_l of shape (n_out, n_in))"
             )
         activations = cls._expand_activations(activations, len(weights))
-        get_loss(loss)
+        definitions.loss(loss)
         out_w, out_b = [], []
         for layer, (w, b) in enumerate(zip(weights, biases)):
             w, b = np.asarray(w), np.asarray(b)
@@ -136,7 +112,7 @@ class Network:
                 "(the last is the output activation), or a single name for all hidden layers"
             )
         for name in activations:
-            get_activation(name)
+            definitions.activation(name)
         return activations
 
     # ---- description --------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The one place that reads the ``XVAL_*`` environment variables (for every package of the suite).
 
-- ``XVAL_BACKEND``: comma list of registered engine names (default ``manual,torch,jax``).
+- ``XVAL_BACKEND``: comma list of engines (default ``manual,torch,jax``): built-in or registered names, module
+  names or ``.py`` paths (``xval.engines`` resolves them).
 - ``XVAL_DEVICE``: ``cpu``, ``cuda`` or ``auto`` (default; the GPU when torch/jax see one).
 - ``XVAL_DTYPE``: ``float64`` (default) or ``float32``.
 - ``XVAL_MAX_BYTES``: optional cap, in bytes, on any dense Hessian or block.
@@ -24,14 +25,13 @@ def _read(env, name, default):
 
 
 def backends(env=None):
-    """Engine names from ``XVAL_BACKEND``, in the order given, without repeats."""
+    """Engines named by ``XVAL_BACKEND``, in the order given, without repeats (resolved by ``xval.engines.load``)."""
     raw = _read(env, "XVAL_BACKEND", ",".join(ENGINE_NAMES))
     names = [part.strip() for part in raw.split(",") if part.strip()]
-    bad = [name for name in names if name not in ENGINE_NAMES]
-    if bad or not names:
+    if not names:
         raise ConfigError(
-            f"XVAL_BACKEND={raw!r} names unknown engine(s) {bad}; valid engines are: {', '.join(ENGINE_NAMES)} "
-            "(a comma list, e.g. XVAL_BACKEND=manual,torch)"
+            f"XVAL_BACKEND={raw!r} names no engine; give a comma list of engines: built-in names "
+            f"({', '.join(ENGINE_NAMES)}), module names or .py paths, e.g. XVAL_BACKEND=manual,torch,path/to/engine.py"
         )
     return list(dict.fromkeys(names))
 

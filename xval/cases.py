@@ -1,11 +1,15 @@
-"""The case table: each case is data (architecture, loss, targets, batch, seed), expanded by fixtures; and the
-central-difference oracle.
+"""The case table: each case is data (architecture, loss, targets, batch, seed), installed with the suite so that
+code outside this repository can run it (``python -m xval check`` does).
 
-Ids read like ``mlp-4x8x3-tanh-mse-N5``. ``make`` turns a case into ``(net, X, Y)`` in a dtype.
+Ids read like ``mlp-4x8x3-tanh-mse-N5``. ``make`` turns a case into ``(net, X, Y)`` in a dtype, ``problem`` into a
+``contract.Problem`` (with a unit direction ``v`` for ``hvp``).
 """
 import numpy as np
 
-import manual
+from . import definitions
+from .contract import Problem
+from .errors import unknown_name
+from .network import Network
 
 CASES = [
     # depth 1: linear regression and softmax regression
@@ -60,22 +64,37 @@ def make_targets(kind, rng, net, X, dtype):
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
     if kind == "near_fit":
-        return manual.forward(net, X) + NEAR_FIT_RESIDUAL[dtype] * rng.standard_normal((n, k))
+        return definitions.outputs(net, X) + NEAR_FIT_RESIDUAL[dtype] * rng.standard_normal((n, k))
     return rng.standard_normal((n, k))
 
 
 def make(case, dtype="float64", seed=0):
     """``(net, X, Y)`` for ``case``, the network and data in ``dtype``."""
-    net = manual.Network.random(
-        case["sizes"], case["activations"], case["loss"], seed=seed, weight_scale=case.get("weight_scale", 1.0)
-    )
+    net = Network.random(case["sizes"], case["activations"], case["loss"], seed=seed, weight_scale=case.get("weight_scale", 1.0))
     rng = np.random.default_rng(seed + 1)
     X = rng.standard_normal((case["n"], case["sizes"][0]))
     Y = make_targets(case.get("targets", "regression"), rng, net, X, dtype)
     return net.astype(dtype), X.astype(dtype), Y.astype(dtype)
 
 
-def central_difference(f, x, direction, step):
-    """``(f(x + step direction) - f(x - step direction)) / (2 step)``: the derivative of ``f`` at ``x`` along
-    ``direction``, with an O(step^2) truncation error. The finite-difference oracle of every test."""
-    return (f(x + step * direction) - f(x - step * direction)) / (2 * step)
+def unit_direction(net, seed=0):
+    """A random unit direction ``(P,)`` in the network's dtype (for ``hvp``)."""
+    v = np.random.default_rng(seed).standard_normal(net.n_params)
+    return (v / np.linalg.norm(v)).astype(net.dtype)
+
+
+def problem(case, dtype="float64", seed=0):
+    """The ``contract.Problem`` of ``case`` in ``dtype``: its network, data, targets and a unit direction."""
+    net, X, Y = make(case, dtype, seed)
+    return Problem(case_id(case), net, X, Y, unit_direction(net, seed))
+
+
+def select(names=None):
+    """The cases whose ids are in ``names`` (all when ``None``), in table order; an error naming an unknown id."""
+    if names is None:
+        return list(CASES)
+    by_id = {case_id(case): case for case in CASES}
+    unknown = [name for name in names if name not in by_id]
+    if unknown:
+        raise unknown_name("case", unknown[0], by_id)
+    return [by_id[name] for name in names]

@@ -1,0 +1,79 @@
+"""Helpers shared by the tests: the selected engines, loading one (or a skip saying what to install), the
+comparison against a reference, and the central-difference oracle."""
+import numpy as np
+import pytest
+
+from xval import compare, config, engines
+from xval.errors import ConfigError, EngineUnavailableError
+
+
+def selected_engines():
+    """The engines ``XVAL_BACKEND`` names; none while it is invalid, which stops the run anyway."""
+    try:
+        return config.backends()
+    except ConfigError:  # this module is imported before pytest_configure can report it
+        return []
+
+
+def baseline_engine():
+    """The engine the others are compared with: ``manual`` when selected, else the first selected engine."""
+    names = selected_engines()
+    return "manual" if "manual" in names or not names else names[0]
+
+
+def compared_engine_names():
+    """The selected engines other than the baseline: each is compared with it."""
+    return [name for name in selected_engines() if name != baseline_engine()]
+
+
+def all_engine_names():
+    """Every selected engine, and ``manual``, for tests that check each engine on its own."""
+    return list(dict.fromkeys(["manual", *selected_engines()]))
+
+
+class Engine:
+    """An engine module for the tests: a contract function it lacks is a skip ("not implemented"), not a failure."""
+
+    def __init__(self, name, module):
+        self.name, self.module = name, module
+
+    def __getattr__(self, attribute):
+        value = getattr(self.module, attribute, None)
+        if value is None:
+            pytest.skip(f"engine {self.name!r} does not implement {attribute} (not implemented: skipped)")
+        return value
+
+
+def load_engine(name):
+    """The engine ``name`` wrapped in ``Engine``, or a skip that says what to install."""
+    try:
+        return Engine(name, engines.load(name))
+    except EngineUnavailableError as exc:
+        pytest.skip(str(exc))
+
+
+def assert_matches_reference(ours, theirs, rtol, what, dtype, exact):
+    """``ours`` within ``rtol`` of the reference's ``theirs``; returns the relative error.
+
+    In float32 a quantity can be beyond float32's resolution for every engine (saturated softmax: ``p (1 - p)``
+    with ``1 - p`` below float32's epsilon). Then, and only in float32, it is judged against ``exact()``, the
+    reference's own float64 evaluation at the same inputs: the engine under test must be within ``rtol`` of it or at
+    most twice as far from it as the reference is.
+    """
+    error = compare.relative_error(ours, theirs)
+    if error <= rtol or dtype == "float64":
+        return compare.assert_close(ours, theirs, rtol, what)
+    truth = exact()
+    ours_error, theirs_error = compare.relative_error(ours, truth), compare.relative_error(theirs, truth)
+    assert ours_error <= max(rtol, 2 * theirs_error), (
+        f"{what}: relative error {error:.3g} > {rtol:.1g}, and against the float64 reference the engine is off by "
+        f"{ours_error:.3g}, the float32 reference by {theirs_error:.3g}"
+    )
+    return error
+
+
+def central_difference(f, x, direction, step):
+    """``(f(x + step direction) - f(x - step direction)) / (2 step)``: the derivative of ``f`` at ``x`` along
+    ``direction``, with an O(step^2) truncation error. The finite-difference oracle of every test."""
+    return (f(x + step * direction) - f(x - step * direction)) / (2 * step)
+
