@@ -159,11 +159,10 @@ def run_check(engine_spec, against=("manual", "torch", "jax"), quantities=None, 
 def format_report(report):
     """The table (one block of rows per case), the failures with their worst entries, and the one-line summary."""
     names = report.against
-    lines = [f"check of engine {report.engine} against {', '.join(names)} ({report.dtype}): relative Frobenius error "
-             f"of the engine against each reference, worst over each quantity's calls (every layer pair of a block)"]
+    lines = [f"check of engine {report.engine} against {', '.join(names)} ({report.dtype})",
+             "cells: relative Frobenius error against each reference, the worst over the calls (every layer pair of a block)"]
     if report.rows:
-        lines.append(f"tolerance: {max(row.tolerance for row in report.rows):.0e} for every quantity ({report.dtype}, "
-                     "xval.compare.TOLERANCES)")
+        lines.append(f"tolerance: {max(row.tolerance for row in report.rows):.0e} for every quantity (xval.compare.TOLERANCES)")
     lines += [f"note: {note}" for note in report.notes]
     header = f"  {'quantity':<21}" + "".join(f" {'vs ' + name:>11}" for name in names) + "  result"
     lines.append(header)
