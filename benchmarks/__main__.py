@@ -1,5 +1,5 @@
-"""``python -m benchmarks``: per-sample time and peak memory versus |W| for every selected engine, fitted
-scaling exponents, the Hessian speed ratios, JSON/CSV of every point and PNG plots."""
+"""``python -m benchmarks``: time per sample and peak memory versus |W| for every selected engine, fitted
+scaling exponents, the speed-ratio rows with their targets, JSON/CSV of every point and PNG plots."""
 import argparse
 import os
 import sys
@@ -15,13 +15,15 @@ def parse_args(argv=None):
     parser.add_argument("--backend", help="comma list of engines (overrides XVAL_BACKEND; default manual,torch,jax)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides XVAL_DEVICE (default auto)")
     parser.add_argument("--out", default="bench-results", help="output folder (default bench-results/)")
-    parser.add_argument("--quick", action="store_true", help="a small sweep (under a minute): the CI smoke test")
+    parser.add_argument("--quick", action="store_true",
+                        help="a small sweep without the ratio rows (under a minute): the CI smoke test")
     parser.add_argument("--resume", action="store_true", help="keep the points already in --out and skip them")
     parser.add_argument("--quantities", help=f"comma list, a subset of: {', '.join(QUANTITIES)}")
-    parser.add_argument("--threads", type=int, default=None, help="BLAS/OpenMP threads, pinned (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS/OpenMP/torch threads for every timed row, pinned (default: the physical cores)")
     parser.add_argument("--no-peers", action="store_true", help="leave out BackPACK and curvlinops even if installed")
     parser.add_argument("--no-ratios", action="store_true",
-                        help="skip the Hessian speed ratios of benchmarks.hessian_ratios (always skipped with --quick)")
+                        help="skip the speed-ratio rows of benchmarks.ratios (always skipped with --quick)")
     parser.add_argument("--max-call-seconds", type=float, default=None,
                         help="skip larger sizes of a series once one call takes longer (default 4, quick 1)")
     args = parser.parse_args(argv)
@@ -68,15 +70,13 @@ def main(argv=None):
 
 
 def run(args, engines, dtype, device, device_note):
-    import psutil
-    from threadpoolctl import threadpool_limits
     from tqdm import tqdm
 
-    from . import memory, peers, plots, report, results, sweep
+    from . import memory, peers, plots, report, results, sweep, timing
     from .machine import machine_info
     from .plan import plan
 
-    threads = args.threads or psutil.cpu_count(logical=False) or os.cpu_count()
+    threads = args.threads or timing.default_threads()
     peer_names = [] if args.no_peers else [name for name in peers.PEERS if peers.available(name) is None]
     missing_peers = {name: peers.available(name) for name in peers.PEERS if name not in peer_names}
     settings = {
@@ -88,7 +88,8 @@ def run(args, engines, dtype, device, device_note):
         "threads_note": "BLAS/OpenMP pools and torch intra-op threads pinned; XLA (jax) keeps its own pool",
         "timed": "each engine's staged call: parameters and data placed on its device before timing, the result "
                  "left there and waited for (host-device copies are not timed); manual: numpy arrays in and out",
-        "fit": "least squares of log(time per sample) on log(|W|), upper half of each sweep, 95% t interval",
+        "fit": "least squares of log(time per sample) on log(|W|), from the first size taking 2x the series' smallest "
+               "time on (where the work dominates); 95% t interval from 5 points up",
     }
     printed = []
 
@@ -107,13 +108,7 @@ def run(args, engines, dtype, device, device_note):
     kept = [p for p in previous if p.get("status") in ("ok", "skipped")]
     done = [p["key"] for p in kept]
     started = time.perf_counter()
-    with threadpool_limits(limits=threads):
-        try:
-            import torch
-
-            torch.set_num_threads(threads)
-        except ImportError:
-            pass
+    with timing.pinned_threads(threads):
         machine = machine_info(device, threads)
         items = plan(engines, quick=args.quick, quantities=args.quantities, peers=peer_names)
         total = sum(len(names) for *_, names in items)
@@ -128,32 +123,29 @@ def run(args, engines, dtype, device, device_note):
         points = points_before + runner.points
         save(runner.points)
         sweep_s = time.perf_counter() - started
-        if args.no_ratios or args.quick:
-            why = "--no-ratios" if args.no_ratios else "--quick: they take over a minute; run python -m benchmarks.hessian_ratios"
-            ratio_rows, ratio_note = None, f"skipped ({why})"
-        else:
-            # Its own short mode (5 repeats): the full mode would take the default run past five minutes.
-            ratio_rows, ratio_note = report.hessian_ratio_rows(quick=True)
+        ratio_rows, ratio_note = ratio_phase(args, threads)
     elapsed = time.perf_counter() - started
     settings["elapsed_s"] = elapsed
     settings["sweep_s"] = sweep_s
     settings["load_average_1_5_15_at_end"] = list(os.getloadavg())
     if ratio_rows is not None:
-        settings["hessian_ratios"] = ratio_rows
+        settings["ratios"] = ratio_rows
     results.save(args.out, machine, settings, points)
-    written = plots.write_plots(points, args.out, subtitle=f"({device}, {dtype})")
+    print("plots: writing the time and memory figures (a few seconds)", file=sys.stderr, flush=True)
+    written = plots.write_plots(points, args.out, subtitle=f"{device}, {dtype}")
     counts = sweep.summary_counts(points)
     say()
     say(report.slope_table(points))
     say()
     say(report.ratio_table(points))
     say()
-    say("Hessian speed ratios (benchmarks.hessian_ratios, issue 3):")
-    say(report.format_hessian_ratios(ratio_rows) if ratio_rows is not None else f"  {ratio_note}")
+    say("speed-ratio rows (python -m benchmarks.ratios):")
+    say(ratio_note)
     say()
     ratios_s = f", ratio rows {elapsed - sweep_s:.0f} s" if ratio_rows is not None else ""
     say(f"points: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; {elapsed:.0f} s (sweep {sweep_s:.0f} s"
-        f"{ratios_s}); BLAS threads pinned to {threads}")
+        f"{ratios_s})")
+    say(timing.threads_line(threads, "every timed row (sweep and ratio rows)"))
     for line in sweep.failure_lines(points) + sweep.failure_lines(points, "skipped"):
         say(line)
     report_path = os.path.join(args.out, results.REPORT_NAME)
@@ -161,6 +153,22 @@ def run(args, engines, dtype, device, device_note):
         + ", ".join(written + [report_path]))
     results.atomic_write(report_path, "\n".join(printed) + "\n")
     return 0
+
+
+def ratio_phase(args, threads):
+    """``(records or None, the text to print)``: the ratio rows on ``threads`` threads, with their own progress bar,
+    or why they were skipped."""
+    from . import ratios
+
+    if args.no_ratios or args.quick:
+        why = "--no-ratios" if args.no_ratios else "--quick leaves them out; run python -m benchmarks.ratios --quick"
+        return None, f"  skipped ({why})"
+    print(f"ratio rows: {len(ratios.ROWS)} rows, each timed in turn with its peers", file=sys.stderr, flush=True)
+    try:
+        measured, settings = ratios.run(quick=True, threads=threads)
+    except Exception as exc:  # noqa: BLE001 - the sweep's own results still print
+        return None, f"  failed: {type(exc).__name__}: {exc}"
+    return ratios.as_records(measured), ratios.format_table(measured, settings)
 
 
 if __name__ == "__main__":
