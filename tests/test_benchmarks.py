@@ -370,3 +370,12 @@ def test_a_ratio_row_whose_peer_disagrees_fails_with_the_reason(monkeypatch):
     (result,) = ratios.run(quick=True, threads=1, rows=[ratios.Row("forward", (3, 2), 1, {"jax": 2.0}, 1)], progress=False)[0]
     assert not result.passed and result.ratio is None
     assert result.note.startswith("not measured: AssertionError: jax disagrees with manual before timing: relative error 0.0099 > 1e-10")
+
+
+def test_memory_points_at_the_floor_and_dips_are_kept_off_the_line():
+    from benchmarks import plots
+
+    line, floor, dips = plots._split_memory([10, 20, 40, 80, 160], [0, 4096, 1e6, 3e5, 2e6])
+    assert floor == [(10, 4096), (20, 4096)]  # 0 and one page: drawn on the 4 KiB floor
+    assert dips == [(80, 3e5)]  # under half of the previous size's 1e6: reused memory
+    assert line == [(40, 1e6), (160, 2e6)]
