@@ -8,24 +8,32 @@ import time
 from xval.errors import ConfigError
 
 
-def parse_args(argv=None):
+def build_parser():
+    """The command line (the README's flag table is generated from it: ``python -m benchmarks.readme``)."""
     from .quantities import QUANTITIES
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--backend", help="comma list of engines (overrides XVAL_BACKEND; default manual,torch,jax)")
+    parser.add_argument("--backend", metavar="NAMES", help="comma list of engines (overrides XVAL_BACKEND; default manual,torch,jax)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides XVAL_DEVICE (default auto)")
-    parser.add_argument("--out", default="bench-results", help="output folder (default bench-results/)")
+    parser.add_argument("--out", metavar="DIR", default="bench-results", help="output folder (default bench-results/)")
     parser.add_argument("--quick", action="store_true",
                         help="a small sweep without the ratio rows (under a minute): the CI smoke test")
     parser.add_argument("--resume", action="store_true", help="keep the points already in --out and skip them")
-    parser.add_argument("--quantities", help=f"comma list, a subset of: {', '.join(QUANTITIES)}")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--quantities", metavar="Q1,Q2", help=f"comma list, a subset of: {', '.join(QUANTITIES)}")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="BLAS/OpenMP/torch threads for every timed row, pinned (default: the physical cores)")
     parser.add_argument("--no-peers", action="store_true", help="leave out BackPACK and curvlinops even if installed")
     parser.add_argument("--no-ratios", action="store_true",
                         help="skip the speed-ratio rows of benchmarks.ratios (always skipped with --quick)")
-    parser.add_argument("--max-call-seconds", type=float, default=None,
+    parser.add_argument("--max-call-seconds", type=float, default=None, metavar="S",
                         help="skip larger sizes of a series once one call takes longer (default 4, quick 1)")
+    return parser
+
+
+def parse_args(argv=None):
+    from .quantities import QUANTITIES
+
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.quantities:
         chosen = [q.strip() for q in args.quantities.split(",") if q.strip()]

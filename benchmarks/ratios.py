@@ -61,7 +61,19 @@ def _width(w):
     return (w,) * (DEPTH + 1)
 
 
-PEER_LABELS = {"jax": "jax.jit", "torch": "torch eager autograd", "write floor": "numpy writing the output"}
+JAX_LABELS = {"forward": "jax.jit(forward)", "gradient": "jax.jit(jax.grad)", "hvp": "jax.jit(jvp of grad)",
+              "per_sample_gradients": "jax.jit(vmap(grad))", "hessian": "jax.jit(jax.hessian)",
+              "hessian_block": "jax.jit(jax.hessian)"}
+
+
+def peer_label(peer, quantity):
+    """What the peer of a row is, in words."""
+    if peer == "jax":
+        return JAX_LABELS[quantity]
+    return {"torch": "torch eager autograd", "write floor": "numpy writing the output"}[peer]
+
+
+
 ROWS = (
     Row("per_sample_gradients", _width(256), 32, {"jax": 1.0, "write floor": 1.3}, 4),
     Row("per_sample_gradients", _width(1024), 32, {"jax": 1.0, "write floor": 1.3}, 15),
@@ -154,14 +166,14 @@ def measure(row, repeats, min_repeat_s):
     # warm-up call each, which calibrates how often a short call runs per repeat.
     stats = dict(zip(labels, timing.time_calls([runs[k][0] for k in labels], repeats=repeats, min_repeat_s=min_repeat_s)))
     ours = stats["manual"]
-    return [Result(row.name, PEER_LABELS[peer], ours["median"], ours["min"], stats[peer]["median"], stats[peer]["min"],
+    return [Result(row.name, peer_label(peer, row.quantity), ours["median"], ours["min"], stats[peer]["median"], stats[peer]["min"],
                    ours["median"] / stats[peer]["median"], bound, ours["median"] / stats[peer]["median"] <= bound)
             for peer, bound in row.targets.items()]
 
 
 def failed(row, exc):
     """The results of a row that could not be measured: one per peer, failing, with the reason."""
-    return [Result(row.name, PEER_LABELS[peer], None, None, None, None, None, bound, False,
+    return [Result(row.name, peer_label(peer, row.quantity), None, None, None, None, None, bound, False,
                    note=f"not measured: {type(exc).__name__}: {exc}") for peer, bound in row.targets.items()]
 
 
@@ -217,12 +229,16 @@ def format_table(results, settings):
     return "\n".join(lines)
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ratios", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 repeats instead of 7 (under a minute)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--quick", action="store_true", help="3 repeats instead of 7 (about a minute)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="BLAS/OpenMP/torch threads, pinned (default: the physical cores, as XLA uses)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     results, settings = run(quick=args.quick, threads=args.threads)
     print(format_table(results, settings))
     print(timing.threads_line(settings["threads"], f"every row ({settings['pools']})"))
