@@ -1,8 +1,8 @@
-"""The README's generated sections, so that its figures and tables cannot drift from the code.
+"""The docs' generated sections, so that their figures and tables cannot drift from the code.
 
-``python -m benchmarks.readme`` rewrites every section of ``README.md`` between ``<!-- generated: NAME -->`` and
-``<!-- end generated: NAME -->`` from its source; ``--check`` only reports the sections that differ (exit 1), which is
-what ``tests/test_docs.py`` runs. Sources:
+``python -m benchmarks.readme`` rewrites every section of ``README.md`` and ``docs/complexity.md`` between
+``<!-- generated: NAME -->`` and ``<!-- end generated: NAME -->`` from its source; ``--check`` only reports the
+sections that differ (exit 1). ``tests/test_docs.py`` checks the same. Sources:
 
 - ``compare-engines-output``: what ``python examples/compare_engines.py`` prints;
 - ``benchmark-flags``, ``ratio-flags``: the ``--help`` of ``python -m benchmarks`` and ``python -m benchmarks.ratios``;
@@ -21,6 +21,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
+DOCUMENTS = (README, os.path.join(ROOT, "docs", "complexity.md"))  # the README must hold every section
 BASELINE = os.path.join(ROOT, "benchmarks", "baseline")
 SECTION = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated: (?P=name) -->)", re.S)
 
@@ -111,29 +112,34 @@ def render(text, generated):
     return SECTION.sub(replace, text), changed, unknown
 
 
+def check_document(path, generated, rewrite):
+    """Compare (and with ``rewrite``, rewrite) one document; the problems found, as lines for people."""
+    with open(path) as handle:
+        text = handle.read()
+    new, changed, unknown = render(text, generated)
+    name = os.path.relpath(path, ROOT)
+    problems = [f"{name}: section {s!r} has no source; valid: {', '.join(generated)}" for s in unknown]
+    if path == README:
+        problems += [f"{name} lacks the section {s!r} (add <!-- generated: {s} --> ... <!-- end generated: {s} -->)"
+                     for s in generated if f"<!-- generated: {s} -->" not in text]
+    if rewrite and changed:
+        with open(path, "w") as handle:
+            handle.write(new)
+        print(f"{name}: rewrote {', '.join(changed)}")
+    elif changed:
+        problems += [f"{name}: section {s!r} differs from its source; run: python -m benchmarks.readme" for s in changed]
+    return problems
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.readme", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only report the sections that differ (exit 1 if any)")
     args = parser.parse_args(argv)
-    with open(README) as handle:
-        text = handle.read()
     generated = sections()
-    new, changed, unknown = render(text, generated)
-    missing = [name for name in generated if f"<!-- generated: {name} -->" not in text]
-    for name in unknown:
-        print(f"README section {name!r} has no source here; valid: {', '.join(generated)}", file=sys.stderr)
-    for name in missing:
-        print(f"README lacks the section {name!r} (add <!-- generated: {name} --> ... <!-- end generated: {name} -->)",
-              file=sys.stderr)
-    if args.check:
-        for name in changed:
-            print(f"README section {name!r} differs from its source; run: python -m benchmarks.readme", file=sys.stderr)
-        return 1 if changed or unknown or missing else 0
-    if changed:
-        with open(README, "w") as handle:
-            handle.write(new)
-    print(f"README.md: {len(changed)} section(s) rewritten" + (f": {', '.join(changed)}" if changed else ""))
-    return 1 if unknown or missing else 0
+    problems = [line for path in DOCUMENTS for line in check_document(path, generated, rewrite=not args.check)]
+    for line in problems:
+        print(line, file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -20,13 +20,9 @@ sys.meta_path.insert(0, _Block())
 """
 
 
-def test_readme_sections_equal_their_sources():
-    with open(readme.README) as handle:
-        text = handle.read()
+def test_generated_sections_equal_their_sources():
     generated = readme.sections()
-    _, changed, unknown = readme.render(text, generated)
-    missing = [name for name in generated if f"<!-- generated: {name} -->" not in text]
-    assert (changed, unknown, missing) == ([], [], []), "run: python -m benchmarks.readme"
+    assert [line for path in readme.DOCUMENTS for line in readme.check_document(path, generated, rewrite=False)] == []
 
 
 def test_a_changed_figure_is_found_and_rewritten():
@@ -70,3 +66,14 @@ def test_the_sympy_example_without_sympy_says_what_to_install(tmp_path):
     done = run_example("activation_derivatives.py", "sympy", tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().count("\n") == 0 and "pip install sympy" in done.stderr
+
+
+def test_the_readme_torch_snippet_runs_as_printed():
+    pytest.importorskip("torch")
+    with open(readme.README) as handle:
+        text = handle.read()
+    start = text.index("```python\n", text.index("### Your torch model in and out")) + len("```python\n")
+    namespace = {}
+    exec(text[start:text.index("```", start)], namespace)  # noqa: S102 - the README's own code
+    assert namespace["H"].shape == (131, 131) and namespace["net"].activations == ("tanh", "identity")
+    assert [type(m).__name__ for m in namespace["model_again"]] == ["Linear", "Tanh", "Linear"]
