@@ -77,17 +77,11 @@ def main(argv=None):
     return run(args, engines, dtype, device, device_note)
 
 
-def run(args, engines, dtype, device, device_note):
-    from tqdm import tqdm
+def run_settings(args, engines, peer_names, dtype, device, device_note):
+    """What ``results.json`` records about how the run measured."""
+    from . import memory
 
-    from . import memory, peers, plots, report, results, sweep, timing
-    from .machine import machine_info
-    from .plan import plan
-
-    threads = args.threads or timing.default_threads()
-    peer_names = [] if args.no_peers else [name for name in peers.PEERS if peers.available(name) is None]
-    missing_peers = {name: peers.available(name) for name in peers.PEERS if name not in peer_names}
-    settings = {
+    return {
         "quick": args.quick, "engines": engines, "peers": peer_names, "dtype": dtype, "device": device,
         "device_note": device_note, "repeats": 5, "min_repeat_s": 0.002 if args.quick else 0.02,
         "max_call_s": args.max_call_seconds or (1.0 if args.quick else 4.0), "quantities": list(args.quantities),
@@ -99,6 +93,33 @@ def run(args, engines, dtype, device, device_note):
         "fit": "least squares of log(time per sample) on log(|W|), from the first size taking 2x the series' smallest "
                "time on (where the work dominates); 95% t interval from 5 points up",
     }
+
+
+def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran):
+    """What the run prints after measuring: the fitted table, the ratios, the counts and the thread count."""
+    from . import report, sweep, timing
+
+    counts = sweep.summary_counts(points)
+    ratios_s = f", ratio rows {elapsed - sweep_s:.0f} s" if ratios_ran else ""
+    lines = ["", report.slope_table(points), "", report.ratio_table(points), "",
+             "speed-ratio rows (python -m benchmarks.ratios):", ratio_note, "",
+             f"points: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; {elapsed:.0f} s "
+             f"(sweep {sweep_s:.0f} s{ratios_s})",
+             timing.threads_line(threads, "every timed row (sweep and ratio rows)")]
+    return lines + sweep.failure_lines(points) + sweep.failure_lines(points, "skipped")
+
+
+def run(args, engines, dtype, device, device_note):
+    from tqdm import tqdm
+
+    from . import peers, plots, results, sweep, timing
+    from .machine import machine_info
+    from .plan import plan
+
+    threads = args.threads or timing.default_threads()
+    peer_names = [] if args.no_peers else [name for name in peers.PEERS if peers.available(name) is None]
+    missing_peers = {name: peers.available(name) for name in peers.PEERS if name not in peer_names}
+    settings = run_settings(args, engines, peer_names, dtype, device, device_note)
     printed = []
 
     def say(text=""):
@@ -141,20 +162,7 @@ def run(args, engines, dtype, device, device_note):
     results.save(args.out, machine, settings, points)
     print("plots: writing the time and memory figures (a few seconds)", file=sys.stderr, flush=True)
     written = plots.write_plots(points, args.out, subtitle=f"{device}, {dtype}")
-    counts = sweep.summary_counts(points)
-    say()
-    say(report.slope_table(points))
-    say()
-    say(report.ratio_table(points))
-    say()
-    say("speed-ratio rows (python -m benchmarks.ratios):")
-    say(ratio_note)
-    say()
-    ratios_s = f", ratio rows {elapsed - sweep_s:.0f} s" if ratio_rows is not None else ""
-    say(f"points: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; {elapsed:.0f} s (sweep {sweep_s:.0f} s"
-        f"{ratios_s})")
-    say(timing.threads_line(threads, "every timed row (sweep and ratio rows)"))
-    for line in sweep.failure_lines(points) + sweep.failure_lines(points, "skipped"):
+    for line in summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratio_rows is not None):
         say(line)
     report_path = os.path.join(args.out, results.REPORT_NAME)
     say(f"wrote {os.path.join(args.out, results.JSON_NAME)}, {os.path.join(args.out, results.CSV_NAME)}, "

@@ -147,27 +147,37 @@ def _check(label, value, expected, quantity):
         raise AssertionError(f"{label} disagrees with manual before timing: relative error {error:.3g} > {tolerance:g}")
 
 
+def _first_calls(row, runs):
+    """Every contender's first call, its result checked against manual's; ``{label: seconds}``, where a jitted
+    peer's seconds are 0 (its first call compiled, so ``time_calls`` makes a warm one to calibrate)."""
+    import time
+
+    seconds, expected = {}, None
+    for label, (compute, fetch) in runs.items():
+        start = time.perf_counter()
+        value = compute()
+        seconds[label] = 0.0 if label == "jax" else time.perf_counter() - start
+        if label == "manual":
+            expected = fetch(value)
+        elif fetch is not None:
+            _check(label, fetch(value), expected, row.quantity)
+        del value
+    return seconds
+
+
 def measure(row, repeats, min_repeat_s):
     """The ``Result`` of each peer of ``row``: results checked against manual, then all timed in turn."""
     call = contract.quantity(row.quantity).calls(row.problem())[0]
     runs = contenders(row, call)
-    manual_call, manual_fetch = runs["manual"]
-    expected = manual_fetch(manual_call())
-    for label, (compute, fetch) in runs.items():
-        if label == "manual":
-            continue
-        value = compute()  # the write floor's first call too, so that every contender has had one
-        if fetch is not None:
-            _check(label, fetch(value), expected, row.quantity)
-        del value
-    del expected
     labels = list(runs)
-    # The checks above were every contender's first call (jit compilation included); time_calls makes one more
-    # warm-up call each, which calibrates how often a short call runs per repeat.
-    stats = dict(zip(labels, timing.time_calls([runs[k][0] for k in labels], repeats=repeats, min_repeat_s=min_repeat_s)))
+    first = _first_calls(row, runs)
+    # The first calls are the warm-up; time_calls makes another only to calibrate short calls (and jitted ones).
+    stats = dict(zip(labels, timing.time_calls([runs[k][0] for k in labels], repeats=repeats, min_repeat_s=min_repeat_s,
+                                                first=[first[k] for k in labels])))
     ours = stats["manual"]
-    return [Result(row.name, peer_label(peer, row.quantity), ours["median"], ours["min"], stats[peer]["median"], stats[peer]["min"],
-                   ours["median"] / stats[peer]["median"], bound, ours["median"] / stats[peer]["median"] <= bound)
+    return [Result(row.name, peer_label(peer, row.quantity), ours["median"], ours["min"], stats[peer]["median"],
+                   stats[peer]["min"], ours["median"] / stats[peer]["median"], bound,
+                   ours["median"] / stats[peer]["median"] <= bound)
             for peer, bound in row.targets.items()]
 
 
