@@ -226,16 +226,18 @@ def _seconds(value):
 def format_table(results, settings):
     """The results as text: one line per comparison, then how they were timed."""
     width = max(len("row"), *(len(r.row) for r in results))
-    lines = [f"{'row':<{width}} {'peer':<24} {'manual':>9} {'peer':>9} {'ratio':>6}  {'target':<20} result"]
+    lines = [f"{'row':<{width}} {'peer':<24} {'manual':>9} {'peer':>9} {'ratio':>6} {'of mins':>7}  {'target':<20} result"]
     for r in results:
         ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
+        of_mins = "-" if r.ratio is None else f"{r.manual_min_s / r.peer_min_s:.2f}"
         verdict = "pass" if r.passed else "FAIL"
-        lines.append(f"{r.row:<{width}} {r.peer:<24} {_seconds(r.manual_s):>9} {_seconds(r.peer_s):>9} {ratio:>6}  "
-                     f"{r.target:<20} {verdict}")
+        lines.append(f"{r.row:<{width}} {r.peer:<24} {_seconds(r.manual_s):>9} {_seconds(r.peer_s):>9} {ratio:>6} "
+                     f"{of_mins:>7}  {r.target:<20} {verdict}")
         if r.note:
             lines.append(f"{'':<{width}} {r.note}")
-    lines.append(f"ratio = manual time / peer time (medians of {settings['repeats']} repeats; {settings['timing']}); "
-                 f"sigmoid MLPs, mse, float64, one process")
+    lines.append(f"ratio = manual time / peer time, medians of {settings['repeats']} repeats (of mins: the fastest "
+                 "repeats', less sensitive to a busy machine); the target applies to the medians")
+    lines.append(f"timed: {settings['timing']}; sigmoid MLPs, mse, float64, one process")
     return "\n".join(lines)
 
 
