@@ -333,8 +333,11 @@ def test_quick_run_writes_json_csv_and_plots(tmp_path):
     for name in ("time_per_sample.png", "peak_memory.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
-    # output.txt keeps exactly what the run printed (the progress bar goes to stderr).
+    # output.txt keeps exactly what the run printed (the progress bar and phase lines go to stderr).
     assert (out / results.REPORT_NAME).read_text() == done.stdout
+    assert "benchmarks: 100%" in done.stderr and "plots: writing" in done.stderr
+    assert done.stdout.count("threads: ") == 1 and "issue" not in done.stdout
+    assert "speed-ratio rows (python -m benchmarks.ratios):\n  skipped (--no-ratios)" in done.stdout
     assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]
     assert math.isfinite(document["settings"]["elapsed_s"])
 
@@ -379,3 +382,20 @@ def test_memory_points_at_the_floor_and_dips_are_kept_off_the_line():
     assert floor == [(10, 4096), (20, 4096)]  # 0 and one page: drawn on the 4 KiB floor
     assert dips == [(80, 3e5)]  # under half of the previous size's 1e6: reused memory
     assert line == [(40, 1e6), (160, 2e6)]
+
+
+def test_ratio_rows_use_an_engines_staged_call_when_it_has_one(monkeypatch, capsys):
+    from benchmarks import ratios
+
+    staged = []
+
+    def stage_gradient(net, X, Y):
+        staged.append(net.n_params)
+        return lambda: manual.gradient(net, X, Y)
+
+    monkeypatch.setattr(manual, "stage_gradient", stage_gradient, raising=False)
+    row = ratios.Row("gradient", (3, 4, 2), 1, {"write floor": 1e9}, 1)
+    (result,) = ratios.run(quick=True, threads=1, rows=[row], progress=True)[0]
+    assert staged == [26] and result.passed and result.manual_s > 0
+    progress = capsys.readouterr().err
+    assert "ratio rows" in progress and "left" in progress and "gradient, [3, 4, 2]" in progress
