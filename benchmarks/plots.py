@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from .quantities import QUANTITIES  # noqa: E402
 from .report import series  # noqa: E402
@@ -85,6 +86,7 @@ def _panel(ax, data, quantity, ylabel, title, memory):
                     textcoords="offset points", xytext=(0, 3), fontsize=9, color="0.3")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # over less than a decade they overlap one another
     ax.set_title(title)
     ax.set_xlabel("|W| (parameters)")
     ax.set_ylabel(ylabel)
