@@ -12,7 +12,7 @@ def build_parser():
     """The command line (the README's flag table is generated from it: ``python -m benchmarks.readme``)."""
     from .quantities import QUANTITIES
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.replace("``", ""))
     parser.add_argument("--backend", metavar="NAMES", help="comma list of engines (overrides XVAL_BACKEND; default manual,torch,jax)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides XVAL_DEVICE (default auto)")
     parser.add_argument("--out", metavar="DIR", default="bench-results", help="output folder (default bench-results/)")

@@ -242,7 +242,7 @@ def format_table(results, settings):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.ratios", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ratios", description=__doc__.split("\n\n")[0].replace("``", ""))
     parser.add_argument("--quick", action="store_true", help="3 repeats instead of 7 (about a minute)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="BLAS/OpenMP/torch threads, pinned (default: the physical cores, as XLA uses)")

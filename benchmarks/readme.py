@@ -132,7 +132,7 @@ def check_document(path, generated, rewrite):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.readme", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.readme", description=__doc__.split("\n\n")[0].replace("``", ""))
     parser.add_argument("--check", action="store_true", help="only report the sections that differ (exit 1 if any)")
     args = parser.parse_args(argv)
     generated = sections()
