@@ -101,6 +101,20 @@ class Network:
         biases = [weight_scale * 0.1 * rng.standard_normal(n_out) for n_out in sizes[1:]]
         return cls.from_arrays(weights, biases, activations, loss, dtype=dtype)
 
+    @classmethod
+    def from_torch(cls, module, loss, dtype=None):
+        """The network of a torch ``nn.Sequential`` of ``nn.Linear`` and activation modules; ``loss`` is the suite's
+        loss name (its correspondence with torch's losses: ``xval.torch_io``). torch is imported here, not before."""
+        from . import torch_io
+
+        return torch_io.from_torch(cls, module, loss, dtype)
+
+    def to_torch(self):
+        """The equivalent ``nn.Sequential`` (Linear, then the activation module unless ``identity``), in this dtype."""
+        from . import torch_io
+
+        return torch_io.to_torch(self)
+
     @staticmethod
     def _expand_activations(activations, n_layers):
         if isinstance(activations, str):
