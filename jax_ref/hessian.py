@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xval import memory
-from xval.checks import check_direction, check_reference_block
+from xval.checks import check_direction, check_reference_block, finite_result
 
 from . import model
 
@@ -62,6 +62,7 @@ def stage_hvp(net, X, Y, v):
     return model.staged(_hvp, net, model.parameters(net), X, Y, tangent)
 
 
+@finite_result
 def hvp(net, X, Y, v):
     """``H v``, ``(P,)``, by ``jax.jvp`` of ``jax.grad`` along ``v``."""
     return model.to_numpy(stage_hvp(net, X, Y, v)())
@@ -74,6 +75,7 @@ def stage_hessian_block(net, X, Y, l, m):
     return model.staged(_block(l, m), net, *model.parameters(net), X, Y)
 
 
+@finite_result
 def hessian_block(net, X, Y, l, m):
     """``d2E / dtheta_l dtheta_m``, ``(P_l, P_m)``, by ``jax.hessian`` / ``jacfwd(jacrev)`` with ``argnums`` per layer."""
     return model.to_numpy(stage_hessian_block(net, X, Y, l, m)())
@@ -87,6 +89,7 @@ def stage_hessian(net, X, Y):
     return model.staged(_hessian, net, model.array(net.to_vector(), net.dtype), X, Y)
 
 
+@finite_result
 def hessian(net, X, Y):
     """``d2E / dtheta^2``, ``(P, P)``, by ``jax.hessian`` of the objective of the flat parameter vector."""
     return model.to_numpy(stage_hessian(net, X, Y)())

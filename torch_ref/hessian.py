@@ -11,7 +11,7 @@ import torch
 from torch.func import grad, hessian as func_hessian, jacfwd, jacrev, jvp
 
 from xval import memory
-from xval.checks import check_direction, check_reference_block
+from xval.checks import check_direction, check_reference_block, finite_result
 
 from . import model
 
@@ -42,6 +42,7 @@ def stage_hvp(net, X, Y, v):
     return _in_forward_mode(lambda: list(jvp(gradient, (params,), (tangents,))[1]))
 
 
+@finite_result
 def hvp(net, X, Y, v):
     """``H v``, ``(P,)``, as the forward-mode derivative of the gradient along ``v`` (``jvp`` of ``grad``)."""
     return model.to_numpy(stage_hvp(net, X, Y, v)())
@@ -63,6 +64,7 @@ def stage_hessian_block(net, X, Y, l, m):
     return _in_forward_mode(lambda: jacfwd(jacrev(objective, argnums=0), argnums=1)(params[l], params[m]))
 
 
+@finite_result
 def hessian_block(net, X, Y, l, m):
     """``d2E / dtheta_l dtheta_m``, ``(P_l, P_m)``: ``torch.func.hessian`` (``l == m``) or ``jacfwd(jacrev)`` with
     respect to the two layers' parameter tensors."""
@@ -83,6 +85,7 @@ def stage_hessian(net, X, Y):
     return _in_forward_mode(lambda: func_hessian(objective)(theta))
 
 
+@finite_result
 def hessian(net, X, Y):
     """``d2E / dtheta^2``, ``(P, P)``, by ``torch.func.hessian`` of the objective of the flat parameter vector."""
     return model.to_numpy(stage_hessian(net, X, Y)())
