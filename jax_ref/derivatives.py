@@ -1,7 +1,7 @@
 """Forward, loss, gradient and per-sample gradients from ``jax.grad`` and ``jax.vmap``, jitted."""
 import jax
 
-from xval.checks import finite_result
+from xval.checks import check_memory, finite_result
 
 from . import model
 
@@ -49,7 +49,9 @@ def gradient(net, X, Y):
 
 def stage_per_sample_gradients(net, X, Y):
     """``per_sample_gradients`` staged: one ``(N, P_l)`` array per layer, by ``vmap(grad)`` over the samples."""
-    return model.staged(_per_sample_gradients, net, model.parameters(net), *model.data(net, X, Y))
+    X, Y = model.data(net, X, Y)
+    check_memory(net, "jax_ref", "per_sample_gradients", X.shape[0])
+    return model.staged(_per_sample_gradients, net, model.parameters(net), X, Y)
 
 
 @finite_result

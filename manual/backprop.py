@@ -6,7 +6,7 @@ Notation (DESIGN.md): ``a_l = W_l z_l + b_l``, ``z_{l+1} = f_l(a_l)``, ``z_0 = x
 import numpy as np
 
 from .activations import get_activation
-from xval.checks import check_data, check_inputs, finite_result
+from xval.checks import check_data, check_inputs, check_memory, finite_result
 
 from .losses import get_loss
 
@@ -72,6 +72,7 @@ def per_sample_gradients(net, X, Y):
     One broadcast product per layer over the whole batch; no loop over samples.
     """
     X, Y = check_data(net, X, Y)
+    check_memory(net, "manual", "per_sample_gradients", X.shape[0])
     a, z = forward_pass(net, X)
     delta = backward_pass(net, a, z, Y)
     n = X.shape[0]

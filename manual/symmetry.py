@@ -146,7 +146,7 @@ def transform_matrix(net, layer, signs, perm):
     signs, perm = _check_signs(signs, width), _check_perm(perm, width)
     shift = _sign_shift(net, layer) if np.any(signs < 0) else 0.0
     memory.check(transform_matrix_bytes(net, layer), f"symmetry.transform_matrix (a {net.n_params} x {net.n_params} array)",
-                 "the identity basis, the result and the copies of the two layers' rows")
+                 "the identity basis, the rows, the result and copies of the two layers' rows")
     basis = np.eye(net.n_params)
     weights, biases = [], []
     for sl, w in zip(net.param_slices, net.weights):
@@ -159,11 +159,12 @@ def transform_matrix(net, layer, signs, perm):
 
 
 def transform_matrix_bytes(net, layer):
-    """Peak bytes of ``transform_matrix``: the ``(P, P)`` identity basis and result, plus two copies (the sign
-    flip, then the permutation) of the rows of layers ``layer`` and ``layer + 1``, all float64."""
+    """Peak bytes of ``transform_matrix``, all float64: the ``(P, P)`` identity basis, the per-layer rows and their
+    concatenation (``P`` rows each), plus two copies (the sign flip, then the permutation) of the rows of layers
+    ``layer`` and ``layer + 1``."""
     P = net.n_params
     moved = net.layer_param_counts[layer] + net.layer_param_counts[layer + 1]
-    return 8 * P * (2 * P + 2 * moved)
+    return 8 * P * (3 * P + 2 * moved)
 
 
 def orbit_size(net, layer, signs=True):

@@ -2,7 +2,7 @@
 import torch
 from torch.func import grad, vmap
 
-from xval.checks import finite_result
+from xval.checks import check_memory, finite_result
 
 from . import model
 
@@ -48,6 +48,7 @@ def gradient(net, X, Y):
 def stage_per_sample_gradients(net, X, Y):
     """``per_sample_gradients`` staged: one ``(N, P_l)`` tensor per layer, by ``vmap(grad)`` over the samples."""
     X, Y = model.data(net, X, Y)
+    check_memory(net, "torch_ref", "per_sample_gradients", X.shape[0])
     params = model.parameters(net)
 
     def one_sample(params, x, y):

@@ -10,8 +10,7 @@ import warnings
 import torch
 from torch.func import grad, hessian as func_hessian, jacfwd, jacrev, jvp
 
-from xval import memory
-from xval.checks import check_direction, check_reference_block, finite_result
+from xval.checks import check_direction, check_reference_block, check_memory, finite_result
 
 from . import model
 
@@ -50,8 +49,8 @@ def hvp(net, X, Y, v):
 
 def stage_hessian_block(net, X, Y, l, m):
     """``hessian_block`` staged: the ``(P_l, P_m)`` tensor (after the memory guard's check)."""
-    l, m = check_reference_block(net, l, m, "torch_ref")
     X, Y = model.data(net, X, Y)
+    l, m = check_reference_block(net, l, m, "torch_ref", X.shape[0])
     params = model.parameters(net)
 
     def objective(theta_l, theta_m):
@@ -75,7 +74,7 @@ def stage_hessian(net, X, Y):
     """``hessian`` staged: the ``(P, P)`` tensor (after the memory guard's check)."""
     X, Y = model.data(net, X, Y)
     P = net.n_params
-    memory.check(memory.result_bytes(P * P, net.dtype), f"torch_ref.hessian (a {P} x {P} array)")
+    check_memory(net, "torch_ref", "hessian", X.shape[0], what=f"hessian (a {P} x {P} array)")
     counts = net.layer_param_counts
 
     def objective(theta):

@@ -148,13 +148,21 @@ def check_layer(net, index, name):
     return value
 
 
-def check_reference_block(net, l, m, engine):
-    """``(l, m)`` checked as layer indices, after the memory guard has passed the ``(P_l, P_m)`` result that the
-    reference ``engine`` (``"torch_ref"``, ``"jax_ref"``) would allocate: the references call it before any work."""
+def check_reference_block(net, l, m, engine, n_samples):
+    """``(l, m)`` checked as layer indices, after the memory guard has passed the whole call of the reference
+    ``engine`` (``"torch_ref"``, ``"jax_ref"``) on ``n_samples`` samples (``memory.peak_bytes``): the
+    references call it before any work."""
     l, m = check_layer(net, l, "l"), check_layer(net, m, "m")
     rows, cols = net.layer_param_counts[l], net.layer_param_counts[m]
-    memory.check(memory.result_bytes(rows * cols, net.dtype), f"{engine}.hessian_block(l={l}, m={m}) (a {rows} x {cols} array)")
+    check_memory(net, engine, "hessian_block", n_samples, l, m, what=f"hessian_block(l={l}, m={m}) (a {rows} x {cols} array)")
     return l, m
+
+
+def check_memory(net, engine, quantity, n_samples, l=None, m=None, what=None):
+    """The memory guard for ``engine``'s ``quantity`` (``memory.peak_bytes``), before any work."""
+    result, working = memory.peak_parts(engine, quantity, net, n_samples, l, m)
+    memory.check(result + working, f"{engine}.{what or quantity}",
+                 f"{result} bytes for the result and {working} bytes of working memory (memory.peak_parts)")
 
 
 # ---- results: finite inputs whose result overflowed -----------------------------------------------------------

@@ -4,11 +4,13 @@
   names or ``.py`` paths (``xval.engines`` resolves them).
 - ``XVAL_DEVICE``: ``cpu``, ``cuda`` or ``auto`` (default; the GPU when torch/jax see one).
 - ``XVAL_DTYPE``: ``float64`` (default) or ``float32``.
-- ``XVAL_MAX_BYTES``: optional cap, in bytes, on any dense Hessian or block.
+- ``XVAL_MAX_BYTES``: optional cap on any call's whole working memory: bytes (``2e9``) or with a unit (``2GB``,
+  ``1.5GiB``).
 
 Each function takes an optional mapping instead of ``os.environ``, so that callers and tests can pass
 their own settings.
 """
+import math
 import os
 
 from .errors import ConfigError
@@ -52,15 +54,43 @@ def dtype(env=None):
     return value
 
 
-def max_bytes(env=None):
-    """The ``XVAL_MAX_BYTES`` cap as an int, or ``None`` when unset."""
-    raw = _read(env, "XVAL_MAX_BYTES", None)
-    if raw is None:
-        return None
+# Unit suffixes XVAL_MAX_BYTES accepts (case-insensitive): decimal kB/MB/GB/TB and binary KiB/MiB/GiB/TiB.
+BYTE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+              "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_MAX_BYTES_FIX = "e.g. XVAL_MAX_BYTES=2e9, 2000000000, 2GB or 1.5GiB"
+
+
+def _bad_bytes(name, raw, why):
+    return ConfigError(f"{name}={raw!r} is not valid; give a positive number of bytes ({why}), {_MAX_BYTES_FIX}")
+
+
+def parse_bytes(raw, name="XVAL_MAX_BYTES"):
+    """``raw`` (``"2e9"``, ``"2000000000"``, ``"2GB"``, ``"1.5 GiB"``) as a whole number of bytes ``>= 1``.
+
+    Refused with a ``ConfigError`` naming ``name``: text that is not a number, non-finite values (``inf``, ``1e400``),
+    zero or negative values, and fractions of a byte (``1.9``: a cap of 1 byte is surely not meant).
+    """
+    text = raw.strip().lower().replace(" ", "")
+    number, scale = text, 1
+    for suffix in sorted(BYTE_UNITS, key=len, reverse=True):
+        if text.endswith(suffix) and text[: -len(suffix)]:
+            number, scale = text[: -len(suffix)], BYTE_UNITS[suffix]
+            break
     try:
-        value = int(float(raw))
+        value = float(number) * scale
     except ValueError:
-        value = -1
-    if value <= 0:
-        raise ConfigError(f"XVAL_MAX_BYTES={raw!r} is not valid; give a positive number of bytes, e.g. XVAL_MAX_BYTES=2e9")
-    return value
+        raise _bad_bytes(name, raw, "it is not a number") from None
+    if not math.isfinite(value):
+        raise _bad_bytes(name, raw, f"it is not finite; for no cap, unset {name}")
+    if value < 1:
+        raise _bad_bytes(name, raw, "it is below 1 byte")
+    if not value.is_integer():
+        raise _bad_bytes(name, raw, f"{value!r} bytes is not a whole number")
+    return int(value)
+
+
+def max_bytes(env=None):
+    """The ``XVAL_MAX_BYTES`` cap as an int (``parse_bytes``), or ``None`` when unset."""
+    raw = _read(env, "XVAL_MAX_BYTES", None)
+    return None if raw is None else parse_bytes(raw)
+
