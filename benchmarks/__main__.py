@@ -24,6 +24,7 @@ def parse_args(argv=None):
                         help="skip the Hessian speed ratios of benchmarks.hessian_ratios (always skipped with --quick)")
     parser.add_argument("--max-call-seconds", type=float, default=None,
                         help="skip larger sizes of a series once one call takes longer (default 4, quick 1)")
+    parser.error = _error  # every start-up problem reads "error: ..." with exit code 2
     args = parser.parse_args(argv)
     if args.quantities:
         chosen = [q.strip() for q in args.quantities.split(",") if q.strip()]
@@ -36,6 +37,11 @@ def parse_args(argv=None):
     return args
 
 
+def _error(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def apply_overrides(args, environ=os.environ):
     """Flags override the ``XVAL_*`` settings; engines read them through ``xval.config``."""
     if args.backend:
@@ -45,8 +51,27 @@ def apply_overrides(args, environ=os.environ):
 
 
 def main(argv=None):
+    from . import outdir
+
     args = parse_args(argv)
-    apply_overrides(args)
+    try:
+        outdir.check_flags(args)
+        apply_overrides(args)
+        session = outdir.Session(outdir.check_start(args))
+    except outdir.StartError as exc:
+        return _error(exc)
+    session.catch_signals()
+    try:
+        return _main(args, session)
+    except outdir.StartError as exc:
+        return _error(exc)
+    except outdir.Interrupted as exc:
+        return session.interrupted(exc.signum, lambda *saved: outdir.write_outputs(session, *saved))
+    finally:
+        session.release()
+
+
+def _main(args, session):
     # jax would otherwise claim 75% of a GPU's memory when it first touches it, leaving torch and the peers the
     # rest, and its peak counter would not be the computation's own; set before jax is imported.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -64,15 +89,15 @@ def main(argv=None):
     # Engines then run where the results say they ran: an engine that cannot use the GPU of a cuda run fails its
     # points with the reason instead of measuring on the CPU under the cuda label.
     os.environ["XVAL_DEVICE"] = device
-    return run(args, engines, dtype, device, device_note)
+    return run(args, engines, dtype, device, device_note, session)
 
 
-def run(args, engines, dtype, device, device_note):
+def run(args, engines, dtype, device, device_note, session):
     import psutil
     from threadpoolctl import threadpool_limits
     from tqdm import tqdm
 
-    from . import memory, peers, plots, report, results, sweep
+    from . import memory, outdir, peers, plots, report, results, sweep
     from .machine import machine_info
     from .plan import plan
 
@@ -80,7 +105,7 @@ def run(args, engines, dtype, device, device_note):
     peer_names = [] if args.no_peers else [name for name in peers.PEERS if peers.available(name) is None]
     missing_peers = {name: peers.available(name) for name in peers.PEERS if name not in peer_names}
     settings = {
-        "quick": args.quick, "engines": engines, "peers": peer_names, "dtype": dtype, "device": device,
+        "quick": args.quick, "engines": engines, "threads": threads, "peers": peer_names, "dtype": dtype, "device": device,
         "device_note": device_note, "repeats": 5, "min_repeat_s": 0.002 if args.quick else 0.02,
         "max_call_s": args.max_call_seconds or (1.0 if args.quick else 4.0), "quantities": list(args.quantities),
         "network": "equal widths, tanh hidden layers, identity output, mse loss, seed 0",
@@ -90,7 +115,7 @@ def run(args, engines, dtype, device, device_note):
                  "left there and waited for (host-device copies are not timed); manual: numpy arrays in and out",
         "fit": "least squares of log(time per sample) on log(|W|), upper half of each sweep, 95% t interval",
     }
-    printed = []
+    printed = session.printed
 
     def say(text=""):
         """Print ``text`` and keep it for ``output.txt``."""
@@ -102,7 +127,7 @@ def run(args, engines, dtype, device, device_note):
         if not args.no_peers:
             say(f"  peer {name} left out: {reason}")
     done = []
-    previous = results.load_points(args.out) if args.resume else []
+    previous = outdir.resumed_points(session.folder, settings if args.resume else None, say)
     # Failed points are measured again on --resume (an engine may have gained the function since).
     kept = [p for p in previous if p.get("status") in ("ok", "skipped")]
     done = [p["key"] for p in kept]
@@ -121,6 +146,7 @@ def run(args, engines, dtype, device, device_note):
 
         def save(points):
             results.save(args.out, machine, settings, points_before + points)
+            session.remember(machine, settings, points_before + points)
 
         with tqdm(total=total, desc="benchmarks", unit="pt", file=sys.stderr, mininterval=1.0) as bar:
             runner = sweep.Runner(engines + peer_names, device, dtype, threads, settings, save, done=done, progress=bar)
@@ -141,6 +167,7 @@ def run(args, engines, dtype, device, device_note):
     if ratio_rows is not None:
         settings["hessian_ratios"] = ratio_rows
     results.save(args.out, machine, settings, points)
+    session.remember(machine, settings, points)
     written = plots.write_plots(points, args.out, subtitle=f"({device}, {dtype})")
     counts = sweep.summary_counts(points)
     say()
