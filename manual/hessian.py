@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from xval import memory
-from xval.checks import check_data, check_layer, finite_result
+from xval.checks import check_data, check_layer, numpy_finite_result
 
 from .activations import get_activation
 from .backprop import backward_pass, forward_pass
@@ -184,7 +184,7 @@ def _guard(what, sizes):
 
 
 # ---- the contract -------------------------------------------------------------------------------
-@finite_result
+@numpy_finite_result
 def hessian_block(net, X, Y, l, m):
     """``d2E / dtheta_l dtheta_m``, ``(P_l, P_m)`` float64: rows are layer ``l``'s parameters, columns layer ``m``'s.
 
@@ -202,7 +202,7 @@ def hessian_block(net, X, Y, l, m):
     return _fill_block(net, cur, l, m, out).astype(np.float64, copy=False)
 
 
-@finite_result
+@numpy_finite_result
 def hessian(net, X, Y):
     """``d2E / dtheta^2``, ``(P, P)`` float64, assembled from the blocks (upper blocks computed, lower ones mirrored).
 

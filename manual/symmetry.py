@@ -178,13 +178,17 @@ def orbit(net, layer, signs=True):
     """Lazily yield the ``2^N N!`` networks ``transform(net, layer, s, perm)``, the identity first.
 
     ``signs=False`` walks the ``N!`` permutations only (for relu/softplus). Members coincide exactly when
-    ``is_degenerate(net, layer)``.
+    ``is_degenerate(net, layer)``. The arguments are checked when it is called, before the first member.
     """
     layer = _check_hidden_layer(net, layer)
     signs = check_flag("signs", signs)
     width = net.sizes[layer + 1]
     if signs:
         _sign_shift(net, layer)
+    return _members(net, layer, signs, width)
+
+
+def _members(net, layer, signs, width):
     sign_patterns = list(itertools.product((1, -1), repeat=width)) if signs else [(1,) * width]
     for perm in itertools.permutations(range(width)):
         for pattern in sign_patterns:

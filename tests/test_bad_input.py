@@ -395,7 +395,7 @@ def test_symmetry_refuses_float_permutations_boolean_signs_and_truthy_flags():
     with pytest.raises(manual.ArgumentError, match=re.escape("signs is a boolean array")):
         manual.symmetry.transform(net, 0, [True, False, True, True], [0, 1, 2, 3])
     with pytest.raises(manual.ArgumentError, match=re.escape("signs is 'yes' (str), but it must be True or False")):
-        next(manual.symmetry.orbit(net, 0, signs="yes"))
+        manual.symmetry.orbit(net, 0, signs="yes")  # refused when called, before the first member
 
 
 # ---- training: the starting loss, and a batch order that does not allocate every step up front ----------------

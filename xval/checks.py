@@ -7,7 +7,7 @@ import operator
 
 import numpy as np
 
-from . import definitions, memory
+from . import config, definitions, memory
 from .errors import ArgumentError, LayerIndexError, NonFiniteError, OverflowResultError, ShapeError, describe
 
 DTYPES = ("float64", "float32")
@@ -25,11 +25,20 @@ def check_dtype(dtype):
     return np.dtype(name)
 
 
+_NETWORK_CLASS = []
+
+
+def _network_class():
+    if not _NETWORK_CLASS:
+        from .network import Network  # network.py imports this module: import it at first use
+
+        _NETWORK_CLASS.append(Network)
+    return _NETWORK_CLASS[0]
+
+
 def check_network(net, name="net"):
     """``net`` after checking that it is an ``xval.Network`` (engines read nothing else)."""
-    from .network import Network  # network.py imports this module
-
-    if not isinstance(net, Network):
+    if not isinstance(net, _network_class()):
         raise ArgumentError(
             f"{name} is {describe(net)}, but it must be an xval.Network; build one with Network.from_arrays(weights, "
             "biases, activations, loss) or Network.random(sizes)"
@@ -65,9 +74,11 @@ def real_array(name, value, expected):
 def cast_finite(name, array, dtype):
     """``array`` cast to ``dtype`` after checking that every entry is finite there (1e300 is Inf in float32)."""
     check_finite(name, array)
+    if array.dtype == dtype:
+        return array
     with np.errstate(over="ignore", invalid="ignore"):
-        cast = array.astype(dtype, copy=False)
-    if cast is not array and not np.all(np.isfinite(cast)):
+        cast = array.astype(dtype)
+    if not all_finite(cast):
         index = tuple(int(i) for i in np.argwhere(~np.isfinite(cast))[0])
         raise NonFiniteError(
             f"{name}{list(index)} = {float(array[index])!r} is finite but overflows {np.dtype(dtype).name} (largest "
@@ -78,7 +89,7 @@ def cast_finite(name, array, dtype):
 
 def check_finite(name, array):
     """Raise ``NonFiniteError`` naming ``name`` and the first bad entry if ``array`` holds NaN or Inf."""
-    if array.dtype.kind in "iu":
+    if array.dtype.kind in "iu" or all_finite(array):
         return
     bad = np.argwhere(~np.isfinite(array))
     if bad.size:
@@ -171,6 +182,8 @@ def all_finite(value):
     array = np.asarray(value)
     if array.dtype.kind not in "fc":
         return True
+    if array.size <= 1 << 16:  # small: the boolean temporary is cheaper than entering errstate
+        return bool(np.isfinite(array).all())
     with np.errstate(over="ignore", invalid="ignore"):
         if np.isfinite(np.sum(array)):
             return True
@@ -218,6 +231,41 @@ def finite_result(function):
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, naming the layer
             result = function(*args, **kwargs)
         if not all_finite(result):
+            net = args[0] if args else kwargs["net"]
+            X = args[1] if len(args) > 1 else kwargs["X"]
+            raise overflow_error(net, check_inputs(net, X), function.__name__, result)
+        return result
+
+    return checked
+
+
+class _FloatingPointEvents:
+    """An ``np.errstate(call=...)`` handler that only notes that numpy saw an overflow, invalid or divide."""
+
+    def __init__(self):
+        self.seen = False
+
+    def __call__(self, kind, flag):
+        self.seen = True
+
+
+def _numpy_engine():
+    """Whether manual computes with numpy (``XVAL_ARRAY``, where this version has it): only numpy reports events."""
+    reader = getattr(config, "array", None)
+    return reader is None or reader() == "numpy"
+
+
+def numpy_finite_result(function):
+    """``finite_result`` for engines that compute with numpy: numpy reports every overflow, invalid operation and
+    division by zero (matmul included), and finite inputs give a finite result without one, so the full check
+    (a read of the whole result, as long as writing a Hessian block) runs only after such an event."""
+
+    @functools.wraps(function)
+    def checked(*args, **kwargs):
+        events = _FloatingPointEvents()
+        with np.errstate(over="call", invalid="call", divide="call", call=events):
+            result = function(*args, **kwargs)
+        if (events.seen or not _numpy_engine()) and not all_finite(result):
             net = args[0] if args else kwargs["net"]
             X = args[1] if len(args) > 1 else kwargs["X"]
             raise overflow_error(net, check_inputs(net, X), function.__name__, result)
