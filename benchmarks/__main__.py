@@ -105,8 +105,8 @@ def run(args, engines, dtype, device, device_note, session):
     peer_names = [] if args.no_peers else [name for name in peers.PEERS if peers.available(name) is None]
     missing_peers = {name: peers.available(name) for name in peers.PEERS if name not in peer_names}
     settings = {
-        "quick": args.quick, "engines": engines, "threads": threads, "peers": peer_names, "dtype": dtype, "device": device,
-        "device_note": device_note, "repeats": 5, "min_repeat_s": 0.002 if args.quick else 0.02,
+        "quick": args.quick, "engines": engines, "threads": threads, "peers": peer_names, "dtype": dtype,
+        "device": device, "device_note": device_note, "repeats": 5, "min_repeat_s": 0.002 if args.quick else 0.02,
         "max_call_s": args.max_call_seconds or (1.0 if args.quick else 4.0), "quantities": list(args.quantities),
         "network": "equal widths, tanh hidden layers, identity output, mse loss, seed 0",
         "memory_method_cpu": "rss-growth (clear_refs + VmHWM)" if memory.cpu_method_available() else "unavailable",
@@ -143,6 +143,7 @@ def run(args, engines, dtype, device, device_note, session):
         items = plan(engines, quick=args.quick, quantities=args.quantities, peers=peer_names)
         total = sum(len(names) for *_, names in items)
         points_before = list(kept)
+        session.remember(machine, settings, points_before)
 
         def save(points):
             results.save(args.out, machine, settings, points_before + points)
