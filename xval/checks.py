@@ -1,6 +1,8 @@
-"""Every input check of the suite, shared by all engines: dtypes, finiteness, a batch ``X`` ``(N, n_0)`` and
-targets ``Y`` ``(N, n_L)`` against a network, a direction ``v``, layer indices, and the memory guard of a
-reference's dense result. Each raises an error of ``xval.errors`` whose message says what was given and the fix.
+"""Every input check of the suite, shared by all engines: the network's type, dtypes, real arrays (no None,
+strings, ragged lists, complex, booleans or objects; integers are exact values), finiteness after the cast to the
+network's dtype, a batch ``X`` ``(N, n_0)`` and targets ``Y`` ``(N, n_L)``, a direction ``v``, layer indices, the
+memory guard of a reference's whole call, and results that overflowed (reported naming the layer). Each raises an
+error of ``xval.errors`` whose message says what was given and the fix.
 """
 import functools
 import operator
@@ -187,9 +189,11 @@ def all_finite(value):
     with np.errstate(over="ignore", invalid="ignore"):
         if np.isfinite(np.sum(array)):
             return True
-    flat = array.reshape(-1)
-    step = 1 << 20  # the sum also overflows for large finite entries: check exactly, a slice at a time
-    return all(np.all(np.isfinite(flat[start:start + step])) for start in range(0, flat.size, step))
+    # The sum also overflows for large finite entries: check exactly, a few rows at a time (2-D views, even
+    # transposed ones, reshape without a copy).
+    rows = array.reshape(len(array), -1) if array.ndim > 1 else array.reshape(1, -1)
+    step = max(1, (1 << 20) // rows.shape[1])
+    return all(np.all(np.isfinite(rows[start:start + step])) for start in range(0, len(rows), step))
 
 
 def _overflow_site(net, X, result):
