@@ -34,6 +34,7 @@ def parse_args(argv=None):
     from .quantities import QUANTITIES
 
     parser = build_parser()
+    parser.error = _error  # every start-up problem reads "error: ..." with exit code 2
     args = parser.parse_args(argv)
     if args.quantities:
         chosen = [q.strip() for q in args.quantities.split(",") if q.strip()]
@@ -46,6 +47,11 @@ def parse_args(argv=None):
     return args
 
 
+def _error(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def apply_overrides(args, environ=os.environ):
     """Flags override the ``XVAL_*`` settings; engines read them through ``xval.config``."""
     if args.backend:
@@ -55,8 +61,27 @@ def apply_overrides(args, environ=os.environ):
 
 
 def main(argv=None):
+    from . import outdir
+
     args = parse_args(argv)
-    apply_overrides(args)
+    try:
+        outdir.check_flags(args)
+        apply_overrides(args)
+        session = outdir.Session(outdir.check_start(args))
+    except outdir.StartError as exc:
+        return _error(exc)
+    session.catch_signals()
+    try:
+        return _main(args, session)
+    except outdir.StartError as exc:
+        return _error(exc)
+    except outdir.Interrupted as exc:
+        return session.interrupted(exc.signum, lambda *saved: outdir.write_outputs(session, *saved))
+    finally:
+        session.release()
+
+
+def _main(args, session):
     # jax would otherwise claim 75% of a GPU's memory when it first touches it, leaving torch and the peers the
     # rest, and its peak counter would not be the computation's own; set before jax is imported.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -74,15 +99,15 @@ def main(argv=None):
     # Engines then run where the results say they ran: an engine that cannot use the GPU of a cuda run fails its
     # points with the reason instead of measuring on the CPU under the cuda label.
     os.environ["XVAL_DEVICE"] = device
-    return run(args, engines, dtype, device, device_note)
+    return run(args, engines, dtype, device, device_note, session)
 
 
-def run_settings(args, engines, peer_names, dtype, device, device_note):
+def run_settings(args, engines, peer_names, dtype, device, device_note, threads):
     """What ``results.json`` records about how the run measured."""
     from . import memory
 
     return {
-        "quick": args.quick, "engines": engines, "peers": peer_names, "dtype": dtype, "device": device,
+        "quick": args.quick, "engines": engines, "threads": threads, "peers": peer_names, "dtype": dtype, "device": device,
         "device_note": device_note, "repeats": 5, "min_repeat_s": 0.002 if args.quick else 0.02,
         "max_call_s": args.max_call_seconds or (1.0 if args.quick else 4.0), "quantities": list(args.quantities),
         "network": "equal widths, tanh hidden layers, identity output, mse loss, seed 0",
@@ -109,18 +134,18 @@ def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran):
     return lines + sweep.failure_lines(points) + sweep.failure_lines(points, "skipped")
 
 
-def run(args, engines, dtype, device, device_note):
+def run(args, engines, dtype, device, device_note, session):
     from tqdm import tqdm
 
-    from . import peers, plots, results, sweep, timing
+    from . import outdir, peers, plots, results, sweep, timing
     from .machine import machine_info
     from .plan import plan
 
     threads = args.threads or timing.default_threads()
     peer_names = [] if args.no_peers else [name for name in peers.PEERS if peers.available(name) is None]
     missing_peers = {name: peers.available(name) for name in peers.PEERS if name not in peer_names}
-    settings = run_settings(args, engines, peer_names, dtype, device, device_note)
-    printed = []
+    settings = run_settings(args, engines, peer_names, dtype, device, device_note, threads)
+    printed = session.printed
 
     def say(text=""):
         """Print ``text`` and keep it for ``output.txt``."""
@@ -131,8 +156,7 @@ def run(args, engines, dtype, device, device_note):
     for name, reason in missing_peers.items():
         if not args.no_peers:
             say(f"  peer {name} left out: {reason}")
-    done = []
-    previous = results.load_points(args.out) if args.resume else []
+    previous = outdir.resumed_points(session.folder, settings if args.resume else None, say)
     # Failed points are measured again on --resume (an engine may have gained the function since).
     kept = [p for p in previous if p.get("status") in ("ok", "skipped")]
     done = [p["key"] for p in kept]
@@ -142,9 +166,11 @@ def run(args, engines, dtype, device, device_note):
         items = plan(engines, quick=args.quick, quantities=args.quantities, peers=peer_names)
         total = sum(len(names) for *_, names in items)
         points_before = list(kept)
+        session.remember(machine, settings, points_before)
 
         def save(points):
             results.save(args.out, machine, settings, points_before + points)
+            session.remember(machine, settings, points_before + points)
 
         with tqdm(total=total, desc="benchmarks", unit="pt", file=sys.stderr, mininterval=1.0) as bar:
             runner = sweep.Runner(engines + peer_names, device, dtype, threads, settings, save, done=done, progress=bar)
@@ -160,6 +186,7 @@ def run(args, engines, dtype, device, device_note):
     if ratio_rows is not None:
         settings["ratios"] = ratio_rows
     results.save(args.out, machine, settings, points)
+    session.remember(machine, settings, points)
     print("plots: writing the time and memory figures (a few seconds)", file=sys.stderr, flush=True)
     written = plots.write_plots(points, args.out, subtitle=f"{device}, {dtype}")
     for line in summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratio_rows is not None):

@@ -20,7 +20,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from xval import config  # noqa: E402
-from xval.checks import check_data, check_inputs  # noqa: E402
+from xval.checks import check_data, check_inputs, check_network  # noqa: E402
 from xval.errors import ConfigError  # noqa: E402
 
 from .activations import ACTIVATIONS, LOSSES  # noqa: E402
@@ -45,6 +45,7 @@ def array(value, dtype):
 
 def parameters(net):
     """One flat array ``theta_l`` per layer, in the contract's order."""
+    check_network(net)
     return tuple(array(np.concatenate([w.reshape(-1), b]), net.dtype) for w, b in zip(net.weights, net.biases))
 
 

@@ -6,7 +6,7 @@ Notation (DESIGN.md): ``a_l = W_l z_l + b_l``, ``z_{l+1} = f_l(a_l)``, ``z_0 = x
 import numpy as np
 
 from .activations import get_activation
-from xval.checks import check_data, check_inputs
+from xval.checks import check_data, check_inputs, check_memory, numpy_finite_result
 
 from .losses import get_loss
 
@@ -36,11 +36,13 @@ def backward_pass(net, a, z, Y):
     return delta
 
 
+@numpy_finite_result
 def forward(net, X):
     """Network outputs ``y_hat = z_L``, ``(N, n_L)``."""
     return forward_pass(net, check_inputs(net, X))[1][-1].astype(np.float64, copy=False)
 
 
+@numpy_finite_result
 def loss(net, X, Y):
     """``E = (1/N) sum_n loss(y_hat_n, y_n)``, a float."""
     X, Y = check_data(net, X, Y)
@@ -48,6 +50,7 @@ def loss(net, X, Y):
     return float(np.mean(get_loss(net.loss).value(y_hat, Y)))
 
 
+@numpy_finite_result
 def gradient(net, X, Y):
     """``dE/dtheta``, ``(P,)``: per layer ``(1/N) sum_n delta_l z_l^T`` (row-major), then ``(1/N) sum_n delta_l``."""
     X, Y = check_data(net, X, Y)
@@ -62,12 +65,14 @@ def gradient(net, X, Y):
     return np.concatenate(parts).astype(np.float64, copy=False)
 
 
+@numpy_finite_result
 def per_sample_gradients(net, X, Y):
     """``d loss_n / dtheta`` for every sample, ``(N, P)``: the outer products ``delta_l z_l^T`` kept per sample.
 
     One broadcast product per layer over the whole batch; no loop over samples.
     """
     X, Y = check_data(net, X, Y)
+    check_memory(net, "manual", "per_sample_gradients", X.shape[0])
     a, z = forward_pass(net, X)
     delta = backward_pass(net, a, z, Y)
     n = X.shape[0]

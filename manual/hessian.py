@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from xval import memory
-from xval.checks import check_data, check_layer
+from xval.checks import check_data, check_layer, numpy_finite_result
 
 from .activations import get_activation
 from .backprop import backward_pass, forward_pass
@@ -137,27 +137,54 @@ def _fill_block(net, cur, l, m, out):
 
 
 # ---- sizes for the memory guard -----------------------------------------------------------------
+def curvature_bytes(net, n_samples, lowest):
+    """Peak bytes of ``curvature_pass(..., lowest)``.
+
+    Kept: ``G_k`` ``(N, n_{k+1}, n_{k+1})`` for ``k >= lowest``, and ``a, z, delta, d1`` (``O(N sum n)``). Transient,
+    at the widest layer: ``W^T G`` ``(N, n_{k+1}, n_{k+2})`` and two ``(N, n_{k+1}, n_{k+1})`` products live at once
+    (``W^T G W`` and its scaling by ``D``, then the diagonal term and the sum); measured peaks are 0.5 to 0.9 of
+    this estimate (``scripts/measure_peaks.py``).
+    """
+    n, widths = n_samples, net.sizes[1:]
+    kept = sum(n * w * w for w in widths[lowest:]) + 4 * n * sum(net.sizes)
+    following = widths[1:] + [widths[-1]]
+    transient = max(n * w * (v + 2 * w) for w, v in list(zip(widths, following))[lowest:])
+    return (kept + transient) * memory.itemsize(net.dtype)
+
+
+def _block_scratch(net, l, m, n_samples):
+    """Bytes of block ``(l, m)``'s own scratch: ``M`` and one product of its size, and for ``l < m`` the factors
+    ``K`` (twice, while it is built) and ``G_m J`` of ``_cross_factors``."""
+    item, n = memory.itemsize(net.dtype), n_samples
+    scratch = _rows_per_chunk(net, l, m, n) * 2 * n * net.layer_param_counts[m]
+    if m > l:
+        widths = net.sizes[1:]
+        scratch += n * widths[l] * (2 * net.sizes[m] + widths[m])
+    return scratch * item
+
+
 def block_bytes(net, l, m, n_samples):
-    """``(output, workspace)`` bytes that ``hessian_block(net, X, Y, l, m)`` needs for ``n_samples`` samples."""
+    """``(output, workspace)`` bytes that ``hessian_block(net, X, Y, l, m)`` needs for ``n_samples`` samples:
+    the ``(P_l, P_m)`` result, and the block's scratch plus the curvature pass down to layer ``min(l, m)``."""
     l, m = sorted((l, m))
-    item = memory.itemsize(net.dtype)
     output = memory.result_bytes(net.layer_param_counts[l] * net.layer_param_counts[m], net.dtype)
-    workspace = _rows_per_chunk(net, l, m, n_samples) * 2 * n_samples * net.layer_param_counts[m] * item
-    return output, workspace
+    return output, _block_scratch(net, l, m, n_samples) + curvature_bytes(net, n_samples, l)
 
 
 def hessian_bytes(net, n_samples):
-    """``(output, workspace)`` bytes that ``hessian(net, X, Y)`` needs for ``n_samples`` samples."""
-    workspace = max(block_bytes(net, l, m, n_samples)[1] for l in range(net.n_layers) for m in range(l, net.n_layers))
-    return memory.result_bytes(net.n_params**2, net.dtype), workspace
+    """``(output, workspace)`` bytes that ``hessian(net, X, Y)`` needs for ``n_samples`` samples: the ``(P, P)``
+    result, the curvature pass of every layer and the largest block's scratch."""
+    scratch = max(_block_scratch(net, l, m, n_samples) for l in range(net.n_layers) for m in range(l, net.n_layers))
+    return memory.result_bytes(net.n_params**2, net.dtype), scratch + curvature_bytes(net, n_samples, 0)
 
 
 def _guard(what, sizes):
     output, workspace = sizes
-    memory.check(output + workspace, what, f"{output} bytes for the result and {workspace} bytes of workspace")
+    memory.check(output + workspace, what, f"{output} bytes for the result and {workspace} bytes of working memory")
 
 
 # ---- the contract -------------------------------------------------------------------------------
+@numpy_finite_result
 def hessian_block(net, X, Y, l, m):
     """``d2E / dtheta_l dtheta_m``, ``(P_l, P_m)`` float64: rows are layer ``l``'s parameters, columns layer ``m``'s.
 
@@ -175,6 +202,7 @@ def hessian_block(net, X, Y, l, m):
     return _fill_block(net, cur, l, m, out).astype(np.float64, copy=False)
 
 
+@numpy_finite_result
 def hessian(net, X, Y):
     """``d2E / dtheta^2``, ``(P, P)`` float64, assembled from the blocks (upper blocks computed, lower ones mirrored).
 

@@ -11,7 +11,7 @@ and ``H v = R{grad E}`` is, per layer, ``(1/N) sum_n (R delta_l z_l^T + delta_l 
 """
 import numpy as np
 
-from xval.checks import check_data, check_direction
+from xval.checks import check_data, check_direction, numpy_finite_result
 
 from .activations import get_activation
 from .backprop import backward_pass, forward_pass
@@ -27,6 +27,7 @@ def split_direction(net, v):
     return parts
 
 
+@numpy_finite_result
 def hvp(net, X, Y, v):
     """``H v``, ``(P,)`` float64, with ``H = d2E / dtheta^2``: one forward and one backward R-pass."""
     X, Y = check_data(net, X, Y)

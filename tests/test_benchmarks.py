@@ -199,8 +199,10 @@ def test_a_dense_output_that_would_not_fit_is_skipped_with_a_note(tmp_path, monk
     runner, _ = make_runner(tmp_path, ["manual"])
     points = sweep.run(tiny_plan(["per_sample_gradients", "gradient"], ["manual"]), runner)
     by = {(p["quantity"], p["width"]): p for p in points}
-    # per-sample gradients of 4 samples x 24 parameters = 768 bytes fit; 4 x 60 = 1920 do not.
-    assert by["per_sample_gradients", 3]["status"] == "ok"
+    # The dense output of 4 samples x 24 parameters (768 bytes) fits, but not the whole call (the per-layer parts and
+    # their concatenation): the engine's guard refuses it. The output of 4 x 60 = 1920 bytes does not fit at all.
+    assert by["per_sample_gradients", 3]["status"] == "failed"
+    assert "MemoryGuardError" in by["per_sample_gradients", 3]["reason"] and "XVAL_MAX_BYTES" in by["per_sample_gradients", 3]["reason"]
     assert by["per_sample_gradients", 5]["status"] == "skipped"
     assert by["per_sample_gradients", 5]["reason"].startswith("dense output of 0.00 GB would not fit")
     assert by["per_sample_gradients", 5]["output_bytes"] == 1920

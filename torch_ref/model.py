@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from xval import config
-from xval.checks import check_data, check_inputs
+from xval.checks import check_data, check_inputs, check_network
 from xval.errors import ConfigError
 
 from .activations import ACTIVATIONS, LOSSES
@@ -41,6 +41,7 @@ def tensor(array, dtype):
 
 def parameters(net):
     """One flat tensor ``theta_l`` per layer, in the contract's order."""
+    check_network(net)
     return [tensor(np.concatenate([w.reshape(-1), b]), net.dtype) for w, b in zip(net.weights, net.biases)]
 
 
