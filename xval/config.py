@@ -5,6 +5,8 @@
 - ``XVAL_DEVICE``: ``cpu``, ``cuda`` or ``auto`` (default; the GPU when torch/jax see one).
 - ``XVAL_DTYPE``: ``float64`` (default) or ``float32``.
 - ``XVAL_MAX_BYTES``: optional cap, in bytes, on any dense Hessian or block.
+- ``XVAL_ARRAY``: the array library ``manual`` computes with: ``numpy``, ``cupy``, ``torch`` or ``array_api_strict``
+  (default: numpy, or on ``XVAL_DEVICE=cuda`` cupy when importable, else torch; ``manual.arrays`` resolves it).
 
 Each function takes an optional mapping instead of ``os.environ``, so that callers and tests can pass
 their own settings.
@@ -16,6 +18,14 @@ from .errors import ConfigError
 ENGINE_NAMES = ("manual", "torch", "jax")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float64", "float32")
+ARRAY_LIBRARIES = ("numpy", "cupy", "torch", "array_api_strict")
+# What to install for each array library (the ConfigError of a missing one says it).
+ARRAY_INSTALL = {
+    "numpy": "pip install numpy",
+    "cupy": "pip install cupy-cuda12x (the wheel matching the machine's CUDA version)",
+    "torch": "pip install torch",
+    "array_api_strict": "pip install array-api-strict",
+}
 
 
 def _read(env, name, default):
@@ -63,4 +73,18 @@ def max_bytes(env=None):
         value = -1
     if value <= 0:
         raise ConfigError(f"XVAL_MAX_BYTES={raw!r} is not valid; give a positive number of bytes, e.g. XVAL_MAX_BYTES=2e9")
+    return value
+
+
+def array_library(env=None):
+    """The array library named by ``XVAL_ARRAY`` (one of ``ARRAY_LIBRARIES``), or ``None`` when unset."""
+    raw = _read(env, "XVAL_ARRAY", None)
+    if raw is None:
+        return None
+    value = raw.lower().replace("-", "_")
+    if value not in ARRAY_LIBRARIES:
+        raise ConfigError(
+            f"XVAL_ARRAY={raw!r} is not valid; use one of: {', '.join(ARRAY_LIBRARIES)} (numpy is the default; "
+            f"each needs its package installed: {'; '.join(f'{k}: {v}' for k, v in ARRAY_INSTALL.items())})"
+        )
     return value
