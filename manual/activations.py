@@ -39,15 +39,23 @@ class Activation:
 
 
 def _sigmoid_parts(x, xp):
-    """``(e, r)`` with ``e = exp(-|x|)`` and ``r = 1 / (1 + e)``: ``sigma(x) = r`` for ``x >= 0``, ``e r`` below."""
-    e = xp.exp(-xp.abs(x))
-    return e, 1.0 / (1.0 + e)
+    """``(ax, e, r)``: ``|x|``, ``e = exp(-|x|)`` and ``r = 1 / (1 + e)``; ``sigma(x) = r`` for ``x >= 0``, ``e r``
+    below, and ``sigma'(x) = e r^2``."""
+    ax = xp.abs(x)
+    e = xp.exp(-ax)
+    return ax, e, 1.0 / (1.0 + e)
+
+
+def _sigmoid_from(x, ax, r, xp):
+    """``sigma(x) = r exp(min(x, 0))``: ``exp(min(x, 0))`` is ``e`` below 0 (the same ``exp(-|x|)``, bit for bit)
+    and 1 above, so this is ``where(x >= 0, r, e r)`` in cheaper operations."""
+    return r * xp.exp(0.5 * (x - ax))
 
 
 def _sigmoid(x, xp=np):
     """sigma(x) = 1 / (1 + exp(-x)), via exp(-|x|) so that nothing overflows."""
-    e, r = _sigmoid_parts(x, xp)
-    return xp.where(x >= 0, r, e * r)
+    ax, _, r = _sigmoid_parts(x, xp)
+    return _sigmoid_from(x, ax, r, xp)
 
 
 def _sigmoid_d1(x, xp=np):
@@ -55,15 +63,14 @@ def _sigmoid_d1(x, xp=np):
 
     The product form loses relative accuracy for large x, where 1 - sigma rounds; this form keeps it.
     """
-    e, r = _sigmoid_parts(x, xp)
+    _, e, r = _sigmoid_parts(x, xp)
     return (e * r) * r
 
 
 def _sigmoid_f_df(x, xp=np):
-    """``(sigma, sigma')`` from one ``exp``: ``sigma' = (e r) r`` is the product of ``sigma`` at ``x`` and ``-x``."""
-    e, r = _sigmoid_parts(x, xp)
-    er = e * r
-    return xp.where(x >= 0, r, er), er * r
+    """``(sigma, sigma')`` from one ``exp(-|x|)``."""
+    ax, e, r = _sigmoid_parts(x, xp)
+    return _sigmoid_from(x, ax, r, xp), (e * r) * r
 
 
 def _sigmoid_d2(x, xp=np):

@@ -46,7 +46,8 @@ class Library:
         """A numpy array as an array of this library and ``numpy_dtype`` on its device (no copy for numpy)."""
         if self.name == "numpy":
             return np.asarray(array, dtype=numpy_dtype)
-        return self.xp.asarray(np.ascontiguousarray(array, dtype=numpy_dtype), device=self.device)
+        # A private writable copy: torch warns about sharing read-only numpy memory (a Network's arrays are).
+        return self.xp.asarray(np.array(array, dtype=numpy_dtype, order="C", copy=True), device=self.device)
 
     def empty(self, shape, numpy_dtype):
         return self.xp.empty(shape, dtype=self.dtype(numpy_dtype), device=self.device)
@@ -80,12 +81,10 @@ class Library:
     def view(self, array, shape):
         """``array`` reshaped to ``shape`` without a copy (``ValueError`` if that would need one)."""
         if self.name == "torch":
-            return array.view(shape)
-        if self.name == "numpy":
-            return np.reshape(array, shape, copy=False)
-        view = array.view()
-        view.shape = shape  # cupy (and numpy) raise instead of copying
-        return view
+            return array.view(shape)  # raises instead of copying
+        # numpy and cupy: every reshape here splits an axis whose entries are contiguous, which never copies
+        # (a copy would lose the writes: the comparison tests would see it).
+        return array.reshape(shape)
 
     def synchronize(self):
         """Wait for the device's queued work (CUDA runs asynchronously); nothing on the CPU."""
@@ -109,10 +108,11 @@ class Library:
 
 
 def _product_shape(op, a, b):
+    """The shape of ``op(a, b)`` for the operands here: broadcasting between arrays of equal ndim, and matmul whose
+    batch axes come from one operand (``np.broadcast_shapes`` costs more than a small product)."""
     if op == "multiply":
-        return tuple(np.broadcast_shapes(a, b))
-    batch = tuple(np.broadcast_shapes(a[:-2], b[:-2]))
-    return batch + (a[-2], b[-1])
+        return tuple(x if y == 1 else y for x, y in zip(a, b))
+    return (a[:-1] if len(a) >= len(b) else b[:-2] + a[-2:-1]) + b[-1:]
 
 
 def to_numpy(value):

@@ -98,9 +98,8 @@ def _fill_block(net, model, cur, l, m, out, at=(0, 0), mirror=None):
     given, its transpose into ``out`` at offsets ``mirror`` (the lower twin in the full Hessian)."""
     xp, lib = model.xp, model.lib
     n = cur.z[0].shape[0]
-    n_out_l, n_in_l = model.weights[l].shape
-    n_out_m, n_in_m = model.weights[m].shape
-    rows_w, cols_w, cols = model.weights[l].size, model.weights[m].size, model.counts[m]
+    n_out_l, n_in_l = model.shapes[l]
+    rows_w, cols_w, cols = n_out_l * n_in_l, model.bounds[m][1] - model.bounds[m][0], model.counts[m]
     A, Kt = _cross_factors(model, cur, l, m)
     z_l, z_m, delta_m = cur.z[l], cur.z[m], cur.delta[m]
     z_scaled = z_l / n if n > 1 else z_l  # the sample weights 1/N folded in: the contraction over samples is the mean

@@ -19,7 +19,7 @@ from .staged import prepare
 def split_direction(model, v):
     """``(V_l, v_l)`` per layer: ``v``'s entries shaped like ``W_l`` and ``b_l``."""
     xp = model.xp
-    return [(xp.reshape(v[start:split], w.shape), v[split:end]) for (start, split, end), w in zip(model.bounds, model.weights)]
+    return [(xp.reshape(v[start:split], shape), v[split:end]) for (start, split, end), shape in zip(model.bounds, model.shapes)]
 
 
 def hvp_values(model, X, Y, v):

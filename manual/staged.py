@@ -20,13 +20,14 @@ _MODELS = weakref.WeakKeyDictionary()
 @dataclass(frozen=True, eq=False)
 class Model:
     """A network in the library ``lib`` (namespace ``xp``): ``weights[l]`` ``(n_{l+1}, n_l)``, ``weights_t[l]`` its
-    transpose, ``biases[l]``, ``acts[l]`` (``Activation``), ``loss`` (``Loss``), ``sizes`` ``[n_0, ..., n_L]``,
+    transpose, ``shapes[l]`` its shape, ``biases[l]``, ``acts[l]`` (``Activation``), ``loss`` (``Loss``), ``sizes`` ``[n_0, ..., n_L]``,
     ``counts[l] = P_l`` and ``bounds[l] = (start, split, end)``: layer ``l``'s weights are entries
     ``start:split`` of the parameter vector, its biases ``split:end``."""
 
     lib: arrays.Library
     xp: Any
     dtype: Any
+    shapes: tuple
     weights: tuple
     weights_t: tuple
     biases: tuple
@@ -69,7 +70,7 @@ def build(net, lib):
         bounds.append((start, start + w.size, start + count))
         start += count
     return Model(
-        lib=lib, xp=lib.xp, dtype=net.dtype, weights=weights, weights_t=tuple(w.T for w in weights),
+        lib=lib, xp=lib.xp, dtype=net.dtype, shapes=tuple(w.shape for w in net.weights), weights=weights, weights_t=tuple(w.T for w in weights),
         biases=tuple(lib.asarray(b, net.dtype) for b in net.biases),
         acts=tuple(get_activation(name) for name in net.activations), loss=get_loss(net.loss),
         sizes=tuple(net.sizes), counts=counts, bounds=tuple(bounds), n_params=start, n_layers=len(weights),
