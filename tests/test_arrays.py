@@ -127,10 +127,11 @@ def test_write_puts_a_reshaped_product_into_part_of_the_result(name):
     np.testing.assert_array_equal(arrays.to_numpy(out), expected)
 
 
-def test_numpy_results_are_written_once():
+def test_numpy_results_are_written_once(monkeypatch):
     """The peak of a call is its output plus small per-layer work (numpy's 64 KiB ufunc buffer, ``(N, n)`` arrays
     and, for the Hessian, its bounded scratch array): no second copy of the result (concatenating per-layer parts,
     as an engine that builds them apart must, doubles it)."""
+    monkeypatch.setenv("XVAL_ARRAY", "numpy")
     wide = manual.Network.random([256, 256, 256, 2], "sigmoid", "mse", seed=0)
     batch = manual.Network.random([64, 64, 64, 2], "sigmoid", "mse", seed=0)
     small = manual.Network.random([16, 16, 16, 2], "sigmoid", "mse", seed=0)
