@@ -106,6 +106,44 @@ class Library:
         free, _ = self.native.cuda.mem_get_info(self.device)
         return int(free + self.native.cuda.memory_reserved(self.device) - self.native.cuda.memory_allocated(self.device))
 
+    def peak_growth(self, call):
+        """``(bytes, method, result)``: the peak device bytes of ``call()`` above those in use before it, from the
+        library's own counters (GPU libraries only): torch's CUDA peak statistics, or for cupy an allocation hook on
+        its memory pool."""
+        self.synchronize()
+        if self.name == "torch":
+            cuda = self.native.cuda
+            cuda.reset_peak_memory_stats(self.device)
+            before = cuda.memory_allocated(self.device)
+            result = call()
+            self.synchronize()
+            return cuda.max_memory_allocated(self.device) - before, "torch.cuda.max_memory_allocated", result
+        hook = _cupy_peak_hook(self.native)
+        with hook:
+            result = call()
+            self.synchronize()
+        return hook.peak, "cupy memory pool (allocation hook: bytes handed out, peak)", result
+
+
+def _cupy_peak_hook(cupy):
+    """A cupy memory hook that follows the bytes the pool hands out during its ``with`` block and keeps the peak."""
+    from cupy.cuda import memory_hook
+
+    class PeakHook(memory_hook.MemoryHook):
+        name = "xval_peak"
+
+        def __init__(self):
+            self.in_use = self.peak = 0
+
+        def malloc_postprocess(self, **kwargs):
+            self.in_use += kwargs["mem_size"]
+            self.peak = max(self.peak, self.in_use)
+
+        def free_postprocess(self, **kwargs):
+            self.in_use -= kwargs["mem_size"]
+
+    return PeakHook()
+
 
 def _product_shape(op, a, b):
     """The shape of ``op(a, b)`` for the operands here: broadcasting between arrays of equal ndim, and matmul whose
