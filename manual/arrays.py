@@ -177,7 +177,7 @@ def _import(name):
         ) from None
 
 
-def _cuda_default():
+def cuda_default():
     """cupy when importable, else torch (for ``XVAL_DEVICE=cuda`` without ``XVAL_ARRAY``)."""
     try:
         import cupy  # noqa: F401
@@ -222,7 +222,7 @@ def library(env=None):
     device_choice = config.device(env)
     name = config.array_library(env)
     if name is None:
-        name = _cuda_default() if device_choice == "cuda" else "numpy"
+        name = cuda_default() if device_choice == "cuda" else "numpy"
     return _build(name, device_choice)
 
 

@@ -21,16 +21,24 @@ CPU_LIBRARIES = ("array_api_strict", "torch")
 
 
 def other_libraries():
+    """``XVAL_ARRAY`` when it names another library than numpy; on ``XVAL_DEVICE=cuda`` the GPU library manual takes;
+    else every CPU library."""
     chosen = config.array_library()
-    return [chosen] if chosen not in (None, "numpy") else list(CPU_LIBRARIES)
+    if chosen not in (None, "numpy"):
+        return [chosen]
+    if config.device() == "cuda":
+        return [arrays.cuda_default()]
+    return list(CPU_LIBRARIES)
 
 
 @pytest.fixture(params=other_libraries())
 def library(request, monkeypatch):
-    """The name of a non-numpy library, selected for ``manual`` through ``XVAL_ARRAY`` (a skip when missing)."""
+    """The name of a non-numpy library, selected for ``manual`` through ``XVAL_ARRAY`` (a skip when missing); on the
+    CPU unless the run is on ``XVAL_DEVICE=cuda``."""
     pytest.importorskip(request.param)
     monkeypatch.setenv("XVAL_ARRAY", request.param)
-    monkeypatch.setenv("XVAL_DEVICE", "cpu")
+    if config.device() != "cuda":
+        monkeypatch.setenv("XVAL_DEVICE", "cpu")
     return request.param
 
 
@@ -44,6 +52,7 @@ def test_every_quantity_agrees_with_numpy(problem, quantity, library, rtol, reco
     theirs = [np.asarray(call.evaluate(manual)) for call in calls]
     assert arrays.library().name == library
     monkeypatch.setenv("XVAL_ARRAY", "numpy")
+    monkeypatch.setenv("XVAL_DEVICE", "cpu")
     ours = [np.asarray(call.evaluate(manual)) for call in calls]
     for call, value, expected in zip(calls, theirs, ours):
         assert value.shape == expected.shape == call.shape, call.label
@@ -132,6 +141,7 @@ def test_numpy_results_are_written_once(monkeypatch):
     and, for the Hessian, its bounded scratch array): no second copy of the result (concatenating per-layer parts,
     as an engine that builds them apart must, doubles it)."""
     monkeypatch.setenv("XVAL_ARRAY", "numpy")
+    monkeypatch.setenv("XVAL_DEVICE", "cpu")
     wide = manual.Network.random([256, 256, 256, 2], "sigmoid", "mse", seed=0)
     batch = manual.Network.random([64, 64, 64, 2], "sigmoid", "mse", seed=0)
     small = manual.Network.random([16, 16, 16, 2], "sigmoid", "mse", seed=0)
