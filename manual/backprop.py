@@ -18,17 +18,21 @@ from .staged import prepare
 
 
 # ---- the passes, on a prepared model (``manual.staged.Model``) ---------------------------------------------
-def forward_values(model, X, keep_pre=False):
+def forward_values(model, X, keep_pre=False, slopes=True):
     """``(z, d1, a)``: activations ``z`` (``z[0] = X``, ``z[l+1] = f_l(a_l)``, ``(N, n_l)``), slopes
-    ``d1[l] = f_l'(a_l)`` and, when ``keep_pre``, the pre-activations ``a[l]`` (else ``None``)."""
+    ``d1[l] = f_l'(a_l)`` (``None`` unless ``slopes``) and, when ``keep_pre``, the pre-activations ``a[l]`` (else
+    ``None``)."""
     xp = model.xp
-    z, d1, a = [X], [], [] if keep_pre else None
+    z, d1, a = [X], [] if slopes else None, [] if keep_pre else None
     for wT, b, act in zip(model.weights_t, model.biases, model.acts):
         pre = z[-1] @ wT
         pre += b
-        value, slope = act.value_and_slope(pre, xp)
+        if slopes:
+            value, slope = act.value_and_slope(pre, xp)
+            d1.append(slope)
+        else:
+            value = act.f(pre, xp)
         z.append(value)
-        d1.append(slope)
         if keep_pre:
             a.append(pre)
     return z, d1, a
@@ -84,7 +88,7 @@ def stage_forward(net, X):
     """``forward`` staged: the outputs ``(N, n_L)`` as an array of the selected library."""
     model = prepare(net)
     X = model.asarray(check_inputs(net, X))
-    return model.staged(lambda: forward_values(model, X)[0][-1])
+    return model.staged(lambda: forward_values(model, X, slopes=False)[0][-1])
 
 
 def forward(net, X):
@@ -95,7 +99,7 @@ def forward(net, X):
 def loss(net, X, Y):
     """``E = (1/N) sum_n loss(y_hat_n, y_n)``, a float."""
     model, X, Y = prepare(net).data(*check_data(net, X, Y))
-    y_hat = forward_values(model, X)[0][-1]
+    y_hat = forward_values(model, X, slopes=False)[0][-1]
     return float(model.xp.mean(model.loss.value(y_hat, Y, model.xp)))
 
 
