@@ -9,6 +9,7 @@ The standard has no ``out=`` argument, but writing each result once needs it: ``
 ``out=`` path of numpy, cupy and torch (into a view of the result) and plain slice assignment elsewhere.
 """
 import functools
+import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -219,6 +220,18 @@ def _build(name, device_choice):
 
 def library(env=None):
     """The ``Library`` that ``XVAL_ARRAY`` and ``XVAL_DEVICE`` select (numpy on the CPU by default)."""
+    if env is None:  # every call of the engine asks: resolve each pair of raw settings once
+        return _from_settings(os.environ.get("XVAL_ARRAY"), os.environ.get("XVAL_DEVICE"))
+    return _resolve(env)
+
+
+@functools.lru_cache(maxsize=64)
+def _from_settings(array, device):
+    env = {key: value for key, value in (("XVAL_ARRAY", array), ("XVAL_DEVICE", device)) if value is not None}
+    return _resolve(env)
+
+
+def _resolve(env):
     device_choice = config.device(env)
     name = config.array_library(env)
     if name is None:

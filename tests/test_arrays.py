@@ -108,6 +108,7 @@ def test_a_missing_library_says_what_to_install(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_cupy)
     arrays._build.cache_clear()
+    arrays._from_settings.cache_clear()
     with pytest.raises(ConfigError, match=r"XVAL_ARRAY=cupy needs the cupy package, which is not installed; install it \(pip install cupy-cuda12x"):
         arrays.library({"XVAL_ARRAY": "cupy", "XVAL_DEVICE": "cuda"})
     # On a CUDA device without XVAL_ARRAY, manual takes torch when cupy is missing, and says so when torch sees no GPU.
@@ -116,6 +117,7 @@ def test_a_missing_library_says_what_to_install(monkeypatch):
         with pytest.raises(ConfigError, match="XVAL_ARRAY=torch with XVAL_DEVICE=cuda, but torch sees no GPU"):
             arrays.library({"XVAL_DEVICE": "cuda"})
     arrays._build.cache_clear()
+    arrays._from_settings.cache_clear()
 
 
 @pytest.mark.parametrize("name", ["numpy", "array_api_strict"])
