@@ -9,6 +9,7 @@ The standard has no ``out=`` argument, but writing each result once needs it: ``
 ``out=`` path of numpy, cupy and torch (into a view of the result) and plain slice assignment elsewhere.
 """
 import functools
+import importlib
 import os
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -178,6 +179,17 @@ def _import(name):
         ) from None
 
 
+def _compat(name):
+    """``array_api_compat.<name>``, the array-API namespace of cupy or torch."""
+    try:
+        return importlib.import_module(f"array_api_compat.{name}")
+    except ImportError:
+        raise ConfigError(
+            f"XVAL_ARRAY={name} needs array-api-compat, which is not installed; install it (pip install array-api-compat, "
+            "or the project's 'arrays' extra) or use XVAL_ARRAY=numpy"
+        ) from None
+
+
 def cuda_default():
     """cupy when importable, else torch (for ``XVAL_DEVICE=cuda`` without ``XVAL_ARRAY``)."""
     try:
@@ -205,12 +217,10 @@ def _build(name, device_choice):
         cupy = _import("cupy")
         if device_choice == "cpu":
             raise ConfigError("XVAL_ARRAY=cupy runs on a GPU but XVAL_DEVICE=cpu; use XVAL_DEVICE=cuda or auto, or XVAL_ARRAY=numpy")
-        from array_api_compat import cupy as xp
-
+        xp = _compat("cupy")
         return Library(name, xp, cupy, cupy.cuda.Device(), f"cuda:{cupy.cuda.Device().id}")
     torch = _import("torch")
-    from array_api_compat import torch as xp
-
+    xp = _compat("torch")
     gpu = torch.cuda.is_available()
     if device_choice == "cuda" and not gpu:
         raise ConfigError("XVAL_ARRAY=torch with XVAL_DEVICE=cuda, but torch sees no GPU; use XVAL_DEVICE=cpu or auto")
