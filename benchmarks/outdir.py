@@ -25,7 +25,7 @@ LOCK_NAME = ".lock"
 # The settings a resumed run must share with the run it continues: points measured otherwise are not comparable.
 RESUME_SETTINGS = ("dtype", "device", "engines", "threads", "quick")
 # Readers of every XVAL_* setting this version knows (those a version lacks are skipped).
-SETTING_READERS = ("backends", "device", "dtype", "max_bytes", "array", "arbiter_digits")
+SETTING_READERS = ("backends", "device", "dtype", "max_bytes", "array_library", "arbiter_digits")
 
 
 class StartError(Exception):

@@ -254,9 +254,8 @@ class _FloatingPointEvents:
 
 
 def _numpy_engine():
-    """Whether manual computes with numpy (``XVAL_ARRAY``, where this version has it): only numpy reports events."""
-    reader = getattr(config, "array", None)
-    return reader is None or reader() == "numpy"
+    """Whether manual computes with numpy (``XVAL_ARRAY`` unset or numpy, not on a GPU): only numpy reports events."""
+    return config.array_library() in (None, "numpy") and config.device() != "cuda"
 
 
 def numpy_finite_result(function):

@@ -5,6 +5,8 @@
 - ``XVAL_DEVICE``: ``cpu``, ``cuda`` or ``auto`` (default; the GPU when torch/jax see one).
 - ``XVAL_DTYPE``: ``float64`` (default) or ``float32``.
 - ``XVAL_MAX_BYTES``: optional cap on any call's whole working memory, in bytes (``2e9``).
+- ``XVAL_ARRAY``: the array library ``manual`` computes with: ``numpy``, ``cupy``, ``torch`` or ``array_api_strict``
+  (default: numpy, or on ``XVAL_DEVICE=cuda`` cupy when importable, else torch; ``manual.arrays`` resolves it).
 
 Each function takes an optional mapping instead of ``os.environ``, so that callers and tests can pass
 their own settings.
@@ -17,6 +19,14 @@ from .errors import ConfigError
 ENGINE_NAMES = ("manual", "torch", "jax")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float64", "float32")
+ARRAY_LIBRARIES = ("numpy", "cupy", "torch", "array_api_strict")
+# What to install for each array library (the ConfigError of a missing one says it).
+ARRAY_INSTALL = {
+    "numpy": "pip install numpy",
+    "cupy": "pip install cupy-cuda12x (the wheel matching the machine's CUDA version)",
+    "torch": "pip install torch",
+    "array_api_strict": "pip install array-api-strict",
+}
 
 
 def _read(env, name, default):
@@ -99,3 +109,16 @@ def max_bytes(env=None):
     raw = _read(env, "XVAL_MAX_BYTES", None)
     return None if raw is None else parse_bytes(raw)
 
+
+def array_library(env=None):
+    """The array library named by ``XVAL_ARRAY`` (one of ``ARRAY_LIBRARIES``), or ``None`` when unset."""
+    raw = _read(env, "XVAL_ARRAY", None)
+    if raw is None:
+        return None
+    value = raw.lower().replace("-", "_")
+    if value not in ARRAY_LIBRARIES:
+        raise ConfigError(
+            f"XVAL_ARRAY={raw!r} is not valid; use one of: {', '.join(ARRAY_LIBRARIES)} (numpy is the default; "
+            f"each needs its package installed: {'; '.join(f'{k}: {v}' for k, v in ARRAY_INSTALL.items())})"
+        )
+    return value

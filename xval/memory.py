@@ -34,15 +34,17 @@ def available_bytes():
         return None
 
 
-def limit(env=None):
+def limit(env=None, available=None):
     """``(bytes, reason)``: the most a dense array may take and where that limit comes from.
 
-    ``bytes`` is ``None`` when neither the available memory nor a cap is known.
+    ``available`` is the free memory of the device the array goes to (a GPU's, from its library), when not the
+    host's. ``bytes`` is ``None`` when neither the available memory nor a cap is known.
     """
     limits = []
-    available = available_bytes()
+    where = "of memory available" if available is None else "free on the device"
+    available = available_bytes() if available is None else available
     if available is not None:
-        limits.append((available, f"{available} bytes ({_human(available)}) of memory available"))
+        limits.append((available, f"{available} bytes ({_human(available)}) {where}"))
     cap = config.max_bytes(env)
     if cap is not None:
         limits.append((cap, f"{cap} bytes ({_human(cap)}) allowed by XVAL_MAX_BYTES"))
@@ -51,19 +53,19 @@ def limit(env=None):
     return min(limits)
 
 
-def fits(nbytes, env=None):
+def fits(nbytes, env=None, available=None):
     """Whether ``nbytes`` fit under ``limit()``."""
-    allowed, _ = limit(env)
+    allowed, _ = limit(env, available)
     return allowed is None or nbytes <= allowed
 
 
-def check(nbytes, what, detail="", env=None):
+def check(nbytes, what, detail="", env=None, available=None):
     """Raise ``MemoryGuardError`` unless ``nbytes`` fit; ``what`` names the array, e.g. ``"the (P, P) Hessian"``,
     and ``detail`` (optional) says how ``nbytes`` splits up.
 
     Call it before allocating: nothing has been allocated when it raises. Returns ``nbytes``.
     """
-    allowed, reason = limit(env)
+    allowed, reason = limit(env, available)
     if allowed is not None and nbytes > allowed:
         detail = f": {detail}" if detail else ""
         raise MemoryGuardError(
