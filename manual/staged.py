@@ -9,6 +9,8 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+from xval.checks import check_network
+
 from . import arrays
 from .activations import get_activation
 from .losses import get_loss
@@ -78,7 +80,9 @@ def build(net, lib):
 
 
 def prepare(net, lib=None):
-    """The cached ``Model`` of ``net`` in ``lib`` (by default the library that ``XVAL_ARRAY`` selects)."""
+    """The cached ``Model`` of ``net`` in ``lib`` (by default the library that ``XVAL_ARRAY`` selects), after checking
+    that ``net`` is a ``Network``."""
+    check_network(net)
     lib = arrays.library() if lib is None else lib
     models = _MODELS.get(net)
     if models is None:

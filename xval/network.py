@@ -37,7 +37,7 @@ class Network:
     set, and methods that change parameters return a new ``Network``.
     """
 
-    __slots__ = ("_weights", "_biases", "_activations", "_loss", "_dtype")
+    __slots__ = ("_weights", "_biases", "_activations", "_loss", "_dtype", "__weakref__")  # weakref: manual caches per network
 
     def __init__(self, weights, biases, activations, loss, dtype):
         # Use from_arrays or random: they validate; this constructor trusts its arguments.
