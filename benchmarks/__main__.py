@@ -114,7 +114,7 @@ def run_settings(args, engines, peer_names, dtype, device, device_note, threads)
         "memory_method_cpu": "rss-growth (clear_refs + VmHWM)" if memory.cpu_method_available() else "unavailable",
         "threads_note": "BLAS/OpenMP pools and torch intra-op threads pinned; XLA (jax) keeps its own pool",
         "timed": "each engine's staged call: parameters and data placed on its device before timing, the result "
-                 "left there and waited for (host-device copies are not timed); manual: numpy arrays in and out",
+                 "left there and waited for (host-device copies are not timed), manual included (arrays of its library)",
         "fit": "least squares of log(time per sample) on log(|W|), from the first size taking 2x the series' smallest "
                "time on (where the work dominates); 95% t interval from 5 points up",
     }
