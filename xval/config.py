@@ -5,6 +5,8 @@
 - ``XVAL_DEVICE``: ``cpu``, ``cuda`` or ``auto`` (default; the GPU when torch/jax see one).
 - ``XVAL_DTYPE``: ``float64`` (default) or ``float32``.
 - ``XVAL_MAX_BYTES``: optional cap, in bytes, on any dense Hessian or block.
+- ``XVAL_ARBITER_DIGITS``: the high-precision arbiter's working precision in decimal digits (default 40, at least
+  20: float64 holds 16, and the arbiter checks itself at twice this precision).
 
 Each function takes an optional mapping instead of ``os.environ``, so that callers and tests can pass
 their own settings.
@@ -16,6 +18,7 @@ from .errors import ConfigError
 ENGINE_NAMES = ("manual", "torch", "jax")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float64", "float32")
+ARBITER_DIGITS = (20, 1000)  # the valid range of XVAL_ARBITER_DIGITS
 
 
 def _read(env, name, default):
@@ -63,4 +66,20 @@ def max_bytes(env=None):
         value = -1
     if value <= 0:
         raise ConfigError(f"XVAL_MAX_BYTES={raw!r} is not valid; give a positive number of bytes, e.g. XVAL_MAX_BYTES=2e9")
+    return value
+
+
+def arbiter_digits(env=None):
+    """The arbiter's precision in decimal digits from ``XVAL_ARBITER_DIGITS`` (default 40), a whole number in 20..1000."""
+    raw = _read(env, "XVAL_ARBITER_DIGITS", "40")
+    low, high = ARBITER_DIGITS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise ConfigError(
+            f"XVAL_ARBITER_DIGITS={raw!r} is not valid; give a whole number of decimal digits from {low} to {high} "
+            "(float64 holds about 16; the default 40 leaves 24 for cancellation), e.g. XVAL_ARBITER_DIGITS=60"
+        )
     return value
