@@ -184,9 +184,20 @@ def _settled(low, high):
     return (low == high) | (np.abs(low - high) <= np.spacing(np.abs(high)))
 
 
-def compute(quantity, net, X, Y, *arguments, digits=None):
-    """``quantity`` (a contract name) as a float64 array, correctly rounded from the checked high precision."""
+def _split(quantity, net, arguments):
+    """``(X, Y, rest)`` from a contract call's arguments after ``net`` (``forward`` has no ``Y``: a neutral one)."""
+    if quantity == "forward":
+        X = checks.check_inputs(net, arguments[0])
+        neutral = 1.0 / net.sizes[-1] if net.loss == "cross_entropy" else 0.0  # probability rows for the target check
+        return X, np.full((X.shape[0], net.sizes[-1]), neutral, dtype=net.dtype), ()
+    return arguments[0], arguments[1], tuple(arguments[2:])
+
+
+def compute(quantity, net, *arguments, digits=None):
+    """``quantity`` (a contract name; ``arguments`` as in the contract, after ``net``) as a float64 array, correctly
+    rounded from the checked high precision."""
     start = config.arbiter_digits() if digits is None else digits
+    X, Y, arguments = _split(quantity, net, arguments)
     _check_size(net, np.shape(X)[0] if np.ndim(X) == 2 else 1, _columns(quantity, net, arguments), f"arbiter.{quantity}")
     digits = start
     with mpmath.workdps(digits):
@@ -210,11 +221,12 @@ def compute(quantity, net, X, Y, *arguments, digits=None):
         low = high
 
 
-def with_error_bound(quantity, net, X, Y, *arguments, unit=2.0 ** -53, digits=None):
+def with_error_bound(quantity, net, *arguments, unit=2.0 ** -53, digits=None):
     """``(value, bound)``: ``quantity`` in float64 and, per entry, the first-order bound on the error that a
     floating-point evaluation (unit roundoff ``unit``) of the same formulas makes; the rounding floor of
     ``xval.verdict``. Not precision-checked: the bound is an estimate of float64's reach, not a value."""
     digits = config.arbiter_digits() if digits is None else digits
+    X, Y, arguments = _split(quantity, net, arguments)
     _check_size(net, np.shape(X)[0] if np.ndim(X) == 2 else 1, _columns(quantity, net, arguments), f"arbiter.{quantity}")
     with mpmath.workdps(digits):
         result = _exact(quantity, net, X, Y, arguments, mpmath.mpf(unit))
@@ -226,12 +238,7 @@ def with_error_bound(quantity, net, X, Y, *arguments, unit=2.0 ** -53, digits=No
 # ---- the contract ---------------------------------------------------------------------------------------
 def forward(net, X):
     """``(N, n_L)`` outputs."""
-    X = checks.check_inputs(net, X)
-    return compute("forward", net, X, np.zeros((X.shape[0], net.sizes[-1]), dtype=net.dtype) + _neutral_target(net))
-
-
-def _neutral_target(net):  # targets do not enter the outputs; cross-entropy's check wants probability rows
-    return 1.0 / net.sizes[-1] if net.loss == "cross_entropy" else 0.0
+    return compute("forward", net, X)
 
 
 def loss(net, X, Y):
