@@ -44,6 +44,8 @@ class Verdict:
     floor: float = float("nan")
     judgements: list = field(default_factory=list)
     note: str = ""
+    largest_floor: float = float("nan")  # the largest entry of FLOOR_FACTOR * bound
+    truth_norm: float = float("nan")
 
     @property
     def wrong(self):
@@ -66,14 +68,15 @@ class Verdict:
             return f"arbiter: {', '.join(self.wrong)} {'is' if len(self.wrong) == 1 else 'are'} wrong (beyond the rounding floor)"
         if self.lost_digits:
             return (f"arbiter: below the rounding floor; {', '.join(self.lost_digits)} lost digits that float64 cannot "
-                    f"resolve here (floor {self.floor:.1e} relative), no engine is wrong")
+                    "resolve here (a precision loss, not a bug); no engine is wrong")
         return "arbiter: all engines are within rounding of the truth"
 
     def text(self, indent="  "):
         """The summary and one line per engine: error against the arbiter, status and worst entry."""
         lines = [self.summary()]
         if not self.note:
-            lines.append(f"{indent}rounding floor of {self.what}: {self.floor:.2e} relative to the truth's norm")
+            lines.append(f"{indent}rounding floor of {self.what}: up to {self.largest_floor:.2e} per entry, "
+                         f"{self.floor:.2e} of the truth's norm {self.truth_norm:.2e}")
         for j in self.judgements:
             lines.append(f"{indent}{j.engine:<10} error vs arbiter {j.error:.2e}: {j.status}" + (f"; {j.detail}" if j.detail else ""))
         return "\n".join(lines)
@@ -118,4 +121,5 @@ def judge(call, results, tolerance, dtype="float64"):
     scale = np.linalg.norm(truth)
     floor = float(FLOOR_FACTOR * np.linalg.norm(bound) / scale) if scale > 0 else float("inf")
     judgements = [_judge(name, values, truth, bound, tolerance) for name, values in results.items()]
-    return Verdict(call.label, floor, judgements)
+    return Verdict(call.label, floor, judgements, largest_floor=float(FLOOR_FACTOR * np.max(bound, initial=0.0)),
+                   truth_norm=float(scale))
