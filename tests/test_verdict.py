@@ -96,3 +96,23 @@ def test_all_within_rounding_and_no_verdict_beyond_the_limits():
     call = QUANTITIES["hessian"].calls(big)[0]
     judged = verdict.judge(call, {"manual": np.zeros(call.shape)}, 1e-10)
     assert not judged.decided and "no verdict" in judged.summary() and "N * P * K" in judged.summary()
+
+
+def test_check_names_the_wrong_engine_with_the_arbiter():
+    from xval.check import format_report, run_check
+
+    report = run_check("examples/engines/planted_bug.py", against=("manual",), quantities=["hvp"],
+                       cases=["mlp-4x8x3-sigmoid-cross_entropy-onehot-N7"])
+    text = format_report(report)
+    assert "arbiter: planted_bug.py is wrong (beyond the rounding floor)" in text
+    assert "manual     error vs arbiter" in text and text.rstrip().endswith("1 failed (hvp)")
+
+
+def test_check_passes_a_difference_below_the_floor_and_says_so():
+    torch_ref = pytest.importorskip("torch_ref")
+    from xval.check import _check_row, _References
+
+    problem = cases.problem(SATURATED)
+    row = _check_row(torch_ref, _References({"manual": manual}), ["manual"], problem, QUANTITIES["hvp"], "float64", "torch")
+    assert row.status == "pass" and row.errors["manual"] > 0.5  # a 70% "disagreement" with manual...
+    assert "below the rounding floor" in row.detail and "no engine is wrong" in row.detail  # ...that float64 cannot resolve
