@@ -55,6 +55,7 @@ def test_softplus_hessian_is_nan_in_torch_below_minus_745():
     assert np.isnan(torch_derivatives(softplus, -746.0)[1]), CHANGED
     assert torch_derivatives(softplus, -700.0)[1] == pytest.approx(float(mpmath.exp(-700)), rel=1e-13)
     assert jax_derivatives(jax.nn.softplus, -800.0)[1] == 0.0
+    assert torch.func.hessian(torch.nn.functional.softplus)(torch.tensor(-800.0, dtype=torch.float64)).item() == 0.0
     with mpmath.workdps(40):
         assert float(mpmath.exp(-800) / (1 + mpmath.exp(-800)) ** 2) == 0.0  # below float64's smallest number
     net = Network.from_arrays([np.array([[1.0]]), np.array([[1.0]])], [np.array([-800.0]), np.array([0.0])],
