@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import mpmath
 import numpy as np
 
-from .. import checks, config
+from .. import checks, config, memory
 from ..errors import XvalError
 from . import formulas, numbers
 from .tape import ArbiterKinkError, Tape, linear
@@ -168,10 +168,14 @@ def _block_slices(net, l, m):
 
 
 def _columns(quantity, net, arguments):
+    """K, the Hessian columns a second-order call computes (None for first order), after the memory guard."""
     if quantity == "hessian":
+        p = net.n_params
+        memory.check(memory.result_bytes(p * p, net.dtype), f"arbiter.hessian (a {p} x {p} array)")
         return net.n_params
     if quantity == "hessian_block":
-        return net.layer_param_counts[checks.check_layer(net, arguments[1], "m")]
+        l, m = checks.check_reference_block(net, arguments[0], arguments[1], "arbiter")
+        return net.layer_param_counts[m]
     return None
 
 
