@@ -71,14 +71,16 @@ def exact_derivatives(net, X, Y):
 
 
 def assert_correctly_rounded(actual, exact, what):
-    """Every entry within 1 unit in the last place of the exact value (0.5 for correct rounding; the exact values
-    are rounded to float64 once more on the way here)."""
+    """Every entry is the float64 nearest to the exact value (``exact``: mpmath numbers of 60 digits, rounded to
+    nearest here), bit for bit."""
     actual = np.asarray(actual)
     exact = np.vectorize(float, otypes=[np.float64])(np.asarray(exact, dtype=object))
-    off = np.abs(actual - exact) > np.spacing(np.abs(exact))
+    off = actual != exact
     if off.any():
         first = tuple(np.argwhere(off)[0])
-        raise AssertionError(f"{what}: {int(off.sum())} entries beyond 1 ulp, first at {first}: {actual[first]!r} != {exact[first]!r}")
+        ulps = abs(actual[first] - exact[first]) / np.spacing(abs(exact[first]))
+        raise AssertionError(f"{what}: {int(off.sum())} entries not correctly rounded, first at {first}: "
+                             f"{actual[first]!r} != {exact[first]!r} ({ulps:.1f} ulp)")
 
 
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
@@ -116,7 +118,8 @@ def test_per_sample_gradients_and_forward_against_sympy():
 
 
 def test_saturated_softmax_against_the_closed_form():
-    """Identity 4->3, cross-entropy, weights of scale 1000: the Hessian is mean_n (diag p - p p^T) (x) [x;1][x;1]^T.
+    """Identity 4->3, cross-entropy, weights of scale 1000: the Hessian is
+    mean_n (sum_k y_nk) (diag p - p p^T) (x) [x;1][x;1]^T (the float64 target rows sum to 1 only to rounding).
     Written with 1 - p_k as the sum of the other probabilities it has no cancellation; 300 digits spare the rest."""
     problem = cases.problem(dict(sizes=[4, 3], activations=["identity"], loss="cross_entropy", targets="soft", n=5,
                                  weight_scale=1000.0))
@@ -124,7 +127,7 @@ def test_saturated_softmax_against_the_closed_form():
     with mpmath.workdps(300):
         W, b = mpmath.matrix(net.weights[0].tolist()), mpmath.matrix(net.biases[0].tolist())
         H = mpmath.zeros(15, 15)
-        for x in X:
+        for x, y in zip(X, problem.Y):
             e = [mpmath.exp(a) for a in W * mpmath.matrix(x.tolist()) + b]
             p = [value / sum(e) for value in e]
             z = list(x) + [1]
@@ -132,6 +135,7 @@ def test_saturated_softmax_against_the_closed_form():
             for k in range(3):
                 for l in range(3):
                     c = p[k] * sum(p[j] for j in range(3) if j != k) if k == l else -p[k] * p[l]
+                    c *= sum(mpmath.mpf(float(t)) for t in y)
                     for i in range(5):
                         for j in range(5):
                             H[index(k, i), index(l, j)] += c * z[i] * z[j] / 5

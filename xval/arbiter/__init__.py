@@ -24,17 +24,13 @@ import numpy as np
 from .. import checks, config, memory
 from ..errors import XvalError
 from . import formulas, numbers
-from .tape import ArbiterKinkError, Tape, linear
+from .tape import KinkError, Tape, linear
 
 MAX_DIGITS_FACTOR = 16
 
 
 class ArbiterLimitError(XvalError, ValueError):
     """A problem too large for the arbiter (its cost grows like N P for first derivatives, N P K for K columns)."""
-
-
-class KinkError(XvalError, ArithmeticError):
-    """A relu pre-activation exactly at 0, where the derivative is a convention rather than a value."""
 
 
 class ArbiterPrecisionError(XvalError, ArithmeticError):
@@ -90,15 +86,7 @@ def _sample(net, parameters, x, y, n, gradient):
 
 
 def _passes(net, X, Y, parameters, gradient):
-    try:
-        return [_sample(net, parameters, x, y, n, gradient) for n, (x, y) in enumerate(zip(X, Y))]
-    except ArbiterKinkError as exc:
-        layer, n, unit = exc.args[0]
-        raise KinkError(
-            f"relu pre-activation a_{layer}[{n}, {unit}] (layer {layer}, sample {n}, unit {unit}) is exactly 0, where "
-            "relu has no derivative (engines return a convention there, usually 0); move the input or bias off the "
-            "kink to compare derivatives"
-        ) from None
+    return [_sample(net, parameters, x, y, n, gradient) for n, (x, y) in enumerate(zip(X, Y))]
 
 
 def _mp(array):

@@ -6,11 +6,12 @@ adjoints are ``Dual`` too, and their tangents are derivatives of the gradient (f
 The local derivatives come from ``numbers``' elementary rules, nothing else: a network's derivatives are whatever
 the chain rule makes of its forward definition.
 """
+from ..errors import XvalError
 from . import numbers
 
 
-class ArbiterKinkError(ArithmeticError):
-    """Base for a point where the function has no derivative (replaced by ``xval.arbiter.KinkError``)."""
+class KinkError(XvalError, ArithmeticError):
+    """A relu pre-activation exactly at 0, where the derivative is a convention rather than a value."""
 
 
 class Tape:
@@ -102,11 +103,16 @@ class Var:
         return self._node(value, ((self.index, 1 - value * value),))
 
     def relu(self, where):
-        """``max(x, 0)``; at ``x = 0`` exactly the derivative is a convention, so ``ArbiterKinkError`` (``where``
-        names the unit)."""
+        """``max(x, 0)``; at ``x = 0`` exactly the derivative is a convention, so ``KinkError`` naming the unit
+        (``where`` = (layer, sample, unit))."""
         x = numbers.real(self.value)
         if x == 0:
-            raise ArbiterKinkError(where)
+            layer, n, unit = where
+            raise KinkError(
+                f"relu pre-activation a_{layer}[{n}, {unit}] (layer {layer}, sample {n}, unit {unit}) is exactly 0, "
+                "where relu has no derivative (engines return a convention there, usually 0); move the input or bias "
+                "off the kink to compare derivatives"
+            )
         if x > 0:
             return self._node(self.value, ((self.index, 1),))
         return self._node(self.value * 0, ())
