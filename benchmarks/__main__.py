@@ -1,5 +1,5 @@
-"""``python -m benchmarks``: per-sample time and peak memory versus |W| for every selected engine, fitted
-scaling exponents, the Hessian speed ratios, JSON/CSV of every point and PNG plots."""
+"""``python -m benchmarks``: time per sample and peak memory versus |W| for every selected engine, fitted
+scaling exponents, the speed-ratio rows with their targets, JSON/CSV of every point and PNG plots."""
 import argparse
 import os
 import sys
@@ -8,22 +8,33 @@ import time
 from xval.errors import ConfigError
 
 
+def build_parser():
+    """The command line (the README's flag table is generated from it: ``python -m benchmarks.readme``)."""
+    from .quantities import QUANTITIES
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.replace("``", ""))
+    parser.add_argument("--backend", metavar="NAMES", help="comma list of engines (overrides XVAL_BACKEND; default manual,torch,jax)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides XVAL_DEVICE (default auto)")
+    parser.add_argument("--out", metavar="DIR", default="bench-results", help="output folder (default bench-results/)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a small sweep without the ratio rows (under a minute): the CI smoke test")
+    parser.add_argument("--resume", action="store_true", help="keep the points already in --out and skip them")
+    parser.add_argument("--quantities", metavar="Q1,Q2", help=f"comma list, a subset of: {', '.join(QUANTITIES)}")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="BLAS/OpenMP/torch threads for every timed row, pinned (default: the physical cores)")
+    parser.add_argument("--no-peers", action="store_true", help="leave out BackPACK and curvlinops even if installed")
+    parser.add_argument("--no-ratios", action="store_true",
+                        help="skip the speed-ratio rows of benchmarks.ratios (always skipped with --quick)")
+    parser.add_argument("--max-call-seconds", type=float, default=None, metavar="S",
+                        help="skip larger sizes of a series once one call takes longer (default 4, quick 1)")
+    return parser
+
+
 def parse_args(argv=None):
     from .quantities import QUANTITIES
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--backend", help="comma list of engines (overrides XVAL_BACKEND; default manual,torch,jax)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides XVAL_DEVICE (default auto)")
-    parser.add_argument("--out", default="bench-results", help="output folder (default bench-results/)")
-    parser.add_argument("--quick", action="store_true", help="a small sweep (under a minute): the CI smoke test")
-    parser.add_argument("--resume", action="store_true", help="keep the points already in --out and skip them")
-    parser.add_argument("--quantities", help=f"comma list, a subset of: {', '.join(QUANTITIES)}")
-    parser.add_argument("--threads", type=int, default=None, help="BLAS/OpenMP threads, pinned (default: all cores)")
-    parser.add_argument("--no-peers", action="store_true", help="leave out BackPACK and curvlinops even if installed")
-    parser.add_argument("--no-ratios", action="store_true",
-                        help="skip the Hessian speed ratios of benchmarks.hessian_ratios (always skipped with --quick)")
-    parser.add_argument("--max-call-seconds", type=float, default=None,
-                        help="skip larger sizes of a series once one call takes longer (default 4, quick 1)")
+    parser = build_parser()
+    parser.error = _error  # every start-up problem reads "error: ..." with exit code 2
     args = parser.parse_args(argv)
     if args.quantities:
         chosen = [q.strip() for q in args.quantities.split(",") if q.strip()]
@@ -36,6 +47,11 @@ def parse_args(argv=None):
     return args
 
 
+def _error(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def apply_overrides(args, environ=os.environ):
     """Flags override the ``XVAL_*`` settings; engines read them through ``xval.config``."""
     if args.backend:
@@ -45,8 +61,27 @@ def apply_overrides(args, environ=os.environ):
 
 
 def main(argv=None):
+    from . import outdir
+
     args = parse_args(argv)
-    apply_overrides(args)
+    try:
+        outdir.check_flags(args)
+        apply_overrides(args)
+        session = outdir.Session(outdir.check_start(args))
+    except outdir.StartError as exc:
+        return _error(exc)
+    session.catch_signals()
+    try:
+        return _main(args, session)
+    except outdir.StartError as exc:
+        return _error(exc)
+    except outdir.Interrupted as exc:
+        return session.interrupted(exc.signum, lambda *saved: outdir.write_outputs(session, *saved))
+    finally:
+        session.release()
+
+
+def _main(args, session):
     # jax would otherwise claim 75% of a GPU's memory when it first touches it, leaving torch and the peers the
     # rest, and its peak counter would not be the computation's own; set before jax is imported.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -64,23 +99,15 @@ def main(argv=None):
     # Engines then run where the results say they ran: an engine that cannot use the GPU of a cuda run fails its
     # points with the reason instead of measuring on the CPU under the cuda label.
     os.environ["XVAL_DEVICE"] = device
-    return run(args, engines, dtype, device, device_note)
+    return run(args, engines, dtype, device, device_note, session)
 
 
-def run(args, engines, dtype, device, device_note):
-    import psutil
-    from threadpoolctl import threadpool_limits
-    from tqdm import tqdm
+def run_settings(args, engines, peer_names, dtype, device, device_note, threads):
+    """What ``results.json`` records about how the run measured."""
+    from . import memory
 
-    from . import memory, peers, plots, report, results, sweep
-    from .machine import machine_info
-    from .plan import plan
-
-    threads = args.threads or psutil.cpu_count(logical=False) or os.cpu_count()
-    peer_names = [] if args.no_peers else [name for name in peers.PEERS if peers.available(name) is None]
-    missing_peers = {name: peers.available(name) for name in peers.PEERS if name not in peer_names}
-    settings = {
-        "quick": args.quick, "engines": engines, "peers": peer_names, "dtype": dtype, "device": device,
+    return {
+        "quick": args.quick, "engines": engines, "threads": threads, "peers": peer_names, "dtype": dtype, "device": device,
         "device_note": device_note, "repeats": 5, "min_repeat_s": 0.002 if args.quick else 0.02,
         "max_call_s": args.max_call_seconds or (1.0 if args.quick else 4.0), "quantities": list(args.quantities),
         "network": "equal widths, tanh hidden layers, identity output, mse loss, seed 0",
@@ -88,9 +115,37 @@ def run(args, engines, dtype, device, device_note):
         "threads_note": "BLAS/OpenMP pools and torch intra-op threads pinned; XLA (jax) keeps its own pool",
         "timed": "each engine's staged call: parameters and data placed on its device before timing, the result "
                  "left there and waited for (host-device copies are not timed); manual: numpy arrays in and out",
-        "fit": "least squares of log(time per sample) on log(|W|), upper half of each sweep, 95% t interval",
+        "fit": "least squares of log(time per sample) on log(|W|), from the first size taking 2x the series' smallest "
+               "time on (where the work dominates); 95% t interval from 5 points up",
     }
-    printed = []
+
+
+def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran):
+    """What the run prints after measuring: the fitted table, the ratios, the counts and the thread count."""
+    from . import report, sweep, timing
+
+    counts = sweep.summary_counts(points)
+    ratios_s = f", ratio rows {elapsed - sweep_s:.0f} s" if ratios_ran else ""
+    lines = ["", report.slope_table(points), "", report.ratio_table(points), "",
+             "speed-ratio rows (python -m benchmarks.ratios):", ratio_note, "",
+             f"points: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; {elapsed:.0f} s "
+             f"(sweep {sweep_s:.0f} s{ratios_s})",
+             timing.threads_line(threads, "every timed row (sweep and ratio rows)")]
+    return lines + sweep.failure_lines(points) + sweep.failure_lines(points, "skipped")
+
+
+def run(args, engines, dtype, device, device_note, session):
+    from tqdm import tqdm
+
+    from . import outdir, peers, plots, results, sweep, timing
+    from .machine import machine_info
+    from .plan import plan
+
+    threads = args.threads or timing.default_threads()
+    peer_names = [] if args.no_peers else [name for name in peers.PEERS if peers.available(name) is None]
+    missing_peers = {name: peers.available(name) for name in peers.PEERS if name not in peer_names}
+    settings = run_settings(args, engines, peer_names, dtype, device, device_note, threads)
+    printed = session.printed
 
     def say(text=""):
         """Print ``text`` and keep it for ``output.txt``."""
@@ -101,26 +156,21 @@ def run(args, engines, dtype, device, device_note):
     for name, reason in missing_peers.items():
         if not args.no_peers:
             say(f"  peer {name} left out: {reason}")
-    done = []
-    previous = results.load_points(args.out) if args.resume else []
+    previous = outdir.resumed_points(session.folder, settings if args.resume else None, say)
     # Failed points are measured again on --resume (an engine may have gained the function since).
     kept = [p for p in previous if p.get("status") in ("ok", "skipped")]
     done = [p["key"] for p in kept]
     started = time.perf_counter()
-    with threadpool_limits(limits=threads):
-        try:
-            import torch
-
-            torch.set_num_threads(threads)
-        except ImportError:
-            pass
+    with timing.pinned_threads(threads):
         machine = machine_info(device, threads)
         items = plan(engines, quick=args.quick, quantities=args.quantities, peers=peer_names)
         total = sum(len(names) for *_, names in items)
         points_before = list(kept)
+        session.remember(machine, settings, points_before)
 
         def save(points):
             results.save(args.out, machine, settings, points_before + points)
+            session.remember(machine, settings, points_before + points)
 
         with tqdm(total=total, desc="benchmarks", unit="pt", file=sys.stderr, mininterval=1.0) as bar:
             runner = sweep.Runner(engines + peer_names, device, dtype, threads, settings, save, done=done, progress=bar)
@@ -128,39 +178,40 @@ def run(args, engines, dtype, device, device_note):
         points = points_before + runner.points
         save(runner.points)
         sweep_s = time.perf_counter() - started
-        if args.no_ratios or args.quick:
-            why = "--no-ratios" if args.no_ratios else "--quick: they take over a minute; run python -m benchmarks.hessian_ratios"
-            ratio_rows, ratio_note = None, f"skipped ({why})"
-        else:
-            # Its own short mode (5 repeats): the full mode would take the default run past five minutes.
-            ratio_rows, ratio_note = report.hessian_ratio_rows(quick=True)
+        ratio_rows, ratio_note = ratio_phase(args, threads)
     elapsed = time.perf_counter() - started
     settings["elapsed_s"] = elapsed
     settings["sweep_s"] = sweep_s
     settings["load_average_1_5_15_at_end"] = list(os.getloadavg())
     if ratio_rows is not None:
-        settings["hessian_ratios"] = ratio_rows
+        settings["ratios"] = ratio_rows
     results.save(args.out, machine, settings, points)
-    written = plots.write_plots(points, args.out, subtitle=f"({device}, {dtype})")
-    counts = sweep.summary_counts(points)
-    say()
-    say(report.slope_table(points))
-    say()
-    say(report.ratio_table(points))
-    say()
-    say("Hessian speed ratios (benchmarks.hessian_ratios, issue 3):")
-    say(report.format_hessian_ratios(ratio_rows) if ratio_rows is not None else f"  {ratio_note}")
-    say()
-    ratios_s = f", ratio rows {elapsed - sweep_s:.0f} s" if ratio_rows is not None else ""
-    say(f"points: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; {elapsed:.0f} s (sweep {sweep_s:.0f} s"
-        f"{ratios_s}); BLAS threads pinned to {threads}")
-    for line in sweep.failure_lines(points) + sweep.failure_lines(points, "skipped"):
+    session.remember(machine, settings, points)
+    print("plots: writing the time and memory figures (a few seconds)", file=sys.stderr, flush=True)
+    written = plots.write_plots(points, args.out, subtitle=f"{device}, {dtype}")
+    for line in summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratio_rows is not None):
         say(line)
     report_path = os.path.join(args.out, results.REPORT_NAME)
     say(f"wrote {os.path.join(args.out, results.JSON_NAME)}, {os.path.join(args.out, results.CSV_NAME)}, "
         + ", ".join(written + [report_path]))
     results.atomic_write(report_path, "\n".join(printed) + "\n")
     return 0
+
+
+def ratio_phase(args, threads):
+    """``(records or None, the text to print)``: the ratio rows on ``threads`` threads, with their own progress bar,
+    or why they were skipped."""
+    from . import ratios
+
+    if args.no_ratios or args.quick:
+        why = "--no-ratios" if args.no_ratios else "--quick leaves them out; run python -m benchmarks.ratios --quick"
+        return None, f"  skipped ({why})"
+    print(f"ratio rows: {len(ratios.ROWS)} rows, each timed in turn with its peers", file=sys.stderr, flush=True)
+    try:
+        measured, settings = ratios.run(quick=True, threads=threads)
+    except Exception as exc:  # noqa: BLE001 - the sweep's own results still print
+        return None, f"  failed: {type(exc).__name__}: {exc}"
+    return ratios.as_records(measured), ratios.format_table(measured, settings)
 
 
 if __name__ == "__main__":

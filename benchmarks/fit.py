@@ -1,5 +1,6 @@
-"""Scaling exponents: the slope of log(time) against log(|W|), fitted by least squares over the upper part of
-a sweep, with a 95% confidence interval from Student's t."""
+"""Scaling exponents: the slope of log(time) against log(|W|), fitted by least squares where the work dominates
+(``work_part``) or over the upper part of a sweep, with a 95% confidence interval from Student's t when there
+are enough points for one to mean something (``MIN_POINTS_FOR_CI``)."""
 import math
 
 import numpy as np
@@ -26,18 +27,43 @@ def upper_part(sizes, values, fraction=0.5, min_points=3):
     return np.asarray(sizes, dtype=float)[chosen], np.asarray(values, dtype=float)[chosen]
 
 
+# With 3 or 4 points the t quantile (12.7, 4.3) makes the interval span several units of slope: it says nothing.
+MIN_POINTS_FOR_CI = 5
+# A time at least this many times the series' smallest counts as work-dominated: the smallest call is mostly the
+# fixed per-call cost (checks, dispatch, allocation), so from 2x on that cost is at most half of the time.
+WORK_FACTOR = 2.0
+
+
+def work_part(sizes, values, factor=WORK_FACTOR, min_points=3):
+    """The points (sorted by size) whose value is at least ``factor`` times the smallest value, where the work
+    grows past the per-call overhead; the largest ``min_points`` when fewer qualify."""
+    order = np.argsort(sizes)
+    sizes, values = np.asarray(sizes, dtype=float)[order], np.asarray(values, dtype=float)[order]
+    keep = values >= factor * values.min()
+    if keep.sum() < min_points:
+        keep = np.arange(len(sizes)) >= len(sizes) - min_points
+    else:
+        keep = np.arange(len(sizes)) >= np.argmax(keep)  # from the first such point on, one contiguous range
+    return sizes[keep], values[keep]
+
+
 def fit_slope(sizes, values, fraction=0.5, min_points=3):
     """Fit ``log(value) = slope * log(size) + c`` over the upper part of the sweep.
 
+    ``fraction=None`` fits the work-dominated part (``work_part``) instead of the upper ``fraction``.
     Returns ``{"slope", "ci_low", "ci_high", "stderr", "points", "size_min", "size_max"}``, or ``None`` when
-    fewer than ``min_points`` positive points are given (no interval can be had from fewer than three).
+    fewer than ``min_points`` positive points are given; ``ci_low``/``ci_high`` are ``None`` below
+    ``MIN_POINTS_FOR_CI`` points.
     """
     sizes, values = np.asarray(sizes, dtype=float), np.asarray(values, dtype=float)
     good = (sizes > 0) & (values > 0) & np.isfinite(values)
     sizes, values = sizes[good], values[good]
     if len(sizes) < min_points or len(np.unique(sizes)) < 2:
         return None
-    x, y = upper_part(sizes, values, fraction, min_points)
+    if fraction is None:
+        x, y = work_part(sizes, values, min_points=min_points)
+    else:
+        x, y = upper_part(sizes, values, fraction, min_points)
     x, y = np.log(x), np.log(y)
     n = len(x)
     x_mean = x.mean()
@@ -47,10 +73,11 @@ def fit_slope(sizes, values, fraction=0.5, min_points=3):
     dof = n - 2
     stderr = math.sqrt(float(np.sum(residuals**2)) / dof / sxx) if dof > 0 else math.inf
     half = t_quantile_975(dof) * stderr if dof > 0 else math.inf
+    enough = n >= MIN_POINTS_FOR_CI
     return {
         "slope": slope,
-        "ci_low": slope - half,
-        "ci_high": slope + half,
+        "ci_low": slope - half if enough else None,
+        "ci_high": slope + half if enough else None,
         "stderr": stderr,
         "points": n,
         "size_min": float(np.exp(x.min())),

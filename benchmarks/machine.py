@@ -53,10 +53,18 @@ def resolve_device(requested=None, env=None):
 
 
 def engine_device(engine, device):
-    """The device label of an engine's measurements: ``manual`` stays on numpy on the CPU even on a GPU run."""
-    if device == "cuda" and engine == "manual":
-        return "cpu (numpy)"
-    return device
+    """The device label of an engine's measurements: the run's device, and for ``manual`` the device and array
+    library it computes with (``manual.arrays``: ``XVAL_ARRAY``, and on ``XVAL_DEVICE=cuda`` cupy or torch), e.g.
+    ``cpu (numpy)`` or ``cuda:0 (cupy)``."""
+    if engine != "manual":
+        return device
+    from manual import arrays
+
+    try:
+        lib = arrays.library()
+    except ConfigError as error:
+        return f"unavailable ({error})"
+    return f"{lib.device_name} ({lib.name})"
 
 
 def cpu_model():

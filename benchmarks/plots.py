@@ -1,5 +1,10 @@
-"""PNG plots of a run (matplotlib, Agg): time per sample and peak memory against |W| on log-log axes,
-one panel per quantity, one line per engine (solid: width sweep, dashed: depth sweep)."""
+"""PNG plots of a run (matplotlib, Agg): time per sample and peak memory against |W| on log-log axes, one panel
+per quantity; engine by colour, sweep by line style, and one shared legend per figure in the spare panel.
+
+Memory is the resident-set growth of one call: whole pages only, so anything at or under one page (4 KiB) is drawn
+on the labelled measurement floor as a hollow marker, and a point below its own series' previous size (memory the
+process already held, such as XLA's buffer pool, was reused) is drawn as a cross, off the line.
+"""
 import math
 import os
 
@@ -7,6 +12,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from .quantities import QUANTITIES  # noqa: E402
 from .report import series  # noqa: E402
@@ -14,67 +21,145 @@ from .report import series  # noqa: E402
 TIME_PNG, MEMORY_PNG = "time_per_sample.png", "peak_memory.png"
 COLORS = {"manual": "C0", "torch": "C1", "jax": "C2", "backpack": "C3", "curvlinops": "C4"}
 STYLES = {"width": "-", "depth": "--"}
+FLOOR_BYTES = 4096  # one page: the resolution of the resident-set measurement
+FONT = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 11, "xtick.labelsize": 10,
+        "ytick.labelsize": 10}
 
 
 def _reference_slopes(ax, sizes, values):
-    """Lines of slope 1 and 2 through the geometric middle of the panel's data."""
+    """Grey lines of slope 1 and 2 through the geometric middle of the panel's data."""
     lo, hi = min(sizes), max(sizes)
     x0 = math.sqrt(lo * hi)
     y0 = math.exp(sum(math.log(v) for v in values) / len(values))
     for slope, style in ((1, ":"), (2, "-.")):
-        xs = [lo, hi]
-        ax.plot(xs, [y0 * (x / x0) ** slope for x in xs], style, color="0.5", lw=1, label=f"slope {slope}")
+        ax.plot([lo, hi], [y0 * (x / x0) ** slope for x in (lo, hi)], style, color="0.55", lw=1.2)
 
 
-def _panels(points, field, ylabel, title, path, references):
+def _sorted_positive(sizes, values, floor):
+    pairs = sorted((s, v) for s, v in zip(sizes, values) if v is not None and (v > 0 or floor))
+    return [s for s, _ in pairs], [v for _, v in pairs]
+
+
+def _split_memory(xs, ys):
+    """``(line points, floor points, dips)``: values at or under a page go on the floor; a value under half of the
+    series' previous kept value is a dip (memory reuse), kept off the line."""
+    line, floor, dips = [], [], []
+    for x, y in zip(xs, ys):
+        if y <= FLOOR_BYTES:
+            floor.append((x, FLOOR_BYTES))
+        elif line and y < 0.5 * line[-1][1]:
+            dips.append((x, y))
+        else:
+            line.append((x, y))
+    return line, floor, dips
+
+
+def _draw_series(ax, engine, sweep, xs, ys, memory):
+    color, style = COLORS.get(engine, "k"), STYLES.get(sweep, "-")
+    if not memory:
+        ax.plot(xs, ys, style, marker="o", ms=4, lw=1.6, color=color)
+        return list(zip(xs, ys))
+    line, floor, dips = _split_memory(xs, ys)
+    if line:
+        ax.plot(*zip(*line), style, marker="o", ms=4, lw=1.6, color=color)
+    if floor:
+        ax.plot(*zip(*floor), "o", ms=6, mfc="none", color=color)
+    if dips:
+        ax.plot(*zip(*dips), "x", ms=7, mew=1.6, color=color)
+    return line + floor + dips
+
+
+def _panel(ax, data, quantity, ylabel, title, memory):
+    drawn = []
+    for (engine, q, sweep), (sizes, values) in sorted(data.items()):
+        if q == quantity:
+            xs, ys = _sorted_positive(sizes, values, floor=memory)
+            if xs:
+                drawn += _draw_series(ax, engine, sweep, xs, ys, memory)
+    if drawn:
+        _reference_slopes(ax, [s for s, _ in drawn], [v for _, v in drawn])
+        low, high = min(v for _, v in drawn), max(v for _, v in drawn)
+        ax.set_ylim(low / 3, high * 3)  # the reference lines may not stretch the axis past the data
+    if memory:
+        ax.axhline(FLOOR_BYTES, color="0.3", lw=0.8)
+        ax.annotate("floor: 1 page (4 KiB)", (0.02, FLOOR_BYTES), xycoords=("axes fraction", "data"),
+                    textcoords="offset points", xytext=(0, 3), fontsize=9, color="0.3")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # over less than a decade they overlap one another
+    ax.set_title(title)
+    ax.set_xlabel("|W| (parameters)")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _legend(ax, engines, sweeps, memory):
+    """The figure's one legend, in the spare panel: engines by colour, sweeps by line style, the guides."""
+    handles = [Line2D([], [], color=COLORS.get(e, "k"), marker="o", lw=2.5, label=e) for e in engines]
+    handles += [Line2D([], [], color="k", ls=STYLES[s], lw=1.6, label=text) for s, text in sweeps]
+    handles += [Line2D([], [], color="0.55", ls=":", lw=1.2, label="slope 1 (grows like |W|)"),
+                Line2D([], [], color="0.55", ls="-.", lw=1.2, label="slope 2 (grows like |W|^2)")]
+    if memory:
+        handles += [Line2D([], [], color="k", marker="o", mfc="none", ls="none", label="at or under the 4 KiB floor"),
+                    Line2D([], [], color="k", marker="x", ls="none", label="dip: reused memory already held")]
+    ax.axis("off")
+    ax.legend(handles=handles, loc="center", frameon=False, title="engine (colour), sweep (line)")
+
+
+def _sweeps(points):
+    """``[(sweep, "width sweep (depth 3)")]`` of the sweeps in ``points``."""
+    out = {}
+    for p in points:
+        if p.get("status") == "ok" and p["sweep"] not in out:
+            out[p["sweep"]] = f"width sweep (depth {p['depth']})" if p["sweep"] == "width" else f"depth sweep (width {p['width']})"
+    return sorted(out.items(), key=lambda item: item[0] != "width")
+
+
+def _batches(points):
+    return {p["quantity"]: p["batch"] for p in points if p.get("status") == "ok"}
+
+
+def _figure(points, field, ylabel, title, path, memory):
     data = series(points, field)
     quantities = [q for q in QUANTITIES if any(key[1] == q for key in data)]
     if not quantities:
         return None
-    cols = min(4, len(quantities))
-    rows = math.ceil(len(quantities) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
-    for ax, quantity in zip(axes.flat, quantities):
-        all_sizes, all_values = [], []
-        for (engine, q, sweep), (sizes, values) in sorted(data.items()):
-            if q != quantity:
-                continue
-            order = sorted((i for i in range(len(sizes)) if values[i] > 0), key=sizes.__getitem__)
-            xs, ys = [sizes[i] for i in order], [values[i] for i in order]
-            if not xs:
-                continue
-            ax.plot(xs, ys, STYLES.get(sweep, "-"), marker="o", ms=3, color=COLORS.get(engine),
-                    label=f"{engine} ({sweep})")
-            all_sizes += xs
-            all_values += ys
-        positive = [(s, v) for s, v in zip(all_sizes, all_values) if v and v > 0]
-        if references and positive:
-            _reference_slopes(ax, [s for s, _ in positive], [v for _, v in positive])
-            low, high = min(v for _, v in positive), max(v for _, v in positive)
-            ax.set_ylim(low / 3, high * 3)  # the reference lines may not stretch the axis past the data
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title(quantity)
-        ax.set_xlabel("|W| (parameters)")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(quantities):]:
-        ax.axis("off")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    batches = _batches(points)
+    with plt.rc_context(FONT):
+        cols = 4
+        rows = math.ceil((len(quantities) + 1) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.0 * rows + 0.8), squeeze=False)
+        for ax, quantity in zip(axes.flat, quantities):
+            batch = batches.get(quantity, 1)
+            if memory:
+                label, axis = f"{quantity}\n(one call on {batch} sample{'s' * (batch > 1)})", ylabel
+            elif batch > 1:
+                label, axis = f"{quantity}\n(call on {batch} samples, time / {batch})", "seconds per sample"
+            else:
+                label, axis = f"{quantity}\n(call on 1 sample)", "seconds per call"
+            _panel(ax, data, quantity, axis, label, memory)
+        spare = list(axes.flat)[len(quantities):]
+        engines = sorted({key[0] for key in data}, key=lambda e: list(COLORS).index(e) if e in COLORS else 99)
+        _legend(spare[0], engines, _sweeps(points), memory)
+        for ax in spare[1:]:
+            ax.axis("off")
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
     return path
 
 
 def write_plots(points, folder, subtitle=""):
     """Write the time and memory PNGs into ``folder``; return the paths written."""
     os.makedirs(folder, exist_ok=True)
+    where = f" ({subtitle})" if subtitle else ""
     written = [
-        _panels(points, "time_per_sample_s", "seconds per sample", f"time per sample vs |W| {subtitle}".strip(),
-                os.path.join(folder, TIME_PNG), references=True),
-        _panels(points, "peak_bytes", "peak bytes (growth)", f"peak memory vs |W| {subtitle}".strip(),
-                os.path.join(folder, MEMORY_PNG), references=True),
+        _figure(points, "time_per_sample_s", None,
+                f"Time vs |W|{where}: median of repeated calls, each on one sample, except per_sample_gradients "
+                "(a batch; its time divided by the batch)", os.path.join(folder, TIME_PNG), memory=False),
+        _figure(points, "peak_bytes", "peak growth (bytes)",
+                f"Peak memory of one call vs |W|{where}: growth of the resident set during the call",
+                os.path.join(folder, MEMORY_PNG), memory=True),
     ]
     return [path for path in written if path]

@@ -1,12 +1,33 @@
-"""The printed summary: fitted scaling exponents per (engine, quantity) and the Hessian speed ratios."""
+"""The printed summary: fitted scaling exponents per (engine, quantity, sweep), with the reason under every slope
+off its expectation, and the speed ratios read off the sweep."""
 from collections import defaultdict
 
-from .fit import fit_slope
+from .fit import MIN_POINTS_FOR_CI, WORK_FACTOR, fit_slope
 from .quantities import QUANTITIES
 
-EXPECTED = {"forward": "1", "gradient": "1", "finite_difference_gradient": "2", "per_sample_gradients": "1",
-            "hvp": "1", "hessian_block": "1 (in P_l^2)", "hessian": "2"}
 SWEEPS = ("width", "depth")
+# The expected slope of log(time per sample) against log(|W|), per quantity and sweep, as (low, high): what the
+# operation count predicts. |W| = depth * (width^2 + width), so in the width sweep a layer's P_l grows like |W|,
+# and in the depth sweep (fixed width) it stays fixed.
+EXPECTED = {
+    "forward": {"width": (1, 1), "depth": (1, 1)},
+    "gradient": {"width": (1, 1), "depth": (1, 1)},
+    "finite_difference_gradient": {"width": (2, 2), "depth": (2, 2)},
+    "per_sample_gradients": {"width": (1, 1), "depth": (1, 1)},
+    "hvp": {"width": (1, 1), "depth": (1, 1)},
+    # The block is P_l^2 entries: |W|^2 in the width sweep; fixed in the depth sweep, where only the backward
+    # pass to layer 1 grows (like |W|), so between 0 (write-bound) and 1.
+    "hessian_block": {"width": (2, 2), "depth": (0, 1)},
+    "hessian": {"width": (2, 2), "depth": (2, 2)},
+}
+# Slopes below expectation for a reason of the quantity itself.
+BELOW_BECAUSE = {
+    "finite_difference_gradient": "overhead per evaluation: 2|W| loss evaluations, each a small forward pass whose "
+                                  "fixed cost outweighs its O(|W|) work at these sizes, so the time grows like |W|",
+}
+OFF_BY = 0.25  # a slope further than this from its expected range gets a note with the reason
+OVERHEAD_S = 1e-3  # calls under this still carry a visible fixed per-call cost (checks, dispatch, allocation)
+CACHE_BYTES = 32 * 1024 * 1024  # past this working set, data comes from main memory rather than the CPU caches
 
 
 def series(points, field="time_per_sample_s"):
@@ -20,35 +41,108 @@ def series(points, field="time_per_sample_s"):
     return dict(out)
 
 
-def slopes(points, fraction=0.5, field="time_per_sample_s"):
-    """``[{"engine", "quantity", "sweep", **fit_slope}]`` for every series with at least three points
-    (``field="peak_bytes"`` fits the memory instead of the time)."""
+def slopes(points, field="time_per_sample_s"):
+    """``[{"engine", "quantity", "sweep", **fit_slope}]`` for every series with at least three points, fitted where
+    the work dominates (``fit.work_part``); ``field="peak_bytes"`` fits the memory instead of the time."""
     rows = []
     for (engine, quantity, sweep), (sizes, values) in sorted(series(points, field).items()):
-        fit = fit_slope(sizes, values, fraction=fraction)
+        fit = fit_slope(sizes, values, fraction=None)
         if fit is not None:
             rows.append({"engine": engine, "quantity": quantity, "sweep": sweep, **fit})
     return rows
 
 
-def _cell(fit):
-    if fit is None:
+def _expected_text(quantity, sweep):
+    low, high = EXPECTED.get(quantity, {}).get(sweep, (None, None))
+    if low is None:
         return "-"
-    return f"{fit['slope']:.2f} [{fit['ci_low']:.2f}, {fit['ci_high']:.2f}]"
+    return f"{low:g}" if low == high else f"{low:g} to {high:g}"
 
 
-def slope_table(points, fraction=0.5):
-    """The table of fitted slopes of log(time per sample) against log(|W|), as text."""
-    fits = {(r["quantity"], r["engine"], r["sweep"]): r for r in slopes(points, fraction)}
-    keys = sorted({(q, e) for q, e, _ in fits}, key=lambda k: (QUANTITIES.index(k[0]) if k[0] in QUANTITIES else 99, k[1]))
+def _ci_text(fit):
+    return "n/a" if fit["ci_low"] is None else f"[{fit['ci_low']:.2f}, {fit['ci_high']:.2f}]"
+
+
+REASONS = {
+    "overhead": "per-call overhead: the fixed cost of each call (checks, dispatch, allocation, tracing) still weighs at "
+                "the small end of the fitted range, so the time grows slower than the work",
+    "hardware": "better use of the hardware at size: larger arrays fill the cores and BLAS kernels better, so the "
+                "time grows slower than the operation count",
+    "cache": "cache effects: at the largest sizes the working set no longer fits in the CPU caches, so each "
+             "operation waits on main memory",
+    "noise": "noise: few points under a shared machine's load, so the step between neighbouring sizes weighs "
+             "heavily in the fit",
+    "finite_difference_gradient": "overhead per evaluation: 2|W| loss evaluations, each a small forward pass whose "
+                                  "fixed cost outweighs its O(|W|) work at these sizes, so the time grows like |W|",
+}
+
+
+def _reason(fit, point_at):
+    """``(key of REASONS, the figure behind it)`` for a slope off its expectation; ``None`` when it is not off."""
+    low, high = EXPECTED.get(fit["quantity"], {}).get(fit["sweep"], (None, None))
+    if low is None or low - OFF_BY <= fit["slope"] <= high + OFF_BY:
+        return None
+    if fit["ci_low"] is not None and fit["ci_low"] <= high and fit["ci_high"] >= low:
+        return None  # within the noise of its own interval
+    smallest, largest = point_at(fit["size_min"]), point_at(fit["size_max"])
+    working = max(largest.get("output_bytes") or 0, 8 * largest["n_params"])
+    if fit["slope"] < low and fit["quantity"] in REASONS:
+        return fit["quantity"], None
+    if fit["slope"] < low and (smallest["time_median_s"] < OVERHEAD_S or fit["size_max"] < 20 * fit["size_min"]):
+        return "overhead", smallest["time_median_s"]
+    if fit["slope"] < low:
+        return "hardware", None
+    if working > CACHE_BYTES:
+        return "cache", working
+    return "noise", None
+
+
+def _note(key, figures):
+    """The note under the table for one reason, with the range of the figures that back it."""
+    text = REASONS[key]
+    figures = [f for f in figures if f is not None]
+    if figures and key == "overhead":
+        text += f" (smallest fitted calls: {_short(min(figures))} to {_short(max(figures))})"
+    if figures and key == "cache":
+        text += f" (largest working sets: {min(figures) / 2**20:.0f} to {max(figures) / 2**20:.0f} MiB)"
+    return text
+
+
+def _short(seconds):
+    return f"{seconds * 1e6:.0f} us" if seconds < 1e-3 else f"{seconds * 1e3:.1f} ms"
+
+
+def _point_finder(points, engine, quantity, sweep):
+    by_size = {p["n_params"]: p for p in points if p.get("status") == "ok" and p["engine"] == engine
+               and p["quantity"] == quantity and p["sweep"] == sweep}
+    return lambda size: by_size[min(by_size, key=lambda s: abs(s - size))]
+
+
+def slope_table(points):
+    """The table of fitted slopes of log(time per sample) against log(|W|), with a note under it for every slope
+    off its expectation, as text."""
+    fits = slopes(points)
+    order = {q: i for i, q in enumerate(QUANTITIES)}
+    fits.sort(key=lambda f: (order.get(f["quantity"], 99), f["engine"], SWEEPS.index(f["sweep"])))
     lines = [
-        "fitted slope of log(time per sample) vs log(|W|), upper half of each sweep, 95% CI",
-        f"{'quantity':<28} {'engine':<11} {'width sweep':<22} {'|W| range (width)':<19} {'depth sweep':<22} {'expected':<12}",
+        "fitted slope of log(time per sample) vs log(|W|), where the work dominates:",
+        f"from the first size taking {WORK_FACTOR:g}x the series' smallest time on; 95% CI from {MIN_POINTS_FOR_CI} "
+        "points up, else n/a",
+        f"{'quantity':<27} {'engine':<11} {'sweep':<6} {'slope':>6} {'expected':>9}  {'95% CI':<15} {'|W| fitted':<18} points",
     ]
-    for quantity, engine in keys:
-        width, depth = fits.get((quantity, engine, "width")), fits.get((quantity, engine, "depth"))
-        span = f"{width['size_min']:.0f}-{width['size_max']:.0f}" if width else "-"
-        lines.append(f"{quantity:<28} {engine:<11} {_cell(width):<22} {span:<19} {_cell(depth):<22} {EXPECTED.get(quantity, ''):<12}")
+    reasons = {}  # key -> figures, in first-seen order
+    for fit in fits:
+        span = f"{fit['size_min']:.0f}-{fit['size_max']:.0f}"
+        found = _reason(fit, _point_finder(points, fit["engine"], fit["quantity"], fit["sweep"]))
+        mark = ""
+        if found:
+            reasons.setdefault(found[0], []).append(found[1])
+            mark = f" ({list(reasons).index(found[0]) + 1})"
+        lines.append(f"{fit['quantity']:<27} {fit['engine']:<11} {fit['sweep']:<6} {fit['slope']:>6.2f} "
+                     f"{_expected_text(fit['quantity'], fit['sweep']):>9}  {_ci_text(fit):<15} {span:<18} {fit['points']}{mark}")
+    if reasons:
+        lines.append(f"slopes off their expectation by more than {OFF_BY:g}, and why:")
+        lines += [f"  ({i}) {_note(key, figures)}" for i, (key, figures) in enumerate(reasons.items(), 1)]
     return "\n".join(lines)
 
 
@@ -96,27 +190,6 @@ def ratio_table(points):
     for label, size, ratio in rows:
         lines.append(f"  {label:<46} |W|={size:<8} {ratio:8.3g}")
     return "\n".join(lines)
-
-
-def hessian_ratio_rows(quick=False):
-    """The rows of ``benchmarks.hessian_ratios.hessian_ratios`` (issue 3), or ``(None, reason)``."""
-    try:
-        from . import hessian_ratios as module
-    except ImportError as exc:
-        return None, f"benchmarks/hessian_ratios.py is not available yet ({exc})"
-    try:
-        return module.hessian_ratios(quick=quick), None
-    except Exception as exc:  # noqa: BLE001 - the sweep's own results still print
-        return None, f"hessian_ratios failed: {type(exc).__name__}: {exc}"
-
-
-def format_hessian_ratios(rows):
-    """The rows in ``hessian_ratios``' own table format when it has one, else as a generic table."""
-    try:
-        from .hessian_ratios import format_table
-    except ImportError:
-        return format_rows(rows)
-    return format_table(rows)
 
 
 def format_rows(rows):

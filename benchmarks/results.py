@@ -56,17 +56,28 @@ def csv_text(points):
     return out.getvalue()
 
 
+def unique_points(points):
+    """``points`` with one point per ``key``, the last one kept, in the order of first appearance."""
+    by_key = {}
+    for point in points:
+        by_key[point["key"]] = point
+    return list(by_key.values())
+
+
 def save(folder, machine, settings, points):
-    """Write ``results.json`` and ``results.csv`` in ``folder``, each atomically."""
+    """Write ``results.json`` and ``results.csv`` in ``folder``, each atomically, with one point per key."""
+    points = unique_points(points)
     document = {"machine": machine, "settings": settings, "points": points}
     atomic_write(os.path.join(folder, JSON_NAME), json.dumps(document, indent=1, sort_keys=False) + "\n")
     atomic_write(os.path.join(folder, CSV_NAME), csv_text(points))
 
 
 def load_points(folder):
-    """The points of an earlier run in ``folder`` (``[]`` when there is none)."""
+    """The points of an earlier run in ``folder`` (``[]`` when there is none), one per key.
+
+    ``benchmarks.outdir.load_earlier`` is the checked version that ``--resume`` uses."""
     path = os.path.join(folder, JSON_NAME)
     if not os.path.exists(path):
         return []
     with open(path) as handle:
-        return json.load(handle).get("points", [])
+        return unique_points(json.load(handle).get("points", []))

@@ -166,6 +166,16 @@ class Runner:
     def _torch_device(self):
         return "cuda" if self.device == "cuda" else "cpu"
 
+    def _peak(self, call, name):
+        """``(bytes, method, result)``: ``manual`` on a GPU library by that library's own counters, on the CPU by
+        the resident set (whatever the run's device); the others by the run's device."""
+        if name == "manual":
+            from manual import arrays
+
+            lib = arrays.library()
+            return lib.peak_growth(call) if lib.on_gpu else memory.peak_growth(call, name, "cpu")
+        return memory.peak_growth(call, name, self.device)
+
     def _measure(self, base, name, run, checked, sweep_name):
         call, first = run["call"], run["first"]
         max_call = self.settings["max_call_s"]
@@ -173,7 +183,7 @@ class Runner:
         try:
             stats = timing.time_call(call, repeats=self.settings["repeats"],
                                      min_repeat_s=self.settings["min_repeat_s"], first=first, jitted=name == "jax")
-            peak, method, _ = memory.peak_growth(call, name, self.device)
+            peak, method, _ = self._peak(call, name)
         except MemoryError as exc:
             return self._record(base, name, "failed", f"out of memory: {type(exc).__name__}: {exc}", **checked)
         except Exception as exc:  # noqa: BLE001 - a failing point is recorded and the sweep goes on

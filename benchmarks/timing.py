@@ -61,3 +61,54 @@ def time_call(call, repeats=5, min_repeat_s=0.02, max_number=1000, first=None, j
     Pass ``first`` (seconds) when the caller already made the warm-up call; ``jitted`` when that call compiled.
     """
     return time_calls([call], repeats, min_repeat_s, max_number, None if first is None else [first], jitted)[0]
+
+
+def default_threads():
+    """The thread count every timed row runs on unless told otherwise: the physical cores (XLA, which cannot be
+    pinned once jax is imported, uses them all, so this is the one count every library shares)."""
+    import os
+
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+class pinned_threads:
+    """``with pinned_threads(n) as pools:`` BLAS/OpenMP pools (threadpoolctl) and torch's intra-op threads at ``n``,
+    restored on exit; ``pools`` describes them (``openblas=2, openmp=2, torch=2``)."""
+
+    def __init__(self, threads):
+        self.threads = threads
+
+    def __enter__(self):
+        from threadpoolctl import threadpool_info, threadpool_limits
+
+        self._limits = threadpool_limits(limits=self.threads)
+        self._limits.__enter__()
+        self._torch = None
+        try:
+            import torch
+
+            self._torch = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+        except ImportError:
+            pass
+        pools = sorted({f"{p['internal_api']}={p['num_threads']}" for p in threadpool_info()})
+        if self._torch is not None:
+            pools.append(f"torch={self.threads}")
+        return ", ".join(pools)
+
+    def __exit__(self, *exc):
+        if self._torch is not None:
+            import torch
+
+            torch.set_num_threads(self._torch)
+        return self._limits.__exit__(*exc)
+
+
+def threads_line(threads, what):
+    """The one line that states the thread count of ``what``, and whether XLA (jax's own pool) matches it."""
+    cores = default_threads()
+    xla = "XLA (jax) uses its own pool of the same cores" if threads == cores else (
+        f"XLA (jax) cannot be pinned and uses its own pool of all {cores} cores")
+    return f"threads: {threads} for {what}: BLAS/OpenMP pools and torch pinned; {xla}"

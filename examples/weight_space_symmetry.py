@@ -5,8 +5,9 @@ import math
 import numpy as np
 
 import manual
-import torch_ref
 from manual import symmetry
+from xval import engines
+from xval.errors import EngineUnavailableError
 
 net = manual.Network.random([3, 4, 2], "tanh", "mse", seed=0)
 rng = np.random.default_rng(1)
@@ -35,7 +36,12 @@ print(f"  distinct parameter vectors: {distinct(symmetry.orbit(copy, 0))} (the s
 signs, perm = np.array([-1, 1, -1, 1]), np.array([2, 0, 3, 1])
 J = symmetry.transform_matrix(net, 0, signs, perm)
 moved = symmetry.transform(net, 0, signs, perm)
-for name, engine in (("manual", manual), ("torch", torch_ref)):
+checked = {"manual": manual}
+try:
+    checked["torch"] = engines.load("torch")
+except EngineUnavailableError as exc:
+    print(f"note: {exc}")
+for name, engine in checked.items():
     g, g_moved = engine.gradient(net, X, Y), engine.gradient(moved, X, Y)
     H, H_moved = engine.hessian(net, X, Y), engine.hessian(moved, X, Y)
     print(f"{name:>6}: |g(J theta) - J g(theta)| = {np.max(np.abs(g_moved - J @ g)):.1e}, "

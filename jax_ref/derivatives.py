@@ -1,6 +1,8 @@
 """Forward, loss, gradient and per-sample gradients from ``jax.grad`` and ``jax.vmap``, jitted."""
 import jax
 
+from xval.checks import check_memory, finite_result
+
 from . import model
 
 
@@ -22,11 +24,13 @@ def stage_forward(net, X):
     return model.staged(model.make_outputs, net, model.parameters(net), model.inputs(net, X))
 
 
+@finite_result
 def forward(net, X):
     """``(N, n_L)`` outputs."""
     return model.to_numpy(stage_forward(net, X)())
 
 
+@finite_result
 def loss(net, X, Y):
     """``E`` as a float."""
     return float(model.staged(model.make_objective, net, model.parameters(net), *model.data(net, X, Y))())
@@ -37,6 +41,7 @@ def stage_gradient(net, X, Y):
     return model.staged(_gradient, net, model.parameters(net), *model.data(net, X, Y))
 
 
+@finite_result
 def gradient(net, X, Y):
     """``dE/dtheta``, ``(P,)``, by ``jax.grad``."""
     return model.to_numpy(stage_gradient(net, X, Y)())
@@ -44,9 +49,12 @@ def gradient(net, X, Y):
 
 def stage_per_sample_gradients(net, X, Y):
     """``per_sample_gradients`` staged: one ``(N, P_l)`` array per layer, by ``vmap(grad)`` over the samples."""
-    return model.staged(_per_sample_gradients, net, model.parameters(net), *model.data(net, X, Y))
+    X, Y = model.data(net, X, Y)
+    check_memory(net, "jax_ref", "per_sample_gradients", X.shape[0])
+    return model.staged(_per_sample_gradients, net, model.parameters(net), X, Y)
 
 
+@finite_result
 def per_sample_gradients(net, X, Y):
     """``d loss_n / dtheta``, ``(N, P)``, by ``vmap(grad)`` over the samples."""
     return model.to_numpy(stage_per_sample_gradients(net, X, Y)())

@@ -11,8 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xval import memory
-from xval.checks import check_direction, check_reference_block
+from xval.checks import check_direction, check_reference_block, check_memory, finite_result
 
 from . import model
 
@@ -62,6 +61,7 @@ def stage_hvp(net, X, Y, v):
     return model.staged(_hvp, net, model.parameters(net), X, Y, tangent)
 
 
+@finite_result
 def hvp(net, X, Y, v):
     """``H v``, ``(P,)``, by ``jax.jvp`` of ``jax.grad`` along ``v``."""
     return model.to_numpy(stage_hvp(net, X, Y, v)())
@@ -69,11 +69,12 @@ def hvp(net, X, Y, v):
 
 def stage_hessian_block(net, X, Y, l, m):
     """``hessian_block`` staged: the ``(P_l, P_m)`` array (after the memory guard's check)."""
-    l, m = check_reference_block(net, l, m, "jax_ref")
     X, Y = model.data(net, X, Y)
+    l, m = check_reference_block(net, l, m, "jax_ref", X.shape[0])
     return model.staged(_block(l, m), net, *model.parameters(net), X, Y)
 
 
+@finite_result
 def hessian_block(net, X, Y, l, m):
     """``d2E / dtheta_l dtheta_m``, ``(P_l, P_m)``, by ``jax.hessian`` / ``jacfwd(jacrev)`` with ``argnums`` per layer."""
     return model.to_numpy(stage_hessian_block(net, X, Y, l, m)())
@@ -83,10 +84,11 @@ def stage_hessian(net, X, Y):
     """``hessian`` staged: the ``(P, P)`` array (after the memory guard's check)."""
     X, Y = model.data(net, X, Y)
     P = net.n_params
-    memory.check(memory.result_bytes(P * P, net.dtype), f"jax_ref.hessian (a {P} x {P} array)")
+    check_memory(net, "jax_ref", "hessian", X.shape[0], what=f"hessian (a {P} x {P} array)")
     return model.staged(_hessian, net, model.array(net.to_vector(), net.dtype), X, Y)
 
 
+@finite_result
 def hessian(net, X, Y):
     """``d2E / dtheta^2``, ``(P, P)``, by ``jax.hessian`` of the objective of the flat parameter vector."""
     return model.to_numpy(stage_hessian(net, X, Y)())

@@ -9,18 +9,22 @@ parameters and data on the device once and returns a zero-argument function that
 there (waiting for it: jax dispatches asynchronously) and returns jax arrays; ``to_numpy`` brings them back. The
 contract function is ``to_numpy(stage_<name>(...)())``; the benchmarks time the staged call alone, so
 host-device copies are not timed.
+
+Matmuls run at "highest" precision: jax's default on NVIDIA GPUs is TF32-like passes (10 mantissa bits), which would
+miss the float32 tolerance of the comparisons (``tests/test_tf32.py``); on the CPU it changes nothing.
 """
 import functools
 
 import jax
 
 jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_default_matmul_precision", "highest")
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from xval import config  # noqa: E402
-from xval.checks import check_data, check_inputs  # noqa: E402
+from xval.checks import check_data, check_inputs, check_network  # noqa: E402
 from xval.errors import ConfigError  # noqa: E402
 
 from .activations import ACTIVATIONS, LOSSES  # noqa: E402
@@ -45,6 +49,7 @@ def array(value, dtype):
 
 def parameters(net):
     """One flat array ``theta_l`` per layer, in the contract's order."""
+    check_network(net)
     return tuple(array(np.concatenate([w.reshape(-1), b]), net.dtype) for w, b in zip(net.weights, net.biases))
 
 

@@ -2,7 +2,7 @@
 import jax
 import numpy as np
 
-from xval.batches import batch_indices, check_training_arguments, diverged
+from xval.batches import check_starting_loss, check_training_arguments, diverged, iter_batches
 
 from . import model
 
@@ -20,16 +20,16 @@ def _step(arch):
 def train(net, X, Y, lr, steps, batch_size=None, seed=0):
     """``(trained network, losses)`` after ``steps`` SGD steps; ``losses[k]`` is the full-batch ``E`` at step ``k``.
 
-    Batches come from ``xval.batches.batch_indices(N, batch_size, steps, seed)``.
+    Batches come from ``xval.batches.iter_batches(N, batch_size, steps, seed)`` (the order of ``batch_indices``).
     """
-    X, Y = check_training_arguments(net, X, Y, lr, steps)
+    X, Y, lr = check_training_arguments(net, X, Y, lr, steps, batch_size, seed)
     arch = model.architecture(net)
     step_fn, objective = model.jitted(arch, _step), model.jitted(arch, model.make_objective)
     X_all, Y_all = model.array(X, net.dtype), model.array(Y, net.dtype)
     lr_array = model.array(lr, net.dtype)
     params = model.parameters(net)
-    losses = [float(objective(params, X_all, Y_all))]
-    for step, batch in enumerate(batch_indices(X.shape[0], batch_size, steps, seed)):
+    losses = [check_starting_loss(float(objective(params, X_all, Y_all)))]
+    for step, batch in enumerate(iter_batches(X.shape[0], batch_size, steps, seed)):
         params = step_fn(params, model.array(X[batch], net.dtype), model.array(Y[batch], net.dtype), lr_array)
         losses.append(float(objective(params, X_all, Y_all)))
         if not np.isfinite(losses[-1]):

@@ -1,4 +1,6 @@
-"""The hand-written engine: every derivative written out, on numpy arrays.
+"""The hand-written engine: every derivative written out, on any array-API library (numpy by default; ``XVAL_ARRAY``
+selects cupy, torch or array-api-strict, see ``manual.arrays``). The contract functions return float64 numpy; their
+``stage_<name>`` twins return a zero-argument function whose result stays an array of the selected library.
 
 The network description, the errors, the input checks, the settings and the memory guard are the suite's shared
 kernel, ``xval``; they are re-exported here so that ``manual.Network``, ``manual.ShapeError`` ... keep working.
@@ -18,14 +20,23 @@ from xval.errors import (
 )
 from xval.network import Network
 
-from . import symmetry
+from . import arrays, symmetry
 from .activations import ACTIVATIONS, Activation, get_activation
-from .backprop import forward, gradient, loss, per_sample_gradients
+from .arrays import to_numpy
+from .backprop import (
+    forward,
+    gradient,
+    loss,
+    per_sample_gradients,
+    stage_forward,
+    stage_gradient,
+    stage_per_sample_gradients,
+)
 from .collapse import NotLinearError, collapse_linear
 from .diagnose import Diagnosis, diagnose
 from .finite_difference import finite_difference_gradient
-from .hessian import hessian, hessian_block
-from .hvp import hvp
+from .hessian import hessian, hessian_block, stage_hessian, stage_hessian_block
+from .hvp import hvp, stage_hvp
 from .losses import LOSSES, Loss, get_loss
 from .train import train
 
@@ -34,6 +45,9 @@ __all__ = [
     "Network", "ACTIVATIONS", "Activation", "get_activation", "LOSSES", "Loss", "get_loss",
     # the engine contract
     "forward", "loss", "gradient", "per_sample_gradients", "hvp", "hessian_block", "hessian",
+    # staged calls (results stay arrays of the selected library) and the way back to numpy
+    "stage_forward", "stage_gradient", "stage_per_sample_gradients", "stage_hvp", "stage_hessian_block",
+    "stage_hessian", "to_numpy", "arrays",
     # oracles and the problem set
     "finite_difference_gradient", "train", "diagnose", "Diagnosis", "symmetry", "collapse_linear",
     # the kernel's settings and memory guard, re-exported

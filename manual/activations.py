@@ -14,6 +14,10 @@ from xval.errors import unknown_name
 
 @dataclass(frozen=True)
 class Activation:
+    """``f``, ``f'`` and ``f''`` of one activation; each takes an array and, optionally, the array-API namespace
+    ``xp`` of its library (numpy by default). ``f_df(x, xp)`` gives ``(f(x), f'(x))`` from shared intermediate
+    values, for the forward pass of the derivatives (one ``exp`` per layer instead of two)."""
+
     name: str
     f: Callable
     df: Callable
@@ -25,61 +29,112 @@ class Activation:
     max_slope: Optional[float] = None
     sign_shift: Optional[float] = None
     can_die: bool = False
+    f_df: Optional[Callable] = None
+
+    def value_and_slope(self, x, xp=np):
+        """``(f(x), f'(x))``."""
+        if self.f_df is not None:
+            return self.f_df(x, xp)
+        return self.f(x, xp), self.df(x, xp)
 
 
-def _sigmoid(x):
+def _sigmoid_parts(x, xp):
+    """``(ax, e, r)``: ``|x|``, ``e = exp(-|x|)`` and ``r = 1 / (1 + e)``; ``sigma(x) = r`` for ``x >= 0``, ``e r``
+    below, and ``sigma'(x) = e r^2``."""
+    ax = xp.abs(x)
+    e = xp.exp(-ax)
+    return ax, e, 1.0 / (1.0 + e)
+
+
+def _sigmoid_from(x, ax, r, xp):
+    """``sigma(x) = r exp(min(x, 0))``: ``exp(min(x, 0))`` is ``e`` below 0 (the same ``exp(-|x|)``, bit for bit)
+    and 1 above, so this is ``where(x >= 0, r, e r)`` in cheaper operations."""
+    return r * xp.exp(0.5 * (x - ax))
+
+
+def _sigmoid(x, xp=np):
     """sigma(x) = 1 / (1 + exp(-x)), via exp(-|x|) so that nothing overflows."""
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    ax, _, r = _sigmoid_parts(x, xp)
+    return _sigmoid_from(x, ax, r, xp)
 
 
-def _sigmoid_d1(x):
+def _sigmoid_d1(x, xp=np):
     """sigma' = sigma (1 - sigma), written as e / (1 + e)^2 with e = exp(-|x|) (sigma' is even).
 
     The product form loses relative accuracy for large x, where 1 - sigma rounds; this form keeps it.
     """
-    e = np.exp(-np.abs(x))
-    return e / ((1.0 + e) * (1.0 + e))
+    _, e, r = _sigmoid_parts(x, xp)
+    return (e * r) * r
 
 
-def _sigmoid_d2(x):
+def _sigmoid_f_df(x, xp=np):
+    """``(sigma, sigma')`` from one ``exp(-|x|)``."""
+    ax, e, r = _sigmoid_parts(x, xp)
+    return _sigmoid_from(x, ax, r, xp), (e * r) * r
+
+
+def _sigmoid_d2(x, xp=np):
     """sigma'' = sigma (1 - sigma) (1 - 2 sigma)."""
-    return _sigmoid_d1(x) * (1.0 - 2.0 * _sigmoid(x))
+    s, d1 = _sigmoid_f_df(x, xp)
+    return d1 * (1.0 - 2.0 * s)
 
 
-def _tanh_d1(x):
+def _tanh(x, xp=np):
+    return xp.tanh(x)
+
+
+def _tanh_d1(x, xp=np):
     """tanh' = 1 - tanh^2."""
-    t = np.tanh(x)
+    t = xp.tanh(x)
     return 1.0 - t * t
 
 
-def _tanh_d2(x):
+def _tanh_f_df(x, xp=np):
+    t = xp.tanh(x)
+    return t, 1.0 - t * t
+
+
+def _tanh_d2(x, xp=np):
     """tanh'' = -2 tanh (1 - tanh^2)."""
-    t = np.tanh(x)
+    t = xp.tanh(x)
     return -2.0 * t * (1.0 - t * t)
+
+
+def _identity(x, xp=np):
+    return x
+
+
+def _ones(x, xp=np):
+    return xp.ones_like(x)
+
+
+def _zeros(x, xp=np):
+    return xp.zeros_like(x)
+
+
+def _relu(x, xp=np):
+    return xp.where(x > 0, x, xp.zeros_like(x))
+
+
+def _step(x, xp=np):
+    """relu' with f'(0) = 0, as torch and jax."""
+    return xp.where(x > 0, xp.ones_like(x), xp.zeros_like(x))
+
+
+def _softplus(x, xp=np):
+    """log(1 + exp(x)) without overflow."""
+    return xp.logaddexp(x, xp.zeros_like(x))
 
 
 ACTIVATIONS = {
     a.name: a
     for a in [
-        Activation("identity", lambda x: x, np.ones_like, np.zeros_like, "f(x) = x", sign_shift=0.0),
-        Activation("sigmoid", _sigmoid, _sigmoid_d1, _sigmoid_d2, "f(x) = 1 / (1 + exp(-x))", max_slope=0.25, sign_shift=1.0),
-        Activation("tanh", np.tanh, _tanh_d1, _tanh_d2, "f(x) = tanh(x)", max_slope=1.0, sign_shift=0.0),
-        Activation(
-            "relu",
-            lambda x: np.where(x > 0, x, np.zeros_like(x)),
-            lambda x: np.where(x > 0, np.ones_like(x), np.zeros_like(x)),  # f'(0) = 0, as torch and jax
-            np.zeros_like,
-            "f(x) = max(x, 0)",
-            can_die=True,
-        ),
-        Activation(
-            "softplus",
-            lambda x: np.logaddexp(x, np.zeros_like(x)),  # log(1 + exp(x)) without overflow
-            _sigmoid,
-            _sigmoid_d1,
-            "f(x) = log(1 + exp(x))",
-        ),
+        Activation("identity", _identity, _ones, _zeros, "f(x) = x", sign_shift=0.0),
+        Activation("sigmoid", _sigmoid, _sigmoid_d1, _sigmoid_d2, "f(x) = 1 / (1 + exp(-x))", max_slope=0.25,
+                   sign_shift=1.0, f_df=_sigmoid_f_df),
+        Activation("tanh", _tanh, _tanh_d1, _tanh_d2, "f(x) = tanh(x)", max_slope=1.0, sign_shift=0.0, f_df=_tanh_f_df),
+        Activation("relu", _relu, _step, _zeros, "f(x) = max(x, 0)", can_die=True),
+        Activation("softplus", _softplus, _sigmoid, _sigmoid_d1, "f(x) = log(1 + exp(x))"),
     ]
 }
 

@@ -2,77 +2,153 @@
 
 Notation (DESIGN.md): ``a_l = W_l z_l + b_l``, ``z_{l+1} = f_l(a_l)``, ``z_0 = x``,
 ``delta_l = d loss_n / d a_l`` per sample. The objective is ``E = (1/N) sum_n loss_n``.
+
+Every function has a ``stage_<name>`` twin taking the same arguments (the references' convention): it checks
+them, places the network and data in the array library ``XVAL_ARRAY`` selects (``manual.arrays``) once, and returns
+a zero-argument function computing the quantity there, whose result stays an array of that library. The contract
+function is the staged computation brought back as float64 numpy. Results are written once, straight into their
+final flat array.
 """
-import numpy as np
+from xval.checks import check_data, check_inputs, check_memory, numpy_finite_result
 
 from .activations import get_activation
-from xval.checks import check_data, check_inputs
-
+from .arrays import to_numpy
 from .losses import get_loss
+from .staged import prepare
 
 
-def forward_pass(net, X):
-    """Pre-activations ``a`` (``a[l]`` is ``(N, n_{l+1})``) and activations ``z`` (``z[0] = X``, ``z[l+1] = f_l(a[l])``).
+# ---- the passes, on a prepared model (``manual.staged.Model``) ---------------------------------------------
+def forward_values(model, X, keep_pre=False, slopes=True):
+    """``(z, d1, a)``: activations ``z`` (``z[0] = X``, ``z[l+1] = f_l(a_l)``, ``(N, n_l)``), slopes
+    ``d1[l] = f_l'(a_l)`` (``None`` unless ``slopes``) and, when ``keep_pre``, the pre-activations ``a[l]`` (else
+    ``None``)."""
+    xp = model.xp
+    z, d1, a = [X], [] if slopes else None, [] if keep_pre else None
+    for wT, b, act in zip(model.weights_t, model.biases, model.acts):
+        pre = z[-1] @ wT
+        pre += b
+        if slopes:
+            value, slope = act.value_and_slope(pre, xp)
+            d1.append(slope)
+        else:
+            value = act.f(pre, xp)
+        z.append(value)
+        if keep_pre:
+            a.append(pre)
+    return z, d1, a
 
-    ``X`` must already be validated (``check_inputs``).
+
+def backward_values(model, z, d1, Y):
+    """``delta[l] = d loss_n / d a_l``, ``(N, n_{l+1})`` per layer, for every sample ``n`` (not divided by N).
+
+    ``delta_L = f_L'(a_L) * dloss/dy_hat``;  ``delta_l = f_l'(a_l) * (delta_{l+1} W_{l+1})``.
     """
+    last = model.n_layers - 1
+    delta = [None] * model.n_layers
+    delta[last] = d1[last] * model.loss.grad(z[-1], Y, model.xp)
+    for l in range(last - 1, -1, -1):
+        delta[l] = d1[l] * (delta[l + 1] @ model.weights[l + 1])
+    return delta
+
+
+def gradient_values(model, X, Y):
+    """``dE/dtheta``, ``(P,)`` in the model's library, written once: per layer ``(1/N) sum_n delta_l z_l^T``
+    (row-major), then ``(1/N) sum_n delta_l``."""
+    z, d1, _ = forward_values(model, X)
+    delta = backward_values(model, z, d1, Y)
+    lib, n = model.lib, X.shape[0]
+    out = lib.empty((model.n_params,), model.dtype)
+    for l, (start, split, end) in enumerate(model.bounds):
+        # Scaling delta (N, n_{l+1}), not the (n_{l+1}, n_l) product, saves a pass over the weights.
+        scaled = delta[l] / n if n > 1 else delta[l]
+        if n == 1:  # an outer product: one broadcast multiply writes each entry once
+            lib.write(out, slice(start, split), "multiply", model.xp.reshape(scaled, (-1, 1)), z[l])
+            out[split:end] = scaled[0, ...]
+        else:
+            lib.write(out, slice(start, split), "matmul", scaled.T, z[l])
+            out[split:end] = model.xp.sum(scaled, axis=0)
+    return out
+
+
+def per_sample_values(model, X, Y):
+    """``d loss_n / dtheta``, ``(N, P)`` in the model's library: per layer one broadcast product
+    ``delta_l[n, :, None] * z_l[n, None, :]`` written straight into the output's columns, then ``delta_l``."""
+    z, d1, _ = forward_values(model, X)
+    delta = backward_values(model, z, d1, Y)
+    lib = model.lib
+    out = lib.empty((X.shape[0], model.n_params), model.dtype)
+    for l, (start, split, end) in enumerate(model.bounds):
+        lib.write(out, (slice(None), slice(start, split)), "multiply", delta[l][:, :, None], z[l][:, None, :])
+        out[:, split:end] = delta[l]
+    return out
+
+
+# ---- staged calls and the contract ----------------------------------------------------------------------------
+def stage_forward(net, X):
+    """``forward`` staged: the outputs ``(N, n_L)`` as an array of the selected library."""
+    model = prepare(net)
+    X = model.asarray(check_inputs(net, X))
+    return model.staged(lambda: forward_values(model, X, slopes=False)[0][-1])
+
+
+@numpy_finite_result
+def forward(net, X):
+    """Network outputs ``y_hat = z_L``, ``(N, n_L)``."""
+    return to_numpy(stage_forward(net, X)())
+
+
+@numpy_finite_result
+def loss(net, X, Y):
+    """``E = (1/N) sum_n loss(y_hat_n, y_n)``, a float."""
+    model, X, Y = prepare(net).data(*check_data(net, X, Y))
+    y_hat = forward_values(model, X, slopes=False)[0][-1]
+    return float(model.xp.mean(model.loss.value(y_hat, Y, model.xp)))
+
+
+def stage_gradient(net, X, Y):
+    """``gradient`` staged: ``(P,)`` as an array of the selected library."""
+    model, X, Y = prepare(net).data(*check_data(net, X, Y))
+    return model.staged(lambda: gradient_values(model, X, Y))
+
+
+@numpy_finite_result
+def gradient(net, X, Y):
+    """``dE/dtheta``, ``(P,)``: per layer ``(1/N) sum_n delta_l z_l^T`` (row-major), then ``(1/N) sum_n delta_l``."""
+    model, X, Y = prepare(net).data(*check_data(net, X, Y))
+    return to_numpy(gradient_values(model, X, Y))
+
+
+def _per_sample_inputs(net, X, Y):
+    """The prepared model and data, after the data checks and the memory guard of the ``(N, P)`` result."""
+    X, Y = check_data(net, X, Y)
+    check_memory(net, "manual", "per_sample_gradients", X.shape[0])
+    return prepare(net).data(X, Y)
+
+
+def stage_per_sample_gradients(net, X, Y):
+    """``per_sample_gradients`` staged: ``(N, P)`` as an array of the selected library."""
+    model, X, Y = _per_sample_inputs(net, X, Y)
+    return model.staged(lambda: per_sample_values(model, X, Y))
+
+
+@numpy_finite_result
+def per_sample_gradients(net, X, Y):
+    """``d loss_n / dtheta`` for every sample, ``(N, P)``: the outer products ``delta_l z_l^T`` kept per sample.
+
+    One broadcast product per layer over the whole batch, written into the output; no loop over samples.
+    """
+    model, X, Y = _per_sample_inputs(net, X, Y)
+    return to_numpy(per_sample_values(model, X, Y))
+
+
+# ---- numpy passes for the analyses ------------------------------------------------------------------------------
+def forward_pass(net, X):
+    """Pre-activations ``a`` (``a[l]`` is ``(N, n_{l+1})``) and activations ``z`` (``z[0] = X``, ``z[l+1] = f_l(a[l])``)
+    on numpy, for the analyses (diagnose, finite differences). ``net`` is anything with ``weights``, ``biases`` and
+    ``activations`` (finite differences perturbs copies in place, so nothing is cached); ``X`` is validated."""
     a, z = [], [X]
     for w, b, name in zip(net.weights, net.biases, net.activations):
         a.append(z[-1] @ w.T + b)
         z.append(get_activation(name).f(a[-1]))
     return a, z
 
-
-def backward_pass(net, a, z, Y):
-    """``delta[l] = d loss_n / d a_l``, ``(N, n_{l+1})`` per layer, for every sample ``n`` (not divided by N).
-
-    ``delta_L = f_L'(a_L) * dloss/dy_hat``;  ``delta_l = f_l'(a_l) * (delta_{l+1} W_{l+1})``.
-    """
-    delta = [None] * net.n_layers
-    last = net.n_layers - 1
-    delta[last] = get_activation(net.activations[last]).df(a[last]) * get_loss(net.loss).grad(z[-1], Y)
-    for l in range(last - 1, -1, -1):
-        delta[l] = get_activation(net.activations[l]).df(a[l]) * (delta[l + 1] @ net.weights[l + 1])
-    return delta
-
-
-def forward(net, X):
-    """Network outputs ``y_hat = z_L``, ``(N, n_L)``."""
-    return forward_pass(net, check_inputs(net, X))[1][-1].astype(np.float64, copy=False)
-
-
-def loss(net, X, Y):
-    """``E = (1/N) sum_n loss(y_hat_n, y_n)``, a float."""
-    X, Y = check_data(net, X, Y)
-    y_hat = forward_pass(net, X)[1][-1]
-    return float(np.mean(get_loss(net.loss).value(y_hat, Y)))
-
-
-def gradient(net, X, Y):
-    """``dE/dtheta``, ``(P,)``: per layer ``(1/N) sum_n delta_l z_l^T`` (row-major), then ``(1/N) sum_n delta_l``."""
-    X, Y = check_data(net, X, Y)
-    a, z = forward_pass(net, X)
-    delta = backward_pass(net, a, z, Y)
-    n = X.shape[0]
-    parts = []
-    for l in range(net.n_layers):
-        scaled = delta[l] / n  # (N, n_{l+1}): scaling it, not the (n_{l+1}, n_l) product, saves a pass over the weights
-        parts.append((scaled.T @ z[l]).reshape(-1))
-        parts.append(np.sum(scaled, axis=0))
-    return np.concatenate(parts).astype(np.float64, copy=False)
-
-
-def per_sample_gradients(net, X, Y):
-    """``d loss_n / dtheta`` for every sample, ``(N, P)``: the outer products ``delta_l z_l^T`` kept per sample.
-
-    One broadcast product per layer over the whole batch; no loop over samples.
-    """
-    X, Y = check_data(net, X, Y)
-    a, z = forward_pass(net, X)
-    delta = backward_pass(net, a, z, Y)
-    n = X.shape[0]
-    parts = []
-    for l in range(net.n_layers):
-        parts.append((delta[l][:, :, None] * z[l][:, None, :]).reshape(n, -1))
-        parts.append(delta[l])
-    return np.concatenate(parts, axis=1).astype(np.float64, copy=False)

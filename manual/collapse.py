@@ -5,6 +5,7 @@ With ``f_l(a) = a`` for every layer, ``y_hat = W_{L-1}(... W_1 (W_0 x + b_0) + b
 the composition of affine maps is affine. ``W`` factors through every hidden width, so
 ``rank(W) <= min_l n_l``: stacking linear layers never adds representative power, it can only remove it.
 """
+from xval.checks import check_network
 from xval.errors import XvalError
 from xval.network import Network
 
@@ -19,6 +20,7 @@ def collapse_linear(net):
     ``W`` is ``(n_L, n_0)``: ``W = W_{L-1} ... W_0``; ``b`` folds the biases through the later layers.
     Raises ``NotLinearError`` unless every activation, the output one included, is ``identity``.
     """
+    check_network(net)
     others = [(layer, name) for layer, name in enumerate(net.activations) if name != "identity"]
     if others:
         listed = ", ".join(f"layer {layer} is {name!r}" for layer, name in others)
@@ -30,4 +32,4 @@ def collapse_linear(net):
     W, b = net.weights[0], net.biases[0]
     for w_next, b_next in zip(net.weights[1:], net.biases[1:]):
         W, b = w_next @ W, w_next @ b + b_next
-    return Network.from_arrays([W], [b], ["identity"], net.loss, dtype=net.dtype)
+    return Network.from_arrays([W], [b], ["identity"], net.loss, dtype=net.dtype)  # the product may overflow: checked

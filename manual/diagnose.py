@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 
 from xval.checks import check_data
-from xval.errors import check_positive
+from xval.errors import check_non_negative, check_positive, check_seed, check_whole
 
 from .activations import get_activation
 from .backprop import forward_pass, gradient, loss
@@ -120,7 +120,11 @@ def largest_eigenvalue(net, X, Y, tol=1e-10, max_iter=500, block=8, seed=0):
     largest ``lambda_max - lambda_min``). Converged: the top Ritz value changed by at most ``tol`` relative.
     """
     X, Y = check_data(net, X, Y)
-    block = max(1, min(int(block), net.n_params))
+    _check_iteration(tol, max_iter)
+    check_whole("block", block, 1, "pass the number of vectors iterated together, e.g. block=8 (1: plain power iteration)")
+    seed = check_seed("seed", seed)
+    block = min(int(block), net.n_params)
+    max_iter = int(max_iter)
     start = np.linalg.qr(np.random.default_rng(seed).standard_normal((net.n_params, block)))[0]
 
     def ritz(shift):
@@ -142,6 +146,11 @@ def largest_eigenvalue(net, X, Y, tol=1e-10, max_iter=500, block=8, seed=0):
     lowest = float(values[0])
     values, more, converged = ritz(-lowest)
     return float(values[-1]) + lowest, used + more, converged
+
+
+def _check_iteration(tol, max_iter):
+    check_non_negative("tol", tol, "pass a relative tolerance such as 1e-10 (0 runs all max_iter iterations)")
+    check_whole("max_iter", max_iter, 1, "pass the most power iterations to run, e.g. max_iter=500")
 
 
 def _layer_reports(net, X, Y):
@@ -252,6 +261,7 @@ def diagnose(net, X, Y, lr=None, tol=1e-10, max_iter=500):
     X, Y = check_data(net, X, Y)
     if lr is not None:
         check_positive("lr", lr, "pass the learning rate you train with, or lr=None to diagnose the network alone")
+    _check_iteration(tol, max_iter)
     reports = _layer_reports(net, X, Y)
     input_rms = float(np.max(np.sqrt(np.mean(X.astype(np.float64) ** 2, axis=0))))
     lam, used, converged = largest_eigenvalue(net, X, Y, tol=tol, max_iter=max_iter)

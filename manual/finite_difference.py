@@ -6,13 +6,30 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from xval.checks import check_data
-from xval.errors import check_positive
+from xval.checks import check_data, overflow_error
+from xval.errors import ArgumentError, check_positive
 
 from .backprop import forward_pass
 from .losses import get_loss
 
 DEFAULT_STEPS = {"float64": 1e-6, "float32": 3e-3}
+# Steps below 16 machine epsilons of the dtype change a parameter of size 1 by a few units in the last place, so
+# the difference quotient is rounding; steps above 1 measure a secant, not a derivative.
+SMALLEST_STEP_EPSILONS, LARGEST_STEP = 16, 1.0
+
+
+def check_step(eps, dtype):
+    """``eps`` as a float after checking that it lies in ``[16 eps_dtype, 1]``, the steps that can estimate a
+    derivative in ``dtype``."""
+    default = DEFAULT_STEPS[dtype.name]
+    check_positive("eps", eps, f"pass a small step such as {default:g}, or eps=None for the default of {dtype.name}")
+    lowest = SMALLEST_STEP_EPSILONS * float(np.finfo(dtype).eps)
+    if not lowest <= eps <= LARGEST_STEP:
+        raise ArgumentError(
+            f"eps is {eps!r}, outside the steps that estimate a derivative in {dtype.name}: [{lowest:.3g}, {LARGEST_STEP:g}] "
+            f"(smaller steps are lost to rounding, larger ones measure a secant); pass eps=None for {default:g}"
+        )
+    return float(eps)
 
 
 def finite_difference_gradient(net, X, Y, eps=None):
@@ -25,16 +42,15 @@ def finite_difference_gradient(net, X, Y, eps=None):
     X, Y = check_data(net, X, Y)
     if eps is None:
         eps = DEFAULT_STEPS[net.dtype.name]
-    check_positive(
-        "eps", eps, f"pass a small step such as {DEFAULT_STEPS[net.dtype.name]:g}, or eps=None for the default of {net.dtype.name}"
-    )
+    eps = check_step(eps, net.dtype)
     params = SimpleNamespace(
         weights=[w.copy() for w in net.weights], biases=[b.copy() for b in net.biases], activations=net.activations
     )
     loss_value = get_loss(net.loss).value
 
     def objective():
-        return float(np.mean(loss_value(forward_pass(params, X)[1][-1], Y)))
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported once, after the loop
+            return float(np.mean(loss_value(forward_pass(params, X)[1][-1], Y)))
 
     grad = np.empty(net.n_params, dtype=np.float64)
     i = 0
@@ -49,4 +65,6 @@ def finite_difference_gradient(net, X, Y, eps=None):
                 array[k] = original
                 grad[i] = (upper - lower) / (2 * eps)
                 i += 1
+    if not np.all(np.isfinite(grad)):
+        raise overflow_error(net, X, "finite_difference_gradient", grad)
     return grad

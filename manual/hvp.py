@@ -9,59 +9,75 @@ layer) at the current parameters. Applying ``R`` to the forward pass and to back
 
 and ``H v = R{grad E}`` is, per layer, ``(1/N) sum_n (R delta_l z_l^T + delta_l R z_l^T)`` and ``(1/N) sum_n R delta_l``.
 """
-import numpy as np
+from xval.checks import check_data, check_direction, numpy_finite_result
 
-from xval.checks import check_data, check_direction
-
-from .activations import get_activation
-from .backprop import backward_pass, forward_pass
-from .losses import get_loss
+from .arrays import to_numpy
+from .backprop import backward_values, forward_values
+from .staged import prepare
 
 
-def split_direction(net, v):
-    """``(V_l, v_l)`` per layer: views of ``v`` shaped like ``W_l`` and ``b_l``."""
-    parts = []
-    for sl, w in zip(net.param_slices, net.weights):
-        chunk = v[sl]
-        parts.append((chunk[: w.size].reshape(w.shape), chunk[w.size:]))
-    return parts
+def split_direction(model, v):
+    """``(V_l, v_l)`` per layer: ``v``'s entries shaped like ``W_l`` and ``b_l``."""
+    xp = model.xp
+    return [(xp.reshape(v[start:split], shape), v[split:end]) for (start, split, end), shape in zip(model.bounds, model.shapes)]
 
 
-def hvp(net, X, Y, v):
-    """``H v``, ``(P,)`` float64, with ``H = d2E / dtheta^2``: one forward and one backward R-pass."""
-    X, Y = check_data(net, X, Y)
-    v = check_direction(net, v)
-    direction = split_direction(net, v)
-    last = net.n_layers - 1
-    acts = [get_activation(name) for name in net.activations]
-    loss = get_loss(net.loss)
+def hvp_values(model, X, Y, v):
+    """``H v``, ``(P,)`` in the model's library, written once: one forward and one backward R-pass."""
+    xp, lib = model.xp, model.lib
+    direction = split_direction(model, v)
+    last = model.n_layers - 1
+    z, d1, a = forward_values(model, X, keep_pre=True)
+    delta = backward_values(model, z, d1, Y)
 
-    a, z = forward_pass(net, X)
-    delta = backward_pass(net, a, z, Y)
-
-    # Forward R-pass.
-    Ra, Rz = [], [np.zeros_like(X)]
-    d1 = []
-    for l, ((V, vb), w) in enumerate(zip(direction, net.weights)):
-        Ra.append(z[l] @ V.T + vb if l == 0 else z[l] @ V.T + Rz[l] @ w.T + vb)
-        d1.append(acts[l].df(a[l]))
-        Rz.append(d1[l] * Ra[l])
+    # Forward R-pass (R z_0 = 0, so layer 0 has no W R z term).
+    Ra, Rz = [], [None]
+    for l, ((V, vb), wT) in enumerate(zip(direction, model.weights_t)):
+        Ra_l = z[l] @ V.T
+        if l > 0:
+            Ra_l += Rz[l] @ wT
+        Ra_l += vb
+        Ra.append(Ra_l)
+        Rz.append(d1[l] * Ra_l)
 
     # Backward R-pass.
-    Rdelta = [None] * net.n_layers
-    g = loss.grad(z[-1], Y)
-    HRy = (loss.hessian(z[-1], Y) @ Rz[-1][:, :, None])[:, :, 0]
-    Rdelta[last] = acts[last].d2f(a[last]) * Ra[last] * g + d1[last] * HRy
+    Rdelta = [None] * model.n_layers
+    g = model.loss.grad(z[-1], Y, xp)
+    HRy = model.loss.hessian_times(z[-1], Y, Rz[-1], xp)
+    Rdelta[last] = model.acts[last].d2f(a[last], xp) * Ra[last] * g + d1[last] * HRy
     for l in range(last - 1, -1, -1):
-        w, (V, _) = net.weights[l + 1], direction[l + 1]
+        w, (V, _) = model.weights[l + 1], direction[l + 1]
         back = delta[l + 1] @ w  # W^T delta, per sample
-        Rdelta[l] = acts[l].d2f(a[l]) * Ra[l] * back + d1[l] * (delta[l + 1] @ V + Rdelta[l + 1] @ w)
+        Rdelta[l] = model.acts[l].d2f(a[l], xp) * Ra[l] * back + d1[l] * (delta[l + 1] @ V + Rdelta[l + 1] @ w)
 
     n = X.shape[0]
-    parts = []
-    for l in range(net.n_layers):
-        # R{dE/dW_l} = (1/N) (Rdelta_l^T z_l + delta_l^T Rz_l): both terms as one product over 2N stacked rows.
-        left = np.concatenate([Rdelta[l], delta[l]], axis=0) / n
-        parts.append((left.T @ np.concatenate([z[l], Rz[l]], axis=0)).reshape(-1))
-        parts.append(np.sum(Rdelta[l], axis=0) / n)
-    return np.concatenate(parts).astype(np.float64, copy=False)
+    out = lib.empty((model.n_params,), model.dtype)
+    for l, (start, split, end) in enumerate(model.bounds):
+        # R{dE/dW_l} = (1/N) (Rdelta_l^T z_l + delta_l^T Rz_l): both terms as one product over 2N stacked rows
+        # (layer 0 has R z_0 = 0: one term).
+        if l == 0:
+            left, right = Rdelta[0], z[0]
+        else:
+            left, right = xp.concat([Rdelta[l], delta[l]], axis=0), xp.concat([z[l], Rz[l]], axis=0)
+        lib.write(out, slice(start, split), "matmul", (left / n).T, right)
+        out[split:end] = xp.sum(Rdelta[l], axis=0) / n
+    return out
+
+
+def _prepared(net, X, Y, v):
+    X, Y = check_data(net, X, Y)
+    v = check_direction(net, v)
+    model, X, Y = prepare(net).data(X, Y)
+    return model, X, Y, model.asarray(v)
+
+
+def stage_hvp(net, X, Y, v):
+    """``hvp`` staged: ``(P,)`` as an array of the selected library."""
+    model, X, Y, v = _prepared(net, X, Y, v)
+    return model.staged(lambda: hvp_values(model, X, Y, v))
+
+
+@numpy_finite_result
+def hvp(net, X, Y, v):
+    """``H v``, ``(P,)`` float64, with ``H = d2E / dtheta^2``: one forward and one backward R-pass."""
+    return to_numpy(hvp_values(*_prepared(net, X, Y, v)))

@@ -18,7 +18,9 @@ import math
 
 import numpy as np
 
-from xval.errors import LayerIndexError, ShapeError, XvalError
+from xval import memory
+from xval.checks import check_network, real_array
+from xval.errors import ArgumentError, LayerIndexError, ShapeError, XvalError, check_flag, check_non_negative
 from xval.network import Network
 
 from .activations import ACTIVATIONS, get_activation
@@ -35,6 +37,7 @@ class NoSignSymmetryError(XvalError, ValueError):
 
 
 def _check_hidden_layer(net, layer):
+    check_network(net)
     hidden = net.n_layers - 1
     if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer < hidden:
         valid = f"0 .. {hidden - 1}" if hidden else "none: this network has no hidden layer"
@@ -56,15 +59,24 @@ def _sign_shift(net, layer):
     return shift
 
 
+def _integers(name, value, width, meaning):
+    """``value`` as an integer array, refusing floats (``1.0`` is not an index), booleans and non-numbers."""
+    array = real_array(name, value, f"{width} integers ({meaning})")
+    if array.dtype.kind not in "iu":
+        raise ArgumentError(f"{name} has dtype {array.dtype}, but it must hold integers ({meaning}); pass e.g. "
+                            f"np.asarray({name}, dtype=int) if the values are whole numbers")
+    return array
+
+
 def _check_signs(signs, width):
-    signs = np.asarray(signs)
+    signs = _integers("signs", signs, width, "+1 or -1 per unit")
     if signs.shape != (width,) or not np.all(np.isin(signs, (-1, 1))):
         raise ShapeError(f"signs must be {width} entries of +1 or -1 (one per unit), got {signs.tolist()!r}")
     return signs.astype(np.int64)
 
 
 def _check_perm(perm, width):
-    perm = np.asarray(perm)
+    perm = _integers("perm", perm, width, f"a permutation of 0 .. {width - 1}")
     if perm.shape != (width,) or not np.array_equal(np.sort(perm), np.arange(width)):
         raise ShapeError(
             f"perm must be a permutation of 0 .. {width - 1} (new unit i is old unit perm[i]), got {perm.tolist()!r}"
@@ -133,6 +145,8 @@ def transform_matrix(net, layer, signs, perm):
     width = net.sizes[layer + 1]
     signs, perm = _check_signs(signs, width), _check_perm(perm, width)
     shift = _sign_shift(net, layer) if np.any(signs < 0) else 0.0
+    memory.check(transform_matrix_bytes(net, layer), f"symmetry.transform_matrix (a {net.n_params} x {net.n_params} array)",
+                 "the identity basis, the rows, the result and copies of the two layers' rows")
     basis = np.eye(net.n_params)
     weights, biases = [], []
     for sl, w in zip(net.param_slices, net.weights):
@@ -144,8 +158,18 @@ def transform_matrix(net, layer, signs, perm):
     return np.concatenate(rows)
 
 
+def transform_matrix_bytes(net, layer):
+    """Peak bytes of ``transform_matrix``, all float64: the ``(P, P)`` identity basis, the per-layer rows and their
+    concatenation (``P`` rows each), plus two copies (the sign flip, then the permutation) of the rows of layers
+    ``layer`` and ``layer + 1``."""
+    P = net.n_params
+    moved = net.layer_param_counts[layer] + net.layer_param_counts[layer + 1]
+    return 8 * P * (3 * P + 2 * moved)
+
+
 def orbit_size(net, layer, signs=True):
     """The number of group elements ``orbit`` walks: ``2^N N!`` (``N!`` with ``signs=False``)."""
+    signs = check_flag("signs", signs)
     width = net.sizes[_check_hidden_layer(net, layer) + 1]
     return (2**width if signs else 1) * math.factorial(width)
 
@@ -154,12 +178,17 @@ def orbit(net, layer, signs=True):
     """Lazily yield the ``2^N N!`` networks ``transform(net, layer, s, perm)``, the identity first.
 
     ``signs=False`` walks the ``N!`` permutations only (for relu/softplus). Members coincide exactly when
-    ``is_degenerate(net, layer)``.
+    ``is_degenerate(net, layer)``. The arguments are checked when it is called, before the first member.
     """
     layer = _check_hidden_layer(net, layer)
+    signs = check_flag("signs", signs)
     width = net.sizes[layer + 1]
     if signs:
         _sign_shift(net, layer)
+    return _members(net, layer, signs, width)
+
+
+def _members(net, layer, signs, width):
     sign_patterns = list(itertools.product((1, -1), repeat=width)) if signs else [(1,) * width]
     for perm in itertools.permutations(range(width)):
         for pattern in sign_patterns:
@@ -176,6 +205,7 @@ def degeneracies(net, layer, atol=0.0):
     weights are free (a continuum of equivalent networks), but its sign flip still moves ``theta``.
     """
     layer = _check_hidden_layer(net, layer)
+    check_non_negative("atol", atol, "pass the largest difference that still counts as equal, e.g. atol=0.0 (exact)")
     units = np.concatenate([net.weights[layer], net.biases[layer][:, None], net.weights[layer + 1].T], axis=1)
     has_signs = get_activation(net.activations[layer]).sign_shift is not None
     found = []

@@ -5,9 +5,13 @@ batch ``B_k`` of step ``k``, taken from ``xval.batches.batch_indices`` (the orde
 """
 import numpy as np
 
-from xval.batches import batch_indices, check_training_arguments, diverged
+from xval.batches import check_starting_loss, check_training_arguments, diverged, iter_batches
 
 from .backprop import gradient, loss
+
+
+# Without the overflow check of the contract functions: training reports a non-finite value as divergence at its step.
+_objective, _gradient = loss.__wrapped__, gradient.__wrapped__
 
 
 def train(net, X, Y, lr, steps, batch_size=None, seed=0):
@@ -15,19 +19,21 @@ def train(net, X, Y, lr, steps, batch_size=None, seed=0):
 
     ``losses`` is ``(steps + 1,)``: ``losses[k]`` is the full-batch objective ``E`` (over all of ``X, Y``)
     at ``theta_k``, so ``losses[0]`` is the starting loss and ``losses[-1]`` that of the returned network.
-    Batches follow ``batch_indices(N, batch_size, steps, seed)``. A non-finite loss raises ``NonFiniteError``.
+    Batches follow ``xval.batches.batch_indices(N, batch_size, steps, seed)``, drawn one epoch at a time. A
+    non-finite starting loss, loss or parameter vector raises ``NonFiniteError`` naming the step.
     """
-    X, Y = check_training_arguments(net, X, Y, lr, steps)
-    losses = [loss(net, X, Y)]
+    X, Y, lr = check_training_arguments(net, X, Y, lr, steps, batch_size, seed)
+    with np.errstate(over="ignore", invalid="ignore"):
+        losses = [check_starting_loss(_objective(net, X, Y))]
     theta = net.to_vector()
-    for step, batch in enumerate(batch_indices(X.shape[0], batch_size, steps, seed)):
+    for step, batch in enumerate(iter_batches(X.shape[0], batch_size, steps, seed)):
         with np.errstate(over="ignore", invalid="ignore"):
-            theta = theta - lr * gradient(net, X[batch], Y[batch]).astype(net.dtype)
+            theta = theta - lr * _gradient(net, X[batch], Y[batch]).astype(net.dtype)
         if not np.all(np.isfinite(theta)):
             raise diverged(step + 1, lr, "parameter vector")
         net = net.from_vector(theta)
         with np.errstate(over="ignore", invalid="ignore"):
-            losses.append(loss(net, X, Y))
+            losses.append(_objective(net, X, Y))
         if not np.isfinite(losses[-1]):
             raise diverged(step + 1, lr, "loss")
     return net, np.array(losses, dtype=np.float64)

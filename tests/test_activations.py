@@ -1,6 +1,6 @@
 """Activations and losses: stable for large |x|, and derivatives that match finite differences.
 
-(Symbolic checks against sympy live with the problem-set tests.)
+(Symbolic checks against sympy: ``test_activation_derivatives_sympy.py``.)
 """
 import warnings
 

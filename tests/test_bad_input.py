@@ -124,11 +124,11 @@ BAD_NETWORKS = [
     pytest.param(two_layers(weights=[np.ones((4, 3)), np.ones((0, 4))], biases=[np.zeros(4), np.zeros(0)]), manual.ShapeError,
                  "layer 1: W_1 has an empty dimension, shape (0, 4); every layer needs at least one input and one output unit", id="W-empty"),
     pytest.param(two_layers(weights=[np.ones((4, 3)), np.ones((2, 4)) + 1j]), manual.ArgumentError,
-                 "layer 1: W_1 has dtype complex128, but it must hold real numbers; pass a float or integer array", id="W-complex"),
+                 "W_1 is complex (complex128); it must be a real (n_out, n_in) matrix for layer 1: pass W_1.real", id="W-complex"),
     pytest.param(two_layers(biases=[np.zeros(4, dtype=bool), np.zeros(2)]), manual.ArgumentError,
-                 "layer 0: b_0 has dtype bool, but it must hold real numbers", id="b-bool"),
+                 "b_0 is a boolean array; it must be a real (n_out,) vector for layer 0: pass b_0.astype(float)", id="b-bool"),
     pytest.param(two_layers(weights=[np.full((4, 3), "1"), np.ones((2, 4))]), manual.ArgumentError,
-                 "layer 0: W_0 has dtype <U1, but it must hold real numbers", id="W-strings"),
+                 "W_0 has dtype <U1, not a real number type; it must be a real (n_out, n_in) matrix for layer 0", id="W-strings"),
 ]
 
 
@@ -276,11 +276,13 @@ class TestDataErrors:
 
 # ---- the direction of hvp: a real, finite (P,) vector -----------------------------------------------------
 BAD_DIRECTIONS = [
-    pytest.param(np.ones(26) + 1j, manual.ArgumentError, "v has dtype complex128, but it must hold real numbers (float or int); "
-                 "pass a real vector of shape (26,) (v.real, if its imaginary part is zero)", id="complex"),
+    pytest.param(np.ones(26) + 1j, manual.ArgumentError, "v is complex (complex128); it must be a real vector of shape (26,), "
+                 "laid out like net.to_vector(): pass v.real if the imaginary part is meant to be zero", id="complex"),
+    pytest.param(np.ones(26) + 0j, manual.ArgumentError, "v is complex (complex128) even though every imaginary part is zero",
+                 id="complex-zero-imaginary"),
     pytest.param(np.full(26, "1"), manual.ArgumentError,
-                 "v has dtype <U1, but it must hold real numbers (float or int); pass a real vector of shape (26,)", id="strings"),
-    pytest.param(np.ones(26, dtype=bool), manual.ArgumentError, "v has dtype bool, but it must hold real numbers", id="bool"),
+                 "v has dtype <U1, not a real number type; it must be a real vector of shape (26,)", id="strings"),
+    pytest.param(np.ones(26, dtype=bool), manual.ArgumentError, "v is a boolean array; it must be a real vector", id="bool"),
     pytest.param(np.where(np.arange(26) == 7, np.inf, 1.0), manual.NonFiniteError,
                  "v holds 1 non-finite value(s), the first at index (7,): inf", id="inf"),
 ]
@@ -292,3 +294,141 @@ def test_hvp_direction_must_be_real_and_finite(engine_name, v, error, message):
     X, Y = data()
     with pytest.raises(error, match=re.escape(message)):
         load_engine(engine_name).hvp(small_net(), X, Y, v)
+
+
+# ---- types, dtypes and overflow (every engine) -----------------------------------------------------------------
+@pytest.mark.parametrize("engine_name", ALL_ENGINES)
+def test_complex_input_is_refused_even_with_zero_imaginary_part(engine_name):
+    X, Y = data()
+    with pytest.raises(manual.ArgumentError, match=re.escape("X is complex (complex128) even though every imaginary part is zero")):
+        load_engine(engine_name).gradient(small_net(), X + 0j, Y)
+
+
+@pytest.mark.parametrize("engine_name", ALL_ENGINES)
+def test_integer_arrays_are_taken_as_their_exact_values(engine_name):
+    X, Y = data()
+    X_int, Y_int = np.round(3 * X).astype(np.int32), np.round(3 * Y).astype(np.int64)
+    engine = load_engine(engine_name)
+    expected = engine.gradient(small_net(), X_int.astype(float), Y_int.astype(float))
+    np.testing.assert_array_equal(engine.gradient(small_net(), X_int, Y_int), expected)
+
+
+@pytest.mark.parametrize("engine_name", ALL_ENGINES)
+def test_boolean_and_ragged_data_are_refused(engine_name):
+    X, Y = data()
+    engine = load_engine(engine_name)
+    with pytest.raises(manual.ArgumentError, match=re.escape("Y is a boolean array; it must be a float array of shape (N, 2)")):
+        engine.loss(small_net(), X, Y > 0)
+    with pytest.raises(manual.ShapeError, match="X is a ragged nested sequence"):
+        engine.forward(small_net(), [[1.0, 2.0, 3.0], [1.0, 2.0]])
+
+
+@pytest.mark.parametrize("engine_name", ALL_ENGINES)
+@pytest.mark.parametrize("not_a_network", [None, "net", {"weights": []}])
+def test_a_network_of_the_wrong_type_is_named(engine_name, not_a_network):
+    X, Y = data()
+    with pytest.raises(manual.ArgumentError, match="but it must be an xval.Network; build one with Network.from_arrays"):
+        load_engine(engine_name).forward(not_a_network, X)
+
+
+@pytest.mark.parametrize("engine_name", ALL_ENGINES)
+def test_finiteness_is_checked_after_the_cast_to_the_network_dtype(engine_name):
+    X, Y = data()
+    X[1, 2] = 1e300  # finite in float64, Inf in float32
+    with pytest.raises(manual.NonFiniteError, match=re.escape("X[1, 2] = 1e+300 is finite but overflows float32 (largest 3.403e+38)")):
+        load_engine(engine_name).loss(small_net().astype("float32"), X, Y)
+
+
+@pytest.mark.parametrize("engine_name", ALL_ENGINES)
+def test_an_overflowing_result_is_reported_naming_the_layer(engine_name):
+    engine = load_engine(engine_name)
+    X, Y = data()
+    # Layer 1 sums 2 inputs of 1e308 * 10 each: 2e309 is past the largest float64 (1.8e308).
+    net = manual.Network.from_arrays([np.eye(2, 3), np.full((2, 2), 10.0)], [np.zeros(2)] * 2, "identity", "mse")
+    with pytest.raises(manual.NonFiniteError, match=re.escape("forward overflowed float64 on finite inputs: the pre-activations of layer 1")) as info:
+        engine.forward(net, np.full_like(X, 1e308))
+    assert isinstance(info.value, ArithmeticError)
+    # Outputs of 1e200 are finite; their squared error (1e400) is not, nor the gradient of layer 1 (delta z ~ 1e400).
+    with pytest.raises(manual.NonFiniteError, match=re.escape("gradient overflowed float64 on finite inputs: the derivatives with respect to the parameters of layer")):
+        engine.gradient(net, np.full_like(X, 1e200), Y)
+
+
+def test_a_transposed_first_weight_matrix_is_blamed_on_the_weights():
+    net = small_net()
+    with pytest.raises(manual.ShapeError, match=re.escape("layer 0: W_0 has shape (3, 4), which looks transposed: b_0 has shape (4,) "
+                                                          "and W_0 must be (n_out, n_in) = (4, 3); pass W_0.T")):
+        manual.Network.from_arrays([net.weights[0].T, net.weights[1]], net.biases, net.activations, "mse")
+
+
+@pytest.mark.parametrize("seed", [None, -1, 1.5, "0", True])
+def test_seeds_must_be_non_negative_integers(seed):
+    X, Y = data()
+    with pytest.raises(manual.ArgumentError, match=re.escape(f"seed is {seed!r} ({type(seed).__name__}), but it must be an integer >= 0")):
+        manual.Network.random([3, 4, 2], seed=seed)
+    for engine_name in ALL_ENGINES:
+        with pytest.raises(manual.ArgumentError, match="seed is .* but it must be an integer >= 0"):
+            load_engine(engine_name).train(small_net(), X, Y, lr=0.1, steps=2, batch_size=2, seed=seed)
+
+
+@pytest.mark.parametrize("keyword, value, message", [
+    ("max_iter", 0, "max_iter is 0, but it must be a whole number >= 1"),
+    ("tol", -1, "tol is -1, but it must be a finite number >= 0"),
+    ("tol", float("nan"), "tol is nan, but it must be a finite number >= 0"),
+])
+def test_diagnose_iteration_settings(keyword, value, message):
+    X, Y = data()
+    with pytest.raises(manual.ArgumentError, match=re.escape(message)):
+        manual.diagnose(small_net(), X, Y, **{keyword: value})
+
+
+@pytest.mark.parametrize("dtype, eps, lowest", [("float64", 1e-17, "3.55e-15"), ("float32", 1e-9, "1.91e-06"), ("float64", 10.0, "3.55e-15")])
+def test_finite_difference_steps_out_of_range_for_the_dtype(dtype, eps, lowest):
+    X, Y = data()
+    with pytest.raises(manual.ArgumentError, match=re.escape(f"outside the steps that estimate a derivative in {dtype}: [{lowest}, 1]")):
+        manual.finite_difference_gradient(small_net().astype(dtype), X, Y, eps=eps)
+
+
+def test_symmetry_refuses_float_permutations_boolean_signs_and_truthy_flags():
+    net = small_net()
+    with pytest.raises(manual.ArgumentError, match=re.escape("perm has dtype float64, but it must hold integers")):
+        manual.symmetry.permute_units(net, 0, [1.0, 0.0, 2.0, 3.0])
+    with pytest.raises(manual.ArgumentError, match=re.escape("signs is a boolean array")):
+        manual.symmetry.transform(net, 0, [True, False, True, True], [0, 1, 2, 3])
+    with pytest.raises(manual.ArgumentError, match=re.escape("signs is 'yes' (str), but it must be True or False")):
+        manual.symmetry.orbit(net, 0, signs="yes")  # refused when called, before the first member
+
+
+# ---- training: the starting loss, and a batch order that does not allocate every step up front ----------------
+@pytest.mark.parametrize("engine_name", ALL_ENGINES)
+def test_an_infinite_starting_loss_is_not_called_a_divergence(engine_name):
+    X, Y = data()
+    X = np.full_like(X, 1e200)  # finite outputs of about 1e200, whose squared error overflows
+    net = manual.Network.random([3, 2], "identity", "mse", seed=0)
+    with pytest.raises(manual.NonFiniteError, match=re.escape("the starting loss (step 0, before any update) is inf")):
+        load_engine(engine_name).train(net, X, Y, lr=0.1, steps=3)
+
+
+def test_two_million_steps_do_not_allocate_before_the_first_step():
+    import tracemalloc
+
+    X, Y = data(n=1000)
+    tracemalloc.start()
+    with pytest.raises(manual.NonFiniteError, match="training diverged at step 1"):
+        manual.train(small_net(), X, Y, lr=1e300, steps=2_000_000, batch_size=2)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2 * 2**20  # the whole index list would be 2e6 arrays of 2 int64 (over 200 MB)
+
+
+# ---- a Network cannot be changed --------------------------------------------------------------------------------
+def test_a_network_cannot_be_changed_even_by_reflagging_its_arrays():
+    net = small_net()
+    before = net.to_vector()
+    for array in net.weights + net.biases:
+        with pytest.raises(ValueError, match="cannot set WRITEABLE flag to True"):
+            array.flags.writeable = True
+        with pytest.raises(ValueError, match="read-only"):
+            array[0] = 1.0
+    with pytest.raises(AttributeError, match="a Network cannot be changed after construction"):
+        net._weights = ()
+    np.testing.assert_array_equal(net.to_vector(), before)

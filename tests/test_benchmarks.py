@@ -199,8 +199,10 @@ def test_a_dense_output_that_would_not_fit_is_skipped_with_a_note(tmp_path, monk
     runner, _ = make_runner(tmp_path, ["manual"])
     points = sweep.run(tiny_plan(["per_sample_gradients", "gradient"], ["manual"]), runner)
     by = {(p["quantity"], p["width"]): p for p in points}
-    # per-sample gradients of 4 samples x 24 parameters = 768 bytes fit; 4 x 60 = 1920 do not.
-    assert by["per_sample_gradients", 3]["status"] == "ok"
+    # The dense output of 4 samples x 24 parameters (768 bytes) fits, but not the whole call (the per-layer parts and
+    # their concatenation): the engine's guard refuses it. The output of 4 x 60 = 1920 bytes does not fit at all.
+    assert by["per_sample_gradients", 3]["status"] == "failed"
+    assert "MemoryGuardError" in by["per_sample_gradients", 3]["reason"] and "XVAL_MAX_BYTES" in by["per_sample_gradients", 3]["reason"]
     assert by["per_sample_gradients", 5]["status"] == "skipped"
     assert by["per_sample_gradients", 5]["reason"].startswith("dense output of 0.00 GB would not fit")
     assert by["per_sample_gradients", 5]["output_bytes"] == 1920
@@ -217,18 +219,39 @@ def test_a_series_over_the_per_call_budget_skips_its_larger_sizes(tmp_path):
 
 # ---- the printed table and ratios --------------------------------------------------------------------
 def test_slope_table_and_ratios_from_points():
+    sizes = (100, 1000, 10000, 100000, 1000000, 10000000)
     points = [
-        {"status": "ok", "engine": e, "quantity": q, "sweep": "width", "n_params": n, "time_per_sample_s": c * n**k}
+        {"status": "ok", "engine": e, "quantity": q, "sweep": "width", "n_params": n, "time_per_sample_s": c * n**k,
+         "time_median_s": c * n**k}
         for e, c in (("manual", 1e-9), ("jax", 2e-9)) for q, k in (("gradient", 1), ("hvp", 1), ("hessian", 2))
-        for n in (100, 1000, 10000, 100000)
+        for n in sizes
     ]
     table = report.slope_table(points)
-    assert "gradient                     manual      1.00 [1.00, 1.00]" in table
-    assert "hessian                      jax         2.00 [2.00, 2.00]" in table
+    # Exact power laws: the fit starts at the second size (the first taking 2x the smallest time), 5 points.
+    assert "gradient                    manual      width    1.00         1  [1.00, 1.00]    1000-10000000      5" in table
+    assert "hessian                     jax         width    2.00         2  [2.00, 2.00]    1000-10000000      5" in table
+    assert "off their expectation" not in table
     ratios = dict((label, ratio) for label, _, ratio in report.sweep_ratios(points))
     assert ratios["hessian: manual time / jax time"] == pytest.approx(0.5)
     assert ratios["hvp time / gradient time (manual)"] == pytest.approx(1.0)
     assert report.format_rows([{"a": 1.23456, "b": "x"}]).splitlines() == ["  a      b", "  1.235  x"]
+
+
+def test_slope_table_fits_where_the_work_dominates_and_explains_a_low_slope():
+    # 50 us of fixed cost per call plus 1e-10 s per parameter: flat, then linear.
+    sizes = [10**k for k in range(2, 8)]
+    times = [5e-5 + 1e-10 * n for n in sizes]
+    points = [{"status": "ok", "engine": "manual", "quantity": "forward", "sweep": "depth", "n_params": n,
+               "time_per_sample_s": t, "time_median_s": t} for n, t in zip(sizes, times)]
+    table = report.slope_table(points)
+    row = next(line for line in table.splitlines() if line.startswith("forward"))
+    # 2x the smallest time (100 us) is first reached at |W| = 1e6: 1e6 and 1e7 qualify, fewer than 3 points, so the
+    # largest three are fitted, and no interval is printed for three points.
+    expected = np.polyfit(np.log(sizes[-3:]), np.log(times[-3:]), 1)[0]
+    assert f"{expected:6.2f}" in row and "n/a" in row and "100000-10000000" in row
+    assert row.endswith("3 (1)") and expected < 0.75
+    assert "(1) per-call overhead" in table and "smallest fitted calls: 60 us to 60 us" in table
+    assert "issue" not in table
 
 
 # ---- choosing the device, with and without a GPU (faked either way, so both branches run everywhere) ---
@@ -312,7 +335,69 @@ def test_quick_run_writes_json_csv_and_plots(tmp_path):
     for name in ("time_per_sample.png", "peak_memory.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
-    # output.txt keeps exactly what the run printed (the progress bar goes to stderr).
+    # output.txt keeps exactly what the run printed (the progress bar and phase lines go to stderr).
     assert (out / results.REPORT_NAME).read_text() == done.stdout
+    assert "benchmarks: 100%" in done.stderr and "plots: writing" in done.stderr
+    assert done.stdout.count("threads: ") == 1 and "issue" not in done.stdout
+    assert "speed-ratio rows (python -m benchmarks.ratios):\n  skipped (--no-ratios)" in done.stdout
     assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]
     assert math.isfinite(document["settings"]["elapsed_s"])
+
+
+# ---- the ratio rows: each peer checked against manual, then timed; pass/fail from the bound -----------------
+def test_ratio_rows_measure_each_peer_and_judge_it_by_its_bound():
+    from benchmarks import ratios
+
+    pytest.importorskip("jax")
+    row = ratios.Row("gradient", (3, 4, 2), 1, {"jax": 1e9, "write floor": 1e-9}, 1)
+    results_, settings = ratios.run(quick=True, threads=1, rows=[row], progress=False)
+    assert [(r.peer, r.passed) for r in results_] == [("jax.jit(jax.grad)", True), ("numpy writing the output", False)]
+    for r in results_:
+        assert r.ratio == pytest.approx(r.manual_s / r.peer_s) and r.manual_min_s <= r.manual_s and not r.note
+    assert settings["threads"] == 1 and "torch=1" in settings["pools"]
+    table = ratios.format_table(results_, settings)
+    assert "gradient, [3, 4, 2], N=1 (P=26)" in table and table.count("pass") == 1 and table.count("FAIL") == 1
+    assert "<= 1e-09" not in table and "issue" not in table
+    assert ratios.as_records(results_)[1]["target"] == "<= 0.00 (1000000000x faster)"
+
+
+def test_a_ratio_row_whose_peer_disagrees_fails_with_the_reason(monkeypatch):
+    from benchmarks import ratios
+
+    real = ratios._staged
+
+    def off_by_one_percent(engine, call):
+        compute, fetch = real(engine, call)
+        return (compute, (lambda value: fetch(value) * 1.01) if engine == "jax" else fetch)
+
+    pytest.importorskip("jax")
+    monkeypatch.setattr(ratios, "_staged", off_by_one_percent)
+    (result,) = ratios.run(quick=True, threads=1, rows=[ratios.Row("forward", (3, 2), 1, {"jax": 2.0}, 1)], progress=False)[0]
+    assert not result.passed and result.ratio is None
+    assert result.note.startswith("not measured: AssertionError: jax disagrees with manual before timing: relative error 0.0099 > 1e-10")
+
+
+def test_memory_points_at_the_floor_and_dips_are_kept_off_the_line():
+    from benchmarks import plots
+
+    line, floor, dips = plots._split_memory([10, 20, 40, 80, 160], [0, 4096, 1e6, 3e5, 2e6])
+    assert floor == [(10, 4096), (20, 4096)]  # 0 and one page: drawn on the 4 KiB floor
+    assert dips == [(80, 3e5)]  # under half of the previous size's 1e6: reused memory
+    assert line == [(40, 1e6), (160, 2e6)]
+
+
+def test_ratio_rows_use_an_engines_staged_call_when_it_has_one(monkeypatch, capsys):
+    from benchmarks import ratios
+
+    staged = []
+
+    def stage_gradient(net, X, Y):
+        staged.append(net.n_params)
+        return lambda: manual.gradient(net, X, Y)
+
+    monkeypatch.setattr(manual, "stage_gradient", stage_gradient, raising=False)
+    row = ratios.Row("gradient", (3, 4, 2), 1, {"write floor": 1e9}, 1)
+    (result,) = ratios.run(quick=True, threads=1, rows=[row], progress=True)[0]
+    assert staged == [26] and result.passed and result.manual_s > 0
+    progress = capsys.readouterr().err
+    assert "ratio rows" in progress and "left" in progress and "gradient, [3, 4, 2]" in progress

@@ -2,6 +2,8 @@
 import torch
 from torch.func import grad, vmap
 
+from xval.checks import check_memory, finite_result
+
 from . import model
 
 
@@ -16,11 +18,13 @@ def stage_forward(net, X):
     return model.synchronized(compute)
 
 
+@finite_result
 def forward(net, X):
     """``(N, n_L)`` outputs."""
     return model.to_numpy(stage_forward(net, X)())
 
 
+@finite_result
 def loss(net, X, Y):
     """``E`` as a float."""
     X, Y = model.data(net, X, Y)
@@ -35,6 +39,7 @@ def stage_gradient(net, X, Y):
     return model.synchronized(lambda: list(torch.autograd.grad(model.objective(net, params, X, Y), params)))
 
 
+@finite_result
 def gradient(net, X, Y):
     """``dE/dtheta``, ``(P,)``, by reverse mode (``torch.autograd.grad``)."""
     return model.to_numpy(stage_gradient(net, X, Y)())
@@ -43,6 +48,7 @@ def gradient(net, X, Y):
 def stage_per_sample_gradients(net, X, Y):
     """``per_sample_gradients`` staged: one ``(N, P_l)`` tensor per layer, by ``vmap(grad)`` over the samples."""
     X, Y = model.data(net, X, Y)
+    check_memory(net, "torch_ref", "per_sample_gradients", X.shape[0])
     params = model.parameters(net)
 
     def one_sample(params, x, y):
@@ -52,6 +58,7 @@ def stage_per_sample_gradients(net, X, Y):
     return model.synchronized(lambda: list(rows(params, X, Y)))
 
 
+@finite_result
 def per_sample_gradients(net, X, Y):
     """``d loss_n / dtheta``, ``(N, P)``, by ``vmap(grad)`` over the samples."""
     return model.to_numpy(stage_per_sample_gradients(net, X, Y)())

@@ -10,8 +10,7 @@ import warnings
 import torch
 from torch.func import grad, hessian as func_hessian, jacfwd, jacrev, jvp
 
-from xval import memory
-from xval.checks import check_direction, check_reference_block
+from xval.checks import check_direction, check_reference_block, check_memory, finite_result
 
 from . import model
 
@@ -42,6 +41,7 @@ def stage_hvp(net, X, Y, v):
     return _in_forward_mode(lambda: list(jvp(gradient, (params,), (tangents,))[1]))
 
 
+@finite_result
 def hvp(net, X, Y, v):
     """``H v``, ``(P,)``, as the forward-mode derivative of the gradient along ``v`` (``jvp`` of ``grad``)."""
     return model.to_numpy(stage_hvp(net, X, Y, v)())
@@ -49,8 +49,8 @@ def hvp(net, X, Y, v):
 
 def stage_hessian_block(net, X, Y, l, m):
     """``hessian_block`` staged: the ``(P_l, P_m)`` tensor (after the memory guard's check)."""
-    l, m = check_reference_block(net, l, m, "torch_ref")
     X, Y = model.data(net, X, Y)
+    l, m = check_reference_block(net, l, m, "torch_ref", X.shape[0])
     params = model.parameters(net)
 
     def objective(theta_l, theta_m):
@@ -63,6 +63,7 @@ def stage_hessian_block(net, X, Y, l, m):
     return _in_forward_mode(lambda: jacfwd(jacrev(objective, argnums=0), argnums=1)(params[l], params[m]))
 
 
+@finite_result
 def hessian_block(net, X, Y, l, m):
     """``d2E / dtheta_l dtheta_m``, ``(P_l, P_m)``: ``torch.func.hessian`` (``l == m``) or ``jacfwd(jacrev)`` with
     respect to the two layers' parameter tensors."""
@@ -73,7 +74,7 @@ def stage_hessian(net, X, Y):
     """``hessian`` staged: the ``(P, P)`` tensor (after the memory guard's check)."""
     X, Y = model.data(net, X, Y)
     P = net.n_params
-    memory.check(memory.result_bytes(P * P, net.dtype), f"torch_ref.hessian (a {P} x {P} array)")
+    check_memory(net, "torch_ref", "hessian", X.shape[0], what=f"hessian (a {P} x {P} array)")
     counts = net.layer_param_counts
 
     def objective(theta):
@@ -83,6 +84,7 @@ def stage_hessian(net, X, Y):
     return _in_forward_mode(lambda: func_hessian(objective)(theta))
 
 
+@finite_result
 def hessian(net, X, Y):
     """``d2E / dtheta^2``, ``(P, P)``, by ``torch.func.hessian`` of the objective of the flat parameter vector."""
     return model.to_numpy(stage_hessian(net, X, Y)())

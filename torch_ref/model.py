@@ -7,6 +7,9 @@ Each contract function has a ``stage_<name>`` twin taking the same arguments: it
 parameters and data on the device once and returns a zero-argument function that computes the quantity there
 (waiting for the device) and returns torch tensors; ``to_numpy`` brings them back. The contract function is
 ``to_numpy(stage_<name>(...)())``; the benchmarks time the staged call alone, so host-device copies are not timed.
+
+float32 runs compute at full float32 precision on GPUs too: TF32 matmuls (10 mantissa bits) would miss the float32
+tolerance of the comparisons (``tests/test_tf32.py``), so importing this module switches them off.
 """
 import warnings
 
@@ -14,10 +17,16 @@ import numpy as np
 import torch
 
 from xval import config
-from xval.checks import check_data, check_inputs
+from xval.checks import check_data, check_inputs, check_network
 from xval.errors import ConfigError
 
 from .activations import ACTIVATIONS, LOSSES
+
+
+# Full float32 matmuls and convolutions on GPUs (no TF32), whatever the environment asked for.
+torch.set_float32_matmul_precision("highest")
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
 
 
 def device():
@@ -41,6 +50,7 @@ def tensor(array, dtype):
 
 def parameters(net):
     """One flat tensor ``theta_l`` per layer, in the contract's order."""
+    check_network(net)
     return [tensor(np.concatenate([w.reshape(-1), b]), net.dtype) for w, b in zip(net.weights, net.biases)]
 
 

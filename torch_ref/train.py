@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from xval.batches import batch_indices, check_training_arguments, diverged
+from xval.batches import check_starting_loss, check_training_arguments, diverged, iter_batches
 
 from . import model
 
@@ -10,14 +10,14 @@ from . import model
 def train(net, X, Y, lr, steps, batch_size=None, seed=0):
     """``(trained network, losses)`` after ``steps`` SGD steps; ``losses[k]`` is the full-batch ``E`` at step ``k``.
 
-    Batches come from ``xval.batches.batch_indices(N, batch_size, steps, seed)``.
+    Batches come from ``xval.batches.iter_batches(N, batch_size, steps, seed)`` (the order of ``batch_indices``).
     """
-    X, Y = check_training_arguments(net, X, Y, lr, steps)
+    X, Y, lr = check_training_arguments(net, X, Y, lr, steps, batch_size, seed)
     X, Y = model.tensor(X, net.dtype), model.tensor(Y, net.dtype)
     params = model.parameters(net)
     with torch.no_grad():
-        losses = [float(model.objective(net, params, X, Y))]
-    for step, batch in enumerate(batch_indices(X.shape[0], batch_size, steps, seed)):
+        losses = [check_starting_loss(float(model.objective(net, params, X, Y)))]
+    for step, batch in enumerate(iter_batches(X.shape[0], batch_size, steps, seed)):
         index = torch.as_tensor(batch, device=X.device)
         params = [p.detach().requires_grad_() for p in params]
         grads = torch.autograd.grad(model.objective(net, params, X[index], Y[index]), params)

@@ -4,13 +4,16 @@
   names or ``.py`` paths (``xval.engines`` resolves them).
 - ``XVAL_DEVICE``: ``cpu``, ``cuda`` or ``auto`` (default; the GPU when torch/jax see one).
 - ``XVAL_DTYPE``: ``float64`` (default) or ``float32``.
-- ``XVAL_MAX_BYTES``: optional cap, in bytes, on any dense Hessian or block.
+- ``XVAL_MAX_BYTES``: optional cap on any call's whole working memory, in bytes (``2e9``).
+- ``XVAL_ARRAY``: the array library ``manual`` computes with: ``numpy``, ``cupy``, ``torch`` or ``array_api_strict``
+  (default: numpy, or on ``XVAL_DEVICE=cuda`` cupy when importable, else torch; ``manual.arrays`` resolves it).
 - ``XVAL_ARBITER_DIGITS``: the high-precision arbiter's working precision in decimal digits (default 40, at least
   20: float64 holds 16, and the arbiter checks itself at twice this precision).
 
 Each function takes an optional mapping instead of ``os.environ``, so that callers and tests can pass
 their own settings.
 """
+import math
 import os
 
 from .errors import ConfigError
@@ -18,6 +21,14 @@ from .errors import ConfigError
 ENGINE_NAMES = ("manual", "torch", "jax")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float64", "float32")
+ARRAY_LIBRARIES = ("numpy", "cupy", "torch", "array_api_strict")
+# What to install for each array library (the ConfigError of a missing one says it).
+ARRAY_INSTALL = {
+    "numpy": "pip install numpy",
+    "cupy": "pip install cupy-cuda12x (the wheel matching the machine's CUDA version)",
+    "torch": "pip install torch",
+    "array_api_strict": "pip install array-api-strict",
+}
 ARBITER_DIGITS = (20, 1000)  # the valid range of XVAL_ARBITER_DIGITS
 
 
@@ -55,17 +66,64 @@ def dtype(env=None):
     return value
 
 
+# Unit suffixes are refused with the number of bytes they stand for: a plain number cannot be misread (10GB and
+# 10GiB differ by 7%), and the message gives the exact value to write instead.
+BYTE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+              "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_MAX_BYTES_FIX = "e.g. XVAL_MAX_BYTES=2e9 or 2000000000"
+
+
+def _bad_bytes(name, raw, why):
+    return ConfigError(f"{name}={raw!r} is not valid; give a positive number of bytes ({why}), {_MAX_BYTES_FIX}")
+
+
+def parse_bytes(raw, name="XVAL_MAX_BYTES"):
+    """``raw`` (``"2e9"``, ``"2000000000"``) as a whole number of bytes ``>= 1``.
+
+    Refused with a ``ConfigError`` naming ``name``: text that is not a number, a number with a unit (``10GB``: the
+    message says how many bytes each reading means), non-finite values (``inf``, ``1e400``), zero or negative values,
+    and fractions of a byte (``1.9``: a cap of 1 byte is surely not meant).
+    """
+    text = raw.strip().lower().replace(" ", "")
+    for suffix in sorted(BYTE_UNITS, key=len, reverse=True):
+        if text.endswith(suffix) and text[: -len(suffix)]:
+            try:
+                count = float(text[: -len(suffix)])
+            except ValueError:
+                break
+            meant = count * BYTE_UNITS[suffix]
+            raise _bad_bytes(name, raw, f"a plain number without a unit: {raw.strip()} is {meant:.12g} bytes, so write "
+                                        f"{name}={meant:.12g}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise _bad_bytes(name, raw, "it is not a number") from None
+    if not math.isfinite(value):
+        raise _bad_bytes(name, raw, f"it is not finite; for no cap, unset {name}")
+    if value < 1:
+        raise _bad_bytes(name, raw, "it is below 1 byte")
+    if not value.is_integer():
+        raise _bad_bytes(name, raw, f"{value!r} bytes is not a whole number")
+    return int(value)
+
+
 def max_bytes(env=None):
-    """The ``XVAL_MAX_BYTES`` cap as an int, or ``None`` when unset."""
+    """The ``XVAL_MAX_BYTES`` cap as an int (``parse_bytes``), or ``None`` when unset."""
     raw = _read(env, "XVAL_MAX_BYTES", None)
+    return None if raw is None else parse_bytes(raw)
+
+
+def array_library(env=None):
+    """The array library named by ``XVAL_ARRAY`` (one of ``ARRAY_LIBRARIES``), or ``None`` when unset."""
+    raw = _read(env, "XVAL_ARRAY", None)
     if raw is None:
         return None
-    try:
-        value = int(float(raw))
-    except ValueError:
-        value = -1
-    if value <= 0:
-        raise ConfigError(f"XVAL_MAX_BYTES={raw!r} is not valid; give a positive number of bytes, e.g. XVAL_MAX_BYTES=2e9")
+    value = raw.lower().replace("-", "_")
+    if value not in ARRAY_LIBRARIES:
+        raise ConfigError(
+            f"XVAL_ARRAY={raw!r} is not valid; use one of: {', '.join(ARRAY_LIBRARIES)} (numpy is the default; "
+            f"each needs its package installed: {'; '.join(f'{k}: {v}' for k, v in ARRAY_INSTALL.items())})"
+        )
     return value
 
 

@@ -2,6 +2,8 @@
 import math
 import numbers
 
+import numpy as np
+
 
 class XvalError(Exception):
     """Base class of every error the suite raises on purpose."""
@@ -25,6 +27,10 @@ class TargetError(XvalError, ValueError):
 
 class ArgumentError(XvalError, ValueError):
     """An argument out of its valid range or of the wrong kind (a learning rate, step count, dtype, ``eps``)."""
+
+
+class OverflowResultError(NonFiniteError, ArithmeticError):
+    """A computation on finite inputs whose result overflowed the network's dtype; the message names the layer."""
 
 
 class ConfigError(XvalError, ValueError):
@@ -54,13 +60,52 @@ def is_real_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _finite(value):
+    """``math.isfinite`` that calls an int too large for a float (``2**1100``) not finite instead of raising."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def check_positive(name, value, fix):
     """Raise ``ArgumentError`` unless ``value`` is a finite real number ``> 0``; ``fix`` says what to pass."""
-    if not (is_real_number(value) and math.isfinite(value) and value > 0):
+    if not (is_real_number(value) and _finite(value) and value > 0):
         raise ArgumentError(f"{name} is {value!r}, but it must be a finite number > 0; {fix}")
+
+
+def check_non_negative(name, value, fix):
+    """Raise ``ArgumentError`` unless ``value`` is a finite real number ``>= 0``; ``fix`` says what to pass."""
+    if not (is_real_number(value) and _finite(value) and value >= 0):
+        raise ArgumentError(f"{name} is {value!r}, but it must be a finite number >= 0; {fix}")
 
 
 def check_whole(name, value, minimum, fix):
     """Raise ``ArgumentError`` unless ``value`` is a whole number ``>= minimum`` (``5`` or ``5.0``); ``fix`` says what to pass."""
-    if not (is_real_number(value) and math.isfinite(value) and float(value).is_integer() and value >= minimum):
+    if not (is_real_number(value) and _finite(value) and float(value).is_integer() and value >= minimum):
         raise ArgumentError(f"{name} is {value!r}, but it must be a whole number >= {minimum}; {fix}")
+
+
+def describe(value):
+    """A short description of ``value`` for a message: its type and, when short, its repr."""
+    text = repr(value)
+    kind = type(value).__name__
+    return f"{text} ({kind})" if len(text) <= 40 else f"a {kind}"
+
+
+def check_seed(name, value):
+    """``value`` as an int after checking that it is a whole number ``>= 0`` (``numpy.random.default_rng`` seeds).
+
+    ``None`` is refused: the suite is reproducible by design, so every random draw takes an explicit seed.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ArgumentError(f"{name} is {describe(value)}, but it must be an integer >= 0 (results are reproducible, so "
+                            f"None is not accepted); pass e.g. {name}=0")
+    return int(value)
+
+
+def check_flag(name, value):
+    """``value`` after checking that it is ``True`` or ``False`` (numpy booleans too), not any truthy object."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ArgumentError(f"{name} is {describe(value)}, but it must be True or False")
+    return bool(value)

@@ -2,14 +2,30 @@
 import numpy as np
 
 from . import definitions
-from .checks import check_dtype, check_finite
-from .errors import ArgumentError, ShapeError, is_real_number
+from .checks import cast_finite, check_dtype, real_array
+from .errors import ArgumentError, ShapeError, check_seed, describe, is_real_number
 
 
 def _frozen_copy(array, dtype):
-    out = np.array(array, dtype=dtype, copy=True)
-    out.flags.writeable = False
-    return out
+    """A private copy of ``array`` in ``dtype`` that nobody can write: its memory is an immutable ``bytes`` object,
+    so even ``flags.writeable = True`` is refused (numpy only re-flags arrays whose memory owner allows writes)."""
+    data = np.ascontiguousarray(array, dtype=dtype).tobytes()
+    return np.frombuffer(data, dtype=dtype).reshape(np.shape(array))
+
+
+def _shape(value):
+    """The shape of an array-like, or ``None`` when it has none (its own check reports that later)."""
+    try:
+        return np.shape(value)
+    except (ValueError, TypeError):
+        return None
+
+
+def _sequence(name, value, expected):
+    """``value`` as a list, or an error when it is not a sequence of per-layer entries."""
+    if value is None or isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ArgumentError(f"{name} is {describe(value)}, but it must be {expected}")
+    return list(value)
 
 
 class Network:
@@ -17,16 +33,29 @@ class Network:
 
     ``W_l`` is ``(n_{l+1}, n_l)``, ``b_l`` is ``(n_{l+1},)``; layers are numbered from 0. The parameter
     vector lists, layer by layer, ``W_l`` row-major then ``b_l``. Instances are immutable: the arrays are
-    private read-only copies, and methods that change parameters return a new ``Network``.
+    private copies whose memory cannot be written (not even after ``flags.writeable = True``), attributes cannot be
+    set, and methods that change parameters return a new ``Network``.
     """
+
+    __slots__ = ("_weights", "_biases", "_activations", "_loss", "_dtype")
 
     def __init__(self, weights, biases, activations, loss, dtype):
         # Use from_arrays or random: they validate; this constructor trusts its arguments.
-        self._weights = tuple(weights)
-        self._biases = tuple(biases)
-        self._activations = tuple(activations)
-        self._loss = loss
-        self._dtype = dtype
+        for name, value in (("_weights", tuple(weights)), ("_biases", tuple(biases)),
+                            ("_activations", tuple(activations)), ("_loss", loss), ("_dtype", dtype)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"a Network cannot be changed after construction (tried to set {name!r}); build a new one "
+                             "with from_arrays, from_vector or astype")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"a Network cannot be changed after construction (tried to delete {name!r})")
+
+    def __reduce__(self):
+        # Pickling (multiprocessing, joblib) rebuilds through from_arrays, which validates and freezes again.
+        return Network.from_arrays, (list(self._weights), list(self._biases), list(self._activations), self._loss,
+                                     self._dtype.name)
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -36,7 +65,8 @@ class Network:
         A single activation name means that activation on hidden layers and ``identity`` on the output.
         """
         dtype = check_dtype(dtype)
-        weights, biases = list(weights), list(biases)
+        weights = _sequence("weights", weights, "a list of (n_out, n_in) weight matrices, one per layer")
+        biases = _sequence("biases", biases, "a list of (n_out,) bias vectors, one per layer")
         if not weights:
             raise ShapeError("a network needs at least one layer, but weights is empty; pass one (n_out, n_in) matrix per layer")
         if len(biases) != len(weights):
@@ -48,35 +78,44 @@ class Network:
         definitions.loss(loss)
         out_w, out_b = [], []
         for layer, (w, b) in enumerate(zip(weights, biases)):
-            w, b = np.asarray(w), np.asarray(b)
-            if w.ndim != 2:
-                hint = f"; for a single output unit use W_{layer}.reshape(1, {w.shape[0]})" if w.ndim == 1 else ""
-                raise ShapeError(f"layer {layer}: W_{layer} must be 2-D (n_out, n_in), got shape {w.shape}{hint}")
-            if b.shape != (w.shape[0],):
-                raise ShapeError(
-                    f"layer {layer}: b_{layer} has shape {b.shape} but W_{layer} has shape {w.shape}; "
-                    f"b_{layer} must have shape ({w.shape[0]},)"
-                )
-            if layer > 0 and w.shape[1] != out_w[-1].shape[0]:
-                raise ShapeError(
-                    f"layer {layer}: W_{layer} has shape {w.shape} but W_{layer - 1} has shape {out_w[-1].shape}; "
-                    f"W_{layer} needs {out_w[-1].shape[0]} columns (the output width of layer {layer - 1})"
-                )
-            if min(w.shape) == 0:
-                raise ShapeError(
-                    f"layer {layer}: W_{layer} has an empty dimension, shape {w.shape}; every layer needs at least one "
-                    "input and one output unit"
-                )
-            for name, array in ((f"W_{layer}", w), (f"b_{layer}", b)):
-                if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-                    raise ArgumentError(
-                        f"layer {layer}: {name} has dtype {array.dtype}, but it must hold real numbers; pass a float or "
-                        "integer array"
-                    )
-                check_finite(name, array)
-            out_w.append(_frozen_copy(w, dtype))
-            out_b.append(_frozen_copy(b, dtype))
+            w = real_array(f"W_{layer}", w, f"a real (n_out, n_in) matrix for layer {layer}")
+            b = real_array(f"b_{layer}", b, f"a real (n_out,) vector for layer {layer}")
+            following = _shape(weights[layer + 1]) if layer + 1 < len(weights) else None
+            cls._check_layer_shapes(layer, w, b, out_w[-1] if out_w else None, following)
+            out_w.append(_frozen_copy(cast_finite(f"W_{layer}", w, dtype), dtype))
+            out_b.append(_frozen_copy(cast_finite(f"b_{layer}", b, dtype), dtype))
         return cls(out_w, out_b, activations, loss, dtype)
+
+    @staticmethod
+    def _check_layer_shapes(layer, w, b, previous, following):
+        """Shape errors of layer ``layer``, each blaming the array that is wrong: a transposed ``W_l`` (its bias and
+        the neighbouring layers fit ``W_l.T``) is blamed on ``W_l``, not on the bias. ``following`` is the shape of
+        ``W_{l+1}`` (``None`` for the last layer or when it has none)."""
+        if w.ndim != 2:
+            hint = f"; for a single output unit use W_{layer}.reshape(1, {w.shape[0]})" if w.ndim == 1 else ""
+            raise ShapeError(f"layer {layer}: W_{layer} must be 2-D (n_out, n_in), got shape {w.shape}{hint}")
+        if min(w.shape) == 0:
+            raise ShapeError(f"layer {layer}: W_{layer} has an empty dimension, shape {w.shape}; every layer needs at "
+                             "least one input and one output unit")
+        fits_transposed = b.shape == (w.shape[1],) and w.shape[0] != w.shape[1]
+        neighbours_agree = ((previous is not None and previous.shape[0] == w.shape[0])
+                            or (following is not None and len(following) == 2 and following[1] == w.shape[1]))
+        if fits_transposed and neighbours_agree:
+            raise ShapeError(
+                f"layer {layer}: W_{layer} has shape {w.shape}, which looks transposed: b_{layer} has shape {b.shape} "
+                f"and W_{layer} must be (n_out, n_in) = ({w.shape[1]}, {w.shape[0]}); pass W_{layer}.T"
+            )
+        if b.shape != (w.shape[0],):
+            hint = f" (or, if b_{layer} is right, W_{layer} is transposed: pass W_{layer}.T)" if fits_transposed else ""
+            raise ShapeError(
+                f"layer {layer}: b_{layer} has shape {b.shape} but W_{layer} has shape {w.shape}; "
+                f"b_{layer} must have shape ({w.shape[0]},){hint}"
+            )
+        if previous is not None and w.shape[1] != previous.shape[0]:
+            raise ShapeError(
+                f"layer {layer}: W_{layer} has shape {w.shape} but W_{layer - 1} has shape {previous.shape}; "
+                f"W_{layer} needs {previous.shape[0]} columns (the output width of layer {layer - 1})"
+            )
 
     @classmethod
     def random(cls, sizes, activations="tanh", loss="mse", seed=0, weight_scale=1.0, dtype="float64"):
@@ -85,7 +124,7 @@ class Network:
         ``sizes`` are the widths ``[n_0, n_1, ..., n_L]``. A single activation name means that activation on
         hidden layers and ``identity`` on the output.
         """
-        sizes = list(sizes)
+        sizes = list(sizes) if isinstance(sizes, (list, tuple, np.ndarray, range)) else [sizes]
         if len(sizes) < 2 or not all(is_real_number(s) and float(s).is_integer() and s >= 1 for s in sizes):
             raise ShapeError(
                 f"sizes is {sizes!r}, but it must list at least an input and an output width, all whole numbers >= 1; "
@@ -95,17 +134,32 @@ class Network:
             raise ArgumentError(
                 f"weight_scale is {weight_scale!r}, but it must be a finite number; 1.0 gives the N(0, 1/n_in) initialisation"
             )
+        seed = check_seed("seed", seed)
         sizes = [int(s) for s in sizes]
         rng = np.random.default_rng(seed)
         weights = [weight_scale * rng.standard_normal((n_out, n_in)) / np.sqrt(n_in) for n_in, n_out in zip(sizes, sizes[1:])]
         biases = [weight_scale * 0.1 * rng.standard_normal(n_out) for n_out in sizes[1:]]
         return cls.from_arrays(weights, biases, activations, loss, dtype=dtype)
 
+    @classmethod
+    def from_torch(cls, module, loss, dtype=None):
+        """The network of a torch ``nn.Sequential`` of ``nn.Linear`` and activation modules; ``loss`` is the suite's
+        loss name (its correspondence with torch's losses: ``xval.torch_io``). torch is imported here, not before."""
+        from . import torch_io
+
+        return torch_io.from_torch(cls, module, loss, dtype)
+
+    def to_torch(self):
+        """The equivalent ``nn.Sequential`` (Linear, then the activation module unless ``identity``), in this dtype."""
+        from . import torch_io
+
+        return torch_io.to_torch(self)
+
     @staticmethod
     def _expand_activations(activations, n_layers):
         if isinstance(activations, str):
             activations = [activations] * (n_layers - 1) + ["identity"]
-        activations = list(activations)
+        activations = _sequence("activations", activations, "an activation name per layer, or one name for the hidden layers")
         if len(activations) != n_layers:
             raise ShapeError(
                 f"got {len(activations)} activation names for {n_layers} layers; pass one per layer "
@@ -154,7 +208,7 @@ class Network:
 
     def from_vector(self, theta):
         """A new network of this architecture whose parameters are the ``(P,)`` vector ``theta``."""
-        theta = np.asarray(theta)
+        theta = real_array("the parameter vector", theta, f"a real ({self.n_params},) vector laid out like to_vector()")
         if theta.shape != (self.n_params,):
             raise ShapeError(f"parameter vector has shape {theta.shape}, but this network has P = {self.n_params} parameters")
         weights, biases = [], []
@@ -162,6 +216,7 @@ class Network:
             chunk = theta[sl]
             weights.append(chunk[: w.size].reshape(w.shape))
             biases.append(chunk[w.size:])
+        cast_finite("the parameter vector", theta, self._dtype)
         return Network.from_arrays(weights, biases, self._activations, self._loss, dtype=self._dtype)
 
     def astype(self, dtype):

@@ -159,12 +159,21 @@ def _columns(quantity, net, arguments):
     """K, the Hessian columns a second-order call computes (None for first order), after the memory guard."""
     if quantity == "hessian":
         p = net.n_params
-        memory.check(memory.result_bytes(p * p, net.dtype), f"arbiter.hessian (a {p} x {p} array)")
-        return net.n_params
+        _guard(p, p, net, "arbiter.hessian")
+        return p
     if quantity == "hessian_block":
-        l, m = checks.check_reference_block(net, arguments[0], arguments[1], "arbiter")
-        return net.layer_param_counts[m]
+        l, m = checks.check_layer(net, arguments[0], "l"), checks.check_layer(net, arguments[1], "m")
+        rows, cols = net.layer_param_counts[l], net.layer_param_counts[m]
+        _guard(rows, cols, net, f"arbiter.hessian_block(l={l}, m={m})")
+        return cols
     return None
+
+
+def _guard(rows, cols, net, what):
+    """The memory guard on a ``(rows, cols)`` result (its working memory, mpmath numbers for one sample at a time,
+    is far smaller within ``LIMITS``)."""
+    result = memory.result_bytes(rows * cols, net.dtype)
+    memory.check(result, f"{what} (a {rows} x {cols} array)", f"{result} bytes for the result")
 
 
 def _to_float(array):

@@ -1,0 +1,186 @@
+"""Benchmark output that cannot be corrupted: one run per folder (a lock with the owner's pid), --resume only with the
+same settings and a readable results file, unusable --out and bad flags refused before any work, and SIGINT/SIGTERM
+ending with one consistent final write."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from benchmarks import outdir, results
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--quick", "--backend", "manual", "--no-peers"]
+
+
+def bench(*args, timeout=240):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_refused(run, message):
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("error: ") and message in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+# ---- flags, settings and --out, before any work -----------------------------------------------------------------
+@pytest.mark.parametrize("flags, message", [
+    (["--threads", "0"], "--threads 0 is not valid; pass a whole number of threads >= 1"),
+    (["--threads", "-1"], "--threads -1 is not valid"),
+    (["--threads", "two"], "argument --threads: invalid int value: 'two'"),
+    (["--max-call-seconds", "nan"], "--max-call-seconds nan is not valid"),
+    (["--max-call-seconds", "0"], "--max-call-seconds 0.0 is not valid"),
+    (["--backend", " , "], "--backend ' , ' names no engine"),
+    (["--quantities", "hessain"], "--quantities names unknown quantities ['hessain']"),
+    (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+])
+def test_a_bad_flag_is_named_with_exit_code_2(tmp_path, flags, message):
+    run = bench(*SMALL, "--out", str(tmp_path / "out"), *flags)
+    assert_refused(run, message)
+    assert "XVAL_" not in run.stderr
+    assert not (tmp_path / "out" / results.JSON_NAME).exists()
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("XVAL_MAX_BYTES", "inf", "XVAL_MAX_BYTES='inf' is not valid; give a positive number of bytes (it is not finite"),
+    ("XVAL_MAX_BYTES", "1.9", "XVAL_MAX_BYTES='1.9' is not valid; give a positive number of bytes (1.9 bytes is not a whole"),
+    ("XVAL_DTYPE", "float16", "XVAL_DTYPE='float16' is not valid"),
+    ("XVAL_DEVICE", "tpu", "XVAL_DEVICE='tpu' is not valid"),
+])
+def test_a_bad_setting_is_named_with_exit_code_2(tmp_path, monkeypatch, name, value, message):
+    monkeypatch.setenv(name, value)
+    assert_refused(bench(*SMALL, "--out", str(tmp_path / "out")), message)
+
+
+def test_an_unusable_out_is_refused_before_any_work(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    assert_refused(bench(*SMALL, "--out", ""), "--out is empty")
+    assert_refused(bench(*SMALL, "--out", str(a_file)), "is a file, not a folder")
+    assert_refused(bench(*SMALL, "--out", str(a_file / "inside")), "cannot be created")
+    assert_refused(bench(*SMALL, "--out", "/proc/xval-bench"), "cannot be created")
+    assert a_file.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_out_is_refused(tmp_path):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        assert_refused(bench(*SMALL, "--out", str(folder)), "is not writable")
+    finally:
+        folder.chmod(0o755)
+
+
+# ---- one run per folder ------------------------------------------------------------------------------------------
+def test_a_second_run_into_a_folder_in_use_refuses_at_once(tmp_path):
+    (tmp_path / outdir.LOCK_NAME).write_text(f"{os.getpid()} 2026-01-01T00:00:00\n")  # this live process owns it
+    run = bench(*SMALL, "--out", str(tmp_path))
+    assert_refused(run, f"is in use by another benchmark run (pid {os.getpid()}, started 2026-01-01T00:00:00)")
+    assert (tmp_path / outdir.LOCK_NAME).read_text().startswith(str(os.getpid()))
+    assert not (tmp_path / results.JSON_NAME).exists()
+
+
+def test_a_stale_lock_is_taken_over_with_a_note_and_released(tmp_path):
+    pid = dead_pid()
+    (tmp_path / outdir.LOCK_NAME).write_text(f"{pid} 2026-01-01T00:00:00\n")
+    notes = []
+    session = outdir.Session(str(tmp_path), say=notes.append)
+    assert notes == [f"note: took over the lock of {tmp_path} left by a run that is no longer running (pid {pid})"]
+    assert (tmp_path / outdir.LOCK_NAME).read_text().split()[0] == str(os.getpid())
+    with pytest.raises(outdir.StartError, match="is in use by another benchmark run"):
+        # the same folder from another process: simulated by a lock naming a live pid that is not ours
+        (tmp_path / outdir.LOCK_NAME).write_text(f"{os.getppid()} now\n")
+        outdir.Session(str(tmp_path))
+    (tmp_path / outdir.LOCK_NAME).write_text(f"{os.getpid()} now\n")
+    session.release()
+    assert not (tmp_path / outdir.LOCK_NAME).exists()
+
+
+# ---- --resume --------------------------------------------------------------------------------------------------
+def _document(settings, keys):
+    return {"machine": {}, "settings": settings, "points": [{"key": key, "status": "ok"} for key in keys]}
+
+
+SETTINGS = {"dtype": "float64", "device": "cpu", "engines": ["manual"], "threads": 2, "quick": True}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "cannot be resumed: it is not valid JSON"),
+    (json.dumps({"rows": [1, 2]}), "cannot be resumed: it is not a results file of python -m benchmarks"),
+    (json.dumps([1, 2]), "cannot be resumed: it is not a results file"),
+])
+def test_a_corrupt_or_foreign_results_file_is_refused_and_left_untouched(tmp_path, text, message):
+    path = tmp_path / results.JSON_NAME
+    path.write_text(text)
+    with pytest.raises(outdir.StartError, match=message) as info:
+        outdir.resumed_points(str(tmp_path), SETTINGS)
+    assert str(path) in str(info.value)
+    assert path.read_text() == text
+
+
+@pytest.mark.parametrize("name, other", [("dtype", "float32"), ("device", "cuda"), ("engines", ["manual", "jax"]),
+                                         ("threads", 1), ("quick", False)])
+def test_resume_refuses_other_settings_naming_the_difference(tmp_path, name, other):
+    (tmp_path / results.JSON_NAME).write_text(json.dumps(_document(dict(SETTINGS, **{name: other}), ["a"])))
+    with pytest.raises(outdir.StartError, match=f"was measured with other settings \\({name}: {other!r} then, "
+                                                f"{SETTINGS[name]!r} now\\)".replace("[", "\\[")):
+        outdir.resumed_points(str(tmp_path), SETTINGS)
+
+
+def test_resume_keeps_one_point_per_key_and_saving_never_writes_duplicates(tmp_path):
+    (tmp_path / results.JSON_NAME).write_text(json.dumps(_document(SETTINGS, ["a", "b", "a"])))
+    assert [p["key"] for p in outdir.resumed_points(str(tmp_path), SETTINGS)] == ["a", "b"]
+    results.save(str(tmp_path), {}, SETTINGS, [{"key": "a", "status": "failed"}, {"key": "a", "status": "ok"}])
+    saved = json.loads((tmp_path / results.JSON_NAME).read_text())["points"]
+    assert saved == [{"key": "a", "status": "ok"}]
+    assert len(list(csv.DictReader(open(tmp_path / results.CSV_NAME)))) == 1
+
+
+def test_resume_with_a_corrupt_file_exits_2_before_any_work(tmp_path):
+    (tmp_path / results.JSON_NAME).write_text("{torn")
+    assert_refused(bench(*SMALL, "--quantities", "forward", "--resume", "--out", str(tmp_path)), "is not valid JSON")
+    assert (tmp_path / results.JSON_NAME).read_text() == "{torn"
+    assert not (tmp_path / outdir.LOCK_NAME).exists()
+
+
+# ---- SIGINT and SIGTERM ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_ends_the_run_with_a_final_consistent_write(tmp_path, signum, code):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    child = subprocess.Popen([sys.executable, "-m", "benchmarks", *SMALL, "--out", str(tmp_path)], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and child.poll() is None:
+        try:
+            if json.loads((tmp_path / results.JSON_NAME).read_text())["points"]:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    assert child.poll() is None, "the run ended before it could be interrupted"
+    child.send_signal(signum)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == code, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"interrupted by {signal.Signals(signum).name}: ")
+    points = json.loads((tmp_path / results.JSON_NAME).read_text())["points"]
+    rows = list(csv.DictReader(open(tmp_path / results.CSV_NAME)))
+    assert [p["key"] for p in points] == [r["key"] for r in rows] and len({p["key"] for p in points}) == len(points)
+    report = (tmp_path / results.REPORT_NAME).read_text()
+    assert f"after {len(points)} points" in report
+    assert sorted(os.listdir(tmp_path)) == sorted([results.JSON_NAME, results.CSV_NAME, results.REPORT_NAME,
+                                                    "time_per_sample.png", "peak_memory.png"])

@@ -1,0 +1,79 @@
+"""The docs cannot drift: the README's generated sections equal what the code prints and what ``--help`` says
+(``python -m benchmarks.readme`` rewrites them), and the examples degrade to a one-line note without an optional
+package."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import readme
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BLOCKER = """import os, sys
+_blocked = set(os.environ["XVAL_TEST_BLOCK"].split(","))
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in _blocked:
+            raise ImportError(f"No module named {name!r}")
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def test_generated_sections_equal_their_sources():
+    generated = readme.sections()
+    assert [line for path in readme.DOCUMENTS for line in readme.check_document(path, generated, rewrite=False)] == []
+
+
+def test_a_changed_figure_is_found_and_rewritten():
+    text = "intro\n<!-- generated: demo -->\n```\n0.1\n```\n<!-- end generated: demo -->\nrest\n"
+    new, changed, unknown = readme.render(text, {"demo": "```\n0.2\n```\n"})
+    assert changed == ["demo"] and unknown == []
+    assert new == text.replace("0.1", "0.2")
+    assert readme.render(new, {"demo": "```\n0.2\n```\n"})[1] == []
+
+
+def test_flag_table_lists_every_option_with_its_help():
+    from benchmarks.__main__ import build_parser
+
+    table = readme.flag_table(build_parser())
+    help_text = " ".join(build_parser().format_help().split())
+    for action in build_parser()._actions[1:]:
+        assert f"`{action.option_strings[0]}" in table
+        assert " ".join(action.help.split()) in help_text
+
+
+def run_example(script, blocked, tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    env = dict(os.environ, XVAL_TEST_BLOCK=blocked, PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT]))
+    return subprocess.run([sys.executable, os.path.join("examples", script)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+@pytest.mark.parametrize("script, blocked, column, kept", [
+    ("compare_engines.py", "jax", "vs jax", "vs torch"),
+    ("weight_space_symmetry.py", "torch", " torch:", "manual:"),
+])
+def test_an_example_without_an_engine_prints_a_note_and_goes_on(script, blocked, column, kept, tmp_path):
+    done = run_example(script, blocked, tmp_path)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    notes = [line for line in done.stdout.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and f"pip install {blocked}" in notes[0]
+    assert column not in done.stdout and kept in done.stdout
+
+
+def test_the_sympy_example_without_sympy_says_what_to_install(tmp_path):
+    done = run_example("activation_derivatives.py", "sympy", tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "pip install sympy" in done.stderr
+
+
+def test_the_readme_torch_snippet_runs_as_printed():
+    pytest.importorskip("torch")
+    with open(readme.README) as handle:
+        text = handle.read()
+    start = text.index("```python\n", text.index("### Your torch model in and out")) + len("```python\n")
+    namespace = {}
+    exec(text[start:text.index("```", start)], namespace)  # noqa: S102 - the README's own code
+    assert namespace["H"].shape == (131, 131) and namespace["net"].activations == ("tanh", "identity")
+    assert [type(m).__name__ for m in namespace["model_again"]] == ["Linear", "Tanh", "Linear"]
