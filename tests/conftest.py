@@ -21,7 +21,7 @@ hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
 
-_RECORDS = []  # (quantity, engine, case id, relative error), in this process
+_RECORDS = []  # (quantity, engine, case id, relative error, against: "reference" or "arbiter"), in this process
 
 
 @pytest.fixture(scope="session")
@@ -62,14 +62,17 @@ def any_engine(request):
 
 @pytest.fixture
 def record_error():
-    """``record_error(quantity, engine, case_id, error)`` feeds the closing worst-error table."""
-    return lambda quantity, engine, case, error: _RECORDS.append((quantity, engine, case, float(error)))
+    """``record_error(quantity, engine, case_id, error, against="reference")`` feeds the closing worst-error table;
+    ``against="arbiter"`` fills its arbiter column (the error against the high-precision truth)."""
+    return lambda quantity, engine, case, error, against="reference": _RECORDS.append(
+        (quantity, engine, case, float(error), against))
 
 
 # ---- the settings, checked once; the closing table, gathered from xdist workers through files -------
 def pytest_configure(config):
     try:
-        for setting in (xval_config.backends, xval_config.dtype, xval_config.device, xval_config.max_bytes):
+        for setting in (xval_config.backends, xval_config.dtype, xval_config.device, xval_config.max_bytes,
+                        xval_config.arbiter_digits):
             setting()
         for name in selected_engines():  # e.g. XVAL_BACKEND=manual,tensorflow: stop rather than test other engines
             try:
@@ -106,13 +109,20 @@ def pytest_terminal_summary(terminalreporter, config):
     worst = defaultdict(lambda: (-1.0, ""))
     for name in sorted(os.listdir(folder)):
         with open(os.path.join(folder, name)) as handle:
-            for quantity, engine, case, error in json.load(handle):
-                if error > worst[quantity, engine][0]:
-                    worst[quantity, engine] = (error, case)
+            for quantity, engine, case, error, against in json.load(handle):
+                if error > worst[quantity, engine, against][0]:
+                    worst[quantity, engine, against] = (error, case)
     if not worst:
         return
     write = terminalreporter.write_line
     terminalreporter.section(f"worst relative error per quantity and engine ({xval_config.dtype()})")
-    write(f"{'quantity':<34} {'engine':<8} {'worst rel. error':>16}  case")
-    for (quantity, engine), (error, case) in sorted(worst.items()):
-        write(f"{quantity:<34} {engine:<8} {error:>16.2e}  {case}")
+    write("vs reference: against manual (or the other oracle the row names); vs arbiter: against the high-precision "
+          "truth, - where not compared")
+    write(f"{'quantity':<34} {'engine':<8} {'vs reference':>12}  {'case':<58} {'vs arbiter':>10}  case")
+    for quantity, engine in sorted({(q, e) for q, e, _ in worst}):
+        cells = []
+        for against, width in (("reference", 12), ("arbiter", 10)):
+            error, case = worst.get((quantity, engine, against), (None, ""))
+            cells.append((f"{error:>{width}.2e}" if error is not None else f"{'-':>{width}}", case))
+        (reference, reference_case), (arbiter, arbiter_case) = cells
+        write(f"{quantity:<34} {engine:<8} {reference}  {reference_case:<58} {arbiter}  {arbiter_case}")

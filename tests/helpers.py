@@ -1,10 +1,13 @@
 """Helpers shared by the tests: the selected engines, loading one (or a skip saying what to install), the
-comparison against a reference, and the central-difference oracle."""
+comparison against a reference (arbitrated by the high-precision arbiter when it fails), and the central-difference
+oracle."""
+import sys
+
 import numpy as np
 import pytest
 
-from xval import compare, config, engines
-from xval.errors import ConfigError, EngineUnavailableError
+from xval import compare, config, engines, verdict
+from xval.errors import ConfigError, EngineUnavailableError, XvalError
 
 
 def selected_engines():
@@ -31,8 +34,27 @@ def all_engine_names():
     return list(dict.fromkeys(["manual", *selected_engines()]))
 
 
+def beyond_arbiter_limits(exc):
+    """Whether ``exc`` is the arbiter refusing a problem beyond its size limits (a skip, not a failure)."""
+    arbiter = sys.modules.get("xval.arbiter")
+    return arbiter is not None and isinstance(exc, arbiter.ArbiterLimitError)
+
+
+def skip_beyond_limits(function, name):
+    """``function`` such that the arbiter's refusal of a too-large problem skips the test, naming the limit."""
+    def call(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except XvalError as exc:
+            if beyond_arbiter_limits(exc):
+                pytest.skip(f"engine {name!r}: {exc}")
+            raise
+    return call
+
+
 class Engine:
-    """An engine module for the tests: a contract function it lacks is a skip ("not implemented"), not a failure."""
+    """An engine module for the tests: a contract function it lacks is a skip ("not implemented"), not a failure,
+    and so is a problem beyond the arbiter's size limits."""
 
     def __init__(self, name, module):
         self.name, self.module = name, module
@@ -41,7 +63,7 @@ class Engine:
         value = getattr(self.module, attribute, None)
         if value is None:
             pytest.skip(f"engine {self.name!r} does not implement {attribute} (not implemented: skipped)")
-        return value
+        return skip_beyond_limits(value, self.name) if callable(value) else value
 
 
 def load_engine(name):
@@ -52,14 +74,30 @@ def load_engine(name):
         pytest.skip(str(exc))
 
 
-def assert_matches_reference(ours, theirs, rtol, what, dtype, exact):
+def assert_matches_reference(ours, theirs, rtol, what, dtype, exact, call=None, names=("manual", "reference")):
     """``ours`` within ``rtol`` of the reference's ``theirs``; returns the relative error.
+
+    When they disagree and ``call`` (the ``contract.Call`` that produced them) is given, the arbiter judges both
+    (``xval.verdict``, ``names`` their engine names): the test passes when neither is wrong (the difference is below
+    the rounding floor), and otherwise fails with the arbiter's report naming the wrong engine.
 
     In float32 a quantity can be beyond float32's resolution for every engine (saturated softmax: ``p (1 - p)``
     with ``1 - p`` below float32's epsilon). Then, and only in float32, it is judged against ``exact()``, the
     reference's own float64 evaluation at the same inputs: the engine under test must be within ``rtol`` of it or at
     most twice as far from it as the reference is.
     """
+    try:
+        return _assert_matches_reference(ours, theirs, rtol, what, dtype, exact)
+    except AssertionError as failure:
+        if call is None:
+            raise
+        judged = verdict.judge(call, dict(zip(names, (ours, theirs))), rtol, dtype)
+        if judged.decided and not judged.wrong:
+            return compare.relative_error(ours, theirs)
+        raise AssertionError(f"{failure}\n{judged.text()}") from None
+
+
+def _assert_matches_reference(ours, theirs, rtol, what, dtype, exact):
     error = compare.relative_error(ours, theirs)
     if error <= rtol or dtype == "float64":
         return compare.assert_close(ours, theirs, rtol, what)

@@ -58,7 +58,7 @@ def test_unknown_loss_lists_the_valid_ones():
 def test_unknown_engine_lists_the_valid_ones():
     from xval import engines
 
-    with pytest.raises(manual.UnknownNameError, match=r"unknown engine 'tensorflow': .* built-in or registered name \(jax, manual, torch\)"):
+    with pytest.raises(manual.UnknownNameError, match=r"unknown engine 'tensorflow': .* built-in or registered name \(arbiter, jax, manual, torch\)"):
         engines.load("tensorflow")
 
 

@@ -7,6 +7,8 @@
 - ``XVAL_MAX_BYTES``: optional cap on any call's whole working memory, in bytes (``2e9``).
 - ``XVAL_ARRAY``: the array library ``manual`` computes with: ``numpy``, ``cupy``, ``torch`` or ``array_api_strict``
   (default: numpy, or on ``XVAL_DEVICE=cuda`` cupy when importable, else torch; ``manual.arrays`` resolves it).
+- ``XVAL_ARBITER_DIGITS``: the high-precision arbiter's working precision in decimal digits (default 40, at least
+  20: float64 holds 16, and the arbiter checks itself at twice this precision).
 
 Each function takes an optional mapping instead of ``os.environ``, so that callers and tests can pass
 their own settings.
@@ -27,6 +29,7 @@ ARRAY_INSTALL = {
     "torch": "pip install torch",
     "array_api_strict": "pip install array-api-strict",
 }
+ARBITER_DIGITS = (20, 1000)  # the valid range of XVAL_ARBITER_DIGITS
 
 
 def _read(env, name, default):
@@ -120,5 +123,21 @@ def array_library(env=None):
         raise ConfigError(
             f"XVAL_ARRAY={raw!r} is not valid; use one of: {', '.join(ARRAY_LIBRARIES)} (numpy is the default; "
             f"each needs its package installed: {'; '.join(f'{k}: {v}' for k, v in ARRAY_INSTALL.items())})"
+        )
+    return value
+
+
+def arbiter_digits(env=None):
+    """The arbiter's precision in decimal digits from ``XVAL_ARBITER_DIGITS`` (default 40), a whole number in 20..1000."""
+    raw = _read(env, "XVAL_ARBITER_DIGITS", "40")
+    low, high = ARBITER_DIGITS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise ConfigError(
+            f"XVAL_ARBITER_DIGITS={raw!r} is not valid; give a whole number of decimal digits from {low} to {high} "
+            "(float64 holds about 16; the default 40 leaves 24 for cancellation), e.g. XVAL_ARBITER_DIGITS=60"
         )
     return value
