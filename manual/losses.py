@@ -47,10 +47,26 @@ def _mse_hessian_times(y_hat, y, r, xp=np):
     return r
 
 
+def _softmax_parts(y_hat, xp=np):
+    """``(log p, 1 - p, top)`` of ``p = softmax(y_hat)``, each to full relative accuracy, and the one-hot mask ``top``
+    of each row's largest entry.
+
+    Saturated rows (one ``p_k`` within rounding of 1) are where the plain formulas lose every digit: ``1 - p_k`` and
+    ``p_k - p_k^2`` round to 0 although the truth is, say, ``1e-39``. Here the log-sum-exp leaves the largest term out
+    of the sum (``log(1 + s)`` by ``log1p``), and ``1 - p = -expm1(log p)``.
+    """
+    k = y_hat.shape[-1]
+    top = xp.reshape(xp.arange(k, device=y_hat.device), (1, k)) == xp.argmax(y_hat, axis=-1, keepdims=True)
+    top_value = xp.max(y_hat, axis=-1, keepdims=True)
+    shifted = y_hat - top_value
+    others = xp.sum(xp.where(top, xp.zeros_like(shifted), xp.exp(shifted)), axis=-1, keepdims=True)
+    log_p = shifted - xp.log1p(others)
+    return log_p, -xp.expm1(log_p), top
+
+
 def _log_softmax(y_hat, xp=np):
-    """log softmax by the log-sum-exp trick: subtract the row maximum first."""
-    shifted = y_hat - xp.max(y_hat, axis=-1, keepdims=True)
-    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
+    """log softmax, accurate also for saturated rows (``_softmax_parts``)."""
+    return _softmax_parts(y_hat, xp)[0]
 
 
 def _ce_value(y_hat, y, xp=np):
@@ -59,24 +75,35 @@ def _ce_value(y_hat, y, xp=np):
 
 
 def _ce_grad(y_hat, y, xp=np):
-    """softmax(y_hat) * sum_k y_k - y  (= p - y for probability rows)."""
-    p = xp.exp(_log_softmax(y_hat, xp))
-    return p * xp.sum(y, axis=-1, keepdims=True) - y
+    """``p S - y`` with ``S = sum_k y_k`` (``p - y`` for probability rows), written ``(S - y) - S (1 - p)`` so that a
+    saturated row keeps its digits: ``p_k - 1`` is ``-(1 - p_k)``, not 0."""
+    log_p, one_minus_p, _ = _softmax_parts(y_hat, xp)
+    total = xp.sum(y, axis=-1, keepdims=True)
+    return (total - y) - total * one_minus_p
 
 
 def _ce_hessian(y_hat, y, xp=np):
-    """(sum_k y_k) (diag(p) - p p^T)."""
-    p = xp.exp(_log_softmax(y_hat, xp))
+    """``S (diag(p) - p p^T)``, its diagonal written ``p (1 - p)`` (no cancellation in saturated rows)."""
+    log_p, one_minus_p, _ = _softmax_parts(y_hat, xp)
+    p = xp.exp(log_p)
     k = p.shape[-1]
     eye = xp.eye(k, dtype=p.dtype, device=p.device)
-    h = p[:, :, None] * eye - p[:, :, None] * p[:, None, :]
+    h = eye * (p * one_minus_p)[:, :, None] - (1.0 - eye) * (p[:, :, None] * p[:, None, :])
     return h * xp.sum(y, axis=-1)[:, None, None]
 
 
 def _ce_hessian_times(y_hat, y, r, xp=np):
-    """(sum_k y_k) (p * r - p (p . r))."""
-    p = xp.exp(_log_softmax(y_hat, xp))
-    return xp.sum(y, axis=-1, keepdims=True) * (p * r - p * xp.sum(p * r, axis=-1, keepdims=True))
+    """``S p (r - p . r)``. For each row's largest ``p_k``, ``r_k - p . r`` is written
+    ``(1 - p_k) r_k - sum_{j != k} p_j r_j``, which keeps its digits when ``p_k`` rounds to 1."""
+    log_p, one_minus_p, top = _softmax_parts(y_hat, xp)
+    p = xp.exp(log_p)
+    zeros = xp.zeros_like(p)
+    others = xp.sum(xp.where(top, zeros, p * r), axis=-1, keepdims=True)  # sum over j != k of p_j r_j
+    top_r = xp.sum(xp.where(top, r, zeros), axis=-1, keepdims=True)
+    top_one_minus_p = xp.sum(xp.where(top, one_minus_p, zeros), axis=-1, keepdims=True)
+    top_p = xp.sum(xp.where(top, p, zeros), axis=-1, keepdims=True)
+    deviation = xp.where(top, top_one_minus_p * top_r - others, r - (top_p * top_r + others))
+    return xp.sum(y, axis=-1, keepdims=True) * p * deviation
 
 
 LOSSES = {

@@ -80,11 +80,25 @@ def test_saturated_softmax_is_a_precision_loss_below_the_floor_not_a_failure():
         judged = verdict.judge(call, results, 1e-10)
         assert judged.decided and judged.wrong == []
         assert {"torch", "jax"} <= set(judged.lost_digits), judged.text()
+        assert "manual" not in judged.lost_digits, judged.text()  # manual keeps the digits (next test)
         assert "below the rounding floor" in judged.summary() and "no engine is wrong" in judged.summary()
         # the figures: the floor per entry (terms of size ~1 cancel) is far above the truth (~1e-39)
         assert judged.largest_floor > 1e-14 and judged.truth_norm < 1e-38
         # the comparison test passes it, instead of failing with a 70% "disagreement"
         assert_matches_reference(results["manual"], results["torch"], 1e-10, "", "float64", None, call, ("manual", "torch"))
+
+
+def test_manual_agrees_with_the_arbiter_on_the_saturated_softmax():
+    """manual computes log p, 1 - p and p (1 - p) to full relative accuracy, so it keeps the curvature of 1e-39 that
+    torch and jax round to 0: every quantity within a few units of 1e-16 of the arbiter."""
+    problem = cases.problem(SATURATED)
+    for quantity in ("loss", "gradient", "per_sample_gradients", "hvp", "hessian"):
+        call = QUANTITIES[quantity].calls(problem)[0]
+        ours, truth = call.evaluate(manual), call.evaluate(arbiter)
+        error = np.linalg.norm(ours - truth) / np.linalg.norm(truth)
+        assert error < 1e-14, f"{quantity}: manual vs arbiter {error:.3g}"
+    H = QUANTITIES["hessian"].calls(problem)[0].evaluate(arbiter)
+    assert 0 < np.max(np.abs(H)) < 1e-30  # the regime: every curvature entry far below float64's resolution of 1 - p
 
 
 def test_all_within_rounding_and_no_verdict_beyond_the_limits():
