@@ -228,7 +228,8 @@ def resumed_points(folder, settings, say=print):
     path = os.path.join(folder, results.JSON_NAME)
     if settings is None:
         if os.path.exists(path):
-            say(f"note: replacing the results already in {path} (pass --resume to keep and extend them)")
+            shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
+            say(f"note: replacing the results already in {shown} (pass --resume to keep and extend them)")
         return []
     if earlier is None:
         return []
