@@ -1,15 +1,17 @@
 """Throw the catalogue of malformed calls (``tests/malformed.py``) at every public function of the three engines
 and count the outcomes: documented errors, raw exceptions, silent NaN/Inf, silently accepted input, wrong results
 for equivalent input, mutated inputs. ``python scripts/probe_inputs.py [-v]`` (``-v`` lists each failure)."""
+import os
 import sys
 import warnings
 from collections import Counter
 
 import numpy as np
 
-import manual
-from tests import malformed
-from xval import engines
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the catalogue lives in tests/
+import manual  # noqa: E402
+from tests import malformed  # noqa: E402
+from xval import engines  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
