@@ -37,12 +37,16 @@ class Network:
     set, and methods that change parameters return a new ``Network``.
     """
 
-    __slots__ = ("_weights", "_biases", "_activations", "_loss", "_dtype", "__weakref__")  # weakref: manual caches per network
+    # weakref: manual caches per network; _sizes, _counts: the layout, fixed at construction (read on every call)
+    __slots__ = ("_weights", "_biases", "_activations", "_loss", "_dtype", "_sizes", "_counts", "__weakref__")
 
     def __init__(self, weights, biases, activations, loss, dtype):
         # Use from_arrays or random: they validate; this constructor trusts its arguments.
-        for name, value in (("_weights", tuple(weights)), ("_biases", tuple(biases)),
-                            ("_activations", tuple(activations)), ("_loss", loss), ("_dtype", dtype)):
+        weights, biases = tuple(weights), tuple(biases)
+        sizes = (weights[0].shape[1],) + tuple(w.shape[0] for w in weights)
+        counts = tuple(w.size + b.size for w, b in zip(weights, biases))
+        for name, value in (("_weights", weights), ("_biases", biases), ("_activations", tuple(activations)),
+                            ("_loss", loss), ("_dtype", dtype), ("_sizes", sizes), ("_counts", counts)):
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name, value):
@@ -183,17 +187,17 @@ class Network:
     @property
     def sizes(self):
         """Widths ``[n_0, ..., n_L]``."""
-        return [self._weights[0].shape[1]] + [w.shape[0] for w in self._weights]
+        return list(self._sizes)
 
     @property
     def layer_param_counts(self):
         """``P_l = n_{l+1} * n_l + n_{l+1}`` per layer."""
-        return [w.size + b.size for w, b in zip(self._weights, self._biases)]
+        return list(self._counts)
 
     @property
     def n_params(self):
         """``P``, the total parameter count."""
-        return sum(self.layer_param_counts)
+        return sum(self._counts)
 
     @property
     def param_slices(self):
