@@ -17,6 +17,7 @@ from typing import Any, Optional
 import numpy as np
 
 from xval import config
+from xval.checks import numpy_finite_result
 from xval.errors import ConfigError
 
 
@@ -252,3 +253,7 @@ def _resolve(env):
 
 
 NUMPY = Library("numpy", np, np, "cpu", "cpu")
+
+# The overflow check of manual's contract functions: numpy's floating-point events tell when a result needs reading;
+# other libraries report none, so their results are always read.
+finite_result = numpy_finite_result(lambda: library().name == "numpy")

@@ -9,10 +9,10 @@ a zero-argument function computing the quantity there, whose result stays an arr
 function is the staged computation brought back as float64 numpy. Results are written once, straight into their
 final flat array.
 """
-from xval.checks import check_data, check_inputs, check_memory, numpy_finite_result
+from xval.checks import check_data, check_inputs, check_memory
 
 from .activations import get_activation
-from .arrays import to_numpy
+from .arrays import finite_result, to_numpy
 from .losses import get_loss
 from .staged import prepare
 
@@ -91,13 +91,13 @@ def stage_forward(net, X):
     return model.staged(lambda: forward_values(model, X, slopes=False)[0][-1])
 
 
-@numpy_finite_result
+@finite_result
 def forward(net, X):
     """Network outputs ``y_hat = z_L``, ``(N, n_L)``."""
     return to_numpy(stage_forward(net, X)())
 
 
-@numpy_finite_result
+@finite_result
 def loss(net, X, Y):
     """``E = (1/N) sum_n loss(y_hat_n, y_n)``, a float."""
     model, X, Y = prepare(net).data(*check_data(net, X, Y))
@@ -111,7 +111,7 @@ def stage_gradient(net, X, Y):
     return model.staged(lambda: gradient_values(model, X, Y))
 
 
-@numpy_finite_result
+@finite_result
 def gradient(net, X, Y):
     """``dE/dtheta``, ``(P,)``: per layer ``(1/N) sum_n delta_l z_l^T`` (row-major), then ``(1/N) sum_n delta_l``."""
     model, X, Y = prepare(net).data(*check_data(net, X, Y))
@@ -131,7 +131,7 @@ def stage_per_sample_gradients(net, X, Y):
     return model.staged(lambda: per_sample_values(model, X, Y))
 
 
-@numpy_finite_result
+@finite_result
 def per_sample_gradients(net, X, Y):
     """``d loss_n / dtheta`` for every sample, ``(N, P)``: the outer products ``delta_l z_l^T`` kept per sample.
 

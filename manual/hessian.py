@@ -21,9 +21,9 @@ from its upper block right after computing it (one write per entry; the copy is 
 from dataclasses import dataclass
 
 from xval import memory
-from xval.checks import check_data, check_layer, numpy_finite_result
+from xval.checks import check_data, check_layer
 
-from .arrays import to_numpy
+from .arrays import finite_result, to_numpy
 from .backprop import backward_values, forward_values
 from .staged import prepare
 
@@ -210,7 +210,7 @@ def stage_hessian_block(net, X, Y, l, m):
     return model.staged(lambda: _block_values(net, model, X, Y, low, high))
 
 
-@numpy_finite_result
+@finite_result
 def hessian_block(net, X, Y, l, m):
     """``d2E / dtheta_l dtheta_m``, ``(P_l, P_m)`` float64: rows are layer ``l``'s parameters, columns layer ``m``'s.
 
@@ -229,7 +229,7 @@ def stage_hessian(net, X, Y):
     return model.staged(lambda: _hessian_values(net, model, X, Y))
 
 
-@numpy_finite_result
+@finite_result
 def hessian(net, X, Y):
     """``d2E / dtheta^2``, ``(P, P)`` float64, assembled from the blocks: upper blocks computed, each lower one copied
     from its twin while that is in cache (every entry written once).

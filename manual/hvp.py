@@ -9,9 +9,9 @@ layer) at the current parameters. Applying ``R`` to the forward pass and to back
 
 and ``H v = R{grad E}`` is, per layer, ``(1/N) sum_n (R delta_l z_l^T + delta_l R z_l^T)`` and ``(1/N) sum_n R delta_l``.
 """
-from xval.checks import check_data, check_direction, numpy_finite_result
+from xval.checks import check_data, check_direction
 
-from .arrays import to_numpy
+from .arrays import finite_result, to_numpy
 from .backprop import backward_values, forward_values
 from .staged import prepare
 
@@ -77,7 +77,7 @@ def stage_hvp(net, X, Y, v):
     return model.staged(lambda: hvp_values(model, X, Y, v))
 
 
-@numpy_finite_result
+@finite_result
 def hvp(net, X, Y, v):
     """``H v``, ``(P,)`` float64, with ``H = d2E / dtheta^2``: one forward and one backward R-pass."""
     return to_numpy(hvp_values(*_prepared(net, X, Y, v)))

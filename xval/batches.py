@@ -31,11 +31,16 @@ def iter_batches(n_samples, batch_size, steps, seed=0):
     """The batches of ``batch_indices``, one epoch's order at a time: memory stays ``O(n_samples)`` however many
     ``steps`` (training loops use this). The arguments are checked when it is called, before the first batch."""
     check_whole("n_samples", n_samples, 1, "training needs at least one sample (pass X.shape[0] of an X with N >= 1 rows)")
+    seed = _check_schedule(steps, batch_size, seed)
+    return _batches(int(n_samples), None if batch_size is None else int(batch_size), int(steps), seed)
+
+
+def _check_schedule(steps, batch_size, seed):
+    """The seed as an int, after checking the step count, batch size and seed of a training run."""
     check_whole("steps", steps, 0, STEPS_FIX)
     if batch_size is not None:
         check_whole("batch_size", batch_size, 1, "pass an integer such as 32, or None for the full batch")
-    seed = check_seed("seed", seed)
-    return _batches(int(n_samples), None if batch_size is None else int(batch_size), int(steps), seed)
+    return check_seed("seed", seed)
 
 
 def _batches(n_samples, batch_size, steps, seed):
@@ -60,10 +65,7 @@ def check_training_arguments(net, X, Y, lr, steps, batch_size=None, seed=0):
     """``(X, Y, lr)``: the data validated for ``net`` and ``lr`` as a float; errors for a learning rate, step count, batch size or seed that cannot work."""
     X, Y = check_data(net, X, Y)
     check_positive("lr", lr, "pass a learning rate below the stable bound 2 / lambda_max that manual.diagnose(net, X, Y) reports")
-    check_whole("steps", steps, 0, STEPS_FIX)
-    if batch_size is not None:
-        check_whole("batch_size", batch_size, 1, "pass an integer such as 32, or None for the full batch")
-    check_seed("seed", seed)
+    _check_schedule(steps, batch_size, seed)
     return X, Y, float(lr)
 
 

@@ -9,7 +9,7 @@ import operator
 
 import numpy as np
 
-from . import config, definitions, memory
+from . import definitions, memory
 from .errors import ArgumentError, LayerIndexError, NonFiniteError, OverflowResultError, ShapeError, describe
 
 DTYPES = ("float64", "float32")
@@ -226,6 +226,14 @@ def overflow_error(net, X, what, result):
     )
 
 
+def _overflowed(function, args, kwargs, result):
+    """The ``OverflowResultError`` for ``function(*args, **kwargs)``, a contract function ``f(net, X, ...)`` whose
+    ``result`` on checked (finite) inputs is not finite, naming the layer where it overflowed."""
+    net = args[0] if args else kwargs["net"]
+    X = args[1] if len(args) > 1 else kwargs["X"]
+    return overflow_error(net, check_inputs(net, X), function.__name__, result)
+
+
 def finite_result(function):
     """Decorate a contract function ``f(net, X, ...)``: a result holding NaN/Inf raises ``OverflowResultError``
     naming the layer (inputs were checked finite, so the computation overflowed) instead of being returned."""
@@ -235,9 +243,7 @@ def finite_result(function):
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, naming the layer
             result = function(*args, **kwargs)
         if not all_finite(result):
-            net = args[0] if args else kwargs["net"]
-            X = args[1] if len(args) > 1 else kwargs["X"]
-            raise overflow_error(net, check_inputs(net, X), function.__name__, result)
+            raise _overflowed(function, args, kwargs, result)
         return result
 
     return checked
@@ -253,25 +259,22 @@ class _FloatingPointEvents:
         self.seen = True
 
 
-def _numpy_engine():
-    """Whether manual computes with numpy (``XVAL_ARRAY`` unset or numpy, not on a GPU): only numpy reports events."""
-    return config.array_library() in (None, "numpy") and config.device() != "cuda"
+def numpy_finite_result(computes_with_numpy):
+    """``finite_result`` for an engine that computes with numpy whenever ``computes_with_numpy()`` (the engine knows
+    which array library it uses): numpy reports every overflow, invalid operation and division by zero (matmul
+    included), and finite inputs give a finite result without one, so the full check (a read of the whole result,
+    as long as writing a Hessian block) runs only after such an event, or always on another library."""
 
+    def decorate(function):
+        @functools.wraps(function)
+        def checked(*args, **kwargs):
+            events = _FloatingPointEvents()
+            with np.errstate(over="call", invalid="call", divide="call", call=events):
+                result = function(*args, **kwargs)
+            if (events.seen or not computes_with_numpy()) and not all_finite(result):
+                raise _overflowed(function, args, kwargs, result)
+            return result
 
-def numpy_finite_result(function):
-    """``finite_result`` for engines that compute with numpy: numpy reports every overflow, invalid operation and
-    division by zero (matmul included), and finite inputs give a finite result without one, so the full check
-    (a read of the whole result, as long as writing a Hessian block) runs only after such an event."""
+        return checked
 
-    @functools.wraps(function)
-    def checked(*args, **kwargs):
-        events = _FloatingPointEvents()
-        with np.errstate(over="call", invalid="call", divide="call", call=events):
-            result = function(*args, **kwargs)
-        if (events.seen or not _numpy_engine()) and not all_finite(result):
-            net = args[0] if args else kwargs["net"]
-            X = args[1] if len(args) > 1 else kwargs["X"]
-            raise overflow_error(net, check_inputs(net, X), function.__name__, result)
-        return result
-
-    return checked
+    return decorate

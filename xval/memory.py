@@ -2,7 +2,7 @@
 
 The limit is the smaller of the memory the operating system says is available (``MemAvailable`` from
 ``/proc/meminfo``; elsewhere ``psutil`` if installed, else ``os.sysconf``) and the optional
-``XVAL_MAX_BYTES`` cap (``manual.config``). ``fits`` answers "would this fit?" without raising, for
+``XVAL_MAX_BYTES`` cap (``xval.config``). ``fits`` answers "would this fit?" without raising, for
 benchmarks that want to skip sizes rather than fail.
 """
 import os
