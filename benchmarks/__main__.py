@@ -120,17 +120,21 @@ def run_settings(args, engines, peer_names, dtype, device, device_note, threads)
     }
 
 
-def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran):
-    """What the run prints after measuring: the fitted table, the ratios, the counts and the thread count."""
-    from . import report, sweep, timing
+def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran, device="cpu"):
+    """What the run prints after measuring: the fitted table, the ratios (the GPU rows on a GPU), the counts and the
+    thread count."""
+    from . import gpu_rows, report, sweep, timing
 
     counts = sweep.summary_counts(points)
     ratios_s = f", ratio rows {elapsed - sweep_s:.0f} s" if ratios_ran else ""
     lines = ["", report.slope_table(points), "", report.ratio_table(points), "",
-             "speed-ratio rows (python -m benchmarks.ratios):", ratio_note, "",
-             f"points: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; {elapsed:.0f} s "
-             f"(sweep {sweep_s:.0f} s{ratios_s})",
-             timing.threads_line(threads, "every timed row (sweep and ratio rows)")]
+             "speed-ratio rows (python -m benchmarks.ratios):", ratio_note, ""]
+    if device == "cuda":
+        lines += ["GPU rows (width sweep, depth 3, one sample; time median, peak device memory):",
+                  gpu_rows.format_table(gpu_rows.records(points, device)), ""]
+    lines += [f"points: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; {elapsed:.0f} s "
+              f"(sweep {sweep_s:.0f} s{ratios_s})",
+              timing.threads_line(threads, "every timed row (sweep and ratio rows)")]
     return lines + sweep.failure_lines(points) + sweep.failure_lines(points, "skipped")
 
 
@@ -163,7 +167,7 @@ def run(args, engines, dtype, device, device_note, session):
     started = time.perf_counter()
     with timing.pinned_threads(threads):
         machine = machine_info(device, threads)
-        items = plan(engines, quick=args.quick, quantities=args.quantities, peers=peer_names)
+        items = plan(engines, quick=args.quick, quantities=args.quantities, peers=peer_names, device=device)
         total = sum(len(names) for *_, names in items)
         points_before = list(kept)
         session.remember(machine, settings, points_before)
@@ -185,11 +189,15 @@ def run(args, engines, dtype, device, device_note, session):
     settings["load_average_1_5_15_at_end"] = list(os.getloadavg())
     if ratio_rows is not None:
         settings["ratios"] = ratio_rows
+    if device == "cuda":
+        from . import gpu_rows
+
+        settings["gpu_rows"] = gpu_rows.records(points, device)
     results.save(args.out, machine, settings, points)
     session.remember(machine, settings, points)
     print("plots: writing the time and memory figures (a few seconds)", file=sys.stderr, flush=True)
     written = plots.write_plots(points, args.out, subtitle=f"{device}, {dtype}")
-    for line in summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratio_rows is not None):
+    for line in summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratio_rows is not None, device):
         say(line)
     report_path = os.path.join(args.out, results.REPORT_NAME)
     say(f"wrote {os.path.join(args.out, results.JSON_NAME)}, {os.path.join(args.out, results.CSV_NAME)}, "

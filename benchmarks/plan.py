@@ -43,6 +43,18 @@ DEFAULT = (
           engine_limits={("hessian_block", "curvlinops"): 8, ("hessian", "torch"): 4}),
 )
 
+# A GPU run (``--device cuda``) goes further where the GPU's memory and speed allow, and reaches the sizes of the GPU
+# rows (``benchmarks.gpu_rows``): the same-layer block at widths 128 and 192 (an 11 GB float64 block), per-sample
+# gradients to width 1024. BackPACK needs an identity the size of the block besides it, and curvlinops applies the
+# operator column by column, so they stop earlier.
+GPU = (
+    Sweep("width", 3, (2, 4, 8, 16, 32, 64, 128, 192, 256, 512, 1024), start=4,
+          starts={"finite_difference_gradient": 2, "hessian": 2},
+          limits={"finite_difference_gradient": 64, "hessian_block": 192, "hessian": 32},
+          engine_limits={("hessian_block", "curvlinops"): 32, ("hessian_block", "backpack"): 128}),
+    DEFAULT[1],
+)
+
 # The smoke test: every quantity, engine and code path, on sizes small enough for well under a minute
 # (most of it is jax compiling one function per architecture and quantity).
 QUICK = (
@@ -52,13 +64,20 @@ QUICK = (
 )
 
 
-def plan(engines, quick=False, quantities=QUANTITIES, peers=()):
+def sweeps(quick=False, device="cpu"):
+    """The sweeps of a run: ``QUICK`` with ``--quick``, else ``GPU`` on ``cuda`` and ``DEFAULT`` on the CPU."""
+    if quick:
+        return QUICK
+    return GPU if device == "cuda" else DEFAULT
+
+
+def plan(engines, quick=False, quantities=QUANTITIES, peers=(), device="cpu"):
     """``[(sweep, value, quantity, engine names)]`` in the order they run: by sweep, then size, then quantity.
 
     ``finite_difference_gradient`` runs on ``manual`` only; ``peers`` join ``hessian_block``.
     """
     out = []
-    for sweep in QUICK if quick else DEFAULT:
+    for sweep in sweeps(quick, device):
         for value in sweep.values:
             for quantity in quantities:
                 names = ["manual"] if quantity in MANUAL_ONLY else list(engines)

@@ -17,6 +17,7 @@ from . import peers
 QUANTITIES = ("forward", "gradient", "finite_difference_gradient", "per_sample_gradients", "hvp", "hessian_block", "hessian")
 MANUAL_ONLY = (contract.FINITE_DIFFERENCE_GRADIENT.name,)
 PEER_QUANTITIES = ("hessian_block",)
+DENSE = ("per_sample_gradients", "hessian_block", "hessian")  # outputs that grow faster than |W|
 PER_SAMPLE_BATCH = 16
 ITEM_BYTES = {"float64": 8, "float32": 4}
 

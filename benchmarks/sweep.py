@@ -12,6 +12,16 @@ from .machine import engine_device
 
 REFERENCE_ORDER = ("torch", "jax", "manual")  # the independent references first; manual is under test
 
+# Outputs larger than this are validated on every k-th row, k chosen to compare about this many bytes: an 11 GB GPU
+# block would otherwise be copied to the host once per engine and compared there, which takes longer than timing it.
+VALIDATE_BYTES = 256 * 2**20
+
+
+def validation_stride(output_bytes, limit=None):
+    """``k``: validate every ``k``-th row of an output of ``output_bytes`` (1: all of it)."""
+    limit = VALIDATE_BYTES if limit is None else limit
+    return max(1, -(-int(output_bytes) // limit))
+
 
 def dense_budget_bytes(env=None):
     """The largest dense output a point may write: ``XVAL_MAX_BYTES`` if set, else a quarter of available RAM
@@ -78,26 +88,30 @@ class Runner:
         if not todo:
             return
         budget = dense_budget_bytes()
-        if quantity in ("hessian", "hessian_block", "per_sample_gradients") and not _fits(base["output_bytes"], budget):
+        if quantity in quantities.DENSE and not _fits(base["output_bytes"], budget):
             for name in todo:
                 self._record(base, name, "skipped", f"dense output of {base['output_bytes'] / 1e9:.2f} GB would not fit "
                              f"(budget {budget / 1e9:.2f} GB: XVAL_MAX_BYTES or a quarter of available memory)")
             return
         X, Y, v = quantities.data(net, batch)
+        stride = validation_stride(base["output_bytes"]) if quantity in quantities.DENSE else 1
         runs = {}
         for name in todo:
             slow = self.too_slow.get((sweep.name, quantity, name))
             if slow:
                 self._record(base, name, "skipped", slow)
             else:
-                runs[name] = self._first_call(name, quantity, net, X, Y, v)
+                runs[name] = self._first_call(name, quantity, net, X, Y, v, stride)
         # Reference engines of this group measured by an earlier run (--resume) still serve as checks.
         for name in REFERENCE_ORDER:
             if name in names and name not in todo and quantity != "finite_difference_gradient":
-                runs[name] = dict(self._first_call(name, quantity, net, X, Y, v), measure=False)
+                runs[name] = dict(self._first_call(name, quantity, net, X, Y, v, stride), measure=False)
         exact = self._exact_gradient(net, X, Y) if quantity == "finite_difference_gradient" else None
         verdicts = {name: self._validate(name, quantity, run, runs, exact)
                     for name, run in runs.items() if run.get("measure", True) and "error" not in run}
+        if stride > 1:
+            for fields, _ in verdicts.values():
+                fields["validated_rows"] = f"1 row in {stride} (the output has {base['output_bytes'] / 1e9:.3g} GB)"
         for run in runs.values():
             run.pop("output", None)  # free the outputs before timing
         for name, run in runs.items():
@@ -112,8 +126,9 @@ class Runner:
                 continue
             self._measure(base, name, run, checked, sweep.name)
 
-    def _first_call(self, name, quantity, net, X, Y, v):
-        """The warm-up call, which includes jit compilation: timed apart, its output kept for validation.
+    def _first_call(self, name, quantity, net, X, Y, v, stride=1):
+        """The warm-up call, which includes jit compilation: timed apart, its output kept for validation (every
+        ``stride``-th row of it, taken on the engine's device before the copy to the host).
 
         Returns ``{"call", "output", "covered", "first"}``, or ``{"error"}`` with the reason. ``call`` is the
         staged computation (``quantities.Staged.compute``): what is timed and measured afterwards.
@@ -133,7 +148,16 @@ class Runner:
         except Exception as exc:  # noqa: BLE001
             return {"error": _describe(exc), "first": time.perf_counter() - start}
         first = time.perf_counter() - start
-        return {"call": staged.compute, "output": staged.fetch(value), "covered": staged.covered, "first": first}
+        covered = staged.covered
+        if stride == 1:
+            output = staged.fetch(value)
+        elif name in peers.PEERS:  # a peer's value is its own parts; its fetch assembles the block
+            output = staged.fetch(value)[::stride]
+            covered = None if covered is None else covered[::stride]
+        else:
+            output = staged.fetch(value[::stride])
+        del value
+        return {"call": staged.compute, "output": output, "covered": covered, "first": first}
 
     def _exact_gradient(self, net, X, Y):
         for name in REFERENCE_ORDER:
@@ -184,8 +208,6 @@ class Runner:
             stats = timing.time_call(call, repeats=self.settings["repeats"],
                                      min_repeat_s=self.settings["min_repeat_s"], first=first, jitted=name == "jax")
             peak, method, _ = self._peak(call, name)
-        except MemoryError as exc:
-            return self._record(base, name, "failed", f"out of memory: {type(exc).__name__}: {exc}", **checked)
         except Exception as exc:  # noqa: BLE001 - a failing point is recorded and the sweep goes on
             return self._record(base, name, "failed", _describe(exc), **checked)
         if stats["median"] > max_call:  # not the first call: it holds one-time set-up and compilation
@@ -202,10 +224,44 @@ class Runner:
         )
 
 
+def out_of_memory(exc):
+    """Whether ``exc`` says that memory ran out: numpy's ``MemoryError``, torch's and cupy's ``OutOfMemoryError``
+    (CUDA), or XLA's ``RESOURCE_EXHAUSTED`` (jax)."""
+    text = str(exc)
+    return (isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__ or "RESOURCE_EXHAUSTED" in text
+            or "out of memory" in text.lower())
+
+
+def release_device_memory():
+    """Give the memory cached by torch's and cupy's allocators back to the device after a failed point, so that an
+    out-of-memory does not leave the next points short (jax frees its buffers when their arrays go)."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    cupy = sys.modules.get("cupy")
+    if cupy is not None:
+        try:
+            cupy.get_default_memory_pool().free_all_blocks()
+        except Exception:  # noqa: BLE001 - a cupy without a usable GPU has nothing cached
+            pass
+
+
 def _describe(exc):
-    """A failure reason: out of memory, or the engine's exception and the line that raised it."""
-    if isinstance(exc, MemoryError):
-        return f"out of memory: {type(exc).__name__}: {exc}"
+    """A failure reason: refused by the memory guard, out of memory, or the engine's exception and the line that raised
+    it."""
+    from xval.errors import MemoryGuardError
+
+    if isinstance(exc, MemoryGuardError):
+        return f"refused by the memory guard ({type(exc).__name__}): {exc}"
+    if out_of_memory(exc):
+        if not isinstance(exc, MemoryError):
+            release_device_memory()
+        first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        return f"out of memory: {type(exc).__name__}: {first_line}"
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     at = f" ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})" if where else ""
     return f"engine error: {type(exc).__name__}: {exc}{at}"

@@ -5,7 +5,7 @@
 #   bash scripts/gpu_check.sh --files          # the names of the files it writes, one a line
 #
 # (a) the comparison tests with XVAL_DEVICE=cuda: all three engines on the GPU (manual on cupy when it imports,
-#     else on torch CUDA tensors; torch_ref and jax_ref on CUDA), bounded to about 4 minutes, logged to tests.log;
+#     else on torch CUDA tensors; torch_ref and jax_ref on CUDA), bounded to 5 minutes (GPU_CHECK_TEST_SECONDS), logged to tests.log;
 # (b) the GPU benchmark baseline (python -m benchmarks --device cuda --no-ratios: the Hessian ratio rows are CPU
 #     targets), which writes results.json, results.csv, time_per_sample.png, peak_memory.png and output.txt.
 #
@@ -18,7 +18,8 @@
 #       backpack-for-pytorch curvlinops-for-pytorch unfoldNd einconv einops linear_operator jaxtyping wadler_lindig
 #
 # and they are installed into a private folder first (the machine's own torch, jax and cupy are left alone).
-# Exit status: 2 for a usage error, 3 when no GPU is found (nothing is written then), else the tests' status.
+# Exit status: 2 for a usage error, 3 when no GPU is found (nothing is written then), else the tests' status (the
+# benchmark's is printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FILES=(tests.log machine.txt results.json results.csv time_per_sample.png peak_memory.png output.txt)
@@ -73,18 +74,30 @@ cat "$out/machine.txt"
 
 workers=()
 if python3 -c "import xdist" 2>/dev/null; then
-    workers=(-n 4)
+    cores=$(nproc 2>/dev/null || echo 2)
+    workers=(-n $(( cores < 8 ? cores : 8 )))  # each worker holds a CUDA context per library: 8 is plenty
 fi
-echo "comparison tests on the GPU (XVAL_DEVICE=cuda), at most 5 minutes ..."
+limit=${GPU_CHECK_TEST_SECONDS:-300}
+echo "comparison tests on the GPU (XVAL_DEVICE=cuda), at most $limit s ..."
 set +e
-XVAL_DEVICE=cuda timeout 300 python3 -m pytest -q -p no:cacheprovider "${workers[@]}" \
+XVAL_DEVICE=cuda timeout -s INT -k 15 "$limit" python3 -m pytest -q -p no:cacheprovider "${workers[@]}" \
     tests/test_comparisons.py tests/test_staged.py tests/test_arrays.py tests/test_tf32.py >"$out/tests.log" 2>&1
 tests=$?
 set -e
 tail -n 30 "$out/tests.log"
-[[ $tests == 124 ]] && echo "gpu_check: the comparison tests ran past 5 minutes and were stopped (see tests.log)"
+[[ $tests == 124 ]] && echo "gpu_check: the comparison tests ran past $limit s and were stopped (see tests.log)"
 echo "comparison tests: exit status $tests"
 
-python3 -m benchmarks --device cuda --no-ratios --out "$out" "$@"
+# GPU_CHECK_BENCH_SECONDS bounds the benchmark: it is then stopped with SIGTERM and still writes every file of the
+# points measured so far (a later run with --resume goes on from there).
+bound=()
+if [[ -n ${GPU_CHECK_BENCH_SECONDS:-} ]]; then
+    bound=(timeout -s TERM -k 30 "$GPU_CHECK_BENCH_SECONDS")
+fi
+set +e
+"${bound[@]}" python3 -m benchmarks --device cuda --no-ratios --out "$out" "$@"
+bench=$?
+set -e
+echo "benchmark: exit status $bench"
 echo "wrote in $out: ${FILES[*]}"
 exit "$tests"
