@@ -151,11 +151,12 @@ class Runner:
         covered = staged.covered
         if stride == 1:
             output = staged.fetch(value)
-        elif name in peers.PEERS:  # a peer's value is its own parts; its fetch assembles the block
-            output = staged.fetch(value)[::stride]
-            covered = None if covered is None else covered[::stride]
-        else:
+        elif len(getattr(value, "shape", ())) == 2:  # one array on the engine's device: copy only the rows compared
             output = staged.fetch(value[::stride])
+        else:  # parts (a reference's per-layer arrays, a peer's blocks) that fetch assembles: stride the assembly
+            output = staged.fetch(value)[::stride]
+        if stride > 1 and covered is not None:
+            covered = covered[::stride]
         del value
         return {"call": staged.compute, "output": output, "covered": covered, "first": first}
 
