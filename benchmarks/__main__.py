@@ -196,7 +196,7 @@ def run(args, engines, dtype, device, device_note, session):
     results.save(args.out, machine, settings, points)
     session.remember(machine, settings, points)
     print("plots: writing the time and memory figures (a few seconds)", file=sys.stderr, flush=True)
-    written = plots.write_plots(points, args.out, subtitle=f"{device}, {dtype}")
+    written = plots.write_plots(points, args.out, subtitle=f"{device}, {dtype}", device=device)
     for line in summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratio_rows is not None, device):
         say(line)
     report_path = os.path.join(args.out, results.REPORT_NAME)

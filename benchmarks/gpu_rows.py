@@ -97,7 +97,8 @@ def _time(seconds):
     return f"{seconds * 1e3:.3g} ms" if seconds < 1 else f"{seconds:.3g} s"
 
 
-def _cell(engine):
+def cell(engine):
+    """An engine's figures for a table: time and peak, or why there are none."""
     state = engine["state"]
     if state != "ok":
         return state
@@ -107,6 +108,19 @@ def _cell(engine):
 
 def _verdict(met):
     return {True: "pass", False: "FAIL", None: "n/a"}[met]
+
+
+def verdicts(record):
+    """``(time text, peak text)``: each ratio with its target and whether it is met (the peak text is empty for a row
+    without a peak target)."""
+    ratio = "n/a" if record["time_ratio"] is None else f"{record['time_ratio']:.3g}"
+    if record["time_ratio"] is None and record["engines"]["jax"]["state"] != "ok":
+        ratio = f"jax {record['engines']['jax']['state']}"
+    time_text = f"{ratio} (<= {record['time_target']:g}: {_verdict(record['time_met'])})"
+    if record["peak_target"] is None:
+        return time_text, ""
+    peak = "n/a" if record["peak_ratio"] is None else f"{record['peak_ratio']:.3g}"
+    return time_text, f"{peak} (<= {record['peak_target']:g}: {_verdict(record['peak_met'])})"
 
 
 def format_table(rows):
@@ -120,15 +134,8 @@ def format_table(rows):
         size = f"{r['n_params']:,}" if r["n_params"] else "?"
         if r["quantity"] == "hessian_block" and r["output_bytes"]:
             size += f" ({r['output_bytes'] / 1e9:.3g})"
-        ratio = "n/a" if r["time_ratio"] is None else f"{r['time_ratio']:.3g}"
-        if r["time_ratio"] is None and r["engines"]["jax"]["state"] != "ok":
-            ratio = f"jax {r['engines']['jax']['state']}"
-        time_cell = f"{ratio} (<= {r['time_target']:g}: {_verdict(r['time_met'])})"
-        peak_cell = ""
-        if r["peak_target"] is not None:
-            peak = "n/a" if r["peak_ratio"] is None else f"{r['peak_ratio']:.3g}"
-            peak_cell = f"{peak} (<= {r['peak_target']:g}: {_verdict(r['peak_met'])})"
-        cells = [_cell(r["engines"][name]) for name in ENGINES]
+        time_cell, peak_cell = verdicts(r)
+        cells = [cell(r["engines"][name]) for name in ENGINES]
         lines.append(f"  {r['row']:<27} {size:<16} {cells[0]:<20} {cells[1]:<20} {cells[2]:<20} {time_cell:<20} {peak_cell}")
     lines.append("  peers: " + "; ".join(f"{LABELS[q]}: {', '.join(words.values())}" for q, words in PEER_WORDS.items()))
     return "\n".join(lines)

@@ -245,7 +245,8 @@ def write_outputs(session, machine, settings, points):
     from . import plots, report
 
     results.save(session.folder, machine, settings, points)
-    plots.write_plots(points, session.folder, subtitle=f"{settings.get('device')}, {settings.get('dtype')}")  # as a finished run's
+    plots.write_plots(points, session.folder, subtitle=f"{settings.get('device')}, {settings.get('dtype')}",
+                      device=settings.get("device"))  # as a finished run's
     lines = session.printed + ["", report.slope_table(points), "",
                                f"interrupted by {settings.get('interrupted_by')} after {len(points)} points; run again "
                                "with --resume to continue"]

@@ -1,8 +1,9 @@
 """PNG plots of a run (matplotlib, Agg): time per sample and peak memory against |W| on log-log axes, one panel
 per quantity; engine by colour, sweep by line style, and one shared legend per figure in the spare panel.
 
-Memory is the resident-set growth of one call: whole pages only, so anything at or under one page (4 KiB) is drawn
-on the labelled measurement floor as a hollow marker, and a point below its own series' previous size (memory the
+Memory on the CPU is the resident-set growth of one call: whole pages only, so anything at or under one page (4 KiB)
+is drawn on the labelled measurement floor as a hollow marker. On a GPU it is the libraries' own peak counters, whose
+allocators hand out blocks of 512 bytes, the floor there. A point below its own series' previous size (memory the
 process already held, such as XLA's buffer pool, was reused) is drawn as a cross, off the line.
 """
 import math
@@ -22,6 +23,10 @@ TIME_PNG, MEMORY_PNG = "time_per_sample.png", "peak_memory.png"
 COLORS = {"manual": "C0", "torch": "C1", "jax": "C2", "backpack": "C3", "curvlinops": "C4"}
 STYLES = {"width": "-", "depth": "--"}
 FLOOR_BYTES = 4096  # one page: the resolution of the resident-set measurement
+# The floor and the memory title for each device: resident-set pages on the CPU, allocator blocks on a GPU (torch's
+# caching allocator and cupy's pool both round every allocation up to 512 bytes).
+FLOORS = {"cpu": (FLOOR_BYTES, "1 page (4 KiB)", "growth of the resident set during the call"),
+          "cuda": (512, "one 512-byte block", "peak device memory above what was in use before it (each library's counter)")}
 FONT = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 11, "xtick.labelsize": 10,
         "ytick.labelsize": 10}
 
@@ -40,13 +45,13 @@ def _sorted_positive(sizes, values, floor):
     return [s for s, _ in pairs], [v for _, v in pairs]
 
 
-def _split_memory(xs, ys):
-    """``(line points, floor points, dips)``: values at or under a page go on the floor; a value under half of the
+def _split_memory(xs, ys, floor_bytes=FLOOR_BYTES):
+    """``(line points, floor points, dips)``: values at or under the floor go on it; a value under half of the
     series' previous kept value is a dip (memory reuse), kept off the line."""
     line, floor, dips = [], [], []
     for x, y in zip(xs, ys):
-        if y <= FLOOR_BYTES:
-            floor.append((x, FLOOR_BYTES))
+        if y <= floor_bytes:
+            floor.append((x, floor_bytes))
         elif line and y < 0.5 * line[-1][1]:
             dips.append((x, y))
         else:
@@ -54,12 +59,12 @@ def _split_memory(xs, ys):
     return line, floor, dips
 
 
-def _draw_series(ax, engine, sweep, xs, ys, memory):
+def _draw_series(ax, engine, sweep, xs, ys, memory, floor_bytes=FLOOR_BYTES):
     color, style = COLORS.get(engine, "k"), STYLES.get(sweep, "-")
     if not memory:
         ax.plot(xs, ys, style, marker="o", ms=4, lw=1.6, color=color)
         return list(zip(xs, ys))
-    line, floor, dips = _split_memory(xs, ys)
+    line, floor, dips = _split_memory(xs, ys, floor_bytes)
     if line:
         ax.plot(*zip(*line), style, marker="o", ms=4, lw=1.6, color=color)
     if floor:
@@ -69,20 +74,20 @@ def _draw_series(ax, engine, sweep, xs, ys, memory):
     return line + floor + dips
 
 
-def _panel(ax, data, quantity, ylabel, title, memory):
+def _panel(ax, data, quantity, ylabel, title, memory, floor=FLOORS["cpu"]):
     drawn = []
     for (engine, q, sweep), (sizes, values) in sorted(data.items()):
         if q == quantity:
             xs, ys = _sorted_positive(sizes, values, floor=memory)
             if xs:
-                drawn += _draw_series(ax, engine, sweep, xs, ys, memory)
+                drawn += _draw_series(ax, engine, sweep, xs, ys, memory, floor[0])
     if drawn:
         _reference_slopes(ax, [s for s, _ in drawn], [v for _, v in drawn])
         low, high = min(v for _, v in drawn), max(v for _, v in drawn)
         ax.set_ylim(low / 3, high * 3)  # the reference lines may not stretch the axis past the data
-    if memory:
-        ax.axhline(FLOOR_BYTES, color="0.3", lw=0.8)
-        ax.annotate("floor: 1 page (4 KiB)", (0.02, FLOOR_BYTES), xycoords=("axes fraction", "data"),
+    if memory and (not drawn or floor[0] >= ax.get_ylim()[0]):  # a floor under every point is left out
+        ax.axhline(floor[0], color="0.3", lw=0.8)
+        ax.annotate(f"floor: {floor[1]}", (0.02, floor[0]), xycoords=("axes fraction", "data"),
                     textcoords="offset points", xytext=(0, 3), fontsize=9, color="0.3")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -93,14 +98,14 @@ def _panel(ax, data, quantity, ylabel, title, memory):
     ax.grid(True, which="major", alpha=0.3)
 
 
-def _legend(ax, engines, sweeps, memory):
+def _legend(ax, engines, sweeps, memory, floor=FLOORS["cpu"]):
     """The figure's one legend, in the spare panel: engines by colour, sweeps by line style, the guides."""
     handles = [Line2D([], [], color=COLORS.get(e, "k"), marker="o", lw=2.5, label=e) for e in engines]
     handles += [Line2D([], [], color="k", ls=STYLES[s], lw=1.6, label=text) for s, text in sweeps]
     handles += [Line2D([], [], color="0.55", ls=":", lw=1.2, label="slope 1 (grows like |W|)"),
                 Line2D([], [], color="0.55", ls="-.", lw=1.2, label="slope 2 (grows like |W|^2)")]
     if memory:
-        handles += [Line2D([], [], color="k", marker="o", mfc="none", ls="none", label="at or under the 4 KiB floor"),
+        handles += [Line2D([], [], color="k", marker="o", mfc="none", ls="none", label=f"at or under the floor ({floor[1]})"),
                     Line2D([], [], color="k", marker="x", ls="none", label="dip: reused memory already held")]
     ax.axis("off")
     ax.legend(handles=handles, loc="center", frameon=False, title="engine (colour), sweep (line)")
@@ -119,7 +124,7 @@ def _batches(points):
     return {p["quantity"]: p["batch"] for p in points if p.get("status") == "ok"}
 
 
-def _figure(points, field, ylabel, title, path, memory):
+def _figure(points, field, ylabel, title, path, memory, floor=FLOORS["cpu"]):
     data = series(points, field)
     quantities = [q for q in QUANTITIES if any(key[1] == q for key in data)]
     if not quantities:
@@ -137,10 +142,10 @@ def _figure(points, field, ylabel, title, path, memory):
                 label, axis = f"{quantity}\n(call on {batch} samples, time / {batch})", "seconds per sample"
             else:
                 label, axis = f"{quantity}\n(call on 1 sample)", "seconds per call"
-            _panel(ax, data, quantity, axis, label, memory)
+            _panel(ax, data, quantity, axis, label, memory, floor)
         spare = list(axes.flat)[len(quantities):]
         engines = sorted({key[0] for key in data}, key=lambda e: list(COLORS).index(e) if e in COLORS else 99)
-        _legend(spare[0], engines, _sweeps(points), memory)
+        _legend(spare[0], engines, _sweeps(points), memory, floor)
         for ax in spare[1:]:
             ax.axis("off")
         fig.suptitle(title)
@@ -150,16 +155,16 @@ def _figure(points, field, ylabel, title, path, memory):
     return path
 
 
-def write_plots(points, folder, subtitle=""):
-    """Write the time and memory PNGs into ``folder``; return the paths written."""
+def write_plots(points, folder, subtitle="", device="cpu"):
+    """Write the time and memory PNGs of a run on ``device`` into ``folder``; return the paths written."""
     os.makedirs(folder, exist_ok=True)
+    floor = FLOORS["cuda" if device == "cuda" else "cpu"]
     where = f" ({subtitle})" if subtitle else ""
     written = [
         _figure(points, "time_per_sample_s", None,
                 f"Time vs |W|{where}: median of repeated calls, each on one sample, except per_sample_gradients "
                 "(a batch; its time divided by the batch)", os.path.join(folder, TIME_PNG), memory=False),
-        _figure(points, "peak_bytes", "peak growth (bytes)",
-                f"Peak memory of one call vs |W|{where}: growth of the resident set during the call",
-                os.path.join(folder, MEMORY_PNG), memory=True),
+        _figure(points, "peak_bytes", "peak growth (bytes)", f"Peak memory of one call vs |W|{where}: {floor[2]}",
+                os.path.join(folder, MEMORY_PNG), memory=True, floor=floor),
     ]
     return [path for path in written if path]

@@ -8,7 +8,9 @@ sections that differ (exit 1). ``tests/test_docs.py`` checks the same. Sources:
 - ``benchmark-flags``, ``ratio-flags``: the ``--help`` of ``python -m benchmarks`` and ``python -m benchmarks.ratios``;
 - ``ratio-rows``: the rows of ``benchmarks.ratios`` and their targets;
 - ``baseline-run``, ``baseline-output``: the committed baseline (``benchmarks/baseline/results.json`` and
-  ``output.txt``, less its last line, which names the folder it wrote to).
+  ``output.txt``, less its last line, which names the folder it wrote to);
+- ``gpu-baseline-run``, ``gpu-rows``, ``gpu-baseline-output``: the committed GPU baseline
+  (``benchmarks/baseline/gpu/``: the GPU, driver and libraries, the GPU rows as a table, what the run printed).
 
 After a new baseline (``python -m benchmarks --out benchmarks/baseline``), run ``python -m benchmarks.readme``.
 """
@@ -23,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 DOCUMENTS = (README, os.path.join(ROOT, "docs", "complexity.md"))  # the README must hold every section
 BASELINE = os.path.join(ROOT, "benchmarks", "baseline")
+GPU_BASELINE = os.path.join(BASELINE, "gpu")
 SECTION = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated: (?P=name) -->)", re.S)
 
 
@@ -65,20 +68,51 @@ def ratio_rows_table():
     return "\n".join(lines) + "\n"
 
 
-def baseline_output():
-    with open(os.path.join(BASELINE, "output.txt")) as handle:
+def baseline_output(folder=BASELINE):
+    with open(os.path.join(folder, "output.txt")) as handle:
         lines = handle.read().rstrip("\n").splitlines()
     return _block("\n".join(line for line in lines if not line.startswith("wrote ")))
 
 
+def _load(folder):
+    with open(os.path.join(folder, "results.json")) as handle:
+        return json.load(handle)
+
+
 def baseline_run():
     """One line: the machine and the duration of the committed baseline."""
-    with open(os.path.join(BASELINE, "results.json")) as handle:
-        document = json.load(handle)
+    document = _load(BASELINE)
     info, settings = document["machine"], document["settings"]
     cores = info.get("cpu_cores_logical")
     return (f"Committed CPU baseline: {info.get('cpu_model', 'unknown CPU')}, {cores} logical cores, "
             f"{settings.get('dtype', 'float64')}, {settings.get('elapsed_s', 0):.0f} s.\n")
+
+
+def gpu_baseline_run():
+    """One line: the GPU, the libraries and manual's array library of the committed GPU baseline, and its duration."""
+    document = _load(GPU_BASELINE)
+    info, settings = document["machine"], document["settings"]
+    versions = info.get("libraries", {})
+    manual_on = sorted({p["device"] for p in document["points"] if p["engine"] == "manual"})
+    with open(os.path.join(GPU_BASELINE, "machine.txt")) as handle:
+        driver = next((line.split(",")[-1].strip() for line in handle if line.count(",") == 2), "unknown")
+    return (f"Committed GPU baseline: {', '.join(info.get('gpu_names') or ['unknown GPU'])} (driver {driver}), "
+            f"{settings.get('dtype', 'float64')}, torch {versions.get('torch')}, jax {versions.get('jax')}, "
+            f"manual on {', '.join(manual_on)}, {len(document['points'])} points in {settings.get('elapsed_s', 0):.0f} s.\n")
+
+
+def gpu_rows_table():
+    """The GPU rows of the committed GPU baseline, as a Markdown table."""
+    from . import gpu_rows
+
+    rows = _load(GPU_BASELINE)["settings"]["gpu_rows"]
+    lines = ["| row (depth 3, one sample) | parameters | manual | jax | torch | manual / jax (target) | manual peak / block (target) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        cells = [gpu_rows.cell(r["engines"][name]) for name in gpu_rows.ENGINES]
+        time_text, peak_text = gpu_rows.verdicts(r)
+        lines.append(f"| {r['row']} | {r['n_params']:,} | {' | '.join(cells)} | {time_text} | {peak_text or '-'} |")
+    return "\n".join(lines) + "\n"
 
 
 def sections():
@@ -93,6 +127,9 @@ def sections():
         "ratio-flags": flag_table(ratios.build_parser()),
         "baseline-run": baseline_run(),
         "baseline-output": baseline_output(),
+        "gpu-baseline-run": gpu_baseline_run(),
+        "gpu-rows": gpu_rows_table(),
+        "gpu-baseline-output": baseline_output(GPU_BASELINE),
     }
 
 
