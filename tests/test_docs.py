@@ -77,3 +77,33 @@ def test_the_readme_torch_snippet_runs_as_printed():
     exec(text[start:text.index("```", start)], namespace)  # noqa: S102 - the README's own code
     assert namespace["H"].shape == (131, 131) and namespace["net"].activations == ("tanh", "identity")
     assert [type(m).__name__ for m in namespace["model_again"]] == ["Linear", "Tanh", "Linear"]
+
+
+def _read(*parts):
+    with open(os.path.join(ROOT, *parts)) as handle:
+        return handle.read()
+
+
+def test_the_gpu_prose_quotes_the_committed_gpu_files():
+    """The README's and docs' sentences about the GPU run (not generated) say what its committed files say."""
+    import re
+
+    gpu = os.path.join("benchmarks", "baseline", "gpu")
+    readme_text, complexity = _read("README.md"), " ".join(_read("docs", "complexity.md").split())
+    for log in ("tests.log", "tests-cupy.log"):
+        passed = re.search(r"(\d+) passed", _read(gpu, log)).group(1)
+        assert f"({passed} passed, [`{log}`]" in readme_text
+    rates = {}
+    for width, block in re.findall(r"width (\d+): block [\d.]+ GB\n((?:  .*\n)+)", _read(gpu, "write-rates.txt")):
+        for what, median, rate in re.findall(r"  (.+?)\s+median\s+([\d.]+) ms .* ([\d.]+) TB/s", block):
+            rates[int(width), what] = (float(median), float(rate))
+    # cupy against torch for manual's block, and their write rates, as the prose quotes them.
+    for width in (128, 192):
+        on_cupy, on_torch = rates[width, "manual staged block on cupy"][0], rates[width, "manual staged block on torch"][0]
+        assert f"{on_cupy:.2f}" in complexity and f"{on_torch:.2f}" in complexity
+        assert 1.6 <= round(on_cupy / on_torch, 1) <= 1.7  # "took 1.6-1.7 times as long on cupy" in the README
+    cupy_rate = rates[128, "cupy empty+fill"][1]
+    torch_rates = [rates[w, what][1] for w in (128, 192) for what in ("torch empty+fill_", "torch broadcast mul out=")]
+    torch_text = f"torch's {min(torch_rates):.1f}-{max(torch_rates):.1f} TB/s"
+    assert f"cupy's elementwise kernels wrote {cupy_rate} TB/s, {torch_text}" in complexity
+    assert f"{cupy_rate} TB/s on the H100 against {torch_text}" in " ".join(readme_text.split())
