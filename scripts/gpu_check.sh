@@ -9,6 +9,10 @@
 # (b) the GPU benchmark baseline (python -m benchmarks --device cuda --no-ratios: the Hessian ratio rows are CPU
 #     targets), which writes results.json, results.csv, time_per_sample.png, peak_memory.png and output.txt.
 #
+# manual computes with cupy on the GPU unless XVAL_ARRAY says otherwise; the committed baseline was made with
+# `XVAL_ARRAY=torch bash scripts/gpu_check.sh OUT` (torch wrote the block's memory faster on an H100: see
+# benchmarks/baseline/gpu/write-rates.txt, from scripts/gpu_write_rates.py).
+#
 # Everything goes into OUT, at most 8 files (the folder to commit as benchmarks/baseline/gpu/), with machine.txt: the
 # GPU, the library versions and the array library manual uses. Packages the machine lacks (array-api-compat, and
 # BackPACK and curvlinops for the peers) come as wheels in .whl/, made on a machine with internet for the GPU
