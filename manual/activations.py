@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
+from scipy.special import expit
 
 from xval.errors import unknown_name
 
@@ -52,23 +53,39 @@ def _sigmoid_from(x, ax, r, xp):
     return r * xp.exp(0.5 * (x - ax))
 
 
+def _by_expit(x, xp):
+    """Whether sigma of ``x`` goes through scipy's ``expit``: on numpy floating arrays it is sigma in one pass (one
+    ufunc call instead of eight), accurate to an ulp or two for every x and raising no floating-point events, and
+    sigma' = sigma(x) sigma(-x) keeps full relative accuracy on both tails (no 1 - sigma). Other libraries (and numpy
+    object arrays, on which the tests run this code symbolically) take the array-API formulas."""
+    return xp is np and x.dtype.kind == "f"
+
+
 def _sigmoid(x, xp=np):
     """sigma(x) = 1 / (1 + exp(-x)), via exp(-|x|) so that nothing overflows."""
+    if _by_expit(x, xp):
+        return expit(x)
     ax, _, r = _sigmoid_parts(x, xp)
     return _sigmoid_from(x, ax, r, xp)
 
 
 def _sigmoid_d1(x, xp=np):
-    """sigma' = sigma (1 - sigma), written as e / (1 + e)^2 with e = exp(-|x|) (sigma' is even).
+    """sigma' = sigma (1 - sigma), written as e / (1 + e)^2 with e = exp(-|x|) (sigma' is even), or on numpy
+    sigma(x) sigma(-x).
 
-    The product form loses relative accuracy for large x, where 1 - sigma rounds; this form keeps it.
+    The product form loses relative accuracy for large x, where 1 - sigma rounds; these forms keep it.
     """
+    if _by_expit(x, xp):
+        return expit(x) * expit(-x)
     _, e, r = _sigmoid_parts(x, xp)
     return (e * r) * r
 
 
 def _sigmoid_f_df(x, xp=np):
-    """``(sigma, sigma')`` from one ``exp(-|x|)``."""
+    """``(sigma, sigma')`` from one ``exp(-|x|)`` (on numpy: ``expit(x)`` and ``expit(-x)``)."""
+    if _by_expit(x, xp):
+        s = expit(x)
+        return s, s * expit(-x)
     ax, e, r = _sigmoid_parts(x, xp)
     return _sigmoid_from(x, ax, r, xp), (e * r) * r
 

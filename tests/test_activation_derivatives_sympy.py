@@ -3,7 +3,9 @@
 Three ways: (1) the hand-written numpy code of ``manual.activations``, run on sympy symbols, is symbolically
 equal to ``sympy.diff`` of an independent oracle written below (the difference simplifies to zero), on
 ``x > 0`` and on ``x < 0`` separately, since the code branches on the sign; (2) the numbers agree with the
-oracle evaluated at 50 digits on a grid that reaches |x| = 1000; (3) sigma' = sigma (1 - sigma).
+oracle evaluated at 50 digits on a grid that reaches |x| = 1000; (3) sigma' = sigma (1 - sigma). Way (1) runs the
+array-API formulas (what torch, cupy and array-api-strict compute; object arrays take them too); numpy floats take
+scipy's ``expit`` for sigmoid, which ways (2) and (3) check.
 torch and jax check the same derivatives through the engines (test_comparisons.py).
 """
 import numpy as np
