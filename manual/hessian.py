@@ -47,26 +47,28 @@ class Curvature:
 def curvature_pass(model, X, Y, lowest=0):
     """Forward pass, backprop of ``delta`` and Hessian backprop of ``G`` down to layer ``lowest`` (arrays of the
     model's library; ``X``, ``Y`` validated and placed there)."""
-    xp = model.xp
+    xp, lib = model.xp, model.lib
     z, d1, a = forward_values(model, X, keep_pre=True)
     delta = backward_values(model, z, d1, Y)
     last = model.n_layers - 1
     G = [None] * model.n_layers
     loss, acts = model.loss, model.acts
-    # Through the output activation: D H_loss D plus the curvature of f times the loss gradient.
-    outer = d1[last][:, :, None] * loss.hessian(z[-1], Y, xp) * d1[last][:, None, :]
-    G[last] = outer + _diag(xp, acts[last].d2f(a[last], xp) * loss.grad(z[-1], Y, xp))
+    # Through the output activation: D H_loss D plus the curvature of f times the loss gradient (diagonal).
+    curvature = acts[last].curvature(a[last], z[-1], d1[last], xp)
+    bend = None if curvature is None else curvature * loss.grad(z[-1], Y, xp)
+    if loss.unit_hessian:  # D I D is diagonal too
+        G[last] = lib.diag(d1[last] * d1[last] if bend is None else d1[last] * d1[last] + bend)
+    else:
+        G[last] = d1[last][:, :, None] * loss.hessian(z[-1], Y, xp) * d1[last][:, None, :]
+        if bend is not None:
+            G[last] = lib.add_diagonal(G[last], bend)
     for l in range(last - 1, lowest - 1, -1):
         w = model.weights[l + 1]
-        outer = d1[l][:, :, None] * (model.weights_t[l + 1] @ G[l + 1] @ w) * d1[l][:, None, :]
-        G[l] = outer + _diag(xp, acts[l].d2f(a[l], xp) * (delta[l + 1] @ w))
+        G[l] = d1[l][:, :, None] * (model.weights_t[l + 1] @ G[l + 1] @ w) * d1[l][:, None, :]
+        curvature = acts[l].curvature(a[l], z[l + 1], d1[l], xp)
+        if curvature is not None:
+            G[l] = lib.add_diagonal(G[l], curvature * (delta[l + 1] @ w))
     return Curvature(z=z, d1=d1, delta=delta, G=G)
-
-
-def _diag(xp, values):
-    """``(N, n)`` -> ``(N, n, n)`` diagonal matrices."""
-    n = values.shape[-1]
-    return xp.eye(n, dtype=values.dtype, device=values.device) * values[:, :, None]
 
 
 # ---- a strip of blocks ------------------------------------------------------------------------
@@ -106,7 +108,7 @@ def _cross_factors(model, cur, l, m):
     if l == m:
         return xp.permute_dims(cur.G[l], (1, 0, 2)), None
     # K = dz_m / da_l = D_{m-1} W_{m-1} ... W_{l+1} D_l, per sample (N, n_m, n_{l+1}).
-    K = _diag(xp, cur.d1[l])
+    K = model.lib.diag(cur.d1[l])
     for k in range(l + 1, m):
         K = cur.d1[k][:, :, None] * (model.weights[k] @ K)
     GJ = cur.G[m] @ (model.weights[m] @ K)  # (N, n_{m+1}, n_{l+1})

@@ -44,11 +44,15 @@ def hvp_values(model, X, Y, v):
     Rdelta = [None] * model.n_layers
     g = model.loss.grad(z[-1], Y, xp)
     HRy = model.loss.hessian_times(z[-1], Y, Rz[-1], xp)
-    Rdelta[last] = model.acts[last].d2f(a[last], xp) * Ra[last] * g + d1[last] * HRy
+    # f'' terms only where f'' is not identically 0 (identity, relu).
+    curvature = model.acts[last].curvature(a[last], z[-1], d1[last], xp)
+    Rdelta[last] = d1[last] * HRy if curvature is None else curvature * Ra[last] * g + d1[last] * HRy
     for l in range(last - 1, -1, -1):
         w, (V, _) = model.weights[l + 1], direction[l + 1]
-        back = delta[l + 1] @ w  # W^T delta, per sample
-        Rdelta[l] = model.acts[l].d2f(a[l], xp) * Ra[l] * back + d1[l] * (delta[l + 1] @ V + Rdelta[l + 1] @ w)
+        Rdelta[l] = d1[l] * (delta[l + 1] @ V + Rdelta[l + 1] @ w)
+        curvature = model.acts[l].curvature(a[l], z[l + 1], d1[l], xp)
+        if curvature is not None:
+            Rdelta[l] += curvature * Ra[l] * (delta[l + 1] @ w)  # W^T delta, per sample
 
     n = X.shape[0]
     out = lib.empty((model.n_params,), model.dtype)
