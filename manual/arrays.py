@@ -69,9 +69,18 @@ class Library:
             target_shape = out[index].shape
             out[index] = value if value.shape == target_shape else self.xp.reshape(value, target_shape)
             return out
-        shape = _product_shape(op, a.shape, b.shape)
-        getattr(self.native, op)(a, b, out=self.view(out[index], shape))
+        target, shape = out[index], _product_shape(op, a.shape, b.shape)
+        getattr(self.native, op)(a, b, out=target if target.shape == shape else self.view(target, shape))
         return out
+
+    def outer(self, out, index, a, b):
+        """``out[index] = a[:, :, None] * b[:, None, :]`` for ``a`` ``(N, J)`` and ``b`` ``(N, I)``: the outer product of
+        every row pair, row-major, written once. numpy writes it by ``einsum``, whose loop writes these short rows
+        (``I`` entries each) about 30% faster than a broadcast product (measured at I = 256: 0.62 vs 0.87 ns/entry)."""
+        if self.name == "numpy":
+            np.einsum("nj,ni->nji", a, b, out=self.view(out[index], a.shape + b.shape[-1:]))
+            return out
+        return self.write(out, index, "multiply", a[:, :, None], b[:, None, :])
 
     def add_into(self, out, index, value):
         """``out[index] += value`` (``value`` reshaped to ``out[index]``'s shape, as in ``write``)."""
@@ -82,6 +91,25 @@ class Library:
         target = self.view(out[index], value.shape)
         target += value
         return out
+
+    def diag(self, values):
+        """``(N, n)`` -> ``(N, n, n)``: a stack of diagonal matrices."""
+        n = values.shape[-1]
+        if self.name == "numpy":  # zeros, then the diagonal through a strided view (np.eye costs more than the work)
+            out = np.zeros(values.shape + (n,), dtype=values.dtype)
+            out.reshape(values.shape[0], n * n)[:, ::n + 1] = values
+            return out
+        return self.xp.eye(n, dtype=values.dtype, device=values.device) * values[:, :, None]
+
+    def add_diagonal(self, stack, values):
+        """``stack + diag(values)`` for a stack ``(N, n, n)`` and ``values`` ``(N, n)``; on numpy in place (``stack``
+        must be a fresh C-contiguous array)."""
+        n = values.shape[-1]
+        if self.name == "numpy":
+            diagonal = stack.reshape(stack.shape[0], n * n)[:, ::n + 1]
+            diagonal += values
+            return stack
+        return stack + self.diag(values)
 
     def view(self, array, shape):
         """``array`` reshaped to ``shape`` without a copy (``ValueError`` if that would need one)."""
@@ -154,7 +182,7 @@ def _product_shape(op, a, b):
     """The shape of ``op(a, b)`` for the operands here: broadcasting between arrays of equal ndim, and matmul whose
     batch axes come from one operand (``np.broadcast_shapes`` costs more than a small product)."""
     if op == "multiply":
-        return tuple(x if y == 1 else y for x, y in zip(a, b))
+        return tuple([x if y == 1 else y for x, y in zip(a, b)])
     return (a[:-1] if len(a) >= len(b) else b[:-2] + a[-2:-1]) + b[-1:]
 
 

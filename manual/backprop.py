@@ -70,16 +70,25 @@ def gradient_values(model, X, Y):
     return out
 
 
+# Per-sample gradients from this many output bytes on are written one sample at a time, each output row whole before
+# the next: on fresh memory that order beats layer by layer by ~13% (measured at width 256, N = 32: 22.7 vs 26.1 ms,
+# numpy writing an array of that size 16.4 ms); below it, the loop over samples would cost more than it saves.
+ROW_ORDER_BYTES = 4 * 2**20
+
+
 def per_sample_values(model, X, Y):
-    """``d loss_n / dtheta``, ``(N, P)`` in the model's library: per layer one broadcast product
-    ``delta_l[n, :, None] * z_l[n, None, :]`` written straight into the output's columns, then ``delta_l``."""
+    """``d loss_n / dtheta``, ``(N, P)`` in the model's library: per layer the outer products ``delta_l[n] z_l[n]^T``
+    (``Library.outer``) written straight into the output's columns, then ``delta_l``; for the whole batch at once,
+    or sample by sample when the output is large (``ROW_ORDER_BYTES``)."""
     z, d1, _ = forward_values(model, X)
     delta = backward_values(model, z, d1, Y)
-    lib = model.lib
-    out = lib.empty((X.shape[0], model.n_params), model.dtype)
-    for l, (start, split, end) in enumerate(model.bounds):
-        lib.write(out, (slice(None), slice(start, split)), "multiply", delta[l][:, :, None], z[l][:, None, :])
-        out[:, split:end] = delta[l]
+    lib, n = model.lib, X.shape[0]
+    out = lib.empty((n, model.n_params), model.dtype)
+    by_sample = n > 1 and n * model.n_params * model.dtype.itemsize >= ROW_ORDER_BYTES
+    for rows in [slice(i, i + 1) for i in range(n)] if by_sample else [slice(None)]:
+        for l, (start, split, end) in enumerate(model.bounds):
+            lib.outer(out, (rows, slice(start, split)), delta[l][rows, ...], z[l][rows, ...])
+            out[rows, split:end] = delta[l][rows, ...]
     return out
 
 

@@ -15,8 +15,9 @@ and a bias takes the place of a weight with ``z = 1``. Both cases share one shap
 ``(1/N) sum_n  [z_l ; 1] (outer) M_n`` with ``M_n[p, :]`` a row of layer ``m``'s parameters, computed for the whole
 batch as one batched matmul over ``p`` (the contraction runs over the samples; there is no loop over samples).
 Array code sticks to the array-API standard (matmul, broadcasting, reshape, reductions), and every entry of a
-result is written once (``Library.write``); the full Hessian computes the upper blocks and copies each lower twin
-from its upper block right after computing it (one write per entry; the copy is faster than computing it again).
+result is written once (``Library.write``). The blocks sharing layer ``l``'s rows form a strip, written by one
+product per row over all its columns; the full Hessian computes each layer's strip from the diagonal block on and
+copies the columns below it from that strip's transpose (one write per entry; the copy is faster than computing them).
 """
 from dataclasses import dataclass
 
@@ -46,35 +47,56 @@ class Curvature:
 def curvature_pass(model, X, Y, lowest=0):
     """Forward pass, backprop of ``delta`` and Hessian backprop of ``G`` down to layer ``lowest`` (arrays of the
     model's library; ``X``, ``Y`` validated and placed there)."""
-    xp = model.xp
+    xp, lib = model.xp, model.lib
     z, d1, a = forward_values(model, X, keep_pre=True)
     delta = backward_values(model, z, d1, Y)
     last = model.n_layers - 1
     G = [None] * model.n_layers
     loss, acts = model.loss, model.acts
-    # Through the output activation: D H_loss D plus the curvature of f times the loss gradient.
-    outer = d1[last][:, :, None] * loss.hessian(z[-1], Y, xp) * d1[last][:, None, :]
-    G[last] = outer + _diag(xp, acts[last].d2f(a[last], xp) * loss.grad(z[-1], Y, xp))
+    # Through the output activation: D H_loss D plus the curvature of f times the loss gradient (diagonal).
+    curvature = acts[last].curvature(a[last], z[-1], d1[last], xp)
+    bend = None if curvature is None else curvature * loss.grad(z[-1], Y, xp)
+    if loss.unit_hessian:  # D I D is diagonal too
+        G[last] = lib.diag(d1[last] * d1[last] if bend is None else d1[last] * d1[last] + bend)
+    else:
+        G[last] = d1[last][:, :, None] * loss.hessian(z[-1], Y, xp) * d1[last][:, None, :]
+        if bend is not None:
+            G[last] = lib.add_diagonal(G[last], bend)
     for l in range(last - 1, lowest - 1, -1):
         w = model.weights[l + 1]
-        outer = d1[l][:, :, None] * (model.weights_t[l + 1] @ G[l + 1] @ w) * d1[l][:, None, :]
-        G[l] = outer + _diag(xp, acts[l].d2f(a[l], xp) * (delta[l + 1] @ w))
+        G[l] = d1[l][:, :, None] * (model.weights_t[l + 1] @ G[l + 1] @ w) * d1[l][:, None, :]
+        curvature = acts[l].curvature(a[l], z[l + 1], d1[l], xp)
+        if curvature is not None:
+            G[l] = lib.add_diagonal(G[l], curvature * (delta[l + 1] @ w))
     return Curvature(z=z, d1=d1, delta=delta, G=G)
 
 
-def _diag(xp, values):
-    """``(N, n)`` -> ``(N, n, n)`` diagonal matrices."""
-    n = values.shape[-1]
-    return xp.eye(n, dtype=values.dtype, device=values.device) * values[:, :, None]
+# ---- a strip of blocks ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Strip:
+    """The blocks ``(l, m)`` for ``m`` in ``layers`` (consecutive, ``l <= m``), side by side: ``cols`` columns in all,
+    computed ``chunk`` output units of layer ``l`` at a time. Fixed by the network and the batch size, so a staged
+    call works it out once. ``per_unit`` is the scratch per unit of a chunk, in entries: ``M`` (``N x cols``) and,
+    for the blocks across layers, the product added into ``M`` and numpy's copy of its target (an in-place add into
+    a strided view goes through a copy)."""
+
+    l: int
+    layers: tuple
+    cols: int
+    chunk: int
+    per_unit: int
 
 
-# ---- one block ----------------------------------------------------------------------------------
-def _rows_per_chunk(net, l, m, n_samples):
-    """How many output units ``p`` of layer ``l`` one scratch array ``M`` covers (bounds the workspace)."""
-    n_rows, n_cols = net.layer_param_counts[l], net.layer_param_counts[m]
-    per_unit = 2 * n_samples * net.layer_param_counts[m] * memory.itemsize(net.dtype)  # M and one product of its size
-    budget = max(WORKSPACE_BYTES, n_rows * n_cols * memory.itemsize(net.dtype) // 8)
-    return max(1, min(net.sizes[l + 1], budget // per_unit))
+def strip(net, l, layers, n_samples):
+    """The ``Strip`` of layer ``l``'s rows against the columns of ``layers``; its chunk bounds the scratch to
+    ``WORKSPACE_BYTES`` unless the strip itself is larger (then an eighth of it)."""
+    counts, item = net.layer_param_counts, memory.itemsize(net.dtype)
+    cols = sum(counts[m] for m in layers)
+    cross = max((net.sizes[m] * net.sizes[m + 1] for m in layers if m > l), default=0)
+    per_unit = n_samples * (cols + 2 * cross)
+    budget = max(WORKSPACE_BYTES, counts[l] * cols * item // 8)
+    chunk = max(1, min(net.sizes[l + 1], budget // (per_unit * item)))
+    return Strip(l, tuple(layers), cols, chunk, per_unit)
 
 
 def _cross_factors(model, cur, l, m):
@@ -86,41 +108,47 @@ def _cross_factors(model, cur, l, m):
     if l == m:
         return xp.permute_dims(cur.G[l], (1, 0, 2)), None
     # K = dz_m / da_l = D_{m-1} W_{m-1} ... W_{l+1} D_l, per sample (N, n_m, n_{l+1}).
-    K = _diag(xp, cur.d1[l])
+    K = model.lib.diag(cur.d1[l])
     for k in range(l + 1, m):
         K = cur.d1[k][:, :, None] * (model.weights[k] @ K)
     GJ = cur.G[m] @ (model.weights[m] @ K)  # (N, n_{m+1}, n_{l+1})
     return xp.permute_dims(GJ, (2, 0, 1)), xp.permute_dims(K, (2, 0, 1))
 
 
-def _fill_block(net, model, cur, l, m, out, at=(0, 0)):
-    """Write the ``(l, m)`` block, ``l <= m``, into ``out`` at row/column offsets ``at``."""
-    xp, lib = model.xp, model.lib
+def _fill_strip(model, cur, part, out, at=(0, 0)):
+    """Write the blocks of ``part`` (a ``Strip``) into ``out`` at row/column offsets ``at``.
+
+    The blocks of one strip share their rows, so each output row is written by one product over all of the strip's
+    columns: long rows write at about three times the rate of block-wide ones (measured: numpy's broadcast products
+    and copies pay per row).
+    """
+    xp, lib, l = model.xp, model.lib, part.l
     n = cur.z[0].shape[0]
     n_out_l, n_in_l = model.shapes[l]
-    rows_w, cols_w, cols = n_out_l * n_in_l, model.bounds[m][1] - model.bounds[m][0], model.counts[m]
-    A, Kt = _cross_factors(model, cur, l, m)
-    z_l, z_m, delta_m = cur.z[l], cur.z[m], cur.delta[m]
-    z_scaled = z_l / n if n > 1 else z_l  # the sample weights 1/N folded in: the contraction over samples is the mean
+    rows_w = n_out_l * n_in_l
+    factors = [(m, *_cross_factors(model, cur, l, m)) for m in part.layers]
+    z_scaled = cur.z[l] / n if n > 1 else cur.z[l]  # the sample weights 1/N folded in: the sum over samples is the mean
+    op, zt = ("multiply", xp.reshape(z_scaled, (1, n_in_l, 1))) if n == 1 else ("matmul", z_scaled.T)
     r0, c0 = at
-    chunk = _rows_per_chunk(net, l, m, n)
-    for start in range(0, n_out_l, chunk):  # chunks of output units p, to bound the scratch array M
-        stop = min(start + chunk, n_out_l)
-        # M[p, n, :] = d2 loss_n / da_l[p] dtheta_m: for W_m[j, i] it is A[p, n, j] z_m[n, i]
+    for start in range(0, n_out_l, part.chunk):  # chunks of output units p, to bound the scratch array M
+        stop = min(start + part.chunk, n_out_l)
+        # M[p, n, :] = d2 loss_n / da_l[p] dtheta_m, block after block: for W_m[j, i] it is A[p, n, j] z_m[n, i]
         # (+ Kt[p, n, i] delta_m[n, j] across layers), for b_m[j] it is A[p, n, j].
-        M = lib.empty((stop - start, n, cols), net.dtype)
-        weights_part = (slice(None), slice(None), slice(0, cols_w))
-        lib.write(M, weights_part, "multiply", A[start:stop, :, :, None], z_m[None, :, None, :])
-        if Kt is not None:
-            lib.add_into(M, weights_part, Kt[start:stop, :, None, :] * delta_m[None, :, :, None])
-        M[:, :, cols_w:] = A[start:stop, ...]
+        M = lib.empty((stop - start, n, part.cols), model.dtype)
+        col = 0
+        for m, A, Kt in factors:
+            split, end = col + model.bounds[m][1] - model.bounds[m][0], col + model.counts[m]
+            weights_part = (slice(None), slice(None), slice(col, split))
+            lib.write(M, weights_part, "multiply", A[start:stop, :, :, None], cur.z[m][None, :, None, :])
+            if Kt is not None:
+                lib.add_into(M, weights_part, Kt[start:stop, :, None, :] * cur.delta[m][None, :, :, None])
+            M[:, :, split:end] = A[start:stop, ...]
+            col = end
         # Rows of W_l[p, q] = sum_n z_l[n, q] M[p, n, :] / N; rows of b_l[p] = mean_n M[p, n, :].
         rows = slice(r0 + start * n_in_l, r0 + stop * n_in_l)
+        lib.write(out, (rows, slice(c0, c0 + part.cols)), op, zt, M)  # (p, q, :)
         bias_rows = slice(r0 + rows_w + start, r0 + rows_w + stop)
-        op, zt = ("multiply", xp.reshape(z_scaled, (1, n_in_l, 1))) if n == 1 else ("matmul", z_scaled.T)
-        lib.write(out, (rows, slice(c0, c0 + cols)), op, zt, M)  # (p, q, :)
-        bias = xp.mean(M, axis=1)
-        out[bias_rows, c0:c0 + cols] = bias
+        out[bias_rows, c0:c0 + part.cols] = M[:, 0, :] if n == 1 else xp.mean(M, axis=1)
     return out
 
 
@@ -140,15 +168,20 @@ def curvature_bytes(net, n_samples, lowest):
     return (kept + transient) * memory.itemsize(net.dtype)
 
 
-def _block_scratch(net, l, m, n_samples):
-    """Bytes of block ``(l, m)``'s own scratch: ``M`` and one product of its size, and for ``l < m`` the factors
-    ``K`` (twice, while it is built) and ``G_m J`` of ``_cross_factors``."""
-    item, n = memory.itemsize(net.dtype), n_samples
-    scratch = _rows_per_chunk(net, l, m, n) * 2 * n * net.layer_param_counts[m]
-    if m > l:
-        widths = net.sizes[1:]
-        scratch += n * widths[l] * (2 * net.sizes[m] + widths[m])
-    return scratch * item
+def _strip_scratch(net, part, n_samples):
+    """Bytes of a strip's own scratch: a chunk's ``M`` and products (``Strip.per_unit``), and for every ``m > l`` the
+    factors ``K`` and ``G_m J`` of ``_cross_factors`` (all kept while the strip is written) plus ``K`` once more while
+    it is built."""
+    n, widths, l = n_samples, net.sizes[1:], part.l
+    scratch = part.chunk * part.per_unit
+    cross = [n * widths[l] * (net.sizes[m] + widths[m]) for m in part.layers if m > l]
+    scratch += sum(cross) + max((n * widths[l] * net.sizes[m] for m in part.layers if m > l), default=0)
+    return scratch * memory.itemsize(net.dtype)
+
+
+def hessian_strips(net, n_samples):
+    """The full Hessian's strips: layer ``l``'s rows against the columns of layers ``l`` to the last."""
+    return tuple(strip(net, l, range(l, net.n_layers), n_samples) for l in range(net.n_layers))
 
 
 def block_bytes(net, l, m, n_samples):
@@ -156,13 +189,13 @@ def block_bytes(net, l, m, n_samples):
     the ``(P_l, P_m)`` result, and the block's scratch plus the curvature pass down to layer ``min(l, m)``."""
     l, m = sorted((l, m))
     output = memory.result_bytes(net.layer_param_counts[l] * net.layer_param_counts[m], net.dtype)
-    return output, _block_scratch(net, l, m, n_samples) + curvature_bytes(net, n_samples, l)
+    return output, _strip_scratch(net, strip(net, l, (m,), n_samples), n_samples) + curvature_bytes(net, n_samples, l)
 
 
 def hessian_bytes(net, n_samples):
     """``(output, workspace)`` bytes that ``hessian(net, X, Y)`` needs for ``n_samples`` samples: the ``(P, P)``
-    result, the curvature pass of every layer and the largest block's scratch."""
-    scratch = max(_block_scratch(net, l, m, n_samples) for l in range(net.n_layers) for m in range(l, net.n_layers))
+    result, the curvature pass of every layer and the largest strip's scratch."""
+    scratch = max(_strip_scratch(net, part, n_samples) for part in hessian_strips(net, n_samples))
     return memory.result_bytes(net.n_params**2, net.dtype), scratch + curvature_bytes(net, n_samples, 0)
 
 
@@ -174,24 +207,23 @@ def _guard(what, sizes, lib):
                  available=lib.free_bytes())
 
 
-def _block_values(net, model, X, Y, l, m):
-    cur = curvature_pass(model, X, Y, lowest=l)
-    out = model.lib.empty((model.counts[l], model.counts[m]), net.dtype)
-    return _fill_block(net, model, cur, l, m, out)
+def _block_values(model, X, Y, part):
+    cur = curvature_pass(model, X, Y, lowest=part.l)
+    out = model.lib.empty((model.counts[part.l], part.cols), model.dtype)
+    return _fill_strip(model, cur, part, out)
 
 
-def _hessian_values(net, model, X, Y):
+def _hessian_values(model, X, Y, strips):
+    """The ``(P, P)`` Hessian, strip by strip: layer ``l``'s rows from its own columns on are computed (one product
+    per row chunk over all those columns), and its columns below the diagonal block are the transpose of that
+    (one transposed copy per layer, whose source and target never overlap); every entry written once."""
     cur = curvature_pass(model, X, Y, lowest=0)
     P = model.n_params
-    H = model.lib.empty((P, P), net.dtype)
-    spans = [slice(start, end) for start, _, end in model.bounds]
-    for l in range(model.n_layers):
-        for m in range(l, model.n_layers):
-            _fill_block(net, model, cur, l, m, H, at=(spans[l].start, spans[m].start))
-            if m > l:
-                # The lower twin, copied while the block is still in cache: a transposed copy writes at about twice
-                # the rate of the broadcast products that compute a block (measured), so this beats computing it.
-                H[spans[m], spans[l]] = H[spans[l], spans[m]].T
+    H = model.lib.empty((P, P), model.dtype)
+    for part, (start, _, end) in zip(strips, model.bounds):
+        _fill_strip(model, cur, part, H, at=(start, start))
+        if end < P:
+            H[end:, start:end] = H[start:end, end:].T
     return H
 
 
@@ -205,9 +237,10 @@ def stage_hessian_block(net, X, Y, l, m):
     rows, cols = net.layer_param_counts[l], net.layer_param_counts[m]
     _guard(f"hessian_block(l={l}, m={m}) (a {rows} x {cols} {net.dtype.name} array)",
            block_bytes(net, l, m, X.shape[0]), model.lib)
+    part = strip(net, low, (high,), X.shape[0])
     if l > m:  # the transpose of the (m, l) block
-        return model.staged(lambda: _block_values(net, model, X, Y, low, high).T)
-    return model.staged(lambda: _block_values(net, model, X, Y, low, high))
+        return model.staged(lambda: _block_values(model, X, Y, part).T)
+    return model.staged(lambda: _block_values(model, X, Y, part))
 
 
 @finite_result
@@ -226,13 +259,14 @@ def stage_hessian(net, X, Y):
     model, X, Y = prepare(net).data(X, Y)
     P = net.n_params
     _guard(f"hessian (a {P} x {P} {net.dtype.name} array)", hessian_bytes(net, X.shape[0]), model.lib)
-    return model.staged(lambda: _hessian_values(net, model, X, Y))
+    strips = hessian_strips(net, X.shape[0])
+    return model.staged(lambda: _hessian_values(model, X, Y, strips))
 
 
 @finite_result
 def hessian(net, X, Y):
-    """``d2E / dtheta^2``, ``(P, P)`` float64, assembled from the blocks: upper blocks computed, each lower one copied
-    from its twin while that is in cache (every entry written once).
+    """``d2E / dtheta^2``, ``(P, P)`` float64, assembled strip by strip: each layer's rows computed from its diagonal
+    block on, the columns below that block copied from their transpose (every entry written once).
 
     Raises ``MemoryGuardError`` (before allocating) when the Hessian would not fit.
     """

@@ -17,15 +17,16 @@ from .staged import prepare
 
 
 def split_direction(model, v):
-    """``(V_l, v_l)`` per layer: ``v``'s entries shaped like ``W_l`` and ``b_l``."""
+    """``(V_l, v_l)`` per layer: ``v``'s entries shaped like ``W_l`` and ``b_l`` (views of ``v``, made once when a call
+    is staged)."""
     xp = model.xp
     return [(xp.reshape(v[start:split], shape), v[split:end]) for (start, split, end), shape in zip(model.bounds, model.shapes)]
 
 
-def hvp_values(model, X, Y, v):
-    """``H v``, ``(P,)`` in the model's library, written once: one forward and one backward R-pass."""
+def hvp_values(model, X, Y, direction):
+    """``H v``, ``(P,)`` in the model's library, written once: one forward and one backward R-pass along
+    ``direction = split_direction(model, v)``."""
     xp, lib = model.xp, model.lib
-    direction = split_direction(model, v)
     last = model.n_layers - 1
     z, d1, a = forward_values(model, X, keep_pre=True)
     delta = backward_values(model, z, d1, Y)
@@ -44,11 +45,15 @@ def hvp_values(model, X, Y, v):
     Rdelta = [None] * model.n_layers
     g = model.loss.grad(z[-1], Y, xp)
     HRy = model.loss.hessian_times(z[-1], Y, Rz[-1], xp)
-    Rdelta[last] = model.acts[last].d2f(a[last], xp) * Ra[last] * g + d1[last] * HRy
+    # f'' terms only where f'' is not identically 0 (identity, relu).
+    curvature = model.acts[last].curvature(a[last], z[-1], d1[last], xp)
+    Rdelta[last] = d1[last] * HRy if curvature is None else curvature * Ra[last] * g + d1[last] * HRy
     for l in range(last - 1, -1, -1):
         w, (V, _) = model.weights[l + 1], direction[l + 1]
-        back = delta[l + 1] @ w  # W^T delta, per sample
-        Rdelta[l] = model.acts[l].d2f(a[l], xp) * Ra[l] * back + d1[l] * (delta[l + 1] @ V + Rdelta[l + 1] @ w)
+        Rdelta[l] = d1[l] * (delta[l + 1] @ V + Rdelta[l + 1] @ w)
+        curvature = model.acts[l].curvature(a[l], z[l + 1], d1[l], xp)
+        if curvature is not None:
+            Rdelta[l] += curvature * Ra[l] * (delta[l + 1] @ w)  # W^T delta, per sample
 
     n = X.shape[0]
     out = lib.empty((model.n_params,), model.dtype)
@@ -59,8 +64,12 @@ def hvp_values(model, X, Y, v):
             left, right = Rdelta[0], z[0]
         else:
             left, right = xp.concat([Rdelta[l], delta[l]], axis=0), xp.concat([z[l], Rz[l]], axis=0)
-        lib.write(out, slice(start, split), "matmul", (left / n).T, right)
-        out[split:end] = xp.sum(Rdelta[l], axis=0) / n
+        if n == 1:  # no mean to take: the product and the bias row as they are
+            lib.write(out, slice(start, split), "matmul", left.T, right)
+            out[split:end] = Rdelta[l][0, ...]
+        else:
+            lib.write(out, slice(start, split), "matmul", (left / n).T, right)
+            out[split:end] = xp.sum(Rdelta[l], axis=0) / n
     return out
 
 
@@ -68,13 +77,13 @@ def _prepared(net, X, Y, v):
     X, Y = check_data(net, X, Y)
     v = check_direction(net, v)
     model, X, Y = prepare(net).data(X, Y)
-    return model, X, Y, model.asarray(v)
+    return model, X, Y, split_direction(model, model.asarray(v))
 
 
 def stage_hvp(net, X, Y, v):
     """``hvp`` staged: ``(P,)`` as an array of the selected library."""
-    model, X, Y, v = _prepared(net, X, Y, v)
-    return model.staged(lambda: hvp_values(model, X, Y, v))
+    model, X, Y, direction = _prepared(net, X, Y, v)
+    return model.staged(lambda: hvp_values(model, X, Y, direction))
 
 
 @finite_result

@@ -25,6 +25,7 @@ class Loss:
     hessian: Callable
     formula: str
     hessian_times: Callable = None
+    unit_hessian: bool = False  # the Hessian is the identity for every sample (the curvature pass skips forming it)
 
 
 def _mse_value(y_hat, y, xp=np):
@@ -109,7 +110,7 @@ def _ce_hessian_times(y_hat, y, r, xp=np):
 LOSSES = {
     loss.name: loss
     for loss in [
-        Loss("mse", _mse_value, _mse_grad, _mse_hessian, "0.5 * ||y_hat - y||^2", _mse_hessian_times),
+        Loss("mse", _mse_value, _mse_grad, _mse_hessian, "0.5 * ||y_hat - y||^2", _mse_hessian_times, unit_hessian=True),
         Loss("cross_entropy", _ce_value, _ce_grad, _ce_hessian, "-sum_k y_k log softmax(y_hat)_k", _ce_hessian_times),
     ]
 }

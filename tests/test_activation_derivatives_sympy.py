@@ -3,7 +3,9 @@
 Three ways: (1) the hand-written numpy code of ``manual.activations``, run on sympy symbols, is symbolically
 equal to ``sympy.diff`` of an independent oracle written below (the difference simplifies to zero), on
 ``x > 0`` and on ``x < 0`` separately, since the code branches on the sign; (2) the numbers agree with the
-oracle evaluated at 50 digits on a grid that reaches |x| = 1000; (3) sigma' = sigma (1 - sigma).
+oracle evaluated at 50 digits on a grid that reaches |x| = 1000; (3) sigma' = sigma (1 - sigma). Way (1) runs the
+array-API formulas (what torch, cupy and array-api-strict compute; object arrays take them too); numpy floats take
+scipy's ``expit`` for sigmoid, which ways (2) and (3) check.
 torch and jax check the same derivatives through the engines (test_comparisons.py).
 """
 import numpy as np
@@ -162,3 +164,17 @@ def test_sigmoid_derivative_is_sigmoid_times_one_minus_sigmoid():
     np.testing.assert_allclose(act.df(GRID)[left], (s * (1 - s))[left], rtol=1e-14, atol=1e-300)
     np.testing.assert_allclose(act.df(GRID), s * (1 - s), rtol=0, atol=4 * np.finfo(np.float64).eps * 0.25)
     assert act.df(np.array([0.0]))[0] == 0.25
+
+
+@pytest.mark.parametrize("name", sorted(ORACLE))
+def test_curvature_from_the_forward_values_matches_the_oracle(name):
+    """``Activation.curvature`` (f'' from x, f(x) and f'(x), as the Hessian and hvp passes take it) against the oracle's
+    f''; ``None`` only where the oracle's f'' is 0 on the whole grid."""
+    act = manual.get_activation(name)
+    expected = _oracle_numbers(sp.diff(ORACLE[name], x, 2))
+    ours = act.curvature(GRID, act.f(GRID), act.df(GRID))
+    if ours is None:
+        assert np.all(expected == 0), f"{name}: curvature says f'' = 0, the oracle does not"
+        return
+    allowed = 1e-12 * np.abs(expected) + 4 * np.finfo(np.float64).eps * np.max(np.abs(expected))
+    assert np.all(np.abs(ours - expected) <= allowed), f"{name}: curvature from the forward values differs from f''"
