@@ -120,7 +120,7 @@ def run_settings(args, engines, peer_names, dtype, device, device_note, threads)
     }
 
 
-def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran, device="cpu"):
+def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran, device="cpu", quick=False):
     """What the run prints after measuring: the fitted table, the ratios (the GPU rows on a GPU), the counts and the
     thread count."""
     from . import gpu_rows, report, sweep, timing
@@ -129,7 +129,7 @@ def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran, dev
     ratios_s = f", ratio rows {elapsed - sweep_s:.0f} s" if ratios_ran else ""
     lines = ["", report.slope_table(points), "", report.ratio_table(points), "",
              "speed-ratio rows (python -m benchmarks.ratios):", ratio_note, ""]
-    if device == "cuda":
+    if device == "cuda" and not quick:  # a quick run stops below the GPU rows' sizes
         lines += ["GPU rows (width sweep, depth 3, one sample; time median, peak device memory):",
                   gpu_rows.format_table(gpu_rows.records(points, device)), ""]
     lines += [f"points: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; {elapsed:.0f} s "
@@ -189,7 +189,7 @@ def run(args, engines, dtype, device, device_note, session):
     settings["load_average_1_5_15_at_end"] = list(os.getloadavg())
     if ratio_rows is not None:
         settings["ratios"] = ratio_rows
-    if device == "cuda":
+    if device == "cuda" and not args.quick:
         from . import gpu_rows
 
         settings["gpu_rows"] = gpu_rows.records(points, device)
@@ -197,7 +197,7 @@ def run(args, engines, dtype, device, device_note, session):
     session.remember(machine, settings, points)
     print("plots: writing the time and memory figures (a few seconds)", file=sys.stderr, flush=True)
     written = plots.write_plots(points, args.out, subtitle=f"{device}, {dtype}", device=device)
-    for line in summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratio_rows is not None, device):
+    for line in summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratio_rows is not None, device, args.quick):
         say(line)
     report_path = os.path.join(args.out, results.REPORT_NAME)
     say(f"wrote {os.path.join(args.out, results.JSON_NAME)}, {os.path.join(args.out, results.CSV_NAME)}, "

@@ -6,7 +6,9 @@ tanh, one sample, float64 unless the run says otherwise).
   the block's own bytes (the block is the output: a peak near 1.0x means nothing else of that size was held);
 - gradient and hvp at ``|W| >= 1e6`` (width 1024, ``|W|`` = 3.1e6): ``manual`` within 1.5x of ``jax.jit``.
 
-A point that ran out of device memory is shown as such; a row whose points are missing says why. Each engine is
+A point that ran out of device memory is shown as such; a row whose points are missing says why. jax's peaks are
+marked "(XLA plan)" where its peak counter, which cannot be reset, was not raised by the measured call: the figure is
+then the memory XLA planned for it (temporaries plus output). Each engine is
 timed on its own (median of the sweep's repeats, device work waited for), not in turn as the CPU ratio rows are: a
 GPU's caching allocators hand back warm memory, so no contender meets the page faults that rotation evens out on
 the CPU.
@@ -72,6 +74,7 @@ def measure(points, row):
             engines[name] = {"state": "not measured"}
             continue
         engines[name] = {"state": _state(point), "time_s": point.get("time_median_s"), "peak_bytes": point.get("peak_bytes"),
+                         "planned": point.get("memory_method", "").startswith("jax compiled memory_analysis"),
                          "reason": point.get("reason", "")}
     any_point = next(iter(found.values()), {})
     record = {"row": row.name, "quantity": row.quantity, "width": row.width, "n_params": any_point.get("n_params"),
@@ -103,7 +106,10 @@ def cell(engine):
     if state != "ok":
         return state
     text = _time(engine["time_s"])
-    return text + (f", {engine['peak_bytes'] / 1e9:.3g} GB" if engine.get("peak_bytes") is not None else "")
+    if engine.get("peak_bytes") is None:
+        return text
+    # jax's peak counter cannot be reset: a call that does not raise it gets the memory XLA planned for it.
+    return text + f", {engine['peak_bytes'] / 1e9:.3g} GB" + (" (XLA plan)" if engine.get("planned") else "")
 
 
 def _verdict(met):
@@ -128,7 +134,8 @@ def format_table(rows):
     manual's peak over the block's bytes."""
     if not rows:
         return "  (a CPU run: the GPU rows need --device cuda)"
-    head = f"  {'row':<27} {'|W| (block GB)':<16} {'manual':<20} {'jax':<20} {'torch':<20} {'manual/jax':<20} manual peak/block"
+    head = (f"  {'row':<27} {'|W| (block GB)':<16} {'manual':<20} {'jax':<31} {'torch':<20} {'manual/jax':<31} "
+            "manual peak/block")
     lines = [head]
     for r in rows:
         size = f"{r['n_params']:,}" if r["n_params"] else "?"
@@ -136,6 +143,6 @@ def format_table(rows):
             size += f" ({r['output_bytes'] / 1e9:.3g})"
         time_cell, peak_cell = verdicts(r)
         cells = [cell(r["engines"][name]) for name in ENGINES]
-        lines.append(f"  {r['row']:<27} {size:<16} {cells[0]:<20} {cells[1]:<20} {cells[2]:<20} {time_cell:<20} {peak_cell}")
+        lines.append(f"  {r['row']:<27} {size:<16} {cells[0]:<20} {cells[1]:<31} {cells[2]:<20} {time_cell:<31} {peak_cell}")
     lines.append("  peers: " + "; ".join(f"{LABELS[q]}: {', '.join(words.values())}" for q, words in PEER_WORDS.items()))
     return "\n".join(lines)

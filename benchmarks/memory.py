@@ -100,3 +100,30 @@ def peak_growth(call, engine, device):
         return None, "unavailable (needs Linux /proc/self/clear_refs)", call()
     nbytes, result = cpu_peak_growth(call)
     return nbytes, "rss-growth (clear_refs + VmHWM)", result
+
+
+def out_of_memory(exc):
+    """Whether ``exc`` says that memory ran out: numpy's ``MemoryError`` (the suite's ``MemoryGuardError``, a refusal
+    before allocating, is one too: callers that tell them apart check it first), torch's and cupy's
+    ``OutOfMemoryError`` (CUDA), or XLA's ``RESOURCE_EXHAUSTED`` (jax)."""
+    text = str(exc)
+    return (isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__ or "RESOURCE_EXHAUSTED" in text
+            or "out of memory" in text.lower())
+
+
+def release_device_memory():
+    """Give the blocks cached by torch's caching allocator and cupy's pool back to the device (before each engine of
+    a GPU run), so that one engine's cache does not leave the next short. jax's own pool (XLA's BFC allocator, with
+    ``XLA_PYTHON_CLIENT_PREALLOCATE=false``) keeps what it freed and cannot be emptied from outside; it only grows to
+    the largest call jax has made."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    cupy = sys.modules.get("cupy")
+    if cupy is not None:
+        try:
+            cupy.get_default_memory_pool().free_all_blocks()
+        except Exception:  # noqa: BLE001 - a cupy without a usable GPU has nothing cached
+            pass

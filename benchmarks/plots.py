@@ -26,7 +26,7 @@ FLOOR_BYTES = 4096  # one page: the resolution of the resident-set measurement
 # The floor and the memory title for each device: resident-set pages on the CPU, allocator blocks on a GPU (torch's
 # caching allocator and cupy's pool both round every allocation up to 512 bytes).
 FLOORS = {"cpu": (FLOOR_BYTES, "1 page (4 KiB)", "growth of the resident set during the call"),
-          "cuda": (512, "one 512-byte block", "peak device memory above what was in use before it (each library's counter)")}
+          "cuda": (512, "one 512-byte block", "peak device memory above what was in use before it (each library's counter; jax's, where not raised: XLA's plan)")}
 FONT = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 11, "xtick.labelsize": 10,
         "ytick.labelsize": 10}
 

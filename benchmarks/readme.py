@@ -105,13 +105,15 @@ def gpu_rows_table():
     """The GPU rows of the committed GPU baseline, as a Markdown table."""
     from . import gpu_rows
 
-    rows = _load(GPU_BASELINE)["settings"]["gpu_rows"]
+    document = _load(GPU_BASELINE)
+    rows = gpu_rows.records(document["points"], document["settings"]["device"])  # the rows as this code reads them
     lines = ["| row (depth 3, one sample) | parameters | manual | jax | torch | manual / jax (target) | manual peak / block (target) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         cells = [gpu_rows.cell(r["engines"][name]) for name in gpu_rows.ENGINES]
         time_text, peak_text = gpu_rows.verdicts(r)
-        lines.append(f"| {r['row']} | {r['n_params']:,} | {' | '.join(cells)} | {time_text} | {peak_text or '-'} |")
+        size = f"{r['n_params']:,}" if r["n_params"] else "not measured"
+        lines.append(f"| {r['row']} | {size} | {' | '.join(cells)} | {time_text} | {peak_text or '-'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,7 @@ CSV_FIELDS = (
     "key", "status", "reason", "sweep", "quantity", "engine", "device", "dtype", "width", "depth", "sizes",
     "n_params", "batch", "time_median_s", "time_min_s", "time_max_s", "time_per_sample_s", "first_call_s",
     "compile_s", "repeats", "number", "peak_bytes", "memory_method", "output_bytes", "validated_against",
-    "max_relative_error", "tolerance", "blas_threads", "wall_s",
+    "validated_rows", "max_relative_error", "tolerance", "blas_threads", "wall_s",
 )
 
 

@@ -112,7 +112,7 @@ class Runner:
                     for name, run in runs.items() if run.get("measure", True) and "error" not in run}
         if stride > 1:
             for fields, _ in verdicts.values():
-                fields["validated_rows"] = f"1 row in {stride} (the output has {base['output_bytes'] / 1e9:.3g} GB)"
+                fields["validated_rows"] = f"rows 0, {stride}, {2 * stride}, ... (1 in {stride}; the output has {base['output_bytes'] / 1e9:.3g} GB)"
         for run in runs.values():
             run.pop("output", None)  # free the outputs before timing
         for name, run in runs.items():
@@ -129,8 +129,9 @@ class Runner:
             self._measure(base, name, run, checked, sweep.name)
 
     def _first_call(self, name, quantity, net, X, Y, v, stride=1):
-        """The warm-up call, which includes jit compilation: timed apart, its output kept for validation (every
-        ``stride``-th row of it, taken on the engine's device before the copy to the host).
+        """The warm-up call, which includes jit compilation: timed apart, its output kept for validation (rows 0,
+        ``stride``, ``2 stride``, ...: cut on the engine's device when it returns one array, else from the assembled
+        output).
 
         Returns ``{"call", "output", "covered", "first"}``, or ``{"error"}`` with the reason. ``call`` is the
         staged computation (``quantities.Staged.compute``): what is timed and measured afterwards.
@@ -195,7 +196,7 @@ class Runner:
         first GPU run jax ran out of memory for the width-192 block after manual (cupy) and torch.func.hessian had
         peaked at 11 and 44 GB there, memory their allocators keep cached once freed."""
         if self.device == "cuda":
-            release_device_memory()
+            memory.release_device_memory()
 
     def _torch_device(self):
         return "cuda" if self.device == "cuda" else "cpu"
@@ -234,44 +235,14 @@ class Runner:
         )
 
 
-def out_of_memory(exc):
-    """Whether ``exc`` says that memory ran out: numpy's ``MemoryError``, torch's and cupy's ``OutOfMemoryError``
-    (CUDA), or XLA's ``RESOURCE_EXHAUSTED`` (jax)."""
-    text = str(exc)
-    return (isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__ or "RESOURCE_EXHAUSTED" in text
-            or "out of memory" in text.lower())
-
-
-def release_device_memory(collect=False):
-    """Give the memory cached by torch's and cupy's allocators back to the device (before each engine of a GPU run, and
-    after an out-of-memory), so that one engine's cache does not leave the next short (jax frees its buffers when
-    their arrays go)."""
-    import gc
-    import sys
-
-    if collect:  # after a failure: the traceback's frames may still hold the arrays
-        gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    cupy = sys.modules.get("cupy")
-    if cupy is not None:
-        try:
-            cupy.get_default_memory_pool().free_all_blocks()
-        except Exception:  # noqa: BLE001 - a cupy without a usable GPU has nothing cached
-            pass
-
-
 def _describe(exc):
     """A failure reason: refused by the memory guard, out of memory, or the engine's exception and the line that raised
     it."""
     from xval.errors import MemoryGuardError
 
-    if isinstance(exc, MemoryGuardError):
+    if isinstance(exc, MemoryGuardError):  # a MemoryError too: checked first, it is a refusal before allocating
         return f"refused by the memory guard ({type(exc).__name__}): {exc}"
-    if out_of_memory(exc):
-        if not isinstance(exc, MemoryError):
-            release_device_memory(collect=True)
+    if memory.out_of_memory(exc):  # the memory it held goes back at the next engine's _release
         first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         return f"out of memory: {type(exc).__name__}: {first_line}"
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None

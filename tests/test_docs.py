@@ -102,8 +102,40 @@ def test_the_gpu_prose_quotes_the_committed_gpu_files():
         on_cupy, on_torch = rates[width, "manual staged block on cupy"][0], rates[width, "manual staged block on torch"][0]
         assert f"{on_cupy:.2f}" in complexity and f"{on_torch:.2f}" in complexity
         assert 1.6 <= round(on_cupy / on_torch, 1) <= 1.7  # "took 1.6-1.7 times as long on cupy" in the README
-    cupy_rate = rates[128, "cupy empty+fill"][1]
+    cupy_rates = [rates[w, what][1] for w in (128, 192) for what in ("cupy empty+fill", "cupy broadcast multiply out=")]
     torch_rates = [rates[w, what][1] for w in (128, 192) for what in ("torch empty+fill_", "torch broadcast mul out=")]
+    cupy_text = f"{min(cupy_rates):.2f}-{max(cupy_rates):.2f} TB/s"
     torch_text = f"torch's {min(torch_rates):.1f}-{max(torch_rates):.1f} TB/s"
-    assert f"cupy's elementwise kernels wrote {cupy_rate} TB/s, {torch_text}" in complexity
-    assert f"{cupy_rate} TB/s on the H100 against {torch_text}" in " ".join(readme_text.split())
+    readme_flat = " ".join(readme_text.split())
+    assert f"cupy's elementwise kernels wrote {cupy_text}, {torch_text}" in complexity
+    assert f"elementwise kernels wrote {cupy_text} on the H100 against {torch_text}" in readme_flat
+
+
+def _ms_range(points, quantity, engine, skip=()):
+    """``"lo-hi"`` in ms of an engine's width-sweep times (``skip``: widths quoted apart)."""
+    times = [p["time_median_s"] * 1e3 for p in points if p["sweep"] == "width" and p["quantity"] == quantity
+             and p["engine"] == engine and p["status"] == "ok" and p["width"] not in skip]
+    return f"{min(times):.2f}-{max(times):.2f} ms"
+
+
+def test_the_gpu_timing_ranges_quoted_are_the_baselines():
+    import json
+
+    with open(os.path.join(ROOT, "benchmarks", "baseline", "gpu", "results.json")) as handle:
+        points = json.load(handle)["points"]
+    complexity = " ".join(_read("docs", "complexity.md").split())
+    readme_flat = " ".join(_read("README.md").split())
+    outlier = [p for p in points if p["sweep"] == "width" and p["quantity"] == "gradient" and p["engine"] == "manual"
+               and p["width"] == 512][0]["time_median_s"] * 1e3
+    manual_gradient = _ms_range(points, "gradient", "manual", skip=(512,))
+    manual_hvp = _ms_range(points, "hvp", "manual")
+    assert (f"`manual`: {manual_gradient[:-3]} ms per gradient ({outlier:.2f} ms once, at width 512) and "
+            f"{manual_hvp[:-3]} ms per hvp") in complexity
+    assert (f"{manual_gradient} for a gradient ({outlier:.2f} ms once) and {manual_hvp} for an hvp") in readme_flat
+    jax_gradient, jax_hvp = _ms_range(points, "gradient", "jax"), _ms_range(points, "hvp", "jax")
+    assert f"jax: {jax_gradient[:-3]} ms per gradient and {jax_hvp[:-3]} ms per hvp" in complexity
+    both = [jax_gradient, jax_hvp]
+    assert f"one compiled program ({min(r.split('-')[0] for r in both)}-{max(r.split('-')[1][:-3] for r in both)} ms" in readme_flat
+    torch_gradient, torch_hvp = _ms_range(points, "gradient", "torch"), _ms_range(points, "hvp", "torch")
+    assert f"torch's eager autograd: {torch_gradient[:-3]} ms and {torch_hvp}" in complexity
+    assert f"takes {torch_gradient[:-3]} and {torch_hvp}" in readme_flat

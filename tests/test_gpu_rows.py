@@ -10,7 +10,7 @@ import types
 
 import pytest
 
-from benchmarks import gpu_rows, peers, plan, plots, sweep
+from benchmarks import gpu_rows, memory, peers, plan, plots, sweep
 from xval.errors import MemoryGuardError
 
 from tests.test_benchmarks import CountingEngine, make_runner
@@ -46,12 +46,14 @@ def test_gpu_rows_compare_manual_with_jax_and_its_peak_with_the_block():
     block = (128 * 129) ** 2 * 8
     points = [
         _point("manual", "hessian_block", 128, seconds=2e-3, peak=int(1.02 * block)),
-        _point("jax", "hessian_block", 128, seconds=1e-3, peak=block),
+        dict(_point("jax", "hessian_block", 128, seconds=1e-3, peak=block),
+             memory_method="jax compiled memory_analysis (temp + output; the peak counter was not raised)"),
         _point("torch", "hessian_block", 128, seconds=1e-2, peak=4 * block),
         _point("manual", "hessian_block", 192, seconds=5e-3, peak=int(1.2 * (192 * 193) ** 2 * 8)),
         _point("jax", "hessian_block", 192, status="failed",
-               reason="out of memory: JaxRuntimeError: RESOURCE_EXHAUSTED: Out of memory while trying to allocate"),
-        _point("torch", "hessian_block", 192, status="failed", reason="refused by the memory guard (MemoryGuardError): x"),
+               reason=sweep._describe(RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate"))),
+        _point("torch", "hessian_block", 192, status="failed",
+               reason=sweep._describe(MemoryGuardError("hessian_block needs 45 GB"))),
         _point("manual", "gradient", 1024, seconds=3e-4, peak=25e6),
         _point("jax", "gradient", 1024, seconds=2e-4, peak=25e6),
         _point("manual", "gradient", 512, seconds=1.0),  # another width: not this row's
@@ -75,6 +77,7 @@ def test_gpu_rows_compare_manual_with_jax_and_its_peak_with_the_block():
     assert "2 (<= 1: FAIL)" in table and "1.02 (<= 1.05: pass)" in table
     assert "jax out of memory" in table and "refused (memory guard)" in table
     assert "1.5 (<= 1.5: pass)" in table and "not measured" in table
+    assert "1 ms, 2.18 GB (XLA plan)" in table and "10 ms, 8.72 GB |" not in table  # only jax's plan is marked
 
 
 # ---- failures on a GPU ----------------------------------------------------------------------------
@@ -84,18 +87,16 @@ class OutOfMemoryError(RuntimeError):
 
 @pytest.mark.parametrize("exc", [MemoryError("no"), OutOfMemoryError("CUDA error"),
                                  RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 10.23GiB")])
-def test_every_kind_of_out_of_memory_is_recorded_as_such(exc, monkeypatch):
-    released = []
-    monkeypatch.setattr(sweep, "release_device_memory", lambda collect=False: released.append(collect))
-    assert sweep.out_of_memory(exc)
+def test_every_kind_of_out_of_memory_is_recorded_as_such(exc):
+    assert memory.out_of_memory(exc)
     assert sweep._describe(exc).startswith(f"out of memory: {type(exc).__name__}: ")
-    assert released == ([] if isinstance(exc, MemoryError) else [True])
 
 
 def test_a_memory_guard_refusal_is_not_an_out_of_memory():
     reason = sweep._describe(MemoryGuardError("hessian needs 9 bytes"))
     assert reason == "refused by the memory guard (MemoryGuardError): hessian needs 9 bytes"
-    assert not sweep.out_of_memory(ValueError("shape mismatch"))
+    assert not memory.out_of_memory(ValueError("shape mismatch"))
+    assert sweep._describe(ValueError("shape mismatch")) == "engine error: ValueError: shape mismatch"
 
 
 def test_cached_device_memory_is_handed_back_by_every_library_loaded(monkeypatch):
@@ -104,19 +105,21 @@ def test_cached_device_memory_is_handed_back_by_every_library_loaded(monkeypatch
     monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(get_default_memory_pool=lambda: pool))
     cuda = types.SimpleNamespace(is_available=lambda: True, empty_cache=lambda: calls.append("torch cache"))
     monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
-    sweep.release_device_memory()
+    memory.release_device_memory()
     assert calls == ["torch cache", "cupy pool"]
 
 
-def test_a_gpu_runner_hands_memory_back_before_every_engine_and_a_cpu_runner_does_not(tmp_path, monkeypatch):
+@pytest.mark.parametrize("device, releases", [("cpu", 0), ("cuda", 2)])
+def test_a_gpu_runner_hands_memory_back_before_each_first_call_and_each_measurement(device, releases, tmp_path,
+                                                                                    monkeypatch):
     released = []
-    monkeypatch.setattr(sweep, "release_device_memory", lambda collect=False: released.append(collect))
+    monkeypatch.setattr(memory, "release_device_memory", lambda: released.append(True))
     runner, _ = make_runner(tmp_path, ["manual"])
-    sweep.run([(plan.Sweep("width", 2, (3,)), 3, "gradient", ["manual"])], runner)
-    assert released == []
-    runner.device = "cuda"  # the release is all that differs here; the engines still compute on the CPU
-    runner._release()
-    assert released == [False]
+    runner.device = device  # manual computes with numpy on the CPU either way: only the release differs
+    monkeypatch.setattr(runner, "_torch_device", lambda: "cpu")
+    points = sweep.run([(plan.Sweep("width", 2, (3,)), 3, "gradient", ["manual"])], runner)
+    assert [p["status"] for p in points] == ["ok"]
+    assert len(released) == releases  # one before the warm-up call, one before the timed calls
 
 
 # ---- strided validation of large outputs ----------------------------------------------------------
@@ -139,8 +142,8 @@ def test_strided_validation_takes_the_same_rows_from_arrays_parts_and_peers(quan
     assert [p["status"] for p in points] == ["ok"] * len(engines), [p["reason"] for p in points]
     stride = sweep.validation_stride(points[0]["output_bytes"], 512)
     assert stride > 1
-    assert {p["validated_rows"] for p in points} == {f"1 row in {stride} (the output has "
-                                                     f"{points[0]['output_bytes'] / 1e9:.3g} GB)"}
+    assert {p["validated_rows"] for p in points} == {f"rows 0, {stride}, {2 * stride}, ... (1 in {stride}; the output "
+                                                     f"has {points[0]['output_bytes'] / 1e9:.3g} GB)"}
 
 
 def test_strided_validation_still_catches_an_engine_off_in_a_compared_row(tmp_path, monkeypatch):
@@ -161,3 +164,27 @@ def test_gpu_memory_plots_put_their_floor_at_the_allocators_block_not_at_a_page(
     # The same values on the CPU: a resident-set growth under one page is no measurement.
     line, floor, _ = plots._split_memory([10, 20, 40], [100, 1024, 8192])
     assert floor == [(10, 4096), (20, 4096)] and line == [(40, 8192)]
+
+
+def test_strided_validation_cuts_a_peers_parts_and_its_coverage_mask_alike(tmp_path, monkeypatch):
+    """A stand-in peer (so that CI, which has none installed, runs this path): its value is a tuple of parts that its
+    fetch assembles, and it covers only the weight rows; the rows compared and the mask must be cut alike."""
+    import numpy as np
+
+    import manual
+
+    def prepare(name, net, X, Y, layer, device="cpu"):
+        block = manual.hessian_block(net, X, Y, layer, layer)
+        covered = np.zeros(block.shape, dtype=bool)
+        covered[: net.sizes[layer] * net.sizes[layer + 1]] = True  # the weight rows only
+        shifted = np.where(covered, block, block + 1.0)  # entries it does not cover are off: they must be masked
+        return (lambda: (shifted[:2], shifted[2:])), (lambda parts: np.concatenate(parts)), covered
+
+    monkeypatch.setattr(sweep, "VALIDATE_BYTES", 512)
+    monkeypatch.setattr(peers, "available", lambda name: None)
+    monkeypatch.setattr(peers, "prepare", prepare)
+    runner, _ = make_runner(tmp_path, ["manual", "backpack"])
+    points = sweep.run([(plan.Sweep("width", 2, (5,)), 5, "hessian_block", ["manual", "backpack"])], runner)
+    assert [p["status"] for p in points] == ["ok", "ok"], [p["reason"] for p in points]
+    assert points[1]["validated_against"] == "manual" and points[1]["max_relative_error"] < 1e-15
+    assert sweep.validation_stride(points[1]["output_bytes"], 512) > 1  # the comparison was a strided one
