@@ -120,18 +120,18 @@ def run_settings(args, engines, peer_names, dtype, device, device_note, threads)
     }
 
 
-def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran, device="cpu", quick=False):
-    """What the run prints after measuring: the fitted table, the ratios (the GPU rows on a GPU), the counts and the
-    thread count."""
+def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran, gpu_records=()):
+    """What the run prints after measuring: the fitted table, the ratios (and the GPU rows' ``gpu_records``, if any),
+    the counts and the thread count."""
     from . import gpu_rows, report, sweep, timing
 
     counts = sweep.summary_counts(points)
     ratios_s = f", ratio rows {elapsed - sweep_s:.0f} s" if ratios_ran else ""
     lines = ["", report.slope_table(points), "", report.ratio_table(points), "",
              "speed-ratio rows (python -m benchmarks.ratios):", ratio_note, ""]
-    if device == "cuda" and not quick:  # a quick run stops below the GPU rows' sizes
+    if gpu_records:
         lines += ["GPU rows (width sweep, depth 3, one sample; time median, peak device memory):",
-                  gpu_rows.format_table(gpu_rows.records(points, device)), ""]
+                  gpu_rows.format_table(gpu_records), ""]
     lines += [f"points: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; {elapsed:.0f} s "
               f"(sweep {sweep_s:.0f} s{ratios_s})",
               timing.threads_line(threads, "every timed row (sweep and ratio rows)")]
@@ -141,7 +141,7 @@ def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran, dev
 def run(args, engines, dtype, device, device_note, session):
     from tqdm import tqdm
 
-    from . import outdir, peers, plots, results, sweep, timing
+    from . import gpu_rows, outdir, peers, plots, results, sweep, timing
     from .machine import machine_info
     from .plan import plan
 
@@ -189,15 +189,14 @@ def run(args, engines, dtype, device, device_note, session):
     settings["load_average_1_5_15_at_end"] = list(os.getloadavg())
     if ratio_rows is not None:
         settings["ratios"] = ratio_rows
-    if device == "cuda" and not args.quick:
-        from . import gpu_rows
-
-        settings["gpu_rows"] = gpu_rows.records(points, device)
+    gpu_records = [] if args.quick else gpu_rows.records(points, device)  # a quick run stops below their sizes
+    if gpu_records:
+        settings["gpu_rows"] = gpu_records
     results.save(args.out, machine, settings, points)
     session.remember(machine, settings, points)
     print("plots: writing the time and memory figures (a few seconds)", file=sys.stderr, flush=True)
     written = plots.write_plots(points, args.out, subtitle=f"{device}, {dtype}", device=device)
-    for line in summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratio_rows is not None, device, args.quick):
+    for line in summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratio_rows is not None, gpu_records):
         say(line)
     report_path = os.path.join(args.out, results.REPORT_NAME)
     say(f"wrote {os.path.join(args.out, results.JSON_NAME)}, {os.path.join(args.out, results.CSV_NAME)}, "

@@ -132,8 +132,6 @@ def verdicts(record):
 def format_table(rows):
     """The GPU rows as a fixed-width table: each engine's time (and peak), manual / jax against its target, and
     manual's peak over the block's bytes."""
-    if not rows:
-        return "  (a CPU run: the GPU rows need --device cuda)"
     head = (f"  {'row':<27} {'|W| (block GB)':<16} {'manual':<20} {'jax':<31} {'torch':<20} {'manual/jax':<31} "
             "manual peak/block")
     lines = [head]

@@ -4,7 +4,7 @@ with the ratio rows, and ``--quick`` well under one).
 
 ``|W|`` of a network of ``depth`` layers of equal ``width`` is ``depth * (width**2 + width)``.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .quantities import MANUAL_ONLY, PEER_QUANTITIES, QUANTITIES
 
@@ -48,10 +48,9 @@ DEFAULT = (
 # gradients to width 1024. BackPACK needs an identity the size of the block besides it, and curvlinops applies the
 # operator column by column, so they stop earlier.
 GPU = (
-    Sweep("width", 3, (2, 4, 8, 16, 32, 64, 128, 192, 256, 512, 1024), start=4,
-          starts={"finite_difference_gradient": 2, "hessian": 2},
-          limits={"finite_difference_gradient": 64, "hessian_block": 192, "hessian": 32},
-          engine_limits={("hessian_block", "curvlinops"): 32, ("hessian_block", "backpack"): 128}),
+    replace(DEFAULT[0], values=(2, 4, 8, 16, 32, 64, 128, 192, 256, 512, 1024),
+            limits={"finite_difference_gradient": 64, "hessian_block": 192, "hessian": 32},
+            engine_limits={("hessian_block", "curvlinops"): 32, ("hessian_block", "backpack"): 128}),
     DEFAULT[1],
 )
 
