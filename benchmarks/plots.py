@@ -26,7 +26,8 @@ FLOOR_BYTES = 4096  # one page: the resolution of the resident-set measurement
 # The floor and the memory title for each device: resident-set pages on the CPU, allocator blocks on a GPU (torch's
 # caching allocator and cupy's pool both round every allocation up to 512 bytes).
 FLOORS = {"cpu": (FLOOR_BYTES, "1 page (4 KiB)", "growth of the resident set during the call"),
-          "cuda": (512, "one 512-byte block", "peak device memory above what was in use before it (each library's counter; jax's, where not raised: XLA's plan)")}
+          "cuda": (512, "one 512-byte block", "peak device memory above what was in use before it (each library's "
+                   "counter; jax's, where not raised: XLA's plan)")}
 FONT = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 11, "xtick.labelsize": 10,
         "ytick.labelsize": 10}
 
@@ -59,33 +60,34 @@ def _split_memory(xs, ys, floor_bytes=FLOOR_BYTES):
     return line, floor, dips
 
 
-def _draw_series(ax, engine, sweep, xs, ys, memory, floor_bytes=FLOOR_BYTES):
+def _draw_series(ax, engine, sweep, xs, ys, floor=None):
+    """One series; ``floor`` (an entry of ``FLOORS``) for a memory figure, ``None`` for a time figure."""
     color, style = COLORS.get(engine, "k"), STYLES.get(sweep, "-")
-    if not memory:
+    if floor is None:
         ax.plot(xs, ys, style, marker="o", ms=4, lw=1.6, color=color)
         return list(zip(xs, ys))
-    line, floor, dips = _split_memory(xs, ys, floor_bytes)
+    line, on_floor, dips = _split_memory(xs, ys, floor[0])
     if line:
         ax.plot(*zip(*line), style, marker="o", ms=4, lw=1.6, color=color)
-    if floor:
-        ax.plot(*zip(*floor), "o", ms=6, mfc="none", color=color)
+    if on_floor:
+        ax.plot(*zip(*on_floor), "o", ms=6, mfc="none", color=color)
     if dips:
         ax.plot(*zip(*dips), "x", ms=7, mew=1.6, color=color)
-    return line + floor + dips
+    return line + on_floor + dips
 
 
-def _panel(ax, data, quantity, ylabel, title, memory, floor=FLOORS["cpu"]):
+def _panel(ax, data, quantity, ylabel, title, floor=None):
     drawn = []
     for (engine, q, sweep), (sizes, values) in sorted(data.items()):
         if q == quantity:
-            xs, ys = _sorted_positive(sizes, values, floor=memory)
+            xs, ys = _sorted_positive(sizes, values, floor=floor is not None)
             if xs:
-                drawn += _draw_series(ax, engine, sweep, xs, ys, memory, floor[0])
+                drawn += _draw_series(ax, engine, sweep, xs, ys, floor)
     if drawn:
         _reference_slopes(ax, [s for s, _ in drawn], [v for _, v in drawn])
         low, high = min(v for _, v in drawn), max(v for _, v in drawn)
         ax.set_ylim(low / 3, high * 3)  # the reference lines may not stretch the axis past the data
-    if memory and (not drawn or floor[0] >= ax.get_ylim()[0]):  # a floor under every point is left out
+    if floor is not None and (not drawn or floor[0] >= ax.get_ylim()[0]):  # a floor under every point is left out
         ax.axhline(floor[0], color="0.3", lw=0.8)
         ax.annotate(f"floor: {floor[1]}", (0.02, floor[0]), xycoords=("axes fraction", "data"),
                     textcoords="offset points", xytext=(0, 3), fontsize=9, color="0.3")
@@ -98,13 +100,13 @@ def _panel(ax, data, quantity, ylabel, title, memory, floor=FLOORS["cpu"]):
     ax.grid(True, which="major", alpha=0.3)
 
 
-def _legend(ax, engines, sweeps, memory, floor=FLOORS["cpu"]):
+def _legend(ax, engines, sweeps, floor=None):
     """The figure's one legend, in the spare panel: engines by colour, sweeps by line style, the guides."""
     handles = [Line2D([], [], color=COLORS.get(e, "k"), marker="o", lw=2.5, label=e) for e in engines]
     handles += [Line2D([], [], color="k", ls=STYLES[s], lw=1.6, label=text) for s, text in sweeps]
     handles += [Line2D([], [], color="0.55", ls=":", lw=1.2, label="slope 1 (grows like |W|)"),
                 Line2D([], [], color="0.55", ls="-.", lw=1.2, label="slope 2 (grows like |W|^2)")]
-    if memory:
+    if floor is not None:
         handles += [Line2D([], [], color="k", marker="o", mfc="none", ls="none", label=f"at or under the floor ({floor[1]})"),
                     Line2D([], [], color="k", marker="x", ls="none", label="dip: reused memory already held")]
     ax.axis("off")
@@ -124,7 +126,8 @@ def _batches(points):
     return {p["quantity"]: p["batch"] for p in points if p.get("status") == "ok"}
 
 
-def _figure(points, field, ylabel, title, path, memory, floor=FLOORS["cpu"]):
+def _figure(points, field, ylabel, title, path, floor=None):
+    """One figure of ``field``: a memory figure with ``floor`` (an entry of ``FLOORS``), else a time figure."""
     data = series(points, field)
     quantities = [q for q in QUANTITIES if any(key[1] == q for key in data)]
     if not quantities:
@@ -136,16 +139,16 @@ def _figure(points, field, ylabel, title, path, memory, floor=FLOORS["cpu"]):
         fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.0 * rows + 0.8), squeeze=False)
         for ax, quantity in zip(axes.flat, quantities):
             batch = batches.get(quantity, 1)
-            if memory:
+            if floor is not None:
                 label, axis = f"{quantity}\n(one call on {batch} sample{'s' * (batch > 1)})", ylabel
             elif batch > 1:
                 label, axis = f"{quantity}\n(call on {batch} samples, time / {batch})", "seconds per sample"
             else:
                 label, axis = f"{quantity}\n(call on 1 sample)", "seconds per call"
-            _panel(ax, data, quantity, axis, label, memory, floor)
+            _panel(ax, data, quantity, axis, label, floor)
         spare = list(axes.flat)[len(quantities):]
         engines = sorted({key[0] for key in data}, key=lambda e: list(COLORS).index(e) if e in COLORS else 99)
-        _legend(spare[0], engines, _sweeps(points), memory, floor)
+        _legend(spare[0], engines, _sweeps(points), floor)
         for ax in spare[1:]:
             ax.axis("off")
         fig.suptitle(title)
@@ -163,8 +166,8 @@ def write_plots(points, folder, subtitle="", device="cpu"):
     written = [
         _figure(points, "time_per_sample_s", None,
                 f"Time vs |W|{where}: median of repeated calls, each on one sample, except per_sample_gradients "
-                "(a batch; its time divided by the batch)", os.path.join(folder, TIME_PNG), memory=False),
+                "(a batch; its time divided by the batch)", os.path.join(folder, TIME_PNG)),
         _figure(points, "peak_bytes", "peak growth (bytes)", f"Peak memory of one call vs |W|{where}: {floor[2]}",
-                os.path.join(folder, MEMORY_PNG), memory=True, floor=floor),
+                os.path.join(folder, MEMORY_PNG), floor=floor),
     ]
     return [path for path in written if path]
