@@ -74,8 +74,9 @@ def default_threads():
 
 
 class pinned_threads:
-    """``with pinned_threads(n) as pools:`` BLAS/OpenMP pools (threadpoolctl) and torch's intra-op threads at ``n``,
-    restored on exit; ``pools`` describes them (``openblas=2, openmp=2, torch=2``)."""
+    """``with pinned_threads(n) as pools:`` BLAS/OpenMP pools (threadpoolctl), torch's intra-op threads and manual's
+    write threads (``manual.arrays.pinned_threads``) at ``n``, restored on exit; ``pools`` describes them
+    (``openblas=2, openmp=2, torch=2, manual writes=2``)."""
 
     def __init__(self, threads):
         self.threads = threads
@@ -83,6 +84,10 @@ class pinned_threads:
     def __enter__(self):
         from threadpoolctl import threadpool_info, threadpool_limits
 
+        from manual import arrays
+
+        self._writes = arrays.pinned_threads(self.threads)
+        self._writes.__enter__()
         self._limits = threadpool_limits(limits=self.threads)
         self._limits.__enter__()
         self._torch = None
@@ -96,6 +101,7 @@ class pinned_threads:
         pools = sorted({f"{p['internal_api']}={p['num_threads']}" for p in threadpool_info()})
         if self._torch is not None:
             pools.append(f"torch={self.threads}")
+        pools.append(f"manual writes={self.threads}")
         return ", ".join(pools)
 
     def __exit__(self, *exc):
@@ -103,6 +109,7 @@ class pinned_threads:
             import torch
 
             torch.set_num_threads(self._torch)
+        self._writes.__exit__(*exc)
         return self._limits.__exit__(*exc)
 
 
@@ -111,4 +118,4 @@ def threads_line(threads, what):
     cores = default_threads()
     xla = "XLA (jax) uses its own pool of the same cores" if threads == cores else (
         f"XLA (jax) cannot be pinned and uses its own pool of all {cores} cores")
-    return f"threads: {threads} for {what}: BLAS/OpenMP pools and torch pinned; {xla}"
+    return f"threads: {threads} for {what}: BLAS/OpenMP pools, torch and manual's large writes pinned; {xla}"

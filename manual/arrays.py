@@ -7,10 +7,16 @@ main namespace is the standard's since numpy 2), cupy and torch (through ``array
 
 The standard has no ``out=`` argument, but writing each result once needs it: ``Library.write`` takes the
 ``out=`` path of numpy, cupy and torch (into a view of the result) and plain slice assignment elsewhere.
+
+On numpy, a write of ``PARALLEL_BYTES`` or more is split by rows over ``write_threads()`` threads (``split``): a
+large result lands on fresh memory, whose first touch costs more than the arithmetic and is paid per thread.
 """
+import contextlib
+import contextvars
 import functools
 import importlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -70,7 +76,31 @@ class Library:
             out[index] = value if value.shape == target_shape else self.xp.reshape(value, target_shape)
             return out
         target, shape = out[index], _product_shape(op, a.shape, b.shape)
-        getattr(self.native, op)(a, b, out=target if target.shape == shape else self.view(target, shape))
+        target = target if target.shape == shape else self.view(target, shape)
+        function = getattr(self.native, op)
+        if op == "multiply" and self.name == "numpy" and shape[0] > 1 and target.nbytes >= PARALLEL_BYTES:
+            # Split the product's first axis over the write threads; an operand broadcast along it (extent 1) is
+            # shared. (matmul runs on BLAS's own threads.)
+            def part(start, stop):
+                rows = slice(start, stop)
+                function(a[rows] if a.shape[0] > 1 else a, b[rows] if b.shape[0] > 1 else b, out=target[rows])
+
+            split(shape[0], part, target.nbytes)
+        else:
+            function(a, b, out=target)
+        return out
+
+    def assign(self, out, index, value):
+        """``out[index] = value`` (same shape); on numpy split by rows over the write threads when large."""
+        if self.name != "numpy" or value.nbytes < PARALLEL_BYTES:
+            out[index] = value
+            return out
+        target = out[index]
+
+        def part(start, stop):
+            target[start:stop] = value[start:stop]
+
+        split(target.shape[0], part, target.nbytes)
         return out
 
     def outer(self, out, index, a, b):
@@ -81,6 +111,14 @@ class Library:
             np.einsum("nj,ni->nji", a, b, out=self.view(out[index], a.shape + b.shape[-1:]))
             return out
         return self.write(out, index, "multiply", a[:, :, None], b[:, None, :])
+
+    def report_outer_overflow(self, a, b):
+        """Make numpy report (to ``np.errstate``, which ``finite_result`` listens to) an overflow that ``outer(a, b)``
+        may meet: einsum reports no floating-point events, but an entry ``a[n, j] b[n, i]`` overflows only if the
+        product of the largest magnitudes does, and that scalar product reports it (an overflow across two samples
+        only costs the full check of the result). Nothing to do on other libraries, whose results are always read."""
+        if self.name == "numpy" and a.size and b.size:
+            np.max(np.abs(a)) * np.max(np.abs(b))
 
     def add_into(self, out, index, value):
         """``out[index] += value`` (``value`` reshaped to ``out[index]``'s shape, as in ``write``)."""
@@ -156,6 +194,112 @@ class Library:
             result = call()
             self.synchronize()
         return hook.peak, "cupy memory pool (allocation hook: bytes handed out, peak)", result
+
+
+# ---- writes split over threads (numpy) ---------------------------------------------------------------------------
+# A write of at least this many bytes is split by rows over the write threads: fresh memory's first touch (page
+# faults; on a virtual machine, also the host's) costs more than the arithmetic and is paid per thread, so two threads
+# write a fresh 72 MB array in 8.4 ms where one takes 12.2 ms (measured on the 2-core CI machine); below it, handing
+# work to a thread (tens of microseconds) costs more than it saves.
+PARALLEL_BYTES = 4 * 2**20
+
+_pinned = None  # the thread count ``pinned_threads`` set, overriding XVAL_THREADS
+
+
+def write_threads():
+    """How many threads a large write is split over: the count ``pinned_threads`` set, else ``XVAL_THREADS`` (by
+    default the CPUs this process may run on)."""
+    return _pinned if _pinned is not None else _threads_setting(os.environ.get("XVAL_THREADS"))
+
+
+@functools.lru_cache(maxsize=16)
+def _threads_setting(raw):
+    return config.threads({} if raw is None else {"XVAL_THREADS": raw})
+
+
+class pinned_threads:
+    """``with pinned_threads(n):`` large writes use ``n`` threads (the benchmarks pin every library's pools alike)."""
+
+    def __init__(self, threads):
+        self.threads = threads
+
+    def __enter__(self):
+        global _pinned
+        self._before, _pinned = _pinned, self.threads
+        return self
+
+    def __exit__(self, *exc):
+        global _pinned
+        _pinned = self._before
+
+
+@functools.lru_cache(maxsize=None)
+def _pool(workers):
+    return ThreadPoolExecutor(workers, thread_name_prefix="xval-write")
+
+
+def split(n, body, nbytes):
+    """``body(start, stop)`` over contiguous parts of ``range(n)`` that together cover it once: on ``write_threads()``
+    threads (the calling one included) when ``nbytes >= PARALLEL_BYTES``, else in one call here.
+
+    Each worker runs in a copy of the caller's context, so numpy's floating-point error state (thread-local; the
+    overflow check of ``finite_result`` listens to it) holds in every part. The first exception is raised after
+    every part has finished.
+    """
+    threads = min(write_threads(), n) if nbytes >= PARALLEL_BYTES else 1
+    if threads <= 1:
+        body(0, n)
+        return
+    bounds = [n * k // threads for k in range(threads + 1)]
+    pool = _pool(threads - 1)
+    futures = [pool.submit(contextvars.copy_context().run, body, bounds[k], bounds[k + 1]) for k in range(1, threads)]
+    error = None
+    try:
+        body(bounds[0], bounds[1])
+    except BaseException as exc:  # noqa: BLE001 - re-raised once the other parts are done
+        error = exc
+    for future in futures:
+        try:
+            future.result()
+        except BaseException as exc:  # noqa: BLE001
+            error = error or exc
+    if error is not None:
+        raise error
+
+
+def splits(lib, nbytes):
+    """Whether a write of ``nbytes`` on ``lib`` is split over threads."""
+    return lib.name == "numpy" and nbytes >= PARALLEL_BYTES and write_threads() > 1
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_controllers():
+    """threadpoolctl's controllers of the BLAS libraries loaded (numpy's), found once."""
+    from threadpoolctl import ThreadpoolController
+
+    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+
+
+@contextlib.contextmanager
+def quiet_blas(lib, nbytes):
+    """``with quiet_blas(lib, nbytes):`` BLAS on one thread, restored after, when a write of ``nbytes`` that follows
+    will be split over threads (``splits``); else nothing changes.
+
+    For the small products before a large write: OpenBLAS's workers keep spinning on their cores for a while after
+    each multithreaded call, and a spinning worker takes the core a write thread needs. Measured here (per-sample
+    gradients, width 256, N = 32, writes only): one write thread 21 ms; two, after multithreaded BLAS calls, 22 ms;
+    two, with those calls on one thread, 13 ms. (Switching costs about 2 us.)"""
+    if not splits(lib, nbytes):
+        yield
+        return
+    changed = [(blas, blas.num_threads) for blas in _blas_controllers() if blas.num_threads > 1]
+    for blas, _ in changed:
+        blas.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for blas, threads in changed:
+            blas.set_num_threads(threads)
 
 
 def _cupy_peak_hook(cupy):

@@ -12,6 +12,7 @@ final flat array.
 from xval.checks import check_data, check_inputs, check_memory
 
 from .activations import get_activation
+from . import arrays
 from .arrays import finite_result, to_numpy
 from .losses import get_loss
 from .staged import prepare
@@ -79,16 +80,31 @@ ROW_ORDER_BYTES = 4 * 2**20
 def per_sample_values(model, X, Y):
     """``d loss_n / dtheta``, ``(N, P)`` in the model's library: per layer the outer products ``delta_l[n] z_l[n]^T``
     (``Library.outer``) written straight into the output's columns, then ``delta_l``; for the whole batch at once,
-    or sample by sample when the output is large (``ROW_ORDER_BYTES``)."""
-    z, d1, _ = forward_values(model, X)
-    delta = backward_values(model, z, d1, Y)
+    or, when the output is large (``ROW_ORDER_BYTES``), sample by sample, the samples split over the write threads
+    (``manual.arrays.split``)."""
     lib, n = model.lib, X.shape[0]
+    nbytes = n * model.n_params * model.dtype.itemsize
+    by_sample = n > 1 and nbytes >= ROW_ORDER_BYTES
+    with arrays.quiet_blas(lib, nbytes if by_sample else 0):
+        z, d1, _ = forward_values(model, X)
+        delta = backward_values(model, z, d1, Y)
+    for l in range(model.n_layers):
+        lib.report_outer_overflow(delta[l], z[l])
     out = lib.empty((n, model.n_params), model.dtype)
-    by_sample = n > 1 and n * model.n_params * model.dtype.itemsize >= ROW_ORDER_BYTES
-    for rows in [slice(i, i + 1) for i in range(n)] if by_sample else [slice(None)]:
+
+    def write(rows):
         for l, (start, split, end) in enumerate(model.bounds):
             lib.outer(out, (rows, slice(start, split)), delta[l][rows, ...], z[l][rows, ...])
             out[rows, split:end] = delta[l][rows, ...]
+
+    if by_sample:
+        def samples(first, stop):
+            for i in range(first, stop):
+                write(slice(i, i + 1))
+
+        arrays.split(n, samples, nbytes) if lib.name == "numpy" else samples(0, n)
+    else:
+        write(slice(None))
     return out
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from xval import memory
 from xval.checks import check_data, check_layer
 
+from . import arrays
 from .arrays import finite_result, to_numpy
 from .backprop import backward_values, forward_values
 from .staged import prepare
@@ -207,9 +208,18 @@ def _guard(what, sizes, lib):
                  available=lib.free_bytes())
 
 
+def _curvature_before(model, X, Y, lowest, nbytes):
+    """``curvature_pass``, with BLAS on one thread when the ``nbytes`` result that follows is written by broadcast
+    products split over threads (one sample: ``manual.arrays.quiet_blas``; with more, matmul writes it on BLAS's
+    threads)."""
+    with arrays.quiet_blas(model.lib, nbytes if X.shape[0] == 1 else 0):
+        return curvature_pass(model, X, Y, lowest=lowest)
+
+
 def _block_values(model, X, Y, part):
-    cur = curvature_pass(model, X, Y, lowest=part.l)
-    out = model.lib.empty((model.counts[part.l], part.cols), model.dtype)
+    rows = model.counts[part.l]
+    cur = _curvature_before(model, X, Y, part.l, rows * part.cols * model.dtype.itemsize)
+    out = model.lib.empty((rows, part.cols), model.dtype)
     return _fill_strip(model, cur, part, out)
 
 
@@ -217,13 +227,13 @@ def _hessian_values(model, X, Y, strips):
     """The ``(P, P)`` Hessian, strip by strip: layer ``l``'s rows from its own columns on are computed (one product
     per row chunk over all those columns), and its columns below the diagonal block are the transpose of that
     (one transposed copy per layer, whose source and target never overlap); every entry written once."""
-    cur = curvature_pass(model, X, Y, lowest=0)
     P = model.n_params
+    cur = _curvature_before(model, X, Y, 0, P * P * model.dtype.itemsize)
     H = model.lib.empty((P, P), model.dtype)
     for part, (start, _, end) in zip(strips, model.bounds):
         _fill_strip(model, cur, part, H, at=(start, start))
         if end < P:
-            H[end:, start:end] = H[start:end, end:].T
+            model.lib.assign(H, (slice(end, None), slice(start, end)), H[start:end, end:].T)
     return H
 
 

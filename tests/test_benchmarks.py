@@ -354,11 +354,30 @@ def test_ratio_rows_measure_each_peer_and_judge_it_by_its_bound():
     assert [(r.peer, r.passed) for r in results_] == [("jax.jit(jax.grad)", True), ("numpy writing the output", False)]
     for r in results_:
         assert r.ratio == pytest.approx(r.manual_s / r.peer_s) and r.manual_min_s <= r.manual_s and not r.note
-    assert settings["threads"] == 1 and "torch=1" in settings["pools"]
+    assert settings["threads"] == 1 and "torch=1" in settings["pools"] and "manual writes=1" in settings["pools"]
     table = ratios.format_table(results_, settings)
     assert "gradient, [3, 4, 2], N=1 (P=26)" in table and table.count("pass") == 1 and table.count("FAIL") == 1
     assert "<= 1e-09" not in table and "issue" not in table
     assert ratios.as_records(results_)[1]["target"] == "<= 0.00 (1000000000x faster)"
+
+
+def test_on_two_threads_each_write_floor_is_also_timed_split_and_judged_by_no_target(monkeypatch):
+    from benchmarks import ratios
+    from manual import arrays
+
+    monkeypatch.setattr(arrays, "PARALLEL_BYTES", 0)  # split even this small floor
+    floor = ratios.write_floor((6, 2, 5), threads=2)()
+    rng = np.random.default_rng(0)
+    assert np.array_equal(floor, np.multiply.outer(rng.standard_normal(6), rng.standard_normal(10)))
+    row = ratios.Row("per_sample_gradients", (3, 4, 2), 6, {"write floor": 1e9}, 1)
+    results_, settings = ratios.run(quick=True, threads=2, rows=[row], progress=False)
+    assert [(r.peer, r.bound, r.passed) for r in results_] == [("numpy writing the output", 1e9, True),
+                                                               ("the same on 2 threads", None, None)]
+    assert results_[1].ratio == pytest.approx(results_[1].manual_s / results_[1].peer_s)
+    table = ratios.format_table(results_, settings)
+    assert "none (for reference) -" in table and "rows split over 2 threads (no target)" in table
+    assert ratios.verdict_line(results_) == "1 of 1 comparisons meet their target"
+    assert [r.peer for r in ratios.run(quick=True, threads=1, rows=[row], progress=False)[0]] == ["numpy writing the output"]
 
 
 def test_a_ratio_row_whose_peer_disagrees_fails_with_the_reason(monkeypatch):

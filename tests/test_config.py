@@ -10,6 +10,7 @@ def test_defaults():
     assert config.device({}) == "auto"
     assert config.dtype({}) == "float64"
     assert config.max_bytes({}) is None
+    assert config.threads({}) == config.cpus() >= 1
 
 
 def test_valid_values():
@@ -18,6 +19,7 @@ def test_valid_values():
     assert config.device({"XVAL_DEVICE": "CUDA"}) == "cuda"
     assert config.dtype({"XVAL_DTYPE": "float32"}) == "float32"
     assert config.max_bytes({"XVAL_MAX_BYTES": "2e9"}) == 2_000_000_000
+    assert config.threads({"XVAL_THREADS": " 3 "}) == 3
 
 
 @pytest.mark.parametrize(
@@ -26,6 +28,8 @@ def test_valid_values():
         ("XVAL_BACKEND", " , ", config.backends, "XVAL_BACKEND=',' names no engine; give a comma list of engines: built-in names (manual, torch, jax)"),
         ("XVAL_DEVICE", "tpu", config.device, "XVAL_DEVICE='tpu' is not valid; use one of: auto, cpu, cuda"),
         ("XVAL_DTYPE", "float16", config.dtype, "XVAL_DTYPE='float16' is not valid; use one of: float64, float32"),
+        ("XVAL_THREADS", "0", config.threads, "XVAL_THREADS='0' is not valid; give a whole number of threads >= 1"),
+        ("XVAL_THREADS", "two", config.threads, "XVAL_THREADS='two' is not valid; give a whole number of threads >= 1"),
         ("XVAL_MAX_BYTES", "lots", config.max_bytes, "XVAL_MAX_BYTES='lots' is not valid; give a positive number of bytes"),
         ("XVAL_MAX_BYTES", "-5", config.max_bytes, "XVAL_MAX_BYTES='-5' is not valid"),
     ],

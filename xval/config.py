@@ -7,6 +7,8 @@
 - ``XVAL_MAX_BYTES``: optional cap on any call's whole working memory, in bytes (``2e9``).
 - ``XVAL_ARRAY``: the array library ``manual`` computes with: ``numpy``, ``cupy``, ``torch`` or ``array_api_strict``
   (default: numpy, or on ``XVAL_DEVICE=cuda`` cupy when importable, else torch; ``manual.arrays`` resolves it).
+- ``XVAL_THREADS``: how many threads ``manual`` (on numpy) splits a large result's writes over (default: the CPUs
+  this process may run on; 1 writes on the calling thread only).
 - ``XVAL_ARBITER_DIGITS``: the high-precision arbiter's working precision in decimal digits (default 40, at least
   20: float64 holds 16, and the arbiter checks itself at twice this precision).
 
@@ -141,3 +143,29 @@ def arbiter_digits(env=None):
             "(float64 holds about 16; the default 40 leaves 24 for cancellation), e.g. XVAL_ARBITER_DIGITS=60"
         )
     return value
+
+
+def threads(env=None):
+    """The thread count of ``manual``'s large writes from ``XVAL_THREADS``: a whole number >= 1, by default the CPUs
+    this process may run on."""
+    raw = _read(env, "XVAL_THREADS", None)
+    if raw is None:
+        return cpus()
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(
+            f"XVAL_THREADS={raw!r} is not valid; give a whole number of threads >= 1 (1 writes on the calling thread "
+            f"only; unset, it is the {cpus()} CPUs this process may use), e.g. XVAL_THREADS=2"
+        )
+    return value
+
+
+def cpus():
+    """The CPUs this process may run on (its affinity where the system tells it, else all)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -1,0 +1,114 @@
+"""manual's large writes split over threads (``manual.arrays.split``), forced on small problems: every quantity
+that splits agrees with torch.func and is bit for bit what one thread writes (each entry is the same product, only
+the thread differs); an overflow inside a worker thread is still reported; BLAS's thread count comes back after
+``quiet_blas``; ``XVAL_THREADS`` is read."""
+import sys
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+import manual
+from manual import arrays
+from xval import compare
+
+torch_ref = pytest.importorskip("torch_ref")
+backprop = sys.modules["manual.backprop"]
+
+
+@pytest.fixture
+def split_everything(monkeypatch):
+    """Every write split, over 3 threads (more than the 2 CI cores: uneven parts, waiting threads)."""
+    monkeypatch.setattr(arrays, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(backprop, "ROW_ORDER_BYTES", 0)
+    with arrays.pinned_threads(3):
+        yield
+
+
+def problem(n, activation="tanh", loss="mse"):
+    net = manual.Network.random([3, 5, 4, 2], activations=activation, loss=loss, seed=3)
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((n, 3))
+    Y = rng.dirichlet(np.ones(2), size=n) if loss == "cross_entropy" else rng.standard_normal((n, 2))
+    return net, X, Y
+
+
+CALLS = {
+    "gradient": lambda engine, net, X, Y: engine.gradient(net, X, Y),
+    "per_sample_gradients": lambda engine, net, X, Y: engine.per_sample_gradients(net, X, Y),
+    "hessian": lambda engine, net, X, Y: engine.hessian(net, X, Y),
+    "hessian_block(0, 2)": lambda engine, net, X, Y: engine.hessian_block(net, X, Y, 0, 2),
+    "hessian_block(2, 0)": lambda engine, net, X, Y: engine.hessian_block(net, X, Y, 2, 0),
+    "hessian_block(1, 1)": lambda engine, net, X, Y: engine.hessian_block(net, X, Y, 1, 1),
+}
+
+
+@pytest.mark.parametrize("n", [1, 6])
+@pytest.mark.parametrize("quantity", list(CALLS))
+def test_split_writes_match_torch_and_one_thread_bit_for_bit(split_everything, quantity, n):
+    net, X, Y = problem(n, "sigmoid" if "hessian" in quantity else "tanh", "cross_entropy")
+    split = CALLS[quantity](manual, net, X, Y)
+    assert compare.relative_error(split, CALLS[quantity](torch_ref, net, X, Y)) <= 1e-12
+    with arrays.pinned_threads(1):
+        assert np.array_equal(CALLS[quantity](manual, net, X, Y), split)
+
+
+def test_split_covers_every_row_once_and_raises_a_workers_error():
+    seen = []
+    with arrays.pinned_threads(4):
+        arrays.split(10, lambda start, stop: seen.extend(range(start, stop)), nbytes=arrays.PARALLEL_BYTES)
+    assert sorted(seen) == list(range(10))
+
+    def fail_late(start, stop):
+        if start > 0:
+            raise ValueError(f"part from {start}")
+
+    with arrays.pinned_threads(3), pytest.raises(ValueError, match="part from"):
+        arrays.split(9, fail_late, nbytes=arrays.PARALLEL_BYTES)
+    small = []
+    with arrays.pinned_threads(4):  # below PARALLEL_BYTES: one call, here
+        arrays.split(10, lambda start, stop: small.append((start, stop)), nbytes=arrays.PARALLEL_BYTES - 1)
+    assert small == [(0, 10)]
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_an_overflow_in_the_split_writes_is_reported(monkeypatch, threads):
+    """Inputs of 1e200 through identity layers: every factor is finite, the written products are not (per-sample
+    gradients: delta_1 ~ 4e202 times z_1 ~ 2e200, written by einsum, which reports no floating-point events; a
+    one-sample block (0, 0): z_0 ~ 1e200 times M ~ 1e202, written by products split over worker threads)."""
+    monkeypatch.setattr(arrays, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(backprop, "ROW_ORDER_BYTES", 0)
+    net = manual.Network.from_arrays([np.eye(2, 3), np.full((2, 2), 10.0)], [np.zeros(2)] * 2, "identity", "mse")
+    with arrays.pinned_threads(threads):
+        with pytest.raises(manual.NonFiniteError, match="per_sample_gradients overflowed float64 on finite inputs"):
+            manual.per_sample_gradients(net, np.full((4, 3), 1e200), np.zeros((4, 2)))
+        with pytest.raises(manual.NonFiniteError, match="hessian_block overflowed float64 on finite inputs"):
+            manual.hessian_block(net, np.full((1, 3), 1e200), np.zeros((1, 2)), 0, 0)
+
+
+def _blas_threads():
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+def test_blas_runs_on_one_thread_inside_quiet_blas_and_comes_back(monkeypatch):
+    from threadpoolctl import threadpool_limits
+
+    monkeypatch.setattr(arrays, "PARALLEL_BYTES", 0)
+    with threadpool_limits(2, user_api="blas"):
+        before = _blas_threads()
+        with arrays.pinned_threads(2), arrays.quiet_blas(arrays.NUMPY, 1):
+            inside = _blas_threads()
+        assert _blas_threads() == before
+        with arrays.pinned_threads(1), arrays.quiet_blas(arrays.NUMPY, 1):  # no split, nothing changes
+            assert _blas_threads() == before
+    assert before and all(count == 2 for count in before) and all(count == 1 for count in inside)
+
+
+def test_xval_threads_sets_the_write_threads(monkeypatch):
+    monkeypatch.setenv("XVAL_THREADS", "5")
+    assert arrays.write_threads() == 5
+    with arrays.pinned_threads(2):
+        assert arrays.write_threads() == 2
+    assert arrays.write_threads() == 5
+    monkeypatch.setenv("XVAL_THREADS", "1")
+    assert not arrays.splits(arrays.NUMPY, 10**9)
