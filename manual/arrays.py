@@ -199,9 +199,10 @@ class Library:
 # ---- writes split over threads (numpy) ---------------------------------------------------------------------------
 # A write of at least this many bytes is split by rows over the write threads: fresh memory's first touch (page
 # faults; on a virtual machine, also the host's) costs more than the arithmetic and is paid per thread, so two threads
-# write a fresh 72 MB array in 8.4 ms where one takes 12.2 ms (measured on the 2-core CI machine); below it, handing
-# work to a thread (tens of microseconds) costs more than it saves.
-PARALLEL_BYTES = 4 * 2**20
+# write a fresh 72 MB array in 8.4 ms where one takes 12.2 ms (measured on the 2-core CI machine). A 1 MiB write takes
+# 50-100 us, handing work to a thread tens of microseconds; 1 MiB rather than 4 took 0.3-0.5 ms off the P = 3000
+# Hessian (its last strips and copies are 1-3 MB).
+PARALLEL_BYTES = 2**20
 
 _pinned = None  # the thread count ``pinned_threads`` set, overriding XVAL_THREADS
 

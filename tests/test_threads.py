@@ -112,3 +112,11 @@ def test_xval_threads_sets_the_write_threads(monkeypatch):
     assert arrays.write_threads() == 5
     monkeypatch.setenv("XVAL_THREADS", "1")
     assert not arrays.splits(arrays.NUMPY, 10**9)
+
+
+def test_the_readme_states_the_split_threshold():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert arrays.PARALLEL_BYTES == 2**20
+    assert "splits each write of 1 MiB or more over (`manual.arrays.PARALLEL_BYTES`)" in readme
