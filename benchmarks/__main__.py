@@ -21,7 +21,7 @@ def build_parser():
     parser.add_argument("--resume", action="store_true", help="keep the points already in --out and skip them")
     parser.add_argument("--quantities", metavar="Q1,Q2", help=f"comma list, a subset of: {', '.join(QUANTITIES)}")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="BLAS/OpenMP/torch threads for every timed row, pinned (default: the physical cores)")
+                        help="BLAS/OpenMP/torch threads and manual's write threads for every timed row, pinned (default: the physical cores)")
     parser.add_argument("--no-peers", action="store_true", help="leave out BackPACK and curvlinops even if installed")
     parser.add_argument("--no-ratios", action="store_true",
                         help="skip the speed-ratio rows of benchmarks.ratios (always skipped with --quick)")
@@ -215,7 +215,7 @@ def ratio_phase(args, threads):
         return None, f"  skipped ({why})"
     print(f"ratio rows: {len(ratios.ROWS)} rows, each timed in turn with its peers", file=sys.stderr, flush=True)
     try:
-        measured, settings = ratios.run(quick=True, threads=threads)
+        measured, settings = ratios.run(quick=False, threads=threads)  # 7 repeats: the baseline's record
     except Exception as exc:  # noqa: BLE001 - the sweep's own results still print
         return None, f"  failed: {type(exc).__name__}: {exc}"
     return ratios.as_records(measured), ratios.format_table(measured, settings)

@@ -297,7 +297,7 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ratios", description=__doc__.split("\n\n")[0].replace("``", ""))
     parser.add_argument("--quick", action="store_true", help="3 repeats instead of 7 (about a minute)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="BLAS/OpenMP/torch threads, pinned (default: the physical cores, as XLA uses)")
+                        help="BLAS/OpenMP/torch threads and manual's write threads, pinned (default: the physical cores, as XLA uses)")
     return parser
 
 
