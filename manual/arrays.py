@@ -16,6 +16,7 @@ import contextvars
 import functools
 import importlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -235,8 +236,13 @@ class pinned_threads:
 
 
 @functools.lru_cache(maxsize=None)
-def _pool(workers):
-    return ThreadPoolExecutor(workers, thread_name_prefix="xval-write")
+def _pool(workers, pid):
+    """The pool of ``workers`` write threads of process ``pid``: a child forked after the parent used its pool
+    inherits the pool but not its threads, and would wait on them forever."""
+    return ThreadPoolExecutor(workers, thread_name_prefix=_WORKER)
+
+
+_WORKER = "xval-write"
 
 
 def split(n, body, nbytes):
@@ -248,11 +254,11 @@ def split(n, body, nbytes):
     every part has finished.
     """
     threads = min(write_threads(), n) if nbytes >= PARALLEL_BYTES else 1
-    if threads <= 1:
+    if threads <= 1 or threading.current_thread().name.startswith(_WORKER):  # a part never waits on the pool
         body(0, n)
         return
     bounds = [n * k // threads for k in range(threads + 1)]
-    pool = _pool(threads - 1)
+    pool = _pool(threads - 1, os.getpid())
     futures = [pool.submit(contextvars.copy_context().run, body, bounds[k], bounds[k + 1]) for k in range(1, threads)]
     error = None
     try:

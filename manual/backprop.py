@@ -11,8 +11,8 @@ final flat array.
 """
 from xval.checks import check_data, check_inputs, check_memory
 
-from .activations import get_activation
 from . import arrays
+from .activations import get_activation
 from .arrays import finite_result, to_numpy
 from .losses import get_loss
 from .staged import prepare
@@ -160,7 +160,8 @@ def stage_per_sample_gradients(net, X, Y):
 def per_sample_gradients(net, X, Y):
     """``d loss_n / dtheta`` for every sample, ``(N, P)``: the outer products ``delta_l z_l^T`` kept per sample.
 
-    One broadcast product per layer over the whole batch, written into the output; no loop over samples.
+    Written straight into the output: one product per layer over the whole batch, or for a large output sample by
+    sample, the samples split over the write threads (``per_sample_values``).
     """
     model, X, Y = _per_sample_inputs(net, X, Y)
     return to_numpy(per_sample_values(model, X, Y))

@@ -120,3 +120,37 @@ def test_the_readme_states_the_split_threshold():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert arrays.PARALLEL_BYTES == 2**20
     assert "splits each write of 1 MiB or more over (`manual.arrays.PARALLEL_BYTES`)" in readme
+
+
+def _split_in_child(queue):
+    seen = []
+    with arrays.pinned_threads(2):
+        arrays.split(4, lambda start, stop: seen.extend(range(start, stop)), nbytes=arrays.PARALLEL_BYTES)
+    queue.put(sorted(seen))
+
+
+def test_a_process_forked_after_a_split_gets_its_own_write_threads():
+    import multiprocessing
+
+    with arrays.pinned_threads(2):  # the parent's pool exists, with a thread the child will not have
+        arrays.split(4, lambda start, stop: None, nbytes=arrays.PARALLEL_BYTES)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_split_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0, "the forked child's split did not finish (it waited on threads it did not inherit)"
+    assert queue.get(timeout=5) == [0, 1, 2, 3]
+
+
+def test_a_split_inside_a_part_runs_in_that_part():
+    seen = []
+
+    def outer(start, stop):
+        arrays.split(2, lambda a, b: seen.append((start, a, b)), nbytes=arrays.PARALLEL_BYTES)
+
+    with arrays.pinned_threads(2):
+        arrays.split(2, outer, nbytes=arrays.PARALLEL_BYTES)
+    assert sorted(seen) == [(0, 0, 1), (0, 1, 2), (1, 0, 2)]  # the caller's part splits; the worker's runs whole
