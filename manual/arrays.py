@@ -8,8 +8,11 @@ main namespace is the standard's since numpy 2), cupy and torch (through ``array
 The standard has no ``out=`` argument, but writing each result once needs it: ``Library.write`` takes the
 ``out=`` path of numpy, cupy and torch (into a view of the result) and plain slice assignment elsewhere.
 
-On numpy, a write of ``PARALLEL_BYTES`` or more is split by rows over ``write_threads()`` threads (``split``): a
-large result lands on fresh memory, whose first touch costs more than the arithmetic and is paid per thread.
+On numpy, the broadcast products and copies that write a large result (``Library.write`` with ``multiply``,
+``Library.assign``, and the per-sample gradients' rows from ``manual.backprop.ROW_ORDER_BYTES`` on) are split by
+rows over ``write_threads()`` threads (``split``) from ``PARALLEL_BYTES`` on: a large result lands on fresh memory,
+whose first touch costs more than the arithmetic and is paid per thread. Products written by matmul run on BLAS's
+own threads.
 """
 import contextlib
 import contextvars
@@ -235,14 +238,22 @@ class pinned_threads:
         _pinned = self._before
 
 
-@functools.lru_cache(maxsize=None)
-def _pool(workers, pid):
-    """The pool of ``workers`` write threads of process ``pid``: a child forked after the parent used its pool
-    inherits the pool but not its threads, and would wait on them forever."""
-    return ThreadPoolExecutor(workers, thread_name_prefix=_WORKER)
-
-
 _WORKER = "xval-write"
+_POOLS = {}  # (workers, pid) -> ThreadPoolExecutor
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(workers):
+    """The pool of ``workers`` write threads of this process, made once (per thread count, which a setting fixes):
+    a child forked after the parent used its pool inherits the pool but not its threads, so the key holds the pid."""
+    key = (workers, os.getpid())
+    pool = _POOLS.get(key)
+    if pool is None:
+        with _POOLS_LOCK:
+            pool = _POOLS.get(key)
+            if pool is None:
+                pool = _POOLS[key] = ThreadPoolExecutor(workers, thread_name_prefix=_WORKER)
+    return pool
 
 
 def split(n, body, nbytes):
@@ -253,18 +264,24 @@ def split(n, body, nbytes):
     overflow check of ``finite_result`` listens to it) holds in every part. The first exception is raised after
     every part has finished.
     """
-    threads = min(write_threads(), n) if nbytes >= PARALLEL_BYTES else 1
+    pinned = write_threads()
+    threads = min(pinned, n) if nbytes >= PARALLEL_BYTES else 1
     if threads <= 1 or threading.current_thread().name.startswith(_WORKER):  # a part never waits on the pool
         body(0, n)
         return
     bounds = [n * k // threads for k in range(threads + 1)]
-    pool = _pool(threads - 1, os.getpid())
-    futures = [pool.submit(contextvars.copy_context().run, body, bounds[k], bounds[k + 1]) for k in range(1, threads)]
+    pool, futures, here = _pool(pinned - 1), [], [0]
+    for k in range(1, threads):
+        try:
+            futures.append(pool.submit(contextvars.copy_context().run, body, bounds[k], bounds[k + 1]))
+        except RuntimeError:  # the interpreter is shutting down (a user thread still running): no new threads
+            here.append(k)
     error = None
-    try:
-        body(bounds[0], bounds[1])
-    except BaseException as exc:  # noqa: BLE001 - re-raised once the other parts are done
-        error = exc
+    for k in here:
+        try:
+            body(bounds[k], bounds[k + 1])
+        except BaseException as exc:  # noqa: BLE001 - re-raised once the other parts are done
+            error = error or exc
     for future in futures:
         try:
             future.result()
@@ -287,16 +304,24 @@ def _blas_controllers():
     return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
 
 
+# Products run on one BLAS thread before a split write when they take at most this many floating-point operations
+# per byte of the write (``quiet_blas``): one core's products (~20 GFLOP/s) then take less time than the fresh write
+# (~5 GB/s), so the spinning workers would cost the write more than the second BLAS thread saves.
+QUIET_FLOPS_PER_BYTE = 4
+
+
 @contextlib.contextmanager
-def quiet_blas(lib, nbytes):
-    """``with quiet_blas(lib, nbytes):`` BLAS on one thread, restored after, when a write of ``nbytes`` that follows
-    will be split over threads (``splits``); else nothing changes.
+def quiet_blas(lib, nbytes, flops):
+    """``with quiet_blas(lib, nbytes, flops):`` BLAS on one thread, restored after, when a write of ``nbytes`` that
+    follows will be split over threads (``splits``) and the products inside (``flops``, about) are small beside it
+    (``QUIET_FLOPS_PER_BYTE``); else nothing changes.
 
     For the small products before a large write: OpenBLAS's workers keep spinning on their cores for a while after
     each multithreaded call, and a spinning worker takes the core a write thread needs. Measured here (per-sample
     gradients, width 256, N = 32, writes only): one write thread 21 ms; two, after multithreaded BLAS calls, 22 ms;
-    two, with those calls on one thread, 13 ms. (Switching costs about 2 us.)"""
-    if not splits(lib, nbytes):
+    two, with those calls on one thread, 13 ms. (Switching costs about 2 us.) Large products keep BLAS's threads:
+    a wide network's curvature pass before a smaller block would lose more on one thread than the write gains."""
+    if flops > QUIET_FLOPS_PER_BYTE * nbytes or not splits(lib, nbytes):
         yield
         return
     changed = [(blas, blas.num_threads) for blas in _blas_controllers() if blas.num_threads > 1]

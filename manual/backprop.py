@@ -85,7 +85,8 @@ def per_sample_values(model, X, Y):
     lib, n = model.lib, X.shape[0]
     nbytes = n * model.n_params * model.dtype.itemsize
     by_sample = n > 1 and nbytes >= ROW_ORDER_BYTES
-    with arrays.quiet_blas(lib, nbytes if by_sample else 0):
+    products = 4 * n * sum(w * v for w, v in zip(model.sizes, model.sizes[1:]))  # forward and backward
+    with arrays.quiet_blas(lib, nbytes if by_sample else 0, products):
         z, d1, _ = forward_values(model, X)
         delta = backward_values(model, z, d1, Y)
     for l in range(model.n_layers):

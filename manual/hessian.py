@@ -210,9 +210,11 @@ def _guard(what, sizes, lib):
 
 def _curvature_before(model, X, Y, lowest, nbytes):
     """``curvature_pass``, with BLAS on one thread when the ``nbytes`` result that follows is written by broadcast
-    products split over threads (one sample: ``manual.arrays.quiet_blas``; with more, matmul writes it on BLAS's
-    threads)."""
-    with arrays.quiet_blas(model.lib, nbytes if X.shape[0] == 1 else 0):
+    products split over threads and the pass is small (one sample: ``manual.arrays.quiet_blas``; with more, matmul
+    writes the result on BLAS's threads)."""
+    widths = model.sizes[lowest + 1:]
+    products = 4 * X.shape[0] * sum(w * v * (w + v) for w, v in zip(widths, widths[1:] + widths[-1:]))  # W^T G W
+    with arrays.quiet_blas(model.lib, nbytes if X.shape[0] == 1 else 0, products):
         return curvature_pass(model, X, Y, lowest=lowest)
 
 

@@ -2,6 +2,7 @@
 that splits agrees with torch.func and is bit for bit what one thread writes (each entry is the same product, only
 the thread differs); an overflow inside a worker thread is still reported; BLAS's thread count comes back after
 ``quiet_blas``; ``XVAL_THREADS`` is read."""
+import os
 import sys
 
 import numpy as np
@@ -96,10 +97,12 @@ def test_blas_runs_on_one_thread_inside_quiet_blas_and_comes_back(monkeypatch):
     monkeypatch.setattr(arrays, "PARALLEL_BYTES", 0)
     with threadpool_limits(2, user_api="blas"):
         before = _blas_threads()
-        with arrays.pinned_threads(2), arrays.quiet_blas(arrays.NUMPY, 1):
+        with arrays.pinned_threads(2), arrays.quiet_blas(arrays.NUMPY, 1, arrays.QUIET_FLOPS_PER_BYTE):
             inside = _blas_threads()
         assert _blas_threads() == before
-        with arrays.pinned_threads(1), arrays.quiet_blas(arrays.NUMPY, 1):  # no split, nothing changes
+        with arrays.pinned_threads(1), arrays.quiet_blas(arrays.NUMPY, 1, 0):  # no split, nothing changes
+            assert _blas_threads() == before
+        with arrays.pinned_threads(2), arrays.quiet_blas(arrays.NUMPY, 1, arrays.QUIET_FLOPS_PER_BYTE + 1):  # large products
             assert _blas_threads() == before
     assert before and all(count == 2 for count in before) and all(count == 1 for count in inside)
 
@@ -119,7 +122,7 @@ def test_the_readme_states_the_split_threshold():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert arrays.PARALLEL_BYTES == 2**20
-    assert "splits each write of 1 MiB or more over (`manual.arrays.PARALLEL_BYTES`)" in readme
+    assert "(broadcast products and copies of 1 MiB or more, `manual.arrays.PARALLEL_BYTES`;" in readme
 
 
 def _split_in_child(queue):
@@ -154,3 +157,24 @@ def test_a_split_inside_a_part_runs_in_that_part():
     with arrays.pinned_threads(2):
         arrays.split(2, outer, nbytes=arrays.PARALLEL_BYTES)
     assert sorted(seen) == [(0, 0, 1), (0, 1, 2), (1, 0, 2)]  # the caller's part splits; the worker's runs whole
+
+
+def test_one_pool_per_thread_count_whatever_the_row_count(monkeypatch):
+    monkeypatch.setattr(arrays, "_POOLS", {})
+    with arrays.pinned_threads(4):
+        for n in range(2, 9):  # 2 and 3 rows use fewer threads than 4, from the same pool
+            arrays.split(n, lambda start, stop: None, nbytes=arrays.PARALLEL_BYTES)
+    assert list(arrays._POOLS) == [(3, os.getpid())]
+
+
+def test_when_no_thread_can_start_the_caller_writes_every_part(monkeypatch):
+    """At interpreter shutdown (a user thread still running) the pool refuses new work; the split goes on here."""
+    class Closed:
+        def submit(self, *args):
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    monkeypatch.setattr(arrays, "_pool", lambda workers: Closed())
+    seen = []
+    with arrays.pinned_threads(3):
+        arrays.split(7, lambda start, stop: seen.extend(range(start, stop)), nbytes=arrays.PARALLEL_BYTES)
+    assert sorted(seen) == list(range(7))
