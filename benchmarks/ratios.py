@@ -131,8 +131,8 @@ def _staged(engine_name, call):
 
 def write_floor(shape, threads=1):
     """A zero-argument call writing a fresh float64 array of ``shape`` (one product per entry): numpy's broadcast
-    product, or with ``threads > 1`` the same product into a fresh array, its rows split over that many threads
-    (``manual.arrays.split``, the splitting manual's large writes use)."""
+    product, or with ``threads > 1`` the same product written as manual writes its large results
+    (``manual.arrays.Library.write``: rows split over that many threads from ``PARALLEL_BYTES`` on)."""
     rows, cols = (shape[0], int(np.prod(shape[1:]))) if len(shape) > 1 else (1, shape[0])
     rng = np.random.default_rng(0)
     u, w = rng.standard_normal(rows), rng.standard_normal(cols)
@@ -141,14 +141,8 @@ def write_floor(shape, threads=1):
     from manual import arrays
 
     def split_write():
-        out = np.empty((rows, cols))
-
-        def part(start, stop):
-            np.multiply(u[start:stop, None], w[None, :], out=out[start:stop])
-
         with arrays.pinned_threads(threads):
-            arrays.split(rows if rows > 1 else 1, part, arrays.PARALLEL_BYTES)
-        return out
+            return arrays.NUMPY.write(np.empty((rows, cols)), slice(None), "multiply", u[:, None], w[None, :])
 
     return split_write
 
