@@ -78,8 +78,7 @@ class Strip:
     """The blocks ``(l, m)`` for ``m`` in ``layers`` (consecutive, ``l <= m``), side by side: ``cols`` columns in all,
     computed ``chunk`` output units of layer ``l`` at a time. Fixed by the network and the batch size, so a staged
     call works it out once. ``per_unit`` is the scratch per unit of a chunk, in entries: ``M`` (``N x cols``) and,
-    for the blocks across layers, the product added into ``M`` and numpy's copy of its target (an in-place add into
-    a strided view goes through a copy)."""
+    for a block across layers, the two factors packed for its product (``N x 2(n_m + n_{m+1})``)."""
 
     l: int
     layers: tuple
@@ -93,27 +92,32 @@ def strip(net, l, layers, n_samples):
     ``WORKSPACE_BYTES`` unless the strip itself is larger (then an eighth of it)."""
     counts, item = net.layer_param_counts, memory.itemsize(net.dtype)
     cols = sum(counts[m] for m in layers)
-    cross = max((net.sizes[m] * net.sizes[m + 1] for m in layers if m > l), default=0)
-    per_unit = n_samples * (cols + 2 * cross)
+    packed = max((2 * (net.sizes[m] + net.sizes[m + 1]) for m in layers if m > l), default=0)
+    per_unit = n_samples * (cols + packed)
     budget = max(WORKSPACE_BYTES, counts[l] * cols * item // 8)
     chunk = max(1, min(net.sizes[l + 1], budget // (per_unit * item)))
     return Strip(l, tuple(layers), cols, chunk, per_unit)
 
 
-def _cross_factors(model, cur, l, m):
-    """``(GJ^T, K^T)`` as stacks over ``p``: ``A[p, n, j] = (G_m J)[n, j, p]`` and ``Kt[p, n, i] = K[n, i, p]``.
+def _strip_factors(model, cur, l, layers):
+    """``(m, A, Kt)`` for each ``m`` in ``layers`` (consecutive, from ``l`` or above): ``(GJ^T, K^T)`` as stacks over
+    ``p``, ``A[p, n, j] = (G_m J)[n, j, p]`` and ``Kt[p, n, i] = K[n, i, p]``; for ``m == l``,
+    ``A[p, n, j] = G_l[n, p, j]`` and ``Kt`` is ``None``.
 
-    For ``l == m``, ``A[p, n, j] = G_l[n, p, j]`` and ``Kt`` is ``None``.
+    ``K = dz_m / da_l = D_{m-1} W_{m-1} ... W_{l+1} D_l`` (per sample, ``(N, n_m, n_{l+1})``) grows one layer per
+    ``m``: ``W_m K`` is ``J`` for this ``m`` and, scaled by ``D_m``, the next ``K``.
     """
-    xp = model.xp
-    if l == m:
-        return xp.permute_dims(cur.G[l], (1, 0, 2)), None
-    # K = dz_m / da_l = D_{m-1} W_{m-1} ... W_{l+1} D_l, per sample (N, n_m, n_{l+1}).
-    K = model.lib.diag(cur.d1[l])
-    for k in range(l + 1, m):
-        K = cur.d1[k][:, :, None] * (model.weights[k] @ K)
-    GJ = cur.G[m] @ (model.weights[m] @ K)  # (N, n_{m+1}, n_{l+1})
-    return xp.permute_dims(GJ, (2, 0, 1)), xp.permute_dims(K, (2, 0, 1))
+    xp, out = model.xp, []
+    K = model.lib.diag(cur.d1[l]) if layers[-1] > l else None
+    for m in range(l, layers[-1] + 1):
+        if m > l:
+            J = model.weights[m] @ K  # (N, n_{m+1}, n_{l+1})
+            if m in layers:
+                out.append((m, xp.permute_dims(cur.G[m] @ J, (2, 0, 1)), xp.permute_dims(K, (2, 0, 1))))
+            K = cur.d1[m][:, :, None] * J
+        elif m in layers:
+            out.append((m, xp.permute_dims(cur.G[l], (1, 0, 2)), None))
+    return out
 
 
 def _fill_strip(model, cur, part, out, at=(0, 0)):
@@ -127,7 +131,7 @@ def _fill_strip(model, cur, part, out, at=(0, 0)):
     n = cur.z[0].shape[0]
     n_out_l, n_in_l = model.shapes[l]
     rows_w = n_out_l * n_in_l
-    factors = [(m, *_cross_factors(model, cur, l, m)) for m in part.layers]
+    factors = _strip_factors(model, cur, l, part.layers)
     z_scaled = cur.z[l] / n if n > 1 else cur.z[l]  # the sample weights 1/N folded in: the sum over samples is the mean
     op, zt = ("multiply", xp.reshape(z_scaled, (1, n_in_l, 1))) if n == 1 else ("matmul", z_scaled.T)
     r0, c0 = at
@@ -140,9 +144,16 @@ def _fill_strip(model, cur, part, out, at=(0, 0)):
         for m, A, Kt in factors:
             split, end = col + model.bounds[m][1] - model.bounds[m][0], col + model.counts[m]
             weights_part = (slice(None), slice(None), slice(col, split))
-            lib.write(M, weights_part, "multiply", A[start:stop, :, :, None], cur.z[m][None, :, None, :])
-            if Kt is not None:
-                lib.add_into(M, weights_part, Kt[start:stop, :, None, :] * cur.delta[m][None, :, :, None])
+            if Kt is None:
+                lib.write(M, weights_part, "multiply", A[start:stop, :, :, None], cur.z[m][None, :, None, :])
+            else:
+                # A z_m + delta_m Kt as one product per (p, n) with an inner dimension of 2:
+                # [A[p, n, :], delta_m[n, :]] (J x 2) @ [z_m[n, :]; Kt[p, n, :]] (2 x I), written once.
+                left = lib.empty((stop - start, *A.shape[1:], 2), model.dtype)
+                left[..., 0], left[..., 1] = A[start:stop, ...], cur.delta[m][None, ...]
+                right = lib.empty((stop - start, n, 2, Kt.shape[-1]), model.dtype)
+                right[..., 0, :], right[..., 1, :] = cur.z[m][None, ...], Kt[start:stop, ...]
+                lib.write(M, weights_part, "matmul", left, right)
             M[:, :, split:end] = A[start:stop, ...]
             col = end
         # Rows of W_l[p, q] = sum_n z_l[n, q] M[p, n, :] / N; rows of b_l[p] = mean_n M[p, n, :].
@@ -171,7 +182,7 @@ def curvature_bytes(net, n_samples, lowest):
 
 def _strip_scratch(net, part, n_samples):
     """Bytes of a strip's own scratch: a chunk's ``M`` and products (``Strip.per_unit``), and for every ``m > l`` the
-    factors ``K`` and ``G_m J`` of ``_cross_factors`` (all kept while the strip is written) plus ``K`` once more while
+    factors ``K`` and ``G_m J`` of ``_strip_factors`` (all kept while the strip is written) plus ``K`` once more while
     it is built."""
     n, widths, l = n_samples, net.sizes[1:], part.l
     scratch = part.chunk * part.per_unit

@@ -129,13 +129,42 @@ def test_write_puts_a_reshaped_product_into_part_of_the_result(name):
     out = lib.empty((2, 30), "float64")
     out[...] = xp.zeros((2, 30), dtype=xp.float64)
     same = lib.write(out, (slice(None), slice(5, 17)), "multiply", a, b)
-    lib.add_into(out, (slice(None), slice(5, 17)), a * b)
-    lib.write(out, (slice(0, 1), slice(None)), "matmul", xp.ones((1, 2), dtype=xp.float64), xp.ones((2, 30), dtype=xp.float64))
+    lib.write(out, (slice(0, 1), slice(20, 30)), "matmul", xp.ones((1, 2), dtype=xp.float64), xp.ones((2, 10), dtype=xp.float64))
     expected = np.zeros((2, 30))
-    expected[:, 5:17] = 2 * (a_np * b_np).reshape(2, 12)  # products written by hand: row n is a_n (outer) b_n, twice
-    expected[0] = 2.0
+    expected[:, 5:17] = (a_np * b_np).reshape(2, 12)  # products written by hand: row n is a_n (outer) b_n
+    expected[0, 20:] = 2.0
     assert same is out
     np.testing.assert_array_equal(arrays.to_numpy(out), expected)
+
+
+def test_large_products_with_long_rows_run_with_a_buffer_of_one_row(monkeypatch):
+    """numpy's buffered ufunc iterator copies several short rows through its buffer (8192 entries) where it could write
+    them in place; manual's large products run with a buffer of one row (rounded down to a multiple of 16), in the
+    write threads too, with the caller's floating-point error handling kept, the result unchanged and the buffer
+    restored after. Short rows and small products keep numpy's buffer."""
+    real, seen = np.multiply, []
+
+    def spy(a, b, out=None):
+        seen.append((np.getbufsize(), np.geterrcall()))
+        return real(a, b, out=out)
+
+    monkeypatch.setattr(np, "multiply", spy)
+    rng = np.random.default_rng(0)
+    default = np.getbufsize()
+
+    def handler(kind, flag):
+        pass
+
+    cases = [((64, 300), 1, [288]), ((512, 300), 2, [288, 288]), ((4096, 32), 1, [default]), ((8, 300), 1, [default])]
+    for shape, threads, buffers in cases:
+        seen.clear()
+        a, b = rng.standard_normal((shape[0], 1)), rng.standard_normal((1, shape[1]))
+        with arrays.pinned_threads(threads), np.errstate(call=handler):
+            out = arrays.NUMPY.write(np.empty(shape), slice(None), "multiply", a, b)
+        assert [entries for entries, _ in seen] == buffers, shape
+        assert all(call is handler for _, call in seen)
+        np.testing.assert_array_equal(out, real(a, b))
+        assert np.getbufsize() == default
 
 
 def test_numpy_results_are_written_once(monkeypatch):

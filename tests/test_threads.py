@@ -73,18 +73,21 @@ def test_split_covers_every_row_once_and_raises_a_workers_error():
 
 
 @pytest.mark.parametrize("threads", [1, 3])
-def test_an_overflow_in_the_split_writes_is_reported(monkeypatch, threads):
+@pytest.mark.parametrize("inputs", [3, arrays.EINSUM_ROW])
+def test_an_overflow_in_the_split_writes_is_reported(monkeypatch, threads, inputs):
     """Inputs of 1e200 through identity layers: every factor is finite, the written products are not (per-sample
-    gradients: delta_1 ~ 4e202 times z_1 ~ 2e200, written by einsum, which reports no floating-point events; a
-    one-sample block (0, 0): z_0 ~ 1e200 times M ~ 1e202, written by products split over worker threads)."""
+    gradients: delta_1 ~ 4e202 times z_1 ~ 2e200, written by einsum, which reports no floating-point events, for
+    short rows, and by a broadcast product with a one-row buffer for long ones; a one-sample block (0, 0): z_0 ~ 1e200
+    times M ~ 1e202, written by products split over worker threads)."""
     monkeypatch.setattr(arrays, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(arrays, "BUFFERED_BYTES", 0)
     monkeypatch.setattr(backprop, "ROW_ORDER_BYTES", 0)
-    net = manual.Network.from_arrays([np.eye(2, 3), np.full((2, 2), 10.0)], [np.zeros(2)] * 2, "identity", "mse")
+    net = manual.Network.from_arrays([np.eye(2, inputs), np.full((2, 2), 10.0)], [np.zeros(2)] * 2, "identity", "mse")
     with arrays.pinned_threads(threads):
         with pytest.raises(manual.NonFiniteError, match="per_sample_gradients overflowed float64 on finite inputs"):
-            manual.per_sample_gradients(net, np.full((4, 3), 1e200), np.zeros((4, 2)))
+            manual.per_sample_gradients(net, np.full((4, inputs), 1e200), np.zeros((4, 2)))
         with pytest.raises(manual.NonFiniteError, match="hessian_block overflowed float64 on finite inputs"):
-            manual.hessian_block(net, np.full((1, 3), 1e200), np.zeros((1, 2)), 0, 0)
+            manual.hessian_block(net, np.full((1, inputs), 1e200), np.zeros((1, 2)), 0, 0)
 
 
 def _blas_threads():
