@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import manual
+from manual import arrays
 from xval import memory
 from manual.finite_difference import DEFAULT_STEPS
 from manual.hessian import hessian_bytes
@@ -193,9 +194,11 @@ def test_memory_guard_refuses_a_hessian_over_the_cap(any_engine, monkeypatch):
         module.hessian_block(net, X, Y, 0, 1)
 
 
-def test_memory_guard_allows_exactly_what_fits(monkeypatch):
+@pytest.mark.parametrize("n", [5, 1])
+def test_memory_guard_allows_exactly_what_fits(monkeypatch, n):
     net, X, Y = small_problem()
-    output, workspace = hessian_bytes(net, X.shape[0])
+    X, Y = X[:n], Y[:n]
+    output, workspace = hessian_bytes(net, n, arrays.library().name)
     assert output == net.n_params**2 * 8
     monkeypatch.setenv("XVAL_MAX_BYTES", str(output + workspace))
     assert manual.hessian(net, X, Y).shape == (net.n_params, net.n_params)
@@ -203,6 +206,31 @@ def test_memory_guard_allows_exactly_what_fits(monkeypatch):
     assert not memory.fits(output + workspace)
     with pytest.raises(manual.MemoryGuardError, match=f"needs {output + workspace} bytes"):
         manual.hessian(net, X, Y)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_one_sample_hessian_by_rows_is_the_strips_result_bit_for_bit(monkeypatch, threads):
+    """One sample on numpy: the Hessian written row band by row band from every strip's ``M`` (the columns left of the
+    diagonal block as the same products as the strips above it) equals, bit for bit, the strips and their transposed
+    copies, split over threads or not. More samples, another library, or ``M`` beyond the scratch budget take the
+    strips."""
+    from manual.hessian import _hessian_values, hessian_strips, one_sample_rows
+    from manual.staged import prepare
+
+    monkeypatch.setattr(arrays, "PARALLEL_BYTES", 0)
+    rng = np.random.default_rng(3)
+    for sizes, activation in [([6, 5, 7, 4], "softplus"), ([3, 5, 1, 4, 2], "tanh"), ([1, 9, 1], "sigmoid")]:
+        net = manual.Network.random(sizes, activation, "mse", seed=1)
+        model, X, Y = prepare(net).data(rng.standard_normal((1, sizes[0])), rng.standard_normal((1, sizes[-1])))
+        strips = hessian_strips(net, 1)
+        with arrays.pinned_threads(threads):
+            by_rows = _hessian_values(model, X, Y, strips, by_rows=True)
+        by_strips = _hessian_values(model, X, Y, strips, by_rows=False)
+        assert one_sample_rows(net, 1, "numpy") and np.array_equal(by_rows, by_strips), sizes
+        assert not np.array_equal(by_rows, np.zeros_like(by_rows))
+    assert not one_sample_rows(net, 2, "numpy") and not one_sample_rows(net, 1, "torch")
+    wide_inputs = manual.Network.random([1, 3000, 1], "tanh", "mse", seed=0)  # M_0 alone: 3000 x 9001 entries, 216 MB
+    assert not one_sample_rows(wide_inputs, 1, "numpy")
 
 
 def test_memory_guard_refuses_a_huge_hessian_without_allocating(monkeypatch):
@@ -221,7 +249,8 @@ def test_memory_guard_refuses_a_huge_hessian_without_allocating(monkeypatch):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert f"{P * P * 8} bytes for the result" in str(info.value) and "available" in str(info.value)
+    where = "free on the device" if arrays.library().on_gpu else "of memory available"  # the limit the guard read
+    assert f"{P * P * 8} bytes for the result" in str(info.value) and where in str(info.value)
     assert peak < 2**20, f"the guard let {peak} bytes be allocated before refusing"
 
 

@@ -18,6 +18,7 @@ from xval.errors import ConfigError, MemoryGuardError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 manual_hessian = importlib.import_module("manual.hessian")
+arrays = importlib.import_module("manual.arrays")
 
 
 def problem(sizes, n):
@@ -57,6 +58,19 @@ def test_manual_block_estimate_holds_the_measured_peak(sizes, n, l, m):
     net, X, Y = problem(sizes, n)
     estimate = sum(manual_hessian.block_bytes(net, l, m, n))
     peak = traced_peak(lambda: manual_hessian.hessian_block(net, X, Y, l, m))
+    assert estimate / 4 <= peak <= estimate, f"peak {peak} bytes, estimate {estimate} bytes"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("sizes", [[4, 24, 24, 3], [2, 40, 2], [1, 300, 1]])
+def test_manual_one_sample_hessian_estimate_holds_the_measured_peak(sizes, threads):
+    """One sample: the Hessian written by rows from every strip's ``M``, on one or two write threads (each with numpy's
+    iterator buffers)."""
+    net, X, Y = problem(sizes, 1)
+    assert manual_hessian.one_sample_rows(net, 1, "numpy")
+    with arrays.pinned_threads(threads):
+        estimate = sum(manual_hessian.hessian_bytes(net, 1))
+        peak = traced_peak(lambda: manual_hessian.hessian(net, X, Y))
     assert estimate / 4 <= peak <= estimate, f"peak {peak} bytes, estimate {estimate} bytes"
 
 
