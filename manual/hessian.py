@@ -17,7 +17,9 @@ batch as one batched matmul over ``p`` (the contraction runs over the samples; t
 Array code sticks to the array-API standard (matmul, broadcasting, reshape, reductions), and every entry of a
 result is written once (``Library.write``). The blocks sharing layer ``l``'s rows form a strip, written by one
 product per row over all its columns; the full Hessian computes each layer's strip from the diagonal block on and
-copies the columns below it from that strip's transpose (one write per entry; the copy is faster than computing them).
+copies the columns below it from that strip's transpose (one write per entry). For one sample on numpy it writes
+whole rows instead (``_one_sample_hessian``): left of the diagonal block the same products as the strips above it,
+from every strip's ``M``, so nothing is read back.
 """
 from dataclasses import dataclass, replace
 
