@@ -214,7 +214,16 @@ def row_buffer(target):
     broadcast product into it writes whole rows in place; else nothing changes. Scoped by ``np.errstate`` (the
     floating-point error handling in force is kept) and copied into split writes' threads with the context."""
     row = target.shape[-1] if target.ndim else 0
-    if target.nbytes < BUFFERED_BYTES or row < BUFFERED_ROW or row >= np.getbufsize():
+    if target.nbytes < BUFFERED_BYTES:
+        return contextlib.nullcontext()
+    return buffer_of_rows(row)
+
+
+def buffer_of_rows(row):
+    """``with buffer_of_rows(row):`` numpy's ufunc buffer cut to ``row`` entries (rounded down to a multiple of 16)
+    when ``BUFFERED_ROW <= row`` and the buffer is longer; else nothing changes. For a caller that writes many
+    products whose rows have at least ``row`` entries (``row_buffer`` picks it from one target)."""
+    if row < BUFFERED_ROW or row >= np.getbufsize():
         return contextlib.nullcontext()
     return _buffer_of(row // 16 * 16)
 

@@ -30,6 +30,24 @@ def test_per_sample_gradients_written_sample_by_sample_match_torch(monkeypatch, 
     assert compare.relative_error(ours, torch_ref.per_sample_gradients(net, X, Y)) <= 1e-12
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_per_sample_gradients_of_wide_layers_written_sample_by_sample_match_torch(monkeypatch, threads):
+    """Rows of ``arrays.EINSUM_ROW`` entries and more go through broadcast products with a one-row ufunc buffer, the
+    narrower ones through einsum, in one sample-by-sample pass split over the threads."""
+    arrays = sys.modules["manual.arrays"]
+    width = arrays.EINSUM_ROW + 3
+    net = manual.Network.random([width, width, 6, 2], activations="tanh", loss="mse", seed=7)
+    rng = np.random.default_rng(11)
+    X, Y = rng.standard_normal((5, width)), rng.standard_normal((5, 2))
+    monkeypatch.setattr(backprop, "ROW_ORDER_BYTES", 0)
+    monkeypatch.setattr(arrays, "PARALLEL_BYTES", 0)
+    with arrays.pinned_threads(threads):
+        ours = manual.per_sample_gradients(net, X, Y)
+    assert compare.relative_error(ours, torch_ref.per_sample_gradients(net, X, Y)) <= 1e-12
+    for n in range(5):  # each row is that sample's gradient
+        np.testing.assert_allclose(ours[n], manual.gradient(net, X[n:n + 1], Y[n:n + 1]), rtol=1e-13, atol=1e-15)
+
+
 @pytest.mark.parametrize("n", [1, 4])
 @pytest.mark.parametrize("activation", ["sigmoid", "softplus"])
 def test_hessian_strips_in_one_unit_chunks_match_torch(monkeypatch, activation, n):
