@@ -329,11 +329,11 @@ def stage_hessian_block(net, X, Y, l, m):
     run here, before any work)."""
     l, m = check_layer(net, l, "l"), check_layer(net, m, "m")
     X, Y = check_data(net, X, Y)
-    model, X, Y = prepare(net).data(X, Y)
     low, high = sorted((l, m))
     rows, cols = net.layer_param_counts[l], net.layer_param_counts[m]
     _guard(f"hessian_block(l={l}, m={m}) (a {rows} x {cols} {net.dtype.name} array)",
-           block_bytes(net, l, m, X.shape[0]), model.lib)
+           block_bytes(net, l, m, X.shape[0]), arrays.library())  # before the network goes to the device
+    model, X, Y = prepare(net).data(X, Y)
     part = strip(net, low, (high,), X.shape[0])
     if l > m:  # the transpose of the (m, l) block
         return model.staged(lambda: _block_values(model, X, Y, part).T)
@@ -353,10 +353,11 @@ def hessian_block(net, X, Y, l, m):
 def stage_hessian(net, X, Y):
     """``hessian`` staged: ``(P, P)`` as an array of the selected library."""
     X, Y = check_data(net, X, Y)
+    P, lib = net.n_params, arrays.library()
+    # The guard runs before the network and the data are copied to the library's device.
+    _guard(f"hessian (a {P} x {P} {net.dtype.name} array)", hessian_bytes(net, X.shape[0], lib.name), lib)
     model, X, Y = prepare(net).data(X, Y)
-    P, lib_name = net.n_params, model.lib.name
-    _guard(f"hessian (a {P} x {P} {net.dtype.name} array)", hessian_bytes(net, X.shape[0], lib_name), model.lib)
-    strips, by_rows = hessian_strips(net, X.shape[0]), one_sample_rows(net, X.shape[0], lib_name)
+    strips, by_rows = hessian_strips(net, X.shape[0]), one_sample_rows(net, X.shape[0], lib.name)
     return model.staged(lambda: _hessian_values(model, X, Y, strips, by_rows))
 
 

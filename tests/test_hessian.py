@@ -218,6 +218,8 @@ def test_one_sample_hessian_by_rows_is_the_strips_result_bit_for_bit(monkeypatch
     from manual.staged import prepare
 
     monkeypatch.setattr(arrays, "PARALLEL_BYTES", 0)
+    monkeypatch.setenv("XVAL_ARRAY", "numpy")  # the rows' path is numpy's (also on a GPU run)
+    monkeypatch.setenv("XVAL_DEVICE", "cpu")
     rng = np.random.default_rng(3)
     for sizes, activation in [([6, 5, 7, 4], "softplus"), ([3, 5, 1, 4, 2], "tanh"), ([1, 9, 1], "sigmoid")]:
         net = manual.Network.random(sizes, activation, "mse", seed=1)
