@@ -27,6 +27,14 @@ def problem(sizes, n):
     return net, rng.standard_normal((n, sizes[0])), rng.standard_normal((n, sizes[-1]))
 
 
+@pytest.fixture
+def on_the_cpu(monkeypatch):
+    """The peaks these tests measure are the host's (tracemalloc, the resident set): on a GPU run too, manual computes
+    with numpy and the references (in-process or in a child process) on the CPU."""
+    for name, value in [("XVAL_ARRAY", "numpy"), ("XVAL_DEVICE", "cpu"), ("JAX_PLATFORMS", "cpu"), ("CUDA_VISIBLE_DEVICES", "")]:
+        monkeypatch.setenv(name, value)
+
+
 def traced_peak(call):
     tracemalloc.start()
     try:
@@ -54,7 +62,7 @@ def test_a_small_block_with_a_large_working_set_is_refused_before_allocating(eng
 # ---- manual: the estimate holds the peak that tracemalloc measures ------------------------------------------------
 @pytest.mark.parametrize("sizes, n, l, m", [([1, 60, 1], 200, 0, 0), ([4, 24, 24, 3], 60, 0, 1), ([4, 24, 24, 3], 60, 1, 1),
                                             ([4, 24, 24, 3], 80, 0, 2), ([3, 16, 2], 300, 1, 0)])
-def test_manual_block_estimate_holds_the_measured_peak(sizes, n, l, m):
+def test_manual_block_estimate_holds_the_measured_peak(sizes, n, l, m, on_the_cpu):
     net, X, Y = problem(sizes, n)
     estimate = sum(manual_hessian.block_bytes(net, l, m, n))
     peak = traced_peak(lambda: manual_hessian.hessian_block(net, X, Y, l, m))
@@ -63,7 +71,7 @@ def test_manual_block_estimate_holds_the_measured_peak(sizes, n, l, m):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("sizes", [[4, 24, 24, 3], [2, 40, 2], [1, 300, 1]])
-def test_manual_one_sample_hessian_estimate_holds_the_measured_peak(sizes, threads):
+def test_manual_one_sample_hessian_estimate_holds_the_measured_peak(sizes, threads, on_the_cpu):
     """One sample: the Hessian written by rows from every strip's ``M``, on one or two write threads (each with numpy's
     iterator buffers)."""
     net, X, Y = problem(sizes, 1)
@@ -75,7 +83,7 @@ def test_manual_one_sample_hessian_estimate_holds_the_measured_peak(sizes, threa
 
 
 @pytest.mark.parametrize("sizes, n", [([4, 24, 24, 3], 60), ([2, 40, 2], 100)])
-def test_manual_hessian_and_per_sample_estimates_hold_the_measured_peak(sizes, n):
+def test_manual_hessian_and_per_sample_estimates_hold_the_measured_peak(sizes, n, on_the_cpu):
     import manual
 
     net, X, Y = problem(sizes, n)
@@ -122,7 +130,7 @@ SHAPES = [([1, 120, 1], 300, "hessian_block", 0, 0), ([4, 30, 30, 3], 100, "hess
 
 
 @pytest.mark.parametrize("engine_name", [name for name in ("torch", "jax") if name in selected_engines()])
-def test_reference_estimates_hold_the_measured_peak(engine_name):
+def test_reference_estimates_hold_the_measured_peak(engine_name, on_the_cpu):
     if not memory_method_available():
         pytest.skip("this system cannot reset a process's peak resident set (Linux /proc/self/clear_refs)")
     run = subprocess.run([sys.executable, "-c", MEASURE, engine_name, json.dumps(SHAPES)], cwd=ROOT, capture_output=True,
