@@ -262,10 +262,12 @@ def hessian_strips(net, n_samples):
 
 def block_bytes(net, l, m, n_samples):
     """``(output, workspace)`` bytes that ``hessian_block(net, X, Y, l, m)`` needs for ``n_samples`` samples:
-    the ``(P_l, P_m)`` result, and the block's scratch plus the curvature pass down to layer ``min(l, m)``."""
+    the ``(P_l, P_m)`` result, and the block's scratch (numpy's iterator buffers included) plus the curvature pass
+    down to layer ``min(l, m)``."""
     l, m = sorted((l, m))
     output = memory.result_bytes(net.layer_param_counts[l] * net.layer_param_counts[m], net.dtype)
-    return output, _strip_scratch(net, strip(net, l, (m,), n_samples), n_samples) + curvature_bytes(net, n_samples, l)
+    scratch = _strip_scratch(net, strip(net, l, (m,), n_samples), n_samples) + arrays.iterator_buffer_bytes()
+    return output, scratch + curvature_bytes(net, n_samples, l)
 
 
 def hessian_bytes(net, n_samples, lib_name="numpy"):
