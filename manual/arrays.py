@@ -12,7 +12,8 @@ On numpy, the broadcast products and copies that write a large result (``Library
 ``Library.assign``, and the per-sample gradients' rows from ``manual.backprop.ROW_ORDER_BYTES`` on) are split by
 rows over ``write_threads()`` threads (``split``) from ``PARALLEL_BYTES`` on: a large result lands on fresh memory,
 whose first touch costs more than the arithmetic and is paid per thread. Products written by matmul run on BLAS's
-own threads.
+own threads. Large broadcast products run with numpy's ufunc buffer cut to one row (``row_buffer``): numpy's
+buffered iterator would copy their rows through it.
 """
 import contextlib
 import contextvars
