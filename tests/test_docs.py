@@ -139,3 +139,19 @@ def test_the_gpu_timing_ranges_quoted_are_the_baselines():
     torch_gradient, torch_hvp = _ms_range(points, "gradient", "torch"), _ms_range(points, "hvp", "torch")
     assert f"torch's eager autograd: {torch_gradient[:-3]} ms and {torch_hvp}" in complexity
     assert f"takes {torch_gradient[:-3]} and {torch_hvp}" in readme_flat
+
+
+def test_the_cpu_baseline_machine_quoted_is_the_recorded_one():
+    """The sentence that names the CPU baseline's machine and libraries says what its results.json recorded."""
+    import json
+
+    machine = json.loads(_read("benchmarks", "baseline", "results.json"))["machine"]
+    complexity = " ".join(_read("docs", "complexity.md").split())
+    start = complexity.index("The committed CPU baseline is one real default run")
+    sentence = complexity[start:complexity.index("float64)", start)]
+    kernels = {pool["architecture"] for pool in machine["blas_pools"] if pool.get("architecture")}
+    assert machine["cpu_model"] in sentence and f"{machine['cpu_cores_logical']} cores" in sentence
+    assert kernels and all(f"`{kernel}` kernel" in sentence for kernel in kernels)
+    for name, label in [("numpy", "numpy"), ("torch", "torch"), ("jax", "jax")]:
+        major_minor = ".".join(machine["libraries"][name].split(".")[:2])
+        assert f"{label} {major_minor}" in sentence, (name, major_minor)
