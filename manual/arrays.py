@@ -336,11 +336,13 @@ def split(n, body, nbytes):
         raise errors[0]
 
 
-def iterator_buffer_bytes():
-    """Bytes numpy's buffered iterators may hold while a write runs: per write thread, a buffer of
-    ``np.getbufsize()`` entries (8 bytes or fewer each) for each of a product's three operands (measured: a one-sample
-    Hessian on one thread peaks 190 KB above its arrays, 316 KB with a 16-entry buffer against 505 KB with numpy's)."""
-    return write_threads() * 3 * np.getbufsize() * 8
+def iterator_buffer_bytes(nbytes):
+    """Bytes numpy's buffered iterators may hold while a result of ``nbytes`` is written: per thread writing it (the
+    write threads from ``PARALLEL_BYTES`` on, else one), a buffer of ``np.getbufsize()`` entries (8 bytes or fewer
+    each) for each of a product's three operands (measured: a one-sample Hessian on one thread peaks 190 KB above its
+    arrays, 316 KB with a 16-entry buffer against 505 KB with numpy's)."""
+    threads = write_threads() if nbytes >= PARALLEL_BYTES else 1
+    return threads * 3 * np.getbufsize() * 8
 
 
 def splits(lib, nbytes):

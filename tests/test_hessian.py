@@ -228,11 +228,24 @@ def test_one_sample_hessian_by_rows_is_the_strips_result_bit_for_bit(monkeypatch
         with arrays.pinned_threads(threads):
             by_rows = _hessian_values(model, X, Y, strips, by_rows=True)
         by_strips = _hessian_values(model, X, Y, strips, by_rows=False)
-        assert one_sample_rows(net, 1, "numpy") and np.array_equal(by_rows, by_strips), sizes
+        assert np.array_equal(by_rows, by_strips), sizes
         assert not np.array_equal(by_rows, np.zeros_like(by_rows))
-    assert not one_sample_rows(net, 2, "numpy") and not one_sample_rows(net, 1, "torch")
-    wide_inputs = manual.Network.random([1, 3000, 1], "tanh", "mse", seed=0)  # M_0 alone: 3000 x 9001 entries, 216 MB
-    assert not one_sample_rows(wide_inputs, 1, "numpy")
+
+
+def test_the_one_sample_hessian_goes_by_rows_where_that_pays():
+    """By rows: one sample on numpy, enough entries left of the diagonal per pair of layers, every strip's ``M`` within
+    the scratch budget; else strips and copies."""
+    from manual.hessian import one_sample_rows
+
+    def net(sizes):
+        return manual.Network.random(sizes, "tanh", "mse", seed=0)
+
+    assert one_sample_rows(net([24] * 6), 1, "numpy") and one_sample_rows(net([16] * 4), 1, "numpy")
+    assert not one_sample_rows(net([24] * 6), 2, "numpy") and not one_sample_rows(net([24] * 6), 1, "torch")
+    assert not one_sample_rows(net([14] * 4), 1, "numpy")  # 44K entries a pair of layers
+    assert not one_sample_rows(net([8] * 30), 1, "numpy")  # 29 layers: 5K entries a pair
+    assert not one_sample_rows(net([64, 64]), 1, "numpy")  # one layer: nothing left of the diagonal
+    assert not one_sample_rows(net([1, 3000, 1]), 1, "numpy")  # M_0 alone: 3000 x 9001 entries, 216 MB
 
 
 def test_memory_guard_refuses_a_huge_hessian_without_allocating(monkeypatch):

@@ -70,7 +70,7 @@ def test_manual_block_estimate_holds_the_measured_peak(sizes, n, l, m, on_the_cp
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("sizes", [[4, 24, 24, 3], [2, 40, 2], [1, 300, 1]])
+@pytest.mark.parametrize("sizes", [[16, 16, 16, 16], [4, 32, 32, 3], [64, 64, 4]])
 def test_manual_one_sample_hessian_estimate_holds_the_measured_peak(sizes, threads, on_the_cpu):
     """One sample: the Hessian written by rows from every strip's ``M``, on one or two write threads (each with numpy's
     iterator buffers)."""
