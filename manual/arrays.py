@@ -19,7 +19,6 @@ import contextlib
 import contextvars
 import functools
 import importlib
-import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -297,14 +296,9 @@ def split(n, body, nbytes):
     """``body(start, stop)`` over contiguous parts of ``range(n)`` that together cover it once: on ``write_threads()``
     threads (the calling one included) when ``nbytes >= PARALLEL_BYTES``, else in one call here.
 
-    The parts, one per thread, are handed out in order to whichever thread is free, the calling thread included: a
-    worker that starts late (its core busy with threads that spin after their own work, as OpenBLAS's and XLA's do,
-    or woken from idle) leaves its part to the others instead of holding up the write. (Finer parts interleave the
-    threads' rows on fresh memory, and a page's first touch then waits on the other thread's: per-sample gradients at
-    width 256 took 16.6-17.5 ms handed out a sample at a time, 13.4-15.3 in halves.) Each worker runs in a copy of
-    the caller's context, so numpy's floating-point error state (thread-local; the overflow check of
-    ``finite_result`` listens to it) holds in every part. The first exception is raised after every part has
-    finished.
+    Each worker runs in a copy of the caller's context, so numpy's floating-point error state (thread-local; the
+    overflow check of ``finite_result`` listens to it) holds in every part. The first exception is raised after
+    every part has finished.
     """
     pinned = write_threads()
     threads = min(pinned, n) if nbytes >= PARALLEL_BYTES else 1
@@ -312,28 +306,25 @@ def split(n, body, nbytes):
         body(0, n)
         return
     bounds = [n * k // threads for k in range(threads + 1)]
-    handed_out, errors = itertools.count(), []  # next() on a count is atomic: each part goes to one thread
-
-    def take_parts():
-        for k in handed_out:
-            if k >= threads:
-                return
-            try:
-                body(bounds[k], bounds[k + 1])
-            except BaseException as exc:  # noqa: BLE001 - re-raised once the other parts are done
-                errors.append(exc)
-
-    pool, futures = _pool(pinned - 1), []
-    for _ in range(threads - 1):
+    pool, futures, here = _pool(pinned - 1), [], [0]
+    for k in range(1, threads):
         try:
-            futures.append(pool.submit(contextvars.copy_context().run, take_parts))
+            futures.append(pool.submit(contextvars.copy_context().run, body, bounds[k], bounds[k + 1]))
         except RuntimeError:  # the interpreter is shutting down (a user thread still running): no new threads
-            break
-    take_parts()
+            here.append(k)
+    error = None
+    for k in here:
+        try:
+            body(bounds[k], bounds[k + 1])
+        except BaseException as exc:  # noqa: BLE001 - re-raised once the other parts are done
+            error = error or exc
     for future in futures:
-        future.result()
-    if errors:
-        raise errors[0]
+        try:
+            future.result()
+        except BaseException as exc:  # noqa: BLE001
+            error = error or exc
+    if error is not None:
+        raise error
 
 
 def iterator_buffer_bytes(nbytes):

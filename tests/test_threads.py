@@ -4,7 +4,6 @@ the thread differs); an overflow inside a worker thread is still reported; BLAS'
 ``quiet_blas``; ``XVAL_THREADS`` is read."""
 import os
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -160,46 +159,14 @@ def test_a_process_forked_after_a_split_gets_its_own_write_threads():
 
 
 def test_a_split_inside_a_part_runs_in_that_part():
-    """Each part runs once, in whichever thread takes it; a split inside a worker's part runs whole there (a worker
-    never waits on the pool), one inside the caller's part may split again."""
     seen = []
 
     def outer(start, stop):
-        in_worker = threading.current_thread().name.startswith("xval-write")
-        arrays.split(2, lambda a, b: seen.append((start, in_worker, a, b)), nbytes=arrays.PARALLEL_BYTES)
+        arrays.split(2, lambda a, b: seen.append((start, a, b)), nbytes=arrays.PARALLEL_BYTES)
 
-    for _ in range(20):  # which thread takes which part varies from run to run
-        seen.clear()
-        with arrays.pinned_threads(2):
-            arrays.split(2, outer, nbytes=arrays.PARALLEL_BYTES)
-        for start in (0, 1):
-            pieces = sorted((a, b) for s, _, a, b in seen if s == start)
-            in_worker = {w for s, w, _, _ in seen if s == start}
-            assert pieces in ([(0, 2)], [(0, 1), (1, 2)]) and len(in_worker) == 1
-            assert pieces == [(0, 2)] or in_worker == {False}
-
-
-def test_the_part_of_a_worker_that_starts_late_is_taken_by_the_caller(monkeypatch):
-    """A worker whose core is busy elsewhere starts late: the parts go to whichever thread is free, so the caller
-    writes them all instead of waiting for it."""
-    import time
-
-    pool = arrays._pool(1)
-
-    class Late:
-        def submit(self, function, *args):
-            def late():
-                time.sleep(0.2)
-                return function(*args)
-
-            return pool.submit(late)
-
-    monkeypatch.setattr(arrays, "_pool", lambda workers: Late())
-    ran = []
     with arrays.pinned_threads(2):
-        arrays.split(8, lambda a, b: ran.append((a, b, threading.current_thread().name)), nbytes=arrays.PARALLEL_BYTES)
-    assert sorted((a, b) for a, b, _ in ran) == [(0, 4), (4, 8)]
-    assert all(not name.startswith("xval-write") for _, _, name in ran)
+        arrays.split(2, outer, nbytes=arrays.PARALLEL_BYTES)
+    assert sorted(seen) == [(0, 0, 1), (0, 1, 2), (1, 0, 2)]  # the caller's part splits; the worker's runs whole
 
 
 def test_one_pool_per_thread_count_whatever_the_row_count(monkeypatch):
