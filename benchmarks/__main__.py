@@ -173,8 +173,10 @@ def run(args, engines, dtype, device, device_note, session):
         session.remember(machine, settings, points_before)
 
         def save(points):
-            results.save(args.out, machine, settings, points_before + points)
+            # Remembered before the write: a signal between the two then finds the final write's points at least as
+            # new as the file's (the other order let a signal right after the first point's write erase that point).
             session.remember(machine, settings, points_before + points)
+            results.save(args.out, machine, settings, points_before + points)
 
         with tqdm(total=total, desc="benchmarks", unit="pt", file=sys.stderr, mininterval=1.0) as bar:
             runner = sweep.Runner(engines + peer_names, device, dtype, threads, settings, save, done=done, progress=bar)
@@ -192,8 +194,8 @@ def run(args, engines, dtype, device, device_note, session):
     gpu_records = [] if args.quick else gpu_rows.records(points, device)  # a quick run stops below their sizes
     if gpu_records:
         settings["gpu_rows"] = gpu_records
-    results.save(args.out, machine, settings, points)
     session.remember(machine, settings, points)
+    results.save(args.out, machine, settings, points)
     print("plots: writing the time and memory figures (a few seconds)", file=sys.stderr, flush=True)
     written = plots.write_plots(points, args.out, subtitle=f"{device}, {dtype}", device=device)
     for line in summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratio_rows is not None, gpu_records):

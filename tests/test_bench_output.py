@@ -158,6 +158,29 @@ def test_resume_with_a_corrupt_file_exits_2_before_any_work(tmp_path):
 
 
 # ---- SIGINT and SIGTERM ------------------------------------------------------------------------------------------
+def test_a_signal_right_after_a_points_write_keeps_that_point(tmp_path, monkeypatch, capsys):
+    """The signal lands just after results.json took the first point (the moment the test below waits for): the
+    final write keeps that point, its plots included."""
+    from benchmarks import __main__ as run
+
+    real_save, signalled = results.save, []
+
+    def save_then_signal(folder, machine, settings, points):
+        real_save(folder, machine, settings, points)
+        if points and not signalled:
+            signalled.append(len(points))
+            raise outdir.Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(results, "save", save_then_signal)
+    code = run.main([*SMALL, "--out", str(tmp_path)])
+    assert code == 128 + signal.SIGTERM and signalled == [1]
+    points = json.loads((tmp_path / results.JSON_NAME).read_text())["points"]
+    assert len(points) == 1 and points[0]["status"] == "ok"
+    assert {"time_per_sample.png", "peak_memory.png"} <= set(os.listdir(tmp_path))
+    assert "interrupted by SIGTERM: 1 points kept" in capsys.readouterr().err
+
+
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_ends_the_run_with_a_final_consistent_write(tmp_path, signum, code):
     env = dict(os.environ, PYTHONPATH=ROOT)
@@ -182,5 +205,6 @@ def test_a_signal_ends_the_run_with_a_final_consistent_write(tmp_path, signum, c
     assert [p["key"] for p in points] == [r["key"] for r in rows] and len({p["key"] for p in points}) == len(points)
     report = (tmp_path / results.REPORT_NAME).read_text()
     assert f"after {len(points)} points" in report
+    statuses = [(p["quantity"], p["engine"], p["status"], p.get("reason", "")) for p in points]
     assert sorted(os.listdir(tmp_path)) == sorted([results.JSON_NAME, results.CSV_NAME, results.REPORT_NAME,
-                                                    "time_per_sample.png", "peak_memory.png"])
+                                                    "time_per_sample.png", "peak_memory.png"]), (statuses, report, err)
