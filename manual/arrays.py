@@ -83,7 +83,7 @@ class Library:
         target, shape = out[index], _product_shape(op, a.shape, b.shape)
         target = target if target.shape == shape else self.view(target, shape)
         function = getattr(self.native, op)
-        if op != "multiply" or self.name != "numpy":
+        if op != "multiply" or self.name != "numpy" or target.nbytes < min(BUFFERED_BYTES, PARALLEL_BYTES):  # small
             function(a, b, out=target)
             return out
         with row_buffer(target):
