@@ -9,8 +9,6 @@ a zero-argument function computing the quantity there, whose result stays an arr
 function is the staged computation brought back as float64 numpy. Results are written once, straight into their
 final flat array.
 """
-import numpy as np
-
 from xval.checks import check_data, check_inputs, check_memory
 
 from . import arrays
@@ -82,8 +80,8 @@ ROW_ORDER_BYTES = 4 * 2**20
 def per_sample_values(model, X, Y):
     """``d loss_n / dtheta``, ``(N, P)`` in the model's library: per layer the outer products ``delta_l[n] z_l[n]^T``
     (``Library.outer``) written straight into the output's columns, then ``delta_l``; for the whole batch at once,
-    or, when the output is large (``ROW_ORDER_BYTES``), sample by sample, the samples split over the write threads
-    (``manual.arrays.split``)."""
+    or, when the output is large (``ROW_ORDER_BYTES``), sample by sample (on numpy split over the write threads:
+    ``_numpy_sample_rows``)."""
     lib, n = model.lib, X.shape[0]
     nbytes = n * model.n_params * model.dtype.itemsize
     by_sample = n > 1 and nbytes >= ROW_ORDER_BYTES
@@ -102,21 +100,15 @@ def per_sample_values(model, X, Y):
             lib.outer(out, (rows, slice(start, split)), delta[l][rows, ...], z[l][rows, ...])
             out[rows, split:end] = delta[l][rows, ...]
 
-    if by_sample:
-        def samples(first, stop):
-            for i in range(first, stop):
-                write(slice(i, i + 1))
-
-        arrays.split(n, samples, nbytes) if lib.name == "numpy" else samples(0, n)
-    else:
-        write(slice(None))
+    for rows in [slice(i, i + 1) for i in range(n)] if by_sample else [slice(None)]:
+        write(rows)
     return out
 
 
 def _numpy_sample_rows(model, out, z, delta, nbytes):
     """``per_sample_values``' rows on numpy, sample by sample over the write threads: per layer the outer product
-    ``delta_l[n] z_l[n]^T`` written into its slice of the row (einsum for rows under ``arrays.EINSUM_ROW`` entries,
-    else a broadcast product, as ``Library.outer`` chooses), then ``delta_l[n]``. The calls go straight to numpy with
+    ``delta_l[n] z_l[n]^T`` written into its slice of the row (``arrays.numpy_outer``, as ``Library.outer`` writes
+    short rows), then ``delta_l[n]``. The calls go straight to numpy with
     the ufunc buffer set once for all of them (``arrays.buffer_of_rows``): through ``Library.outer`` the same writes
     took 15.8 ms against 13.0 at width 256, N = 32 (fresh output, two threads; numpy writing an array of that size on
     two threads 10.6-11.4 ms)."""
@@ -127,11 +119,7 @@ def _numpy_sample_rows(model, out, z, delta, nbytes):
         for i in range(first, stop):
             row = out[i]
             for shape, (start, split, end), z_l, delta_l in layers:
-                target = row[start:split].reshape(shape)
-                if shape[1] < arrays.EINSUM_ROW:
-                    np.einsum("j,i->ji", delta_l[i], z_l[i], out=target)
-                else:
-                    np.multiply(delta_l[i, :, None], z_l[i, None, :], out=target)
+                arrays.numpy_outer(row[start:split].reshape(shape), delta_l[i], z_l[i])
                 row[split:end] = delta_l[i]
 
     with arrays.buffer_of_rows(min(long_rows, default=0)):
