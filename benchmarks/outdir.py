@@ -208,6 +208,7 @@ class Session:
         """The final write after ``signum``: ``write_outputs(machine, settings, points)`` writes JSON, CSV, plots and
         ``output.txt`` of the same points. Prints one line; returns the exit code (128 + signal number)."""
         self.ignore_signals()
+        results.remove_temporary_files(self.folder)  # the signal may have cut a write short (this run holds the lock)
         name = signal.Signals(signum).name
         kept = 0
         if self.saved is not None:

@@ -24,15 +24,26 @@ def point_key(sweep, sizes, quantity, engine, device, dtype):
     return f"{sweep}|{'x'.join(str(s) for s in sizes)}|{quantity}|{engine}|{device}|{dtype}"
 
 
+TEMP_PREFIX = ".tmp-"  # atomic_write's temporary files
+
+
+def remove_temporary_files(folder):
+    """Delete ``atomic_write``'s temporary files left in ``folder`` (a signal can land between a temporary file's
+    creation and the ``try`` that removes it)."""
+    for name in os.listdir(folder):
+        if name.startswith(TEMP_PREFIX):
+            os.unlink(os.path.join(folder, name))
+
+
 def atomic_write(path, text):
     """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``: a reader (or
     a run killed half-way) sees the old file or the new one, never a torn one."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    umask = os.umask(0)
-    os.umask(umask)
+    handle, temp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=os.path.basename(path))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
         os.chmod(temp, 0o666 & ~umask)  # mkstemp's 0600 would outlive the rename
         with os.fdopen(handle, "w") as out:
             out.write(text)

@@ -158,6 +158,26 @@ def test_resume_with_a_corrupt_file_exits_2_before_any_work(tmp_path):
 
 
 # ---- SIGINT and SIGTERM ------------------------------------------------------------------------------------------
+def test_a_signal_inside_a_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """The signal lands after ``atomic_write`` made its temporary file and before anything could remove it: the
+    final write clears it, so the folder holds the results and plots only."""
+    from benchmarks import __main__ as run
+
+    real_save, signalled = results.save, []
+
+    def cut_short(folder, machine, settings, points):
+        real_save(folder, machine, settings, points)
+        if points and not signalled:
+            signalled.append(True)
+            (tmp_path / (results.TEMP_PREFIX + "abc" + results.JSON_NAME)).write_text("{")
+            raise outdir.Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(results, "save", cut_short)
+    assert run.main([*SMALL, "--out", str(tmp_path)]) == 128 + signal.SIGINT
+    assert sorted(os.listdir(tmp_path)) == sorted([results.JSON_NAME, results.CSV_NAME, results.REPORT_NAME,
+                                                    "time_per_sample.png", "peak_memory.png"])
+
+
 def test_a_signal_right_after_a_points_write_keeps_that_point(tmp_path, monkeypatch, capsys):
     """The signal lands just after results.json took the first point (the moment the test below waits for): the
     final write keeps that point, its plots included."""
