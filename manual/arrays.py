@@ -364,20 +364,26 @@ def _blas_controllers():
 QUIET_FLOPS_PER_BYTE = 4
 
 
-@contextlib.contextmanager
 def quiet_blas(lib, nbytes, flops):
     """``with quiet_blas(lib, nbytes, flops):`` BLAS on one thread, restored after, when a write of ``nbytes`` that
     follows will be split over threads (``splits``) and the products inside (``flops``, about) are small beside it
-    (``QUIET_FLOPS_PER_BYTE``); else nothing changes.
+    (``QUIET_FLOPS_PER_BYTE``); else nothing changes (a shared no-op context: small calls pay nothing for it).
 
     For the small products before a large write: OpenBLAS's workers keep spinning on their cores for a while after
     each multithreaded call, and a spinning worker takes the core a write thread needs. Measured here (per-sample
     gradients, width 256, N = 32, writes only): one write thread 21 ms; two, after multithreaded BLAS calls, 22 ms;
     two, with those calls on one thread, 13 ms. (Switching costs about 2 us.) Large products keep BLAS's threads:
     a wide network's curvature pass before a smaller block would lose more on one thread than the write gains."""
-    if flops > QUIET_FLOPS_PER_BYTE * nbytes or not splits(lib, nbytes):
-        yield
-        return
+    if not splits(lib, nbytes) or flops > QUIET_FLOPS_PER_BYTE * nbytes:
+        return _UNCHANGED
+    return _one_blas_thread()
+
+
+_UNCHANGED = contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
     changed = [(blas, blas.num_threads) for blas in _blas_controllers() if blas.num_threads > 1]
     for blas, _ in changed:
         blas.set_num_threads(1)
