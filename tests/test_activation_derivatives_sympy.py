@@ -5,14 +5,18 @@ equal to ``sympy.diff`` of an independent oracle written below (the difference s
 ``x > 0`` and on ``x < 0`` separately, since the code branches on the sign; (2) the numbers agree with the
 oracle evaluated at 50 digits on a grid that reaches |x| = 1000; (3) sigma' = sigma (1 - sigma). Way (1) runs the
 array-API formulas (what torch, cupy and array-api-strict compute; object arrays take them too); numpy floats take
-scipy's ``expit`` for sigmoid, which ways (2) and (3) check.
+scipy's ``expit`` for sigmoid below ``manual.activations.EXPIT_ENTRIES`` entries and the array-API formulas from
+there on: ways (2) and (3) check both, on the grid and on copies of it that reach that size.
 torch and jax check the same derivatives through the engines (test_comparisons.py).
 """
+import functools
+
 import numpy as np
 import pytest
 import sympy as sp
 
 import manual
+from manual import activations
 
 x = sp.Symbol("x", real=True)
 
@@ -128,6 +132,17 @@ def _grid():
 
 
 GRID = _grid()
+# numpy takes another sigmoid from this many entries on (``_by_expit``): the grid as it is, and copies of it past that.
+SIZES = {"small": 1, "large": -(-activations.EXPIT_ENTRIES // GRID.size)}
+
+
+def test_the_large_grid_takes_the_array_api_formulas_and_the_small_one_expit():
+    assert activations._by_expit(GRID, np) and not activations._by_expit(np.tile(GRID, SIZES["large"]), np)
+
+
+@functools.lru_cache(maxsize=None)
+def _oracle(name, order):
+    return _oracle_numbers(sp.diff(ORACLE[name], x, order))
 
 
 def _oracle_numbers(expr):
@@ -136,12 +151,13 @@ def _oracle_numbers(expr):
     return np.array([float(expr.evalf(30, subs={x: sp.Float(float(point), 30)})) for point in GRID])
 
 
+@pytest.mark.parametrize("size", sorted(SIZES))
 @pytest.mark.parametrize("order", [0, 1, 2])
 @pytest.mark.parametrize("name", sorted(ORACLE))
-def test_hand_written_values_match_the_oracle_on_a_wide_grid(name, order):
-    act = manual.get_activation(name)
-    ours = [act.f, act.df, act.d2f][order](GRID)
-    expected = _oracle_numbers(sp.diff(ORACLE[name], x, order))
+def test_hand_written_values_match_the_oracle_on_a_wide_grid(name, order, size):
+    act, copies = manual.get_activation(name), SIZES[size]
+    ours = [act.f, act.df, act.d2f][order](np.tile(GRID, copies))
+    expected = np.tile(_oracle(name, order), copies)
     # Relative 1e-12, plus rounding at the scale of the function: some formulas are accurate only in absolute
     # terms where a difference cancels (tanh'' = -2 t (1 - t^2) near saturation, for example).
     scale = np.max(np.abs(expected))
@@ -149,30 +165,32 @@ def test_hand_written_values_match_the_oracle_on_a_wide_grid(name, order):
     allowed = 1e-12 * np.abs(expected) + 4 * np.finfo(np.float64).eps * scale
     worst = int(np.argmax(error - allowed))
     assert np.all(error <= allowed), (
-        f"{name} derivative {order} at x = {GRID[worst]!r}: {ours[worst]!r} != oracle {expected[worst]!r}"
+        f"{name} derivative {order} at x = {GRID[worst % GRID.size]!r}: {ours[worst]!r} != oracle {expected[worst]!r}"
     )
 
 
-def test_sigmoid_derivative_is_sigmoid_times_one_minus_sigmoid():
+@pytest.mark.parametrize("size", sorted(SIZES))
+def test_sigmoid_derivative_is_sigmoid_times_one_minus_sigmoid(size):
     sigma = ORACLE["sigmoid"]
     assert sp.simplify(sp.diff(sigma, x) - sigma * (1 - sigma)) == 0
     # and in the engine's numbers, on the same grid: relatively where 1 - s does not cancel (x <= 0), and
     # at the scale of sigma' (max 1/4) everywhere (for large x the product form itself loses relative accuracy)
-    act = manual.get_activation("sigmoid")
-    s = act.f(GRID)
-    left = GRID <= 0
-    np.testing.assert_allclose(act.df(GRID)[left], (s * (1 - s))[left], rtol=1e-14, atol=1e-300)
-    np.testing.assert_allclose(act.df(GRID), s * (1 - s), rtol=0, atol=4 * np.finfo(np.float64).eps * 0.25)
-    assert act.df(np.array([0.0]))[0] == 0.25
+    act, grid = manual.get_activation("sigmoid"), np.tile(GRID, SIZES[size])
+    s = act.f(grid)
+    left = grid <= 0
+    np.testing.assert_allclose(act.df(grid)[left], (s * (1 - s))[left], rtol=1e-14, atol=1e-300)
+    np.testing.assert_allclose(act.df(grid), s * (1 - s), rtol=0, atol=4 * np.finfo(np.float64).eps * 0.25)
+    assert act.df(np.zeros(grid.size))[0] == 0.25
 
 
+@pytest.mark.parametrize("size", sorted(SIZES))
 @pytest.mark.parametrize("name", sorted(ORACLE))
-def test_curvature_from_the_forward_values_matches_the_oracle(name):
+def test_curvature_from_the_forward_values_matches_the_oracle(name, size):
     """``Activation.curvature`` (f'' from x, f(x) and f'(x), as the Hessian and hvp passes take it) against the oracle's
     f''; ``None`` only where the oracle's f'' is 0 on the whole grid."""
-    act = manual.get_activation(name)
-    expected = _oracle_numbers(sp.diff(ORACLE[name], x, 2))
-    ours = act.curvature(GRID, act.f(GRID), act.df(GRID))
+    act, grid = manual.get_activation(name), np.tile(GRID, SIZES[size])
+    expected = np.tile(_oracle(name, 2), SIZES[size])
+    ours = act.curvature(grid, act.f(grid), act.df(grid))
     if ours is None:
         assert np.all(expected == 0), f"{name}: curvature says f'' = 0, the oracle does not"
         return
