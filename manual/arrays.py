@@ -207,6 +207,7 @@ class Library:
 BUFFERED_ROW = 64
 BUFFERED_BYTES = 2**16
 EINSUM_ROW = 128  # ``Library.outer``: einsum below this many entries a row, the broadcast product from it on
+_UNCHANGED = contextlib.nullcontext()  # the context of a helper below that changes nothing (reusable, shared)
 
 
 def numpy_outer(target, a, b):
@@ -225,7 +226,7 @@ def row_buffer(target):
     floating-point error handling in force is kept) and copied into split writes' threads with the context."""
     row = target.shape[-1] if target.ndim else 0
     if target.nbytes < BUFFERED_BYTES:
-        return contextlib.nullcontext()
+        return _UNCHANGED
     return buffer_of_rows(row)
 
 
@@ -234,7 +235,7 @@ def buffer_of_rows(row):
     when ``BUFFERED_ROW <= row`` and the buffer is longer; else nothing changes. For a caller that writes many
     products whose rows have at least ``row`` entries (``row_buffer`` picks it from one target)."""
     if row < BUFFERED_ROW or row >= np.getbufsize():
-        return contextlib.nullcontext()
+        return _UNCHANGED
     return _buffer_of(row // 16 * 16)
 
 
@@ -377,9 +378,6 @@ def quiet_blas(lib, nbytes, flops):
     if not splits(lib, nbytes) or flops > QUIET_FLOPS_PER_BYTE * nbytes:
         return _UNCHANGED
     return _one_blas_thread()
-
-
-_UNCHANGED = contextlib.nullcontext()
 
 
 @contextlib.contextmanager
