@@ -40,6 +40,14 @@ def _read(env, name, default):
     return value if value else default
 
 
+def _whole_number(raw):
+    """``raw`` as an int, or ``None`` when it is not a whole number."""
+    try:
+        return int(raw)
+    except ValueError:
+        return None
+
+
 def backends(env=None):
     """Engines named by ``XVAL_BACKEND``, in the order given, without repeats (resolved by ``xval.engines.load``)."""
     raw = _read(env, "XVAL_BACKEND", ",".join(ENGINE_NAMES))
@@ -133,10 +141,7 @@ def arbiter_digits(env=None):
     """The arbiter's precision in decimal digits from ``XVAL_ARBITER_DIGITS`` (default 40), a whole number in 20..1000."""
     raw = _read(env, "XVAL_ARBITER_DIGITS", "40")
     low, high = ARBITER_DIGITS
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
+    value = _whole_number(raw)
     if value is None or not low <= value <= high:
         raise ConfigError(
             f"XVAL_ARBITER_DIGITS={raw!r} is not valid; give a whole number of decimal digits from {low} to {high} "
@@ -151,11 +156,8 @@ def threads(env=None):
     raw = _read(env, "XVAL_THREADS", None)
     if raw is None:
         return cpus()
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
+    value = _whole_number(raw)
+    if value is None or value < 1:
         raise ConfigError(
             f"XVAL_THREADS={raw!r} is not valid; give a whole number of threads >= 1 (1 writes on the calling thread "
             f"only; unset, it is the {cpus()} CPUs this process may use), e.g. XVAL_THREADS=2"
