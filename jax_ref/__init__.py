@@ -1,18 +1,15 @@
-"""The reference engine from ``jax.grad`` / ``jax.vmap`` / ``jax.hessian``, jitted, float64 enabled."""
-from .derivatives import (
-    forward,
-    gradient,
-    loss,
-    per_sample_gradients,
-    stage_forward,
-    stage_gradient,
-    stage_per_sample_gradients,
-)
-from .hessian import hessian, hessian_block, hvp, stage_hessian, stage_hessian_block, stage_hvp
-from .model import to_numpy
-from .train import train
+"""The reference engine from ``jax.grad`` / ``jax.vmap`` / ``jax.hessian``, jitted, float64 enabled.
 
-__all__ = ["forward", "loss", "gradient", "per_sample_gradients", "hvp", "hessian_block", "hessian", "train",
-           # staged twins (set up once; the returned call computes on the device) and the fetch back to numpy
-           "stage_forward", "stage_gradient", "stage_per_sample_gradients", "stage_hvp", "stage_hessian_block",
-           "stage_hessian", "to_numpy"]
+Each quantity is a ``stage_<name>`` function (set up once; the returned call computes on the device); the plain
+contract functions are made from them by ``xval.contract.complete``: numpy out, checked finite.
+"""
+from xval import contract
+
+from ._first_order import stage_forward, stage_gradient, stage_loss, stage_per_sample_gradients
+from ._model import memory_estimate, to_numpy
+from ._second_order import stage_hessian, stage_hessian_block, stage_hvp
+from ._training import train
+
+PLAIN = contract.complete(globals(), to_numpy)
+
+__all__ = ["train", "to_numpy", "memory_estimate", *PLAIN, *(f"stage_{name}" for name in PLAIN)]

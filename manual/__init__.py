@@ -56,3 +56,18 @@ __all__ = [
     "XvalError", "ArgumentError", "ShapeError", "NonFiniteError", "UnknownNameError", "TargetError", "ConfigError",
     "EngineUnavailableError", "MemoryGuardError", "LayerIndexError", "NotLinearError",
 ]
+
+
+def memory_estimate(quantity, net, n_samples, **args):
+    """Bytes manual's call of ``quantity`` (a contract name) needs at its peak: result and working memory."""
+    from xval import contract
+    from xval import memory as _memory
+
+    from . import hessian as _hessian
+
+    if quantity == "hessian":
+        return sum(_hessian.hessian_bytes(net, n_samples, arrays.library().name))
+    if quantity == "hessian_block":
+        return sum(_hessian.block_bytes(net, args["l"], args["m"], n_samples))
+    factor = 1.2 if quantity == "per_sample_gradients" else 4.0
+    return sum(_memory.peak_parts(contract.quantity(quantity), net, n_samples, args, factor, 2**19))

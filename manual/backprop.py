@@ -10,6 +10,7 @@ function is the staged computation brought back as float64 numpy. Results are wr
 final flat array.
 """
 from xval.checks import check_data, check_inputs, check_memory
+from xval.contract import QUANTITIES
 
 from . import arrays
 from .activations import get_activation
@@ -165,7 +166,7 @@ def gradient(net, X, Y):
 def _per_sample_inputs(net, X, Y):
     """The prepared model and data, after the data checks and the memory guard of the ``(N, P)`` result."""
     X, Y = check_data(net, X, Y)
-    check_memory(net, "manual", "per_sample_gradients", X.shape[0])
+    check_memory(net, QUANTITIES["per_sample_gradients"], X.shape[0], factor=1.2, first_call=2**19, engine="manual")
     return prepare(net).data(X, Y)
 
 

@@ -20,20 +20,9 @@ SHAPES = [  # (sizes, N, quantity, l, m)
 ]
 
 
-def _estimate(engine_name, quantity, net, n, l, m):
-    from xval import memory
-
-    if engine_name != "manual":
-        return memory.peak_bytes(f"{engine_name}_ref", quantity, net, n, l, m)
-    import importlib
-
-    hessian = importlib.import_module("manual.hessian")
-
-    if quantity == "hessian_block":
-        return sum(hessian.block_bytes(net, l, m, n))
-    if quantity == "hessian":
-        return sum(hessian.hessian_bytes(net, n))
-    return memory.peak_bytes("manual", quantity, net, n)
+def _estimate(engine, quantity, net, n, l, m):
+    """The engine's own estimate (every engine states its memory model as ``memory_estimate``)."""
+    return engine.memory_estimate(quantity, net, n, **({"l": l, "m": m} if quantity == "hessian_block" else {}))
 
 
 def measure(engine_name):
@@ -49,7 +38,7 @@ def measure(engine_name):
         rng = np.random.default_rng(0)
         X, Y = rng.standard_normal((n, sizes[0])), rng.standard_normal((n, sizes[-1]))
         args = (net, X, Y) + ((l, m) if quantity == "hessian_block" else ())
-        estimate = _estimate(engine_name, quantity, net, n, l, m)
+        estimate = _estimate(engine, quantity, net, n, l, m)
         peak, _ = cpu_peak_growth(lambda: getattr(engine, quantity)(*args))
         rows.append({"engine": engine_name, "quantity": quantity, "sizes": sizes, "N": n, "l": l, "m": m,
                      "peak": peak, "estimate": estimate})

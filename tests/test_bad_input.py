@@ -46,12 +46,13 @@ def test_non_finite_weights(bad):
 
 
 def test_unknown_activation_lists_the_valid_ones():
-    with pytest.raises(manual.UnknownNameError, match="unknown activation 'gelu'; valid activations are: identity, relu, sigmoid, softplus, tanh"):
-        manual.Network.random([3, 4, 2], "gelu", "mse")
+    with pytest.raises(manual.UnknownNameError, match="unknown activation 'swish'; valid activations are: elu, gelu, "
+                       "gelu_tanh, identity, leaky_relu, logsigmoid, relu, selu, sigmoid, silu, softplus, tanh"):
+        manual.Network.random([3, 4, 2], "swish", "mse")
 
 
 def test_unknown_loss_lists_the_valid_ones():
-    with pytest.raises(manual.UnknownNameError, match="unknown loss 'hinge'; valid losses are: cross_entropy, mse"):
+    with pytest.raises(manual.UnknownNameError, match="unknown loss 'hinge'; valid losses are: bce_with_logits, cross_entropy, mean_bce_with_logits, mean_squared_error, mse, squared_error"):
         manual.Network.random([3, 4, 2], "tanh", "hinge")
 
 

@@ -70,8 +70,8 @@ def test_kernel_imports_no_engine():
 
 
 def test_every_engine_names_the_same_activations_and_losses():
-    torch_activations = pytest.importorskip("torch_ref.activations")
-    jax_activations = pytest.importorskip("jax_ref.activations")
+    torch_activations = pytest.importorskip("torch_ref._activations")
+    jax_activations = pytest.importorskip("jax_ref._activations")
     for table in ("ACTIVATIONS", "LOSSES"):
         expected = set(getattr(definitions, table))
         assert set(getattr(manual, table)) == expected

@@ -90,7 +90,7 @@ def test_manual_hessian_and_per_sample_estimates_hold_the_measured_peak(sizes, n
     estimate = sum(manual_hessian.hessian_bytes(net, n))
     peak = traced_peak(lambda: manual.hessian(net, X, Y))
     assert estimate / 4 <= peak <= estimate, f"hessian: peak {peak} bytes, estimate {estimate} bytes"
-    estimate = memory.peak_bytes("manual", "per_sample_gradients", net, n)
+    estimate = manual.memory_estimate("per_sample_gradients", net, n)
     peak = traced_peak(lambda: manual.per_sample_gradients(net, X, Y))
     assert estimate / 4 <= peak <= estimate, f"per_sample_gradients: peak {peak} bytes, estimate {estimate} bytes"
 
@@ -122,7 +122,8 @@ for sizes, n, quantity, l, m in json.loads(sys.argv[2]):
     X, Y = rng.standard_normal((n, sizes[0])), rng.standard_normal((n, sizes[-1]))
     args = (net, X, Y) + ((l, m) if quantity == "hessian_block" else ())
     peak, _ = cpu_peak_growth(lambda: getattr(engine, quantity)(*args))
-    rows.append([peak, memory.peak_bytes(sys.argv[1] + "_ref", quantity, net, n, l, m)])
+    layers = {"l": l, "m": m} if quantity == "hessian_block" else {}
+    rows.append([peak, engine.memory_estimate(quantity, net, n, **layers)])
 print(json.dumps(rows))
 """
 SHAPES = [([1, 120, 1], 300, "hessian_block", 0, 0), ([4, 30, 30, 3], 100, "hessian_block", 0, 1),

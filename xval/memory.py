@@ -87,45 +87,22 @@ def result_bytes(cells, dtype):
     return cells * item + (cells * 8 if item != 8 else 0)
 
 
-# Peak growth of a call, beyond its result, divided by (tangents x tape) -- the model of ``peak_bytes`` -- measured
-# by scripts/measure_peaks.py on a 2-core CPU (first call of each shape, jax's compile included) and rounded up:
-# torch hessian_block 1.5-5.0, hessian 2.6-2.7, per_sample_gradients 1.3-1.4; jax 1.5-2.1, 2.9-3.2, 1.05;
-# manual per_sample_gradients 1.01 of its two copies. The constant covers what a first call allocates whatever
-# the size (autodiff bookkeeping, XLA's compile): 80-120 MiB measured.
-PEAK_FACTORS = {
-    ("torch_ref", "hessian_block"): 5.5, ("torch_ref", "hessian"): 3.3, ("torch_ref", "per_sample_gradients"): 1.7,
-    ("jax_ref", "hessian_block"): 2.3, ("jax_ref", "hessian"): 3.8, ("jax_ref", "per_sample_gradients"): 1.2,
-    ("manual", "per_sample_gradients"): 1.2,
-}
-# manual: numpy's ufunc buffers (8192 entries per operand) when a broadcast product is written into a strided view
-# of the result, measured at 0.2-0.3 MiB whatever the size.
-FIRST_CALL_BYTES = {"torch_ref": 128 * 2**20, "jax_ref": 128 * 2**20, "manual": 2**19}
-
-
 def tape_bytes(net, n_samples):
-    """``N sum_l n_l`` entries: the activations one reverse pass keeps for ``n_samples`` samples."""
-    return n_samples * sum(net.sizes) * itemsize(net.dtype)
+    """``N`` times the entries of every activation one reverse pass keeps (the input and each layer's output)."""
+    return n_samples * net.activation_entries * itemsize(net.dtype)
 
 
-def peak_bytes(engine, quantity, net, n_samples, l=None, m=None):
-    """``sum(peak_parts(...))``."""
-    return sum(peak_parts(engine, quantity, net, n_samples, l, m))
-
-
-def peak_parts(engine, quantity, net, n_samples, l=None, m=None):
-    """``(result, working)`` bytes: the peak estimate of ``engine`` (``torch_ref``, ``jax_ref``, or ``manual`` for ``per_sample_gradients``) for
-    ``quantity``: its result, plus ``PEAK_FACTORS x tangents x tape`` and ``FIRST_CALL_BYTES``. Forward-over-reverse
-    (``jacfwd(jacrev)``, ``hessian``) pushes one tangent per column (``P_m`` for a block, ``P`` for the Hessian)
-    through a reverse pass of ``tape_bytes``; per-sample gradients keep ``N x P`` entries beside the tape."""
-    counts = net.layer_param_counts
-    if quantity == "hessian_block":
-        cells, work = counts[l] * counts[m], counts[m] * tape_bytes(net, n_samples)
-    elif quantity == "hessian":
-        cells, work = net.n_params**2, net.n_params * tape_bytes(net, n_samples)
-    else:
-        cells = n_samples * net.n_params
-        work = cells * itemsize(net.dtype) + tape_bytes(net, n_samples)
-    return result_bytes(cells, net.dtype), int(PEAK_FACTORS[engine, quantity] * work) + FIRST_CALL_BYTES[engine]
+def peak_parts(quantity, net, n_samples, args=None, factor=1.0, first_call=0):
+    """``(result, working)`` bytes of an engine's call of ``quantity`` (a ``contract.Quantity``) on ``n_samples``
+    samples: its result (``Quantity.result_cells``), and ``factor x (max(tangents, 1) x tape + result)`` plus
+    ``first_call``, the model every engine sizes itself by, with its own ``factor`` and ``first_call`` (measured:
+    each engine states them beside its code). An autodiff engine pushes ``Quantity.tangents`` tangents (one per
+    column of a block, ``P`` for the Hessian) through a reverse pass of ``tape_bytes``; a hand-written one keeps its
+    intermediates, a few tapes, beside the result."""
+    cells = quantity.result_cells(net, n_samples, args)
+    tangents = max(quantity.tangents(net, n_samples, args or {}), 1)
+    work = tangents * tape_bytes(net, n_samples) + cells * itemsize(net.dtype)
+    return result_bytes(cells, net.dtype), int(factor * work) + int(first_call)
 
 
 def _human(nbytes):

@@ -33,6 +33,10 @@ class ArbiterLimitError(XvalError, ValueError):
     """A problem too large for the arbiter (its cost grows like N P for first derivatives, N P K for K columns)."""
 
 
+class ArbiterUnsupportedError(ArbiterLimitError):
+    """A network the arbiter has no formulas for (a layer kind, activation or loss it does not write out)."""
+
+
 class ArbiterPrecisionError(XvalError, ArithmeticError):
     """Results that still change in float64 between the two highest precisions tried."""
 
@@ -52,7 +56,18 @@ class Limits:
 LIMITS = Limits()
 
 
+def _check_supported(net, what):
+    """Refuse, by name, a network the arbiter has no formulas for."""
+    if not net.is_mlp:
+        raise ArbiterUnsupportedError(f"{what}: the arbiter writes out plain MLPs only, not {net.describe()}")
+    missing = sorted({name for name in net.activations if name not in formulas.ACTIVATIONS}
+                     | ({net.loss} - set(formulas.LOSSES)))
+    if missing:
+        raise ArbiterUnsupportedError(f"{what}: the arbiter has no formula for {', '.join(missing)}")
+
+
 def _check_size(net, n, columns, what):
+    _check_supported(net, what)
     p = net.n_params
     if columns is None:
         if n * p > LIMITS.first_order or p > LIMITS.parameters:

@@ -23,11 +23,12 @@ jax.config.update("jax_default_matmul_precision", "highest")
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from xval import config  # noqa: E402
-from xval.checks import check_data, check_inputs, check_network  # noqa: E402
+from xval import config, contract, memory  # noqa: E402
+from xval.checks import check_data, check_inputs, check_memory, check_network  # noqa: E402
+from xval.contract import QUANTITIES  # noqa: E402
 from xval.errors import ConfigError  # noqa: E402
 
-from .activations import ACTIVATIONS, LOSSES  # noqa: E402
+from ._activations import ACTIVATIONS, LOSSES  # noqa: E402
 
 
 def device():
@@ -55,11 +56,11 @@ def parameters(net):
 
 def architecture(net):
     """A hashable key for the functions built for ``net``: shapes, activations and loss."""
-    return tuple(w.shape for w in net.weights), tuple(net.activations), net.loss
+    return tuple(w.shape for w in net.weights), tuple(net.activations), net.loss, net.reduction
 
 
 def make_outputs(arch):
-    shapes, activations, _ = arch
+    shapes, activations = arch[0], arch[1]
 
     def outputs(params, X):
         z = X
@@ -72,10 +73,15 @@ def make_outputs(arch):
 
 
 def make_objective(arch):
-    """``E(params, X, Y)``, the batch mean of the per-sample losses."""
+    """``E(params, X, Y) = c sum_n loss_n`` (``c = 1/N`` for the mean reduction, 1 for the sum)."""
     outputs = make_outputs(arch)
-    loss_fn = LOSSES[arch[2]]
-    return lambda params, X, Y: jnp.mean(loss_fn(outputs(params, X), Y))
+    loss_fn, reduction = LOSSES[arch[2]], arch[3]
+
+    def objective(params, X, Y):
+        total = jnp.sum(loss_fn(outputs(params, X), Y))
+        return total / X.shape[0] if reduction == "mean" else total
+
+    return objective
 
 
 @functools.lru_cache(maxsize=256)
@@ -103,12 +109,37 @@ def staged(builder, net, *args):
     return compute
 
 
-def inputs(net, X):
-    return array(check_inputs(net, X), net.dtype)
+# The memory guard's model of this engine (``xval.memory.peak_parts``): working memory over (tangents x tape + result),
+# measured by scripts/measure_peaks.py on a 2-core CPU, first call of each shape (XLA's compile included), rounded
+# up; the constant covers what a first call allocates whatever the size: 80-120 MiB measured.
+PEAK_FACTORS = {"hessian_block": 2.3, "hessian": 3.8, "per_sample_gradients": 1.2}
+DEFAULT_PEAK_FACTOR = 4.0
+FIRST_CALL_BYTES = 128 * 2**20
 
 
-def data(net, X, Y):
+def memory_estimate(quantity, net, n_samples, **args):
+    """Bytes this engine's call of ``quantity`` (a contract name) needs at its peak: result and working memory."""
+    return sum(memory.peak_parts(QUANTITIES.get(quantity) or contract.quantity(quantity), net, n_samples, args,
+                                 PEAK_FACTORS.get(quantity, DEFAULT_PEAK_FACTOR), FIRST_CALL_BYTES))
+
+
+def guard(net, quantity, n_samples, **args):
+    """The memory guard of this engine's call of ``quantity`` (a contract name), before any work."""
+    check_memory(net, contract.quantity(quantity), n_samples, args, PEAK_FACTORS.get(quantity, DEFAULT_PEAK_FACTOR),
+                 FIRST_CALL_BYTES, engine="jax_ref")
+
+
+def inputs(net, X, quantity):
+    """``X`` checked, after the memory guard of ``quantity``, as a jax array on the device."""
+    X = check_inputs(net, X)
+    guard(net, quantity, X.shape[0])
+    return array(X, net.dtype)
+
+
+def data(net, X, Y, quantity, **args):
+    """``(X, Y)`` checked, after the memory guard of ``quantity`` (``args``: its layer indices), as jax arrays."""
     X, Y = check_data(net, X, Y)
+    guard(net, quantity, X.shape[0], **args)
     return array(X, net.dtype), array(Y, net.dtype)
 
 

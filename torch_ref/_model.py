@@ -16,11 +16,12 @@ import warnings
 import numpy as np
 import torch
 
-from xval import config
-from xval.checks import check_data, check_inputs, check_network
+from xval import config, contract, memory
+from xval.checks import check_data, check_inputs, check_memory, check_network
+from xval.contract import QUANTITIES
 from xval.errors import ConfigError
 
-from .activations import ACTIVATIONS, LOSSES
+from ._activations import ACTIVATIONS, LOSSES
 
 
 # Full float32 matmuls and convolutions on GPUs (no TF32), whatever the environment asked for.
@@ -70,16 +71,41 @@ def sample_losses(net, params, X, Y):
 
 
 def objective(net, params, X, Y):
-    """``E``, the batch mean of the per-sample losses."""
-    return sample_losses(net, params, X, Y).mean()
+    """``E = c sum_n loss_n`` (``c = 1/N`` for the mean reduction, 1 for the sum)."""
+    return sample_losses(net, params, X, Y).sum() * net.sample_weight(X.shape[0])
 
 
-def inputs(net, X):
-    return tensor(check_inputs(net, X), net.dtype)
+# The memory guard's model of this engine (``xval.memory.peak_parts``): working memory over (tangents x tape + result),
+# measured by scripts/measure_peaks.py on a 2-core CPU, first call of each shape, rounded up; the constant covers what
+# a first call allocates whatever the size (autodiff bookkeeping): 80-120 MiB measured.
+PEAK_FACTORS = {"hessian_block": 5.5, "hessian": 3.3, "per_sample_gradients": 1.7}
+DEFAULT_PEAK_FACTOR = 4.0
+FIRST_CALL_BYTES = 128 * 2**20
 
 
-def data(net, X, Y):
+def memory_estimate(quantity, net, n_samples, **args):
+    """Bytes this engine's call of ``quantity`` (a contract name) needs at its peak: result and working memory."""
+    return sum(memory.peak_parts(QUANTITIES.get(quantity) or contract.quantity(quantity), net, n_samples, args,
+                                 PEAK_FACTORS.get(quantity, DEFAULT_PEAK_FACTOR), FIRST_CALL_BYTES))
+
+
+def guard(net, quantity, n_samples, **args):
+    """The memory guard of this engine's call of ``quantity`` (a contract name), before any work."""
+    check_memory(net, contract.quantity(quantity), n_samples, args, PEAK_FACTORS.get(quantity, DEFAULT_PEAK_FACTOR),
+                 FIRST_CALL_BYTES, engine="torch_ref")
+
+
+def inputs(net, X, quantity):
+    """``X`` checked, after the memory guard of ``quantity``, as a tensor on the device."""
+    X = check_inputs(net, X)
+    guard(net, quantity, X.shape[0])
+    return tensor(X, net.dtype)
+
+
+def data(net, X, Y, quantity, **args):
+    """``(X, Y)`` checked, after the memory guard of ``quantity`` (``args``: its layer indices), as tensors."""
     X, Y = check_data(net, X, Y)
+    guard(net, quantity, X.shape[0], **args)
     return tensor(X, net.dtype), tensor(Y, net.dtype)
 
 

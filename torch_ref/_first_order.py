@@ -2,14 +2,12 @@
 import torch
 from torch.func import grad, vmap
 
-from xval.checks import check_memory, finite_result
-
-from . import model
+from . import _model as model
 
 
 def stage_forward(net, X):
     """``forward`` staged (see ``model``): the outputs as a tensor on the device."""
-    params, X = model.parameters(net), model.inputs(net, X)
+    params, X = model.parameters(net), model.inputs(net, X, "forward")
 
     def compute():
         with torch.no_grad():
@@ -18,37 +16,28 @@ def stage_forward(net, X):
     return model.synchronized(compute)
 
 
-@finite_result
-def forward(net, X):
-    """``(N, n_L)`` outputs."""
-    return model.to_numpy(stage_forward(net, X)())
+def stage_loss(net, X, Y):
+    """``loss`` staged: ``E`` as a 0-d tensor."""
+    X, Y = model.data(net, X, Y, "loss")
+    params = model.parameters(net)
 
+    def compute():
+        with torch.no_grad():
+            return model.objective(net, params, X, Y)
 
-@finite_result
-def loss(net, X, Y):
-    """``E`` as a float."""
-    X, Y = model.data(net, X, Y)
-    with torch.no_grad():
-        return float(model.objective(net, model.parameters(net), X, Y))
+    return model.synchronized(compute)
 
 
 def stage_gradient(net, X, Y):
     """``gradient`` staged: one tensor per layer, by reverse mode (``torch.autograd.grad``)."""
-    X, Y = model.data(net, X, Y)
+    X, Y = model.data(net, X, Y, "gradient")
     params = [p.requires_grad_() for p in model.parameters(net)]
     return model.synchronized(lambda: list(torch.autograd.grad(model.objective(net, params, X, Y), params)))
 
 
-@finite_result
-def gradient(net, X, Y):
-    """``dE/dtheta``, ``(P,)``, by reverse mode (``torch.autograd.grad``)."""
-    return model.to_numpy(stage_gradient(net, X, Y)())
-
-
 def stage_per_sample_gradients(net, X, Y):
     """``per_sample_gradients`` staged: one ``(N, P_l)`` tensor per layer, by ``vmap(grad)`` over the samples."""
-    X, Y = model.data(net, X, Y)
-    check_memory(net, "torch_ref", "per_sample_gradients", X.shape[0])
+    X, Y = model.data(net, X, Y, "per_sample_gradients")
     params = model.parameters(net)
 
     def one_sample(params, x, y):
@@ -58,7 +47,3 @@ def stage_per_sample_gradients(net, X, Y):
     return model.synchronized(lambda: list(rows(params, X, Y)))
 
 
-@finite_result
-def per_sample_gradients(net, X, Y):
-    """``d loss_n / dtheta``, ``(N, P)``, by ``vmap(grad)`` over the samples."""
-    return model.to_numpy(stage_per_sample_gradients(net, X, Y)())

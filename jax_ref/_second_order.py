@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xval.checks import check_direction, check_reference_block, check_memory, finite_result
+from xval.checks import check_direction, check_layer
 
-from . import model
+from . import _model as model
 
 
 def _hvp(arch):
@@ -55,40 +55,20 @@ def _hessian(arch):
 
 def stage_hvp(net, X, Y, v):
     """``hvp`` staged (see ``model``): one array per layer, by ``jax.jvp`` of ``jax.grad`` along ``v``."""
-    X, Y = model.data(net, X, Y)
+    X, Y = model.data(net, X, Y, "hvp")
     v = check_direction(net, v)
     tangent = tuple(model.array(v[sl], net.dtype) for sl in net.param_slices)
     return model.staged(_hvp, net, model.parameters(net), X, Y, tangent)
 
 
-@finite_result
-def hvp(net, X, Y, v):
-    """``H v``, ``(P,)``, by ``jax.jvp`` of ``jax.grad`` along ``v``."""
-    return model.to_numpy(stage_hvp(net, X, Y, v)())
-
-
 def stage_hessian_block(net, X, Y, l, m):
     """``hessian_block`` staged: the ``(P_l, P_m)`` array (after the memory guard's check)."""
-    X, Y = model.data(net, X, Y)
-    l, m = check_reference_block(net, l, m, "jax_ref", X.shape[0])
+    l, m = check_layer(net, l, "l"), check_layer(net, m, "m")
+    X, Y = model.data(net, X, Y, "hessian_block", l=l, m=m)
     return model.staged(_block(l, m), net, *model.parameters(net), X, Y)
-
-
-@finite_result
-def hessian_block(net, X, Y, l, m):
-    """``d2E / dtheta_l dtheta_m``, ``(P_l, P_m)``, by ``jax.hessian`` / ``jacfwd(jacrev)`` with ``argnums`` per layer."""
-    return model.to_numpy(stage_hessian_block(net, X, Y, l, m)())
 
 
 def stage_hessian(net, X, Y):
     """``hessian`` staged: the ``(P, P)`` array (after the memory guard's check)."""
-    X, Y = model.data(net, X, Y)
-    P = net.n_params
-    check_memory(net, "jax_ref", "hessian", X.shape[0], what=f"hessian (a {P} x {P} array)")
+    X, Y = model.data(net, X, Y, "hessian")
     return model.staged(_hessian, net, model.array(net.to_vector(), net.dtype), X, Y)
-
-
-@finite_result
-def hessian(net, X, Y):
-    """``d2E / dtheta^2``, ``(P, P)``, by ``jax.hessian`` of the objective of the flat parameter vector."""
-    return model.to_numpy(stage_hessian(net, X, Y)())

@@ -4,7 +4,7 @@ import numpy as np
 
 from xval.batches import check_starting_loss, check_training_arguments, diverged, iter_batches
 
-from . import model
+from . import _model as model
 
 
 def _step(arch):
