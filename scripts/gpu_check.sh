@@ -4,6 +4,12 @@
 #   bash scripts/gpu_check.sh OUT [extra python -m benchmarks flags]
 #   bash scripts/gpu_check.sh --files          # the names of the files it writes, one a line
 #
+# It needs CUDA builds of torch and jax (cupy optional), installed first; docs/gpu.md has the recipe and which
+# NVIDIA driver each CUDA major version needs. In short, for CUDA 12 (CUDA 13: whl/cu130, jax[cuda13], cupy-cuda13x):
+#
+#   pip install torch --index-url https://download.pytorch.org/whl/cu126
+#   pip install "jax[cuda12]" "cupy-cuda12x[ctk]" && pip install -e ".[test]"
+#
 # (a) the comparison tests with XVAL_DEVICE=cuda: all three engines on the GPU (manual on cupy when it imports,
 #     else on torch CUDA tensors; torch_ref and jax_ref on CUDA), bounded to 5 minutes (GPU_CHECK_TEST_SECONDS), logged to tests.log;
 # (b) the GPU benchmark baseline (python -m benchmarks --device cuda --no-ratios: the Hessian ratio rows are CPU
