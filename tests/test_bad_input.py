@@ -52,7 +52,7 @@ def test_unknown_activation_lists_the_valid_ones():
 
 
 def test_unknown_loss_lists_the_valid_ones():
-    with pytest.raises(manual.UnknownNameError, match="unknown loss 'hinge'; valid losses are: bce_with_logits, cross_entropy, mean_bce_with_logits, mean_squared_error, mse, squared_error"):
+    with pytest.raises(manual.UnknownNameError, match="unknown loss 'hinge'; valid losses are: bce_with_logits, cross_entropy, mean_bce_with_logits, mean_squared_error, mse, nll, squared_error"):
         manual.Network.random([3, 4, 2], "tanh", "hinge")
 
 

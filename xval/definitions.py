@@ -130,6 +130,9 @@ LOSSES = {
         Definition("squared_error", "||y_hat - y||^2 (torch's MSELoss, reduction='sum')", _squared),
         Definition("mean_squared_error", "||y_hat - y||^2 / K, K entries per sample (torch's MSELoss, reduction='mean')",
                    lambda y_hat, y: _squared(y_hat, y) / _entries(y)),
+        Definition("nll", "-sum_k y_k f_k, f log-probabilities (torch's NLLLoss after LogSoftmax, reduction='sum' or "
+                   "'mean' over the samples)", lambda y_hat, y: -np.sum(y * y_hat.reshape(len(y_hat), -1), axis=-1),
+                   check_targets=check_probability_rows, class_targets=True),
         Definition("bce_with_logits", "sum_k max(f, 0) - f y + log(1 + exp(-|f|)) (torch's BCEWithLogitsLoss, 'sum')",
                    _bce, check_targets=check_probabilities),
         Definition("mean_bce_with_logits", "the same / K (torch's BCEWithLogitsLoss, reduction='mean')",

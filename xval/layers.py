@@ -104,6 +104,16 @@ class Activation:
 
 
 @dataclass(frozen=True)
+class LogSoftmax:
+    """torch's ``LogSoftmax`` over the last axis of the sample: ``y = x - log sum_k exp(x_k)`` (not elementwise)."""
+
+    kind = "log_softmax"
+
+    def output_shape(self, shape, net):
+        return tuple(shape)
+
+
+@dataclass(frozen=True)
 class Flatten:
     """torch's ``Flatten(start_dim, end_dim)``; axes counted per sample from 0 (torch's ``start_dim=1`` is 0 here)."""
 
@@ -204,7 +214,7 @@ class Pad:
         return tuple(shape)
 
 
-KINDS = (Dense, Conv, Activation, Flatten, Pool, AdaptiveAvgPool, Normalization, Pad)
+KINDS = (Dense, Conv, Activation, LogSoftmax, Flatten, Pool, AdaptiveAvgPool, Normalization, Pad)
 PARAMETER_FIELDS = {"weight", "bias"}
 
 
