@@ -68,6 +68,9 @@ class Library:
     def empty(self, shape, numpy_dtype):
         return self.xp.empty(shape, dtype=self.dtype(numpy_dtype), device=self.device)
 
+    def zeros(self, shape, numpy_dtype):
+        return self.xp.zeros(shape, dtype=self.dtype(numpy_dtype), device=self.device)
+
     def write(self, out, index, op, a, b):
         """``out[index] = op(a, b)``, written once; ``op`` is ``"multiply"`` or ``"matmul"``.
 
@@ -422,8 +425,10 @@ def _product_shape(op, a, b):
 
 def to_numpy(value):
     """An array of any supported library as a float64 numpy array (a copy from the device; none for numpy float64)."""
-    if isinstance(value, np.ndarray):
-        return value.astype(np.float64, copy=False)
+    if isinstance(value, (np.ndarray, np.generic, float, int)):
+        return np.asarray(value, dtype=np.float64)
+    if isinstance(value, (tuple, list)):
+        return tuple(to_numpy(part) for part in value)
     module = type(value).__module__
     if module.startswith("torch"):
         value = value.detach().to("cpu").numpy()

@@ -107,11 +107,76 @@ def _ce_hessian_times(y_hat, y, r, xp=np):
     return xp.sum(y, axis=-1, keepdims=True) * p * deviation
 
 
+def _scaled(loss, name, factor_of, formula):
+    """``loss`` times ``factor_of(y_hat)`` (a number fixed by the output's shape), under ``name``."""
+    def scale(function):
+        def scaled(y_hat, *rest, **options):
+            return factor_of(y_hat) * function(y_hat, *rest, **options)
+
+        return scaled
+
+    return Loss(name, scale(loss.value), scale(loss.grad), scale(loss.hessian), formula, scale(loss.hessian_times),
+                unit_hessian=False)
+
+
+def _entries(y_hat):
+    return 1.0 / y_hat.shape[-1]
+
+
+def _bce_value(y_hat, y, xp=np):
+    """sum_k max(f, 0) - f y + log(1 + exp(-|f|))."""
+    return xp.sum(xp.maximum(y_hat, xp.zeros_like(y_hat)) - y_hat * y + xp.log1p(xp.exp(-xp.abs(y_hat))), axis=-1)
+
+
+def _sigmoid(x, xp):
+    e = xp.exp(-xp.abs(x))
+    r = 1.0 / (1.0 + e)
+    return xp.where(x >= 0, r, e * r), e * r * r  # sigma and sigma' = sigma (1 - sigma), without cancellation
+
+
+def _bce_grad(y_hat, y, xp=np):
+    return _sigmoid(y_hat, xp)[0] - y
+
+
+def _bce_hessian(y_hat, y, xp=np):
+    n, k = y_hat.shape
+    return xp.eye(k, dtype=y_hat.dtype, device=y_hat.device) * _sigmoid(y_hat, xp)[1][:, :, None]
+
+
+def _bce_hessian_times(y_hat, y, r, xp=np):
+    return _sigmoid(y_hat, xp)[1] * r
+
+
+def _nll_value(y_hat, y, xp=np):
+    return -xp.sum(y * y_hat, axis=-1)
+
+
+def _nll_grad(y_hat, y, xp=np):
+    return -y
+
+
+def _nll_hessian(y_hat, y, xp=np):
+    n, k = y_hat.shape
+    return xp.zeros((n, k, k), dtype=y_hat.dtype, device=y_hat.device)
+
+
+def _nll_hessian_times(y_hat, y, r, xp=np):
+    return xp.zeros_like(r)
+
+
+_MSE = Loss("mse", _mse_value, _mse_grad, _mse_hessian, "0.5 * ||y_hat - y||^2", _mse_hessian_times, unit_hessian=True)
+_BCE = Loss("bce_with_logits", _bce_value, _bce_grad, _bce_hessian, "sum_k BCE(sigma(f_k), y_k)", _bce_hessian_times)
+
 LOSSES = {
     loss.name: loss
     for loss in [
-        Loss("mse", _mse_value, _mse_grad, _mse_hessian, "0.5 * ||y_hat - y||^2", _mse_hessian_times, unit_hessian=True),
+        _MSE,
         Loss("cross_entropy", _ce_value, _ce_grad, _ce_hessian, "-sum_k y_k log softmax(y_hat)_k", _ce_hessian_times),
+        _scaled(_MSE, "squared_error", lambda y_hat: 2.0, "||y_hat - y||^2"),
+        _scaled(_MSE, "mean_squared_error", lambda y_hat: 2.0 / y_hat.shape[-1], "||y_hat - y||^2 / K"),
+        _BCE,
+        _scaled(_BCE, "mean_bce_with_logits", _entries, "sum_k BCE(sigma(f_k), y_k) / K"),
+        Loss("nll", _nll_value, _nll_grad, _nll_hessian, "-sum_k y_k f_k", _nll_hessian_times),
     ]
 }
 

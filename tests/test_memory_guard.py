@@ -17,7 +17,7 @@ from xval import Network, config, memory
 from xval.errors import ConfigError, MemoryGuardError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-manual_hessian = importlib.import_module("manual.hessian")
+manual_hessian = importlib.import_module("manual._dense_hessian")
 arrays = importlib.import_module("manual.arrays")
 
 

@@ -29,6 +29,11 @@ class ArgumentError(XvalError, ValueError):
     """An argument out of its valid range or of the wrong kind (a learning rate, step count, dtype, ``eps``)."""
 
 
+class UnsupportedNetworkError(ArgumentError):
+    """A network that an engine (or a view of the network, such as ``net.weights`` of a plain MLP) does not handle:
+    the engine is not checked on it, which is not a failure and not a pass."""
+
+
 class OverflowResultError(NonFiniteError, ArithmeticError):
     """A computation on finite inputs whose result overflowed the network's dtype; the message names the layer."""
 

@@ -9,7 +9,7 @@ trainable tensors, and its parameters are those tensors in order (``W_l`` row-ma
 import numpy as np
 
 from . import definitions
-from .errors import ArgumentError, ShapeError, check_seed, describe, is_real_number
+from .errors import ArgumentError, ShapeError, UnsupportedNetworkError, check_seed, describe, is_real_number
 from .layers import Activation, Dense, parameter_indices, tensors
 from .layers import describe as describe_layer
 from .values import cast_finite, check_dtype, real_array
@@ -283,8 +283,8 @@ class Network:
 
     def _mlp_view(self, what):
         if not self._mlp:
-            raise ArgumentError(f"net.{what} describes plain MLPs only, and this network is not one ({self.describe()}); "
-                                "read net.layers and net.parameters instead")
+            raise UnsupportedNetworkError(f"net.{what} describes plain MLPs only, and this network is not one "
+                                          f"({self.describe()}); read net.layers and net.parameters instead")
 
     @property
     def weights(self):
