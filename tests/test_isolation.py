@@ -249,3 +249,28 @@ def test_help_states_the_time_limit_and_the_exit_codes():
     assert f"(default {isolation.DEFAULT_TIMEOUT:g})" in text and "--timeout SECONDS" in text
     assert "Exit status: 0" in text and "3 nothing disagrees but something was not compared" in text
     assert "130 interrupted" in text and "default: XVAL_DTYPE" in text
+
+
+def test_the_comparison_tests_fail_a_nan_engine_and_one_that_writes_into_its_inputs(tmp_path):
+    """On main ``XVAL_BACKEND=manual,nan_engine.py pytest tests/test_comparisons.py`` passed a NaN loss, and an engine
+    that wrote into Y passed too."""
+    nan_engine = engine_file(tmp_path, "nan_engine.py", """
+        def loss(net, X, Y):
+            return float("nan")
+        """)
+    writer = engine_file(tmp_path, "writer.py", """
+        _student_loss = loss
+
+
+        def loss(net, X, Y):
+            value = _student_loss(net, X, Y)
+            Y[...] = 0.0
+            return value
+        """, student=True)
+    env = {**os.environ, "XVAL_BACKEND": f"manual,{nan_engine},{writer}"}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-rf",
+               os.path.join("tests", "test_comparisons.py"), "-k", f"engine_matches_manual and {ONE_CASE[0]} and loss"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "2 failed" in result.stdout and "relative error inf > tolerance" in result.stdout
+    assert "loss tried to write into its inputs" in result.stdout

@@ -15,7 +15,7 @@ from . import compare
 # in "second" only.
 ORDER = {"forward": "value", "loss": "value", "gradient": "first", "per_sample_gradients": "first",
          "hvp": "second", "hessian_block": "second", "hessian": "second"}
-ORDER_WORDS = {"value": "values (forward, loss)", "first": "first-order quantities", "second": "second-order quantities"}
+ORDER_WORDS = {"value": "values", "first": "first-order quantities", "second": "second-order quantities"}
 
 
 # ---- one failing call ---------------------------------------------------------------------------------------------
@@ -144,6 +144,8 @@ def _pointer(bad, factor, relations, tensors, block_labels):
                 "(n_in, n_out), where the contract lays W_l out (n_out, n_in) row-major: delta_l z_l^T)")
     if any(r.endswith("(= N)") or r.endswith("(= 1/N)") for r in relations):
         return "a factor N: a sum where a mean belongs or the reverse (only per_sample_gradients are not divided by N)"
+    if "not finite" in relations:
+        return "the engine returns NaN or infinite values where the references are finite (an overflow, 0/0, log 0)"
     if "negated" in relations:
         return "a sign error"
     if "zeros" in relations:
@@ -169,6 +171,12 @@ def _pointer(bad, factor, relations, tensors, block_labels):
         return "only bias entries are off: look at the bias terms"
     if orders == {"second"}:
         return "first derivatives are right: look at the second-order terms"
+    if set(bad) == {"loss"}:
+        return "the outputs agree, so look at the loss formula and the batch mean E = (1/N) sum_n loss_n"
+    if "forward" in bad:
+        return "the forward pass is off, and everything else is computed from it: fix it first"
+    if orders == {"first"}:
+        return "the values agree: look at backprop (delta_l, and the outer products delta_l z_l^T)"
     return ""
 
 
@@ -219,7 +227,7 @@ def diagnose(report):
         summary.append(f"only {factor[1]} cases")
     elif factor:
         summary.append(factor[2])
-    if orders <= set(ORDER_WORDS):
+    if orders <= set(ORDER_WORDS) and good:
         summary.append("only " + " and ".join(ORDER_WORDS[o] for o in ORDER_WORDS if o in orders)
                        + f" ({', '.join(bad)})")
     blocks = [tuple(int(x) for x in label[label.index("(") + 1:-1].split(","))
