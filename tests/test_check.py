@@ -69,7 +69,8 @@ def test_the_command_prints_a_line_per_case_or_the_table_and_exits_0_or_1():
     table = run_cli("check", STUDENT, "--against", "manual,torch", "--cases", SOME_CASES[0], "--verbose")
     assert table.returncode == 0 and "vs manual" in table.stdout and "vs torch" in table.stdout
     assert re.search(r"\n  hvp +\d\.\de-\d\d +\d\.\de-\d\d  pass\n", table.stdout), table.stdout
-    bad = run_cli("check", PLANTED, "--against", "manual", "--cases", ",".join(SOME_CASES), "--quantities", "gradient,hvp")
+    bad = run_cli("check", PLANTED, "--against", "manual", "--cases", ",".join(SOME_CASES),
+                  "--quantities", "gradient,hvp")
     assert bad.returncode == 1
     assert bad.stdout.strip().splitlines()[-1] == "FAIL: 6 checks, 4 passed, 2 failed (hvp)"  # the two sigmoid cases
     assert "hvp on 2 of 3 cases: relative error up to" in bad.stdout

@@ -237,3 +237,20 @@ def test_xval_dtype_is_honoured_and_an_explicit_dtype_wins():
     assert double.stdout.splitlines()[0] == "check of engine manual against torch (float64)"
     report = check.run_check("manual", against=["torch"], cases=[ONE_CASE], quantities=["gradient"], dtype="float32")
     assert report.dtype == "float32" and report.rows[0].tolerance == compare.TOLERANCES["float32"]
+
+
+def test_a_disagreement_with_any_reference_is_judged_not_only_the_first(tmp_path):
+    """The engine agrees with manual, not with a second reference that is off by 1e-6: the arbiter is asked, finds
+    that reference wrong, and the row passes on its verdict (saying so); against the wrong reference alone it fails."""
+    wrong = engine_file(tmp_path, "wrong_reference.py", """
+        _exact_gradient = gradient
+
+
+        def gradient(*args):
+            return _exact_gradient(*args) * (1 + 1e-6)
+        """, student=True)
+    report = check.run_check(STUDENT, against=["manual", wrong], quantities=["gradient"], cases=[ONE_CASE])
+    row = report.rows[0]
+    assert row.status == "pass" and row.errors["wrong_reference.py"] > 1e-7 and row.errors["manual"] < 1e-12
+    assert "arbiter: wrong_reference.py is wrong" in row.detail and report.exit_code == check.EXIT_PASS
+    assert "passed on the arbiter's verdict" in check.format_report(report)

@@ -212,15 +212,17 @@ def _check_row(engine, references, names, problem, quantity, dtype, label="engin
             error = compare.relative_error(ours, theirs)
             if row.errors.get(name) is None or error > row.errors[name]:
                 row.errors[name] = error
-            if not compared and not error <= row.tolerance:  # analysed against the first reference only
+            compared = True
+            if error <= row.tolerance:
+                continue
+            if not failing or failing[-1][0] is not call:  # analysed against the first reference it fails against
                 failing.append((call, ours))
                 row.failed_calls.append(call.label)
                 tensors, relations = diagnosis.analyse(call, ours, theirs, row.tolerance)
-                row.tensors = sorted(set(row.tensors) | set(tensors), key=diagnosis._tensor_order)
+                row.tensors = sorted(set(row.tensors) | set(tensors), key=diagnosis.tensor_order)
                 row.relations += [r for r in relations if r not in row.relations]
-                if worst is None or error > worst[0]:
-                    worst = (error, call, ours, theirs, name)
-            compared = True
+            if worst is None or error > worst[0]:
+                worst = (error, call, ours, theirs, name)
         if not compared:
             unchecked.append(call.label)
     if worst is not None:

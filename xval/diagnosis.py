@@ -81,10 +81,10 @@ def analyse(call, ours, theirs, tolerance):
                     moved = _transposition(call, other_axis, other_layer, span, moved)
             if compare.relative_error(ours, moved) <= tolerance:
                 relations.append(f"transposed {label}")
-    return sorted(tensors, key=_tensor_order), relations
+    return sorted(tensors, key=tensor_order), relations
 
 
-def _tensor_order(label):
+def tensor_order(label):
     _, layer, name = label.split()
     return int(layer), name != "W"
 
@@ -102,7 +102,7 @@ def _cases_phrase(count, total):
 def _layers_phrase(tensors):
     """``layer 0 W only`` style summary of tensor labels."""
     by_layer = {}
-    for label in sorted(tensors, key=_tensor_order):
+    for label in sorted(tensors, key=tensor_order):
         _, layer, name = label.split()
         by_layer.setdefault(int(layer), []).append(name)
     return "; ".join(f"layer {layer} {' and '.join(names)}" for layer, names in sorted(by_layer.items()))
@@ -162,7 +162,7 @@ def _pointer(bad, factor, relations, tensors, block_labels):
                 "second": "its second derivative in the outputs (its Hessian)"}
         return f"look at the {value} loss: " + what.get(min(orders, key=list(ORDER_WORDS).index), "its formulas")
     if kind == "regime":
-        return f"look at how large or tiny values are handled ({value} units): overflow, cancellation or a clipped range"
+        return f"look at how large or tiny values are handled ({value}): overflow, cancellation or a clipped range"
     if kind == "depth":
         return "look at how delta passes back through a hidden layer (W_{l+1}^T delta_{l+1} times f'(a_l))"
     if block_labels and all(l != m for l, m in block_labels):

@@ -131,7 +131,7 @@ _BOOT = "import sys; sys.path[:] = {path!r}; from xval.isolation import _serve; 
 
 
 def _read_replies(stream, replies):
-    """The parent's reader thread: each pickled reply into ``replies``; ``("ended",)`` when the child's output closes."""
+    """The reader thread: each pickled reply into ``replies``, then ``("ended",)`` when the child's output closes."""
     while True:
         try:
             replies.put(pickle.load(stream))
@@ -150,8 +150,8 @@ def _ended(process):
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        return f"its process was killed by {name}" + (" (a crash in native code)" if name in ("SIGSEGV", "SIGBUS",
-                                                                                             "SIGABRT", "SIGILL") else "")
+        crash = name in ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL")
+        return f"its process was killed by {name}" + (" (a crash in native code)" if crash else "")
     return f"its process ended with exit code {code} (os._exit, or a crash)"
 
 
