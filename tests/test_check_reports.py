@@ -254,3 +254,14 @@ def test_a_disagreement_with_any_reference_is_judged_not_only_the_first(tmp_path
     assert row.status == "pass" and row.errors["wrong_reference.py"] > 1e-7 and row.errors["manual"] < 1e-12
     assert "arbiter: wrong_reference.py is wrong" in row.detail and report.exit_code == check.EXIT_PASS
     assert "passed on the arbiter's verdict" in check.format_report(report)
+
+
+def test_a_reference_that_gave_no_value_is_named_even_when_the_others_decided(tmp_path):
+    refuses = engine_file(tmp_path, "refuses.py", """
+        def gradient(net, X, Y):
+            raise MemoryError("too large for this reference")
+        """)
+    report = check.run_check(STUDENT, against=["manual", refuses], quantities=["gradient"], cases=[ONE_CASE])
+    assert report.rows[0].status == "pass" and report.rows[0].errors["refuses.py"] is None
+    assert ("refuses.py gave no value on 1 of 1 compared rows (first: gradient on mlp-4x8x3-tanh-mse-N5: MemoryError: "
+            "too large for this reference)") in check.format_report(report)

@@ -113,6 +113,20 @@ def _failure_lines(report, rows):
     return lines
 
 
+def _absent_references(report):
+    """A line per reference that gave no value on rows the others compared: those rows have fewer witnesses."""
+    compared = [row for row in report.rows if row.status in ("pass", "fail")]
+    lines = []
+    for name in report.against:
+        missing = [row for row in compared if row.errors.get(name) is None and name in row.errors]
+        if missing:
+            reason = next((row.reasons[name] for row in missing if name in row.reasons), "no value")
+            lines.append(f"  {name} gave no value on {len(missing)} of {len(compared)} compared rows (first: "
+                         f"{missing[0].quantity} on {missing[0].case}: {reason})")
+    return ["", "compared without some references (the other references decided these rows):"] + lines if lines \
+        else []
+
+
 def tail(report, verbose=False):
     """The lines after the last case: failures, what was not checked, the diagnosis and the summary."""
     lines = []
@@ -133,6 +147,7 @@ def tail(report, verbose=False):
             for quantity, group in _groups(unchecked):
                 lines.append(f"  {quantity} on {len(group)} case{'s' if len(group) > 1 else ''} "
                              f"(first {group[0].case}): {group[0].detail}")
+    lines += _absent_references(report)
     arbitrated = [row for row in report.rows if row.status == "pass" and row.detail]
     if arbitrated:
         if verbose:
