@@ -274,3 +274,25 @@ def test_the_comparison_tests_fail_a_nan_engine_and_one_that_writes_into_its_inp
     assert result.returncode == 1, result.stdout[-3000:]
     assert "2 failed" in result.stdout and "relative error inf > tolerance" in result.stdout
     assert "loss tried to write into its inputs" in result.stdout
+
+
+def test_an_engine_named_by_module_runs_isolated_with_the_callers_import_path(tmp_path):
+    package = tmp_path / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    engine_file(package, "engine.py", """
+        import os
+
+        _student_loss = loss
+
+
+        def loss(net, X, Y):
+            assert os.getpid() != int(os.environ["XVAL_TEST_PARENT_PID"]), "ran in the check's own process"
+            return _student_loss(net, X, Y)
+        """, student=True)
+    code = ("import os, sys; os.environ['XVAL_TEST_PARENT_PID'] = str(os.getpid()); sys.path.insert(0, sys.argv[1]); "
+            "from xval import check; report = check.run_check('mypkg.engine', against=['manual'], cases=sys.argv[2:]); "
+            "print(report.outcome, report.counts['pass'])")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path), ONE_CASE[0]], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.split() == ["pass", "5"], result.stderr[-2000:]
