@@ -189,6 +189,9 @@ class IsolatedEngine:
         threading.Thread(target=_read_replies, args=(self._process.stdout, self._replies), daemon=True).start()
         try:
             reply = self._exchange(("load", self.spec))
+        except KeyboardInterrupt:
+            self.close(kill=True)
+            raise
         except EngineTimeoutError:
             raise EngineImportError(f"engine {self.spec!r} did not finish being imported within {self.timeout:g} s "
                                     "(--timeout)") from None
@@ -196,6 +199,7 @@ class IsolatedEngine:
             raise EngineImportError(f"engine {self.spec!r} could not be imported: {exc}") from None
         if reply[0] == "loaded":
             return reply[1:]
+        self.close()
         _, type_name, message = reply
         if type_name in _OWN_ERRORS:
             raise _OWN_ERRORS[type_name](message)
