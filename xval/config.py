@@ -68,6 +68,33 @@ def device(env=None):
     return value
 
 
+def device_present(env=None):
+    """``device(env)``, after checking that ``cuda`` is asked for only where torch or jax sees a GPU (each imported
+    only then, and only when installed): otherwise every reference would refuse every call."""
+    value = device(env)
+    if value == "cuda" and not gpu_seen():
+        raise ConfigError("XVAL_DEVICE=cuda but neither torch nor jax sees a GPU here; use XVAL_DEVICE=cpu, or auto "
+                          "(the GPU when one is seen)")
+    return value
+
+
+def gpu_seen():
+    """Whether torch or jax sees a GPU."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return True
+    except ImportError:
+        pass
+    try:
+        import jax
+
+        return bool(jax.devices("gpu"))
+    except (ImportError, RuntimeError):
+        return False
+
+
 def dtype(env=None):
     """``float64`` or ``float32`` from ``XVAL_DTYPE``."""
     value = _read(env, "XVAL_DTYPE", "float64").lower()

@@ -54,6 +54,24 @@ class MemoryGuardError(XvalError, MemoryError):
     """A dense array that would not fit in the memory available (refused before allocation)."""
 
 
+class EngineResultError(XvalError, TypeError):
+    """An engine's result that is not what the contract returns: not a real floating array (complex, integer, bool,
+    object, text), or not of the contract's shape."""
+
+
+class EngineInputWriteError(XvalError, RuntimeError):
+    """An engine that wrote into the arrays it was given (``X``, ``Y``, ``v``): it could change what it is judged by."""
+
+
+class EngineProcessError(XvalError, RuntimeError):
+    """An engine run in its own process (``xval.isolation``) that raised, ended its process (``sys.exit``,
+    ``os._exit``, a crash) or ran past its time limit; the message says which, and where."""
+
+
+class EngineTimeoutError(EngineProcessError):
+    """An isolated engine's call that did not finish within its time limit (``--timeout``)."""
+
+
 def unknown_name(kind, name, valid, plural=None):
     """The error for a name that is not one of ``valid``."""
     listed = ", ".join(sorted(valid))
