@@ -61,7 +61,7 @@ def apply_overrides(args, environ=os.environ):
 
 
 def main(argv=None):
-    from . import outdir
+    from . import outdir, results
 
     args = parse_args(argv)
     try:
@@ -75,6 +75,9 @@ def main(argv=None):
         return _main(args, session)
     except outdir.StartError as exc:
         return _error(exc)
+    except results.WriteError as exc:
+        session.ignore_signals()
+        return session.write_failed(exc)
     except outdir.Interrupted as exc:
         return session.interrupted(exc.signum, lambda *saved: outdir.write_outputs(session, *saved))
     finally:
@@ -141,7 +144,7 @@ def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran, gpu
 def run(args, engines, dtype, device, device_note, session):
     from tqdm import tqdm
 
-    from . import gpu_rows, outdir, peers, plots, results, sweep, timing
+    from . import gpu_rows, outdir, peers, results, sweep, timing
     from .machine import machine_info
     from .plan import plan
 
@@ -176,7 +179,7 @@ def run(args, engines, dtype, device, device_note, session):
             # Remembered before the write: a signal between the two then finds the final write's points at least as
             # new as the file's (the other order let a signal right after the first point's write erase that point).
             session.remember(machine, settings, points_before + points)
-            results.save(args.out, machine, settings, points_before + points)
+            session.save(machine, settings, points_before + points)
 
         with tqdm(total=total, desc="benchmarks", unit="pt", file=sys.stderr, mininterval=1.0) as bar:
             runner = sweep.Runner(engines + peer_names, device, dtype, threads, settings, save, done=done, progress=bar)
@@ -195,15 +198,15 @@ def run(args, engines, dtype, device, device_note, session):
     if gpu_records:
         settings["gpu_rows"] = gpu_records
     session.remember(machine, settings, points)
-    results.save(args.out, machine, settings, points)
+    session.save(machine, settings, points)
     print("plots: writing the time and memory figures (a few seconds)", file=sys.stderr, flush=True)
-    written = plots.write_plots(points, args.out, subtitle=f"{device}, {dtype}", device=device)
+    written = session.write_plots(points, f"{device}, {dtype}", device)
     for line in summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratio_rows is not None, gpu_records):
         say(line)
     report_path = os.path.join(args.out, results.REPORT_NAME)
     say(f"wrote {os.path.join(args.out, results.JSON_NAME)}, {os.path.join(args.out, results.CSV_NAME)}, "
         + ", ".join(written + [report_path]))
-    results.atomic_write(report_path, "\n".join(printed) + "\n")
+    session.write_report("\n".join(printed) + "\n")
     return 0
 
 
