@@ -111,6 +111,9 @@ def test_the_verdict_line_counts_and_names_the_rows_that_miss():
         "2 of 3 ratio rows miss their target: b against jax.jit(jax.grad) (3.00, target <= 2.0x); "
         "c against jax.jit(jax.grad) (not measured, target <= 2.0x)")
     assert ratios.verdict_line(measured[:1] + measured[3:]) == "all 1 ratio rows meet their target"
+    just_over = [_result("e", 0.2047, 0.2)]  # two decimals would print the target itself
+    assert ratios.verdict_line(just_over).startswith("1 of 1 ratio rows miss their target: e against jax.jit(jax.grad) "
+                                                     "(0.2047, target <= 0.20 (5x faster))")
 
 
 @pytest.mark.parametrize("measured, code", [([_result("a", 0.5, 1.0)], 0),
