@@ -91,7 +91,7 @@ OUTLIER_FACTOR = 3.0
 
 def outliers(sizes, values, max_slope, factor=OUTLIER_FACTOR):
     """The points of one series (``sizes`` distinct) that are off their neighbours' trend on log-log axes by more
-    than ``factor``: ``[(index, trend value, off by)]``, the furthest off first.
+    than ``factor``: ``[(index, trend value, off by)]`` (the trend nearest to the point), the furthest off first.
 
     An inner point is off when it is off every trend its neighbours give: the straight line through the two points
     around it, and those through the two points on either side, extended to it (so that a point next to a real jump,
@@ -121,5 +121,5 @@ def outliers(sizes, values, max_slope, factor=OUTLIER_FACTOR):
         beyond = [y[k] - trend if high_only else abs(y[k] - trend) for trend in trends]
         nearest = min(range(len(trends)), key=lambda i: beyond[i])
         if beyond[nearest] > math.log(factor):
-            found.append((index, math.exp(trends[0]), math.exp(beyond[nearest])))
+            found.append((index, math.exp(trends[nearest]), math.exp(beyond[nearest])))
     return sorted(found, key=lambda item: -item[2])
