@@ -1,0 +1,1 @@
+"""Adapters that run the field's curvature libraries as engines of the contract."""
