@@ -9,6 +9,7 @@ per-sample quantity the library's value divided by ``TERM_SCALE``. Sum reduction
 mean-reduction conventions (which differ between libraries, and for MSE also divide by ``n_L``) out of the way;
 tests/test_peers_findings.py probes those separately.
 """
+import contextlib
 import importlib
 import numbers
 from dataclasses import dataclass
@@ -106,6 +107,19 @@ def class_indices(Y, library):
                             "one-hot; pass one-hot rows (np.eye(n_L)[classes]) or use an engine that takes "
                             "probability targets")
     return classes
+
+
+@contextlib.contextmanager
+def default_dtype(net):
+    """torch's default dtype set to the network's for the duration (restored after), for libraries that create
+    tensors without a dtype and so assume the default is the model's."""
+    t = torch()
+    previous = t.get_default_dtype()
+    t.set_default_dtype(getattr(t, net.dtype.name))
+    try:
+        yield
+    finally:
+        t.set_default_dtype(previous)
 
 
 def inputs(net, X):
