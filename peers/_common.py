@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xval.checks import check_data, check_direction, check_inputs, check_layer, check_network
-from xval.errors import ArgumentError, EngineUnavailableError, check_seed
+from xval.errors import ArgumentError, EngineUnavailableError, XvalError, check_seed
 
 # The one install line that keeps the pinned torch: pip must not resolve the peers' own torch requirement.
 INSTALL = ("pip install --no-deps backpack-for-pytorch curvlinops-for-pytorch nngeometry laplace-torch "
