@@ -19,6 +19,21 @@ import numpy as np
 from xval.checks import check_data, check_direction, check_inputs, check_layer, check_network
 from xval.errors import ArgumentError, EngineUnavailableError, XvalError, check_seed
 
+class UnsupportedError(ArgumentError):
+    """A quantity, layer or loss that the library itself cannot compute; the message carries the library's own."""
+
+
+@contextlib.contextmanager
+def refusals(library, what):
+    """Turn the library's ``NotImplementedError`` (its way of refusing a module, loss or structure) into
+    ``UnsupportedError`` naming the library and what was asked, with the library's message."""
+    try:
+        yield
+    except NotImplementedError as exc:
+        raise UnsupportedError(f"{library} cannot compute {what} for this network: {exc or 'NotImplementedError'}") \
+            from None
+
+
 # The one install line that keeps the pinned torch: pip must not resolve the peers' own torch requirement.
 INSTALL = ("pip install --no-deps backpack-for-pytorch curvlinops-for-pytorch nngeometry laplace-torch "
            "hessian-eigenthings opacus einops unfoldNd einconv linear_operator jaxtyping wadler_lindig opt-einsum "

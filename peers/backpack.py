@@ -51,7 +51,8 @@ def _backward(problem, *extension):
     """One forward and backward pass of the summed loss with ``extension`` active; the outputs (for GGN products)."""
     output = problem.model(problem.X)
     loss = problem.loss_function(output, problem.Y)
-    with backpack(*extension), warnings.catch_warnings():
+    names = ", ".join(type(e).__name__ for e in extension)
+    with _common.refusals(LIBRARY, names), backpack(*extension), warnings.catch_warnings():
         # torch warns that the hooks fire for outputs when X needs no gradient: that is how BackPACK works here
         warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
         loss.backward()

@@ -70,7 +70,7 @@ def curvature(net, X, Y, backend, kind, structure):
     if structure not in STRUCTURES:
         raise _common.ArgumentError(f"structure is {structure!r}; it must be one of: {', '.join(STRUCTURES)}")
     problem, interface = _interface(net, X, Y, backend, kind)
-    with _common.default_dtype(net):
+    with _common.default_dtype(net), _common.refusals(LIBRARY, f"{backend} {kind} {structure}"):
         if structure == "kron":
             _, value = interface.kron(problem.X, problem.Y, N=problem.n)
             value = value.to_matrix()

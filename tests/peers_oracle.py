@@ -5,6 +5,8 @@ networks: the oracle the peer adapters are compared against (float64, dense, no 
 loss, not from its closed form); ``G = (1/N) sum_n J_n^T Lambda_n J_n``; KFAC ``A_l = (1/N) sum_n [z_l; 1][z_l; 1]^T``,
 ``G_l = (1/N) sum_n B_n^T Lambda_n B_n`` with ``B_n = df/ds_l``.
 """
+import functools
+
 import numpy as np
 import torch
 from torch.func import hessian, jacrev, vmap
@@ -18,6 +20,18 @@ def sample_loss(kind, f, y):
     if kind == "mse":
         return 0.5 * ((f - y) ** 2).sum()
     return -(y * torch.log_softmax(f, dim=-1)).sum()
+
+
+def memo(method):
+    """Compute a no-argument quantity once per oracle (every adapter check of a case reads the same one)."""
+    name = f"_memo_{method.__name__}"
+
+    @functools.wraps(method)
+    def cached(self):
+        if name not in self.__dict__:
+            self.__dict__[name] = method(self)
+        return self.__dict__[name].copy()
+    return cached
 
 
 class Oracle:
@@ -64,6 +78,7 @@ class Oracle:
         return self.losses(theta).mean()
 
     # ---- the contract ------------------------------------------------------------------------
+    @memo
     def hessian(self):
         return hessian(self.objective)(self.theta).numpy()
 
@@ -86,6 +101,7 @@ class Oracle:
     def gradient(self):
         return jacrev(self.objective)(self.theta).numpy()
 
+    @memo
     def per_sample_gradients(self):
         return jacrev(self.losses)(self.theta).numpy()
 
@@ -93,14 +109,17 @@ class Oracle:
         g = self.per_sample_gradients()
         return g.T @ g / self.N
 
+    @memo
     def output_jacobian(self):
         return jacrev(lambda th: self.outputs(th, self.X))(self.theta).numpy()
 
+    @memo
     def loss_hessians(self):
         """``Lambda_n`` ``(N, n_L, n_L)`` by autodiff of the loss in the outputs."""
         f = self.outputs(self.theta, self.X).detach()
         return vmap(hessian(lambda fn, yn: sample_loss(self.net.loss, fn, yn)))(f, self.Y).numpy()
 
+    @memo
     def ggn(self):
         J, Lam = self.output_jacobian(), self.loss_hessians()
         return np.einsum("nip,nij,njq->pq", J, Lam, J) / self.N
