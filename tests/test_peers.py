@@ -5,6 +5,7 @@ A library that is not installed is skipped with the install line. What a library
 no rule for, targets it does not take) must be refused with a specific error, never returned wrong.
 """
 import functools
+import re
 import importlib
 from dataclasses import dataclass
 from typing import Callable
@@ -349,3 +350,49 @@ def test_float32_networks_compute_in_float32(library, call, expected):
     value = call(module, p.net.astype("float32"), p.X, p.Y)
     error = relative_error(value, expected(p.oracle))
     assert 1e-12 < error < 2e-4, f"{library}: float32 network gave relative error {error:.3g}"
+
+
+# ---- mutation audit: a planted classic bug in any adapter's output fails, naming the quantity ---------------------
+MUTATIONS = {
+    "factor 2": lambda value, p: 2 * value,
+    "batch size": lambda value, p: value / p.X.shape[0],  # a mean taken twice (or a sum where a mean belongs)
+    "transpose": lambda value, p: value.T,
+    "sample order": lambda value, p: value[::-1],
+}
+AUDIT = [  # (library, check label, mutations that must be caught); every adapter appears
+    ("backpack", "per_sample_gradients", ["factor 2", "sample order"]),
+    ("backpack", "ggn_diagonal", ["factor 2", "batch size"]),
+    ("backpack", "kflr_factors G_l", ["factor 2", "batch size"]),
+    ("curvlinops", "ggn_block(0, L-1)", ["factor 2", "batch size", "transpose"]),
+    ("curvlinops", "empirical_fisher", ["factor 2", "batch size"]),
+    ("curvlinops", "hessian_block(L-1, 0)", ["factor 2"]),
+    ("curvlinops", "kfac_block(0)", ["factor 2", "batch size"]),
+    ("nngeometry", "kfac_factors(0) G", ["factor 2", "batch size"]),
+    ("nngeometry", "ggn", ["factor 2", "batch size"]),
+    ("laplace", "empirical_fisher", ["factor 2", "batch size"]),
+    ("laplace", "output_jacobian", ["factor 2"]),
+    ("eigenthings", "top_eigenvalues(3)", ["factor 2", "batch size"]),
+    ("eigenthings", "ggnvp", ["factor 2"]),
+    ("opacus", "per_sample_gradients", ["factor 2", "sample order"]),
+]
+AUDITED = [(library, label, mutation) for library, label, mutations in AUDIT for mutation in mutations]
+
+
+@pytest.mark.parametrize("library, label, mutation", AUDITED, ids=[f"{l}-{q}-{m}".replace(" ", "") for l, q, m in AUDITED])
+def test_planted_bug_fails_naming_the_quantity(library, label, mutation):
+    check = next(c for c in CHECKS if c.library == library and c.label == label)
+    module, p = adapter(library), problem(3)  # sigmoid cross_entropy, N = 5: no symmetry hides a mutation
+    value = check.call(module, p)
+    expected = check.expected(p.oracle, p)
+    compare(check, p, value, expected)  # the unmutated value passes
+    with pytest.raises(AssertionError, match=f"{library} {re.escape(label)} on {p.name}"):
+        compare(check, p, MUTATIONS[mutation](np.asarray(value), p), expected)
+
+
+def test_swapped_kronecker_factors_fail():
+    """``kron(A_l, G_l)`` in place of ``kron(G_l, A_l)`` (the factor order the libraries document differently)."""
+    module, p = adapter("curvlinops"), problem(3)
+    A, G = module.kfac_factors(p.net, p.X, p.Y, 0)
+    check = Check("curvlinops", "kfac_block(0)", None, None)
+    with pytest.raises(AssertionError, match="curvlinops kfac_block\\(0\\)"):
+        compare(check, p, np.kron(A, G), p.oracle.kfac_block(0))
