@@ -38,16 +38,21 @@ BACKENDS = {
     "asdl": {"ggn": "AsdlGGN", "ef": "AsdlEF", "hessian": "AsdlHessian"},
 }
 STRUCTURES = ("full", "diag", "kron")
+# The paths that take cross-entropy targets as probability rows (torch's loss on them as given); the others flatten
+# the labels as class indices (``y.view(-1)`` or curvlinops' EF), so they get classes, and refuse soft targets.
+PROBABILITY_TARGETS = {("curvlinops", "ggn", "full"), ("curvlinops", "ggn", "diag"), ("curvlinops", "ef", "diag"),
+                       ("curvlinops", "hessian", "full"), ("backpack", "ggn", "full"), ("backpack", "ef", "full"),
+                       ("curvlinops", "ggn", "gradients")}
 
 
-def _interface(net, X, Y, backend, kind):
+def _interface(net, X, Y, backend, kind, structure):
     if backend not in BACKENDS:
         raise _common.ArgumentError(f"backend is {backend!r}; laplace-torch's backends are: {', '.join(BACKENDS)}")
     if kind not in BACKENDS[backend]:
         raise _common.ArgumentError(f"laplace-torch's {backend} backend has no {kind!r} interface; it has: "
                                     f"{', '.join(BACKENDS[backend])}")
-    # laplace-torch takes cross-entropy targets as class indices (its BackPACK and curvlinops paths flatten them)
-    problem = _common.setup(net, X, Y, targets="classes", library=LIBRARY)
+    targets = "probabilities" if (backend, kind, structure) in PROBABILITY_TARGETS else "classes"
+    problem = _common.setup(net, X, Y, targets=targets, library=f"{LIBRARY}'s {backend} {kind} {structure}")
     # laplace-torch's Laplace classes set model.output_size before building a backend; the BackPACK and ASDL
     # Jacobians read it
     problem.model.output_size = net.sizes[-1]
@@ -69,7 +74,7 @@ def curvature(net, X, Y, backend, kind, structure):
     ``kind`` from ``backend``, mapped onto the contract's batch mean."""
     if structure not in STRUCTURES:
         raise _common.ArgumentError(f"structure is {structure!r}; it must be one of: {', '.join(STRUCTURES)}")
-    problem, interface = _interface(net, X, Y, backend, kind)
+    problem, interface = _interface(net, X, Y, backend, kind, structure)
     with _common.default_dtype(net), _common.refusals(LIBRARY, f"{backend} {kind} {structure}"):
         if structure == "kron":
             _, value = interface.kron(problem.X, problem.Y, N=problem.n)
@@ -101,7 +106,7 @@ def empirical_fisher(net, X, Y):
 
 def per_sample_gradients(net, X, Y):
     """``(N, P)`` from ``CurvlinopsGGN.gradients`` (gradients of torch's summed loss terms)."""
-    problem, interface = _interface(net, X, Y, "curvlinops", "ggn")
+    problem, interface = _interface(net, X, Y, "curvlinops", "ggn", "gradients")
     gradients, _ = interface.gradients(problem.X, problem.Y)
     # row n is the gradient of TERM_SCALE * loss_n (laplace-torch does not apply its factor here)
     return numpy(gradients).reshape(problem.n, -1) / problem.term_scale

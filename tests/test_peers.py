@@ -142,11 +142,14 @@ LAPLACE_EXPECTED = {
 
 
 def laplace_takes(backend, kind, structure):
-    """Class-index targets only; BackPACK's second-order extensions (GGN diag and kron) have no Softplus rule."""
+    """Soft targets only where laplace-torch passes them to torch's loss as given; BackPACK's second-order
+    extensions (GGN diag and kron) have no Softplus rule."""
     second_order = backend == "backpack" and kind == "ggn" and structure != "full"
+    from peers.laplace import PROBABILITY_TARGETS
 
     def takes(p):
-        return onehot_or_regression(p) and (not second_order or no_softplus(p))
+        soft_ok = (backend, kind, structure) in PROBABILITY_TARGETS or onehot_or_regression(p)
+        return soft_ok and (not second_order or no_softplus(p))
     return takes
 
 
@@ -218,15 +221,13 @@ CHECKS = [
     Check("nngeometry", "output_jacobian", lambda m, p: m.output_jacobian(p.net, p.X),
           lambda o, p: o.output_jacobian()),
     # laplace-torch: the contract names (its default backend), then every working backend x kind x structure
-    Check("laplace", "ggn", lambda m, p: m.ggn(p.net, p.X, p.Y), lambda o, p: o.ggn(), onehot_or_regression),
-    Check("laplace", "ggn_diagonal", lambda m, p: m.ggn_diagonal(p.net, p.X, p.Y), lambda o, p: o.ggn_diagonal(),
-          onehot_or_regression),
-    Check("laplace", "hessian", lambda m, p: m.hessian(p.net, p.X, p.Y), lambda o, p: o.hessian(),
-          onehot_or_regression),
+    Check("laplace", "ggn", lambda m, p: m.ggn(p.net, p.X, p.Y), lambda o, p: o.ggn()),
+    Check("laplace", "ggn_diagonal", lambda m, p: m.ggn_diagonal(p.net, p.X, p.Y), lambda o, p: o.ggn_diagonal()),
+    Check("laplace", "hessian", lambda m, p: m.hessian(p.net, p.X, p.Y), lambda o, p: o.hessian()),
     Check("laplace", "empirical_fisher", lambda m, p: m.empirical_fisher(p.net, p.X, p.Y),
           lambda o, p: o.empirical_fisher(), onehot_or_regression),
     Check("laplace", "per_sample_gradients", lambda m, p: m.per_sample_gradients(p.net, p.X, p.Y),
-          lambda o, p: o.per_sample_gradients(), onehot_or_regression),
+          lambda o, p: o.per_sample_gradients()),
     Check("laplace", "output_jacobian", lambda m, p: m.output_jacobian(p.net, p.X), lambda o, p: o.output_jacobian()),
     *[Check("laplace", f"curvature({b}, {k}, {s})", lambda m, p, b=b, k=k, s=s: m.curvature(p.net, p.X, p.Y, b, k, s),
             lambda o, p, k=k, s=s: LAPLACE_EXPECTED[(k, s)](o, p), laplace_takes(b, k, s))
@@ -304,8 +305,8 @@ def test_backpack_refuses_softplus_with_its_own_message():
 @pytest.mark.parametrize("library, call", [
     ("backpack", lambda m, p: m.kflr_factors(p.net, p.X, p.Y, 0)),
     ("curvlinops", lambda m, p: m.empirical_fisher(p.net, p.X, p.Y)),
-    ("laplace", lambda m, p: m.ggn(p.net, p.X, p.Y)),
-], ids=["backpack-kflr", "curvlinops-empirical_fisher", "laplace-ggn"])
+    ("laplace", lambda m, p: m.empirical_fisher(p.net, p.X, p.Y)),
+], ids=["backpack-kflr", "curvlinops-empirical_fisher", "laplace-empirical_fisher"])
 def test_class_index_libraries_refuse_soft_targets(library, call):
     module = adapter(library)
     p = problem(5)
