@@ -181,6 +181,7 @@ def test_eigenthings_lanczos_returns_fewer_than_k_without_saying_so():
 def test_relu_derivative_at_zero_is_zero_everywhere():
     """torch, BackPACK (``gt(input, 0)``), curvlinops, nngeometry and opacus all take ReLU'(0) = 0: a unit whose
     pre-activation is exactly 0 gets no gradient and no curvature."""
+    library("backpack"), library("opacus")
     import peers.backpack as bp
     import peers.opacus as op
     from xval import Network

@@ -145,10 +145,9 @@ def laplace_takes(backend, kind, structure):
     """Soft targets only where laplace-torch passes them to torch's loss as given; BackPACK's second-order
     extensions (GGN diag and kron) have no Softplus rule."""
     second_order = backend == "backpack" and kind == "ggn" and structure != "full"
-    from peers.laplace import PROBABILITY_TARGETS
 
     def takes(p):
-        soft_ok = (backend, kind, structure) in PROBABILITY_TARGETS or onehot_or_regression(p)
+        soft_ok = (backend, kind, structure) in adapter("laplace").PROBABILITY_TARGETS or onehot_or_regression(p)
         return soft_ok and (not second_order or no_softplus(p))
     return takes
 
