@@ -240,6 +240,8 @@ CHECKS = [
           lambda o, p: o.empirical_fisher()),
     Check("eigenthings", "top_eigenvalues(3)", lambda m, p: m.top_eigenvalues(p.net, p.X, p.Y, 3),
           lambda o, p: o.top_eigenvalues(3)),
+    # PyHessian
+    Check("pyhessian", "hvp", lambda m, p: m.hvp(p.net, p.X, p.Y, p.v), lambda o, p: o.hvp(p.v)),
     # opacus
     *[Check("opacus", name, lambda m, p, name=name: getattr(m, name)(p.net, p.X, p.Y),
             lambda o, p: o.per_sample_gradients())
@@ -374,6 +376,7 @@ AUDIT = [  # (library, check label, mutations that must be caught); every adapte
     ("eigenthings", "top_eigenvalues(3)", ["factor 2", "batch size"]),
     ("eigenthings", "ggnvp", ["factor 2"]),
     ("opacus", "per_sample_gradients", ["factor 2", "sample order"]),
+    ("pyhessian", "hvp", ["factor 2", "batch size"]),
 ]
 AUDITED = [(library, label, mutation) for library, label, mutations in AUDIT for mutation in mutations]
 
@@ -465,3 +468,16 @@ def test_a_biased_estimator_fails_the_statistical_check():
     for planted in (2.0, p.X.shape[0]):
         with pytest.raises(AssertionError, match="backpack mc_ggn_diagonal: mean"):
             assert_unbiased("backpack mc_ggn_diagonal", [planted * v for v in values], p.oracle.ggn_diagonal())
+
+
+@pytest.mark.parametrize("library", ["pyhessian", "eigenthings"])
+def test_power_iteration_finds_the_eigenvalues_of_largest_magnitude(library):
+    """Power iteration (PyHessian's ``eigenvalues``, hessian-eigenthings' ``deflated_power_iteration``) returns the
+    eigenvalues of largest magnitude, not the largest algebraic ones; within 1e-4 relative (their stopping rules
+    compare successive iterates, so they bound no error; 1000 iterations reach about 1e-6 here)."""
+    module, p = adapter(library), problem(6)  # softplus cross_entropy: top three by magnitude 1.30, 0.91, -0.89
+    eigenvalues = np.linalg.eigvalsh(p.oracle.hessian())
+    by_magnitude = eigenvalues[np.argsort(-np.abs(eigenvalues))][:3]
+    assert by_magnitude.min() < 0 < by_magnitude.max(), "this case must have a negative eigenvalue in its top three"
+    found = module.power_top_eigenvalues(p.net, p.X, p.Y, 3, 0)
+    assert relative_error(np.sort(found), np.sort(by_magnitude)) < 1e-4
