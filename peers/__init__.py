@@ -16,13 +16,25 @@ The contract: parameters per layer, ``W_l`` row-major then ``b_l`` (``nn.Sequent
 ``G = (1/N) sum_n J_n^T Lambda_n J_n``; KFAC ``A_l = (1/N) sum_n [z_l; 1][z_l; 1]^T``,
 ``G_l = (1/N) sum_n B_n^T Lambda_n B_n``; every result float64 numpy.
 
-| convention | contract | BackPACK | curvlinops | nngeometry | laplace-torch | hessian-eigenthings | opacus |
-| --- | --- | --- | --- | --- | --- | --- | --- |
-| batch reduction | mean over N | the torch loss's (sum used) | the torch loss's (sum used) | mean (FIM), the given function's (Hessian) | sum (log-likelihood) | mean over batches of the given loss (sum used) | ``loss_reduction`` declared ("sum") |
-| MSE per sample | ``0.5 ||f - y||^2`` | torch ``MSELoss``: ``||f - y||^2`` (x2) | same (x2) | Gaussian likelihood (x1) | ``factor`` 1/2 turns MSELoss into x1 | torch's (x2) | torch's (x2) |
-| loss Hessian | exact ``Lambda`` | exact (DiagGGNExact, KFLR, SqrtGGNExact), MC (DiagGGNMC, KFAC) | exact (GGN, KFAC type-2), MC (FisherMC, KFAC "mc", its default) | exact (FIM), MC (FIM_MonteCarlo) | exact (GGN), MC (``stochastic=True``) | exact | n/a |
-| KFAC bias | homogeneous ``[z; 1]`` | separate: ``kron(G, A_z)`` and ``G`` | separate by default; joint (homogeneous) with ``separate_weight_and_bias=False`` | homogeneous; factors scaled by ``sqrt(n_outputs)`` | separate | n/a | n/a |
-| empirical Fisher | ``(1/N) sum g g^T`` | n/a | sum of torch's per-sample ``g g^T`` (x4 for MSE) | n/a | ``factor`` x sum of torch's ``g g^T`` (x2 for MSE) | mean of torch's ``g g^T`` (x4 for MSE) | n/a |
-| cross-entropy targets | probability rows | probabilities (class indices for KFLR/KFAC/MC) | probabilities (class indices for EF) | not read by FIM | class indices | probabilities | probabilities |
-| dtype | the network's | the model's | the model's | torch's default dtype in places (set to the network's here) | torch's default dtype in places (set here) | the model's | the model's |
+How each library differs from the contract, and what the adapters do about it:
+
+- Batch reduction (the contract: the mean over N). BackPACK, curvlinops, hessian-eigenthings: the torch loss's
+  reduction; the adapters hand them ``reduction="sum"`` and divide. nngeometry: the mean (FIM), the given
+  function's (Hessian). laplace-torch: the sum (of log-likelihoods). opacus: told by ``loss_reduction`` ("sum").
+- MSE per sample (the contract: ``0.5 ||f - y||^2``). torch's ``MSELoss`` is ``||f - y||^2`` (2x): BackPACK,
+  curvlinops, hessian-eigenthings, opacus, PyHessian. nngeometry: the Gaussian likelihood (1x). laplace-torch:
+  ``factor = 1/2`` turns ``MSELoss`` into 1x for curvature, but its empirical Fisher keeps 2x (a finding).
+- Loss Hessian (the contract: exact ``Lambda``). Exact: BackPACK DiagGGNExact/KFLR/SqrtGGNExact, curvlinops
+  GGN/KFAC "type-2", nngeometry FIM, laplace-torch GGN. Monte-Carlo, under separate ``mc_*`` names: BackPACK
+  DiagGGNMC/KFAC/SqrtGGNMC, curvlinops FisherMC and KFAC "mc" (its default), nngeometry FIM_MonteCarlo.
+- KFAC bias (the contract: homogeneous ``[z; 1]``). BackPACK, laplace-torch and curvlinops' default keep weight and
+  bias apart (``kron(G, A_z)`` and ``G``); curvlinops with ``separate_weight_and_bias=False`` and nngeometry append
+  the bias as a last column of ``W`` (nngeometry also scales the factors by ``sqrt(n_outputs)`` and its inverse).
+- Empirical Fisher (the contract: ``(1/N) sum_n g_n g_n^T``). curvlinops sums torch's per-sample ``g g^T`` (4x for
+  MSE); hessian-eigenthings averages them (4x for MSE); laplace-torch sums them times ``factor`` (2x for MSE).
+- Cross-entropy targets (the contract: probability rows). torch's loss takes them as given wherever a library passes
+  them through; BackPACK's KFLR/KFAC/MC, curvlinops' EF and most laplace-torch paths need class indices: one-hot
+  rows become classes, other rows are refused.
+- dtype (the contract: the network's). nngeometry, laplace-torch and PyHessian create some tensors with torch's
+  default dtype (float32): the adapters set the default to the network's while they run.
 """

@@ -114,13 +114,13 @@ def setup(net, X, Y, targets="probabilities", library="this library"):
 
 
 def class_indices(Y, library):
-    """The class of each one-hot row of ``Y``; ``ArgumentError`` for any other probability row."""
+    """The class of each one-hot row of ``Y``; ``UnsupportedError`` for any other probability row."""
     Y = np.asarray(Y)
     classes = Y.argmax(axis=1)
     if not np.array_equal(Y, np.eye(Y.shape[1], dtype=Y.dtype)[classes]):
-        raise ArgumentError(f"{library} takes cross-entropy targets as class indices only, but Y has rows that are not "
-                            "one-hot; pass one-hot rows (np.eye(n_L)[classes]) or use an engine that takes "
-                            "probability targets")
+        raise UnsupportedError(f"{library} takes cross-entropy targets as class indices only, but Y has rows that are "
+                               "not one-hot; pass one-hot rows (np.eye(n_L)[classes]) or use an engine that takes "
+                               "probability targets")
     return classes
 
 

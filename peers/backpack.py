@@ -1,13 +1,15 @@
 """BackPACK (backpack-for-pytorch) as an engine: its extensions mapped onto the contract.
 
-| contract function | BackPACK | convention mapped here |
-| --- | --- | --- |
-| ``per_sample_gradients`` | ``BatchGrad`` (``grad_batch``) | sum reduction: row n is d(TERM_SCALE loss_n); divide by TERM_SCALE |
-| ``hessian_diagonal`` | ``DiagHessian`` (``diag_h``) | sum over samples of TERM_SCALE loss_n: divide by TERM_SCALE N |
-| ``ggn_diagonal`` | ``DiagGGNExact`` (``diag_ggn_exact``) | as above |
-| ``ggn``, ``ggn_block``, ``ggnvp`` | ``SqrtGGNExact`` (``sqrt_ggn_exact``, ``(C, N, *p.shape)``) | ``G = S^T S`` over all rows; as above |
-| ``hvp`` | ``backpack.hessianfree.hvp.hessian_vector_product`` | as above |
-| ``kflr_factors``, ``kflr_block`` | ``KFLR`` (``kflr``: weight ``[G, A]``, bias ``[G]``) | no homogeneous coordinate: see below |
+Each contract function, what computes it in BackPACK, and the mapping (TERM_SCALE: torch's summed loss term over the
+suite's loss_n).
+
+- ``per_sample_gradients``: ``BatchGrad`` (``grad_batch``); row n is d(TERM_SCALE loss_n), divided by TERM_SCALE.
+- ``hessian_diagonal``: ``DiagHessian`` (``diag_h``); a sum over samples, divided by TERM_SCALE N.
+- ``ggn_diagonal``: ``DiagGGNExact`` (``diag_ggn_exact``); as above.
+- ``ggn``, ``ggn_block``, ``ggnvp``: ``SqrtGGNExact`` (``sqrt_ggn_exact``, ``(C, N, *p.shape)``), ``G = S^T S`` over
+  all rows; ``ggnvp`` from ``backpack.hessianfree.ggnvp``; as above.
+- ``hvp``: ``backpack.hessianfree.hvp.hessian_vector_product``; as above.
+- ``kflr_factors``, ``kflr_block``: ``KFLR`` (``kflr``: weight ``[G, A]``, bias ``[G]``); no homogeneous coordinate.
 
 Not in the contract's form: BackPACK's KFLR keeps the weight and the bias apart (weight ``kron(G, A_z)`` with
 ``A_z = (1/N) sum z z^T``, bias ``G``) and drops the weight-bias cross terms, so it has neither the contract's

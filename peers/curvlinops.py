@@ -1,14 +1,17 @@
 """curvlinops (curvlinops-for-pytorch) as an engine: its linear operators mapped onto the contract.
 
-| contract function | curvlinops | convention mapped here |
-| --- | --- | --- |
-| ``hessian``, ``hvp``, ``hessian_block`` | ``HessianLinearOperator`` (block: ``SubmatrixLinearOperator``) | sum reduction: divide by TERM_SCALE N |
-| ``ggn``, ``ggnvp``, ``ggn_block``, ``ggn_diagonal`` | ``GGNLinearOperator`` | as above |
-| ``hessian_diagonal`` | ``HessianLinearOperator`` applied to the unit vectors | as above |
-| ``empirical_fisher`` | ``EFLinearOperator`` | sum of (TERM_SCALE g_n)(TERM_SCALE g_n)^T: divide by TERM_SCALE^2 N |
-| ``output_jacobian`` | ``JacobianLinearOperator`` (rows ``(n, c)``) | reshaped to ``(N, n_L, P)`` |
-| ``kfac_factors``, ``kfac_block`` | ``KFACLinearOperator(fisher_type="type-2", separate_weight_and_bias=False)`` | see below |
-| ``top_eigenvalues`` | ``HessianLinearOperator.to_scipy()`` through scipy's ``eigsh`` (curvlinops' documented route) | as above |
+Each contract function, what computes it in curvlinops, and the mapping (TERM_SCALE: torch's summed loss term over
+the suite's loss_n).
+
+- ``hessian``, ``hvp``, ``hessian_block``: ``HessianLinearOperator`` (blocks through ``SubmatrixLinearOperator``);
+  the summed loss, divided by TERM_SCALE N.
+- ``ggn``, ``ggnvp``, ``ggn_block``, ``ggn_diagonal``: ``GGNLinearOperator``; as above.
+- ``hessian_diagonal``: ``HessianLinearOperator`` applied to the unit vectors; as above.
+- ``empirical_fisher``: ``EFLinearOperator``; it sums (TERM_SCALE g_n)(TERM_SCALE g_n)^T, divided by TERM_SCALE^2 N.
+- ``output_jacobian``: ``JacobianLinearOperator`` (rows ``(n, c)``), reshaped to ``(N, n_L, P)``.
+- ``kfac_factors``, ``kfac_block``: ``KFACLinearOperator(fisher_type="type-2", separate_weight_and_bias=False)``.
+- ``top_eigenvalues``: ``HessianLinearOperator.to_scipy()`` through scipy's ``eigsh`` (curvlinops' documented
+  route); as ``hessian``.
 
 KFAC: curvlinops' default ``fisher_type`` is ``"mc"`` (Monte-Carlo), and by default it keeps weight and bias apart
 (``separate_weight_and_bias=True``, no weight-bias terms). ``"type-2"`` backpropagates the exact loss Hessian's

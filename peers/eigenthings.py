@@ -1,11 +1,15 @@
 """hessian-eigenthings as an engine: its curvature operators and iterative spectral algorithms.
 
-| contract function | hessian-eigenthings | mapping |
-| --- | --- | --- |
-| ``hvp``, ``hessian`` | ``HessianOperator`` (autograd double-backward; ``hessian`` applies it to the identity) | sum reduction: divide by TERM_SCALE N |
-| ``ggnvp``, ``ggn`` | ``GGNOperator`` | as above |
-| ``empirical_fisher`` | ``EmpiricalFisherOperator`` (already ``(1/N) sum_n g_n g_n^T`` of the per-sample loss it is given) | torch's per-sample term is TERM_SCALE loss_n: divide by TERM_SCALE^2 |
-| ``top_eigenvalues`` | ``lanczos(HessianOperator, which="LA")`` with full reorthogonalization | as ``hvp``; raises when its own residual test says not converged |
+Each contract function, what computes it in hessian-eigenthings, and the mapping (TERM_SCALE: torch's summed loss
+term over loss_n).
+
+- ``hvp``, ``hessian``: ``HessianOperator`` (autograd double backward; ``hessian`` applies it to the identity); the
+  summed loss, divided by TERM_SCALE N.
+- ``ggnvp``, ``ggn``: ``GGNOperator``; as above.
+- ``empirical_fisher``: ``EmpiricalFisherOperator``, already ``(1/N) sum_n g_n g_n^T`` of the per-sample loss it is
+  given; torch's per-sample term is TERM_SCALE loss_n, so divided by TERM_SCALE^2.
+- ``top_eigenvalues``: ``lanczos(HessianOperator, which="LA")`` with full reorthogonalization, as ``hvp``; refused
+  when its own residual test says not converged.
 
 The operators average over the data loader's *batches* (one batch here), so the loss handed to them is the whole
 batch's sum. ``lanczos`` runs ``min(P, max(2k, LANCZOS_STEPS))`` steps: for the small networks of the case table that

@@ -7,14 +7,14 @@ diagonals are ``N`` times the contract's (which averages over the batch). Its em
 outer products of torch's per-sample gradients by the same ``factor``; being quadratic in the gradients, that is
 ``factor * TERM_SCALE^2`` (2 for mse, 1 for cross_entropy) times the suite's ``sum_n g_n g_n^T``.
 
-| contract function | laplace-torch (default backend ``CurvlinopsGGN``, as ``Laplace`` uses) | mapping |
-| --- | --- | --- |
-| ``ggn`` | ``CurvlinopsGGN.full`` | divide by N |
-| ``ggn_diagonal`` | ``CurvlinopsGGN.diag`` | divide by N |
-| ``hessian`` | ``CurvlinopsHessian.full`` | divide by N |
-| ``empirical_fisher`` | ``CurvlinopsEF.full`` | divide by N factor TERM_SCALE^2 |
-| ``per_sample_gradients`` | ``CurvlinopsGGN.gradients`` (torch.func over torch's loss) | divide by TERM_SCALE |
-| ``output_jacobian`` | ``CurvlinopsGGN.jacobians`` (``(N, n_L, P)``) | none |
+Each contract function, what computes it in laplace-torch (its default backend, ``CurvlinopsGGN``, as ``Laplace``
+uses), and the mapping.
+
+- ``ggn``: ``CurvlinopsGGN.full``, divided by N; ``ggn_diagonal``: ``CurvlinopsGGN.diag``, divided by N.
+- ``hessian``: ``CurvlinopsHessian.full``, divided by N.
+- ``empirical_fisher``: ``CurvlinopsEF.full``, divided by N factor TERM_SCALE^2.
+- ``per_sample_gradients``: ``CurvlinopsGGN.gradients`` (torch.func over torch's loss), divided by TERM_SCALE.
+- ``output_jacobian``: ``CurvlinopsGGN.jacobians``, ``(N, n_L, P)`` as it is.
 
 Every backend and structure: ``curvature(net, X, Y, backend, kind, structure)`` with ``backend`` in ``BACKENDS``,
 ``kind`` ``"ggn"``, ``"ef"`` or ``"hessian"`` and ``structure`` ``"full"``, ``"diag"`` or ``"kron"``, mapped the same

@@ -1,13 +1,16 @@
 """nngeometry as an engine: its Fisher (FIM), Hessian and Jacobian objects mapped onto the contract.
 
-| contract function | nngeometry | convention mapped here |
-| --- | --- | --- |
-| ``ggn`` | ``FIM(..., PMatDense)`` | ``variant="regression"`` for mse (identity covariance: ``Lambda = I``), ``"classif_logits"`` for cross_entropy (``diag(p) - p p^T``, exactly, through a Cholesky factor); already the batch mean |
-| ``ggn_diagonal`` | ``FIM(..., PMatDiag)`` | as above |
-| ``ggn_block(l, l)`` | ``FIM(..., PMatBlockDiag)`` (same-layer blocks only) | as above |
-| ``kfac_factors``, ``kfac_block`` | ``FIM(..., PMatKFAC)`` | bias as ``A``'s last row/column (homogeneous); factors scaled by ``sqrt(n_outputs)`` and ``1/sqrt(n_outputs)`` |
-| ``hessian`` | ``Hessian(..., PMatDense, function=loss)`` | hands it torch's sum-reduced loss: divide by TERM_SCALE N |
-| ``output_jacobian`` | ``Jacobian(...)`` (``PFMapDense``, ``(n_L, N, P)``) | transposed to ``(N, n_L, P)`` |
+Each contract function, what computes it in nngeometry, and the mapping.
+
+- ``ggn``: ``FIM(..., PMatDense)``, ``variant="regression"`` for mse (identity covariance: ``Lambda = I``),
+  ``"classif_logits"`` for cross_entropy (``diag(p) - p p^T``, exactly, through a Cholesky factor); already the
+  batch mean.
+- ``ggn_diagonal``: ``FIM(..., PMatDiag)``; as above.
+- ``ggn_block(l, l)``: ``FIM(..., PMatBlockDiag)`` (same-layer blocks only); as above.
+- ``kfac_factors``, ``kfac_block``: ``FIM(..., PMatKFAC)``; the bias is ``A``'s last row and column (homogeneous);
+  the factors come scaled by ``sqrt(n_outputs)`` and ``1/sqrt(n_outputs)``.
+- ``hessian``: ``Hessian(..., PMatDense, function=loss)`` of torch's summed loss, divided by TERM_SCALE N.
+- ``output_jacobian``: ``Jacobian(...)`` (``PFMapDense``, ``(n_L, N, P)``), transposed to ``(N, n_L, P)``.
 
 nngeometry creates some tensors without a dtype (the ``classif_logits`` factor's triangular matrix, the dense
 ``PMatKFAC``/``PMatBlockDiag`` matrices, ``torch.finfo().eps``), so it runs here with torch's default dtype set to the
@@ -60,8 +63,8 @@ def ggn_block(net, X, Y, l, m):
     keeps no cross-layer blocks outside ``PMatDense``)."""
     l, m = _common.layer(net, l), _common.layer(net, m, "m")
     if l != m:
-        raise _common.ArgumentError(f"nngeometry's block-diagonal FIM has same-layer blocks only, but (l, m) = ({l}, {m});"
-                                    " pass l == m, or use ggn for the whole matrix")
+        raise _common.UnsupportedError(f"nngeometry's block-diagonal FIM has same-layer blocks only, but (l, m) = "
+                                       f"({l}, {m}); pass l == m, or use ggn for the whole matrix")
     _, matrix = _fim(net, X, Y, pspace.PMatBlockDiag)
     with _common.default_dtype(net):
         block = numpy(matrix.to_torch())
@@ -122,7 +125,7 @@ def mc_ggn(net, X, Y, seed, samples):
     only)."""
     seed, samples = _common.seed(seed), _common.positive_count("samples", samples)
     if net.loss != "cross_entropy":
-        raise _common.ArgumentError("nngeometry's FIM_MonteCarlo has classification variants only (no regression); "
+        raise _common.UnsupportedError("nngeometry's FIM_MonteCarlo has classification variants only (no regression); "
                                     "use a cross_entropy network, or ggn for the exact matrix")
     problem = _common.setup(net, X, Y, library=LIBRARY)
     _common.torch().manual_seed(seed)

@@ -1,8 +1,7 @@
 """opacus as an engine: per-sample gradients from its ``GradSampleModule``.
 
-| contract function | opacus | mapping |
-| --- | --- | --- |
-| ``per_sample_gradients`` | ``GradSampleModule(loss_reduction="sum")`` (hooks), ``p.grad_sample`` ``(N, *p.shape)`` | torch's per-sample term is TERM_SCALE loss_n: divide by TERM_SCALE |
+- ``per_sample_gradients``: ``GradSampleModule(loss_reduction="sum")`` (hooks), ``p.grad_sample``
+  ``(N, *p.shape)``; torch's per-sample term is TERM_SCALE loss_n, so divided by TERM_SCALE.
 
 ``loss_reduction`` tells opacus how the backpropagated loss was reduced: with ``"mean"`` it multiplies the
 backpropagated gradients by the batch size to undo the mean. The adapter backpropagates the sum and says so.

@@ -1,8 +1,7 @@
 """PyHessian as an engine: its Hessian-vector product, power-iteration eigenvalues and Hutchinson trace.
 
-| contract function | PyHessian | mapping |
-| --- | --- | --- |
-| ``hvp`` | ``pyhessian.utils.hessian_vector_product`` on ``hessian(...).gradsH`` (double backward) | sum reduction: divide by TERM_SCALE N |
+- ``hvp``: ``pyhessian.utils.hessian_vector_product`` on ``hessian(...).gradsH`` (double backward); the summed
+  loss, divided by TERM_SCALE N.
 
 Not in the contract's form, for statistical checks:
 

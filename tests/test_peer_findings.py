@@ -171,7 +171,8 @@ def test_eigenthings_lanczos_returns_fewer_than_k_without_saying_so():
     eigenvalues), ``lanczos(k=...)`` returns fewer than ``k`` eigenvalues and no error."""
     eigenthings = library("hessian_eigenthings")
     model, (X, Y, _) = mlp(), data(n=1)
-    operator = eigenthings.HessianOperator(model, [(X, Y)], eigenthings.supervised_loss(torch.nn.MSELoss(reduction="sum")))
+    loss = eigenthings.supervised_loss(torch.nn.MSELoss(reduction="sum"))
+    operator = eigenthings.HessianOperator(model, [(X, Y)], loss)
     k = operator.size
     result = eigenthings.lanczos(operator, k=k, max_iter=k, tol=1e-10, reorthogonalize=True, which="LA", seed=0)
     assert result.eigenvalues.shape[0] < k

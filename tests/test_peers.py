@@ -381,7 +381,8 @@ AUDIT = [  # (library, check label, mutations that must be caught); every adapte
 AUDITED = [(library, label, mutation) for library, label, mutations in AUDIT for mutation in mutations]
 
 
-@pytest.mark.parametrize("library, label, mutation", AUDITED, ids=[f"{l}-{q}-{m}".replace(" ", "") for l, q, m in AUDITED])
+@pytest.mark.parametrize("library, label, mutation", AUDITED,
+                         ids=[f"{library}-{label}-{mutation}".replace(" ", "") for library, label, mutation in AUDITED])
 def test_planted_bug_fails_naming_the_quantity(library, label, mutation):
     check = next(c for c in CHECKS if c.library == library and c.label == label)
     module, p = adapter(library), problem(3)  # sigmoid cross_entropy, N = 5: no symmetry hides a mutation
@@ -443,7 +444,8 @@ def test_stochastic_estimator_is_unbiased(library, label, estimate, exact):
                                   "gave a different value the second time")
     relative_standard_error = assert_unbiased(f"{library} {label}", values, exact(p.oracle, p))
     # five standard errors must stay below the difference a factor 2 makes, or the check could not fail
-    assert relative_standard_error < 0.1, f"{library} {label}: too noisy ({relative_standard_error:.2g}) to see a factor 2"
+    assert relative_standard_error < 0.1, (f"{library} {label}: too noisy ({relative_standard_error:.2g}) to see a "
+                                           "factor 2")
 
 
 def assert_unbiased(what, values, exact):
