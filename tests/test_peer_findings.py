@@ -270,3 +270,23 @@ def test_pyhessian_trace_stops_early_when_its_running_mean_is_negative():
     assert trace > 0
     assert (lengths == 2).sum() > 10 and means[lengths == 2].mean() < 0
     assert means.mean() < trace - 4 * standard_error, (means.mean(), trace, standard_error)
+
+
+@pytest.mark.parametrize("functorch", [False, True], ids=["hooks", "functorch"])
+def test_opacus_per_sample_gradients_of_a_reused_layer_are_right(functorch):
+    """The reported opacus per-sample gradients 2x for a parameter does not reproduce for a layer applied twice
+    (tied weights) in opacus 1.6: both its hook and its functorch paths equal a per-sample autograd loop."""
+    opacus = library("opacus")
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 4).double()
+    model = torch.nn.Sequential(layer, torch.nn.Tanh(), layer)
+    generator = torch.Generator().manual_seed(0)
+    X, Y = (torch.randn(5, 4, dtype=torch.float64, generator=generator) for _ in range(2))
+    loop = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+        ((model(X[n:n + 1]) - Y[n:n + 1]) ** 2).sum(), [layer.weight, layer.bias])]) for n in range(5)])
+    wrapped = opacus.GradSampleModule(model, loss_reduction="sum", force_functorch=functorch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ((wrapped(X) - Y) ** 2).sum().backward()
+    samples = torch.cat([layer.weight.grad_sample.reshape(5, -1), layer.bias.grad_sample.reshape(5, -1)], dim=1)
+    assert ((samples - loop).norm() / loop.norm()).item() < 1e-14
