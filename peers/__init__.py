@@ -5,7 +5,7 @@ conventions mapped onto the contract's in code (``peers/_common.py`` and each mo
 Install without letting pip replace torch (``peers._common.INSTALL``)::
 
     pip install --no-deps backpack-for-pytorch curvlinops-for-pytorch nngeometry laplace-torch hessian-eigenthings \\
-        opacus einops unfoldNd einconv linear_operator jaxtyping wadler_lindig opt-einsum torchmetrics \\
+        opacus pyhessian einops unfoldNd einconv linear_operator jaxtyping wadler_lindig opt-einsum torchmetrics \\
         lightning-utilities asdfghjkl
 
 Importing an adapter whose library is missing raises ``xval.errors.EngineUnavailableError`` with that line.

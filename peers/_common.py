@@ -36,8 +36,8 @@ def refusals(library, what):
 
 # The one install line that keeps the pinned torch: pip must not resolve the peers' own torch requirement.
 INSTALL = ("pip install --no-deps backpack-for-pytorch curvlinops-for-pytorch nngeometry laplace-torch "
-           "hessian-eigenthings opacus einops unfoldNd einconv linear_operator jaxtyping wadler_lindig opt-einsum "
-           "torchmetrics lightning-utilities asdfghjkl")
+           "hessian-eigenthings opacus pyhessian einops unfoldNd einconv linear_operator jaxtyping wadler_lindig "
+           "opt-einsum torchmetrics lightning-utilities asdfghjkl")
 
 # torch's sum-reduced loss term of sample n over the suite's loss_n: MSELoss sums ||f - y||^2 (no 1/2).
 TERM_SCALE = {"mse": 2.0, "cross_entropy": 1.0}
