@@ -17,10 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xval.checks import check_data, check_direction, check_inputs, check_layer, check_network
-from xval.errors import ArgumentError, EngineUnavailableError, XvalError, check_seed
-
-class UnsupportedError(ArgumentError):
-    """A quantity, layer or loss that the library itself cannot compute; the message carries the library's own."""
+from xval.errors import ArgumentError, EngineUnavailableError, UnsupportedError, XvalError, check_seed  # noqa: F401
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from .errors import (ArgumentError, EngineInputWriteError, EngineProcessError, E
                      EngineUnavailableError, NonFiniteError, XvalError)
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_CHECKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-STATUSES = ("pass", "fail", "error", "not checked", "not implemented")
+STATUSES = ("pass", "fail", "error", "not checked", "unsupported", "not implemented")
 
 
 @dataclass
@@ -133,22 +133,33 @@ class _References:
             self._cache[key] = self._compute(name, problem, call)
         return self._cache[key]
 
+    def _derived(self, name, problem, call):
+        """``call``'s value from another quantity of the reference (``contract.derive``), or ``None``."""
+        def value_of(source_call):
+            if not source_call.quantity.implemented_by(self.modules[name]):
+                return None
+            value = self.value(name, problem, source_call)
+            if isinstance(value, Exception):
+                raise value
+            return value
+
+        return contract.derive(call, value_of)
+
     def _compute(self, name, problem, call):
         module = self.modules[name]
         try:
-            if call.quantity.name == "hessian_block" and contract.QUANTITIES["hessian"].implemented_by(module):
-                l, m = call.arguments[-2:]
-                full = self.value(name, problem, contract.QUANTITIES["hessian"].calls(problem)[0])
-                if isinstance(full, Exception):
-                    return full
-                slices = problem.net.param_slices
-                return full[slices[l], slices[m]]
+            # A layer quantity (a block) comes from the reference's whole matrix when it has one: one compilation per
+            # case for jax instead of one per layer pair; a quantity the reference lacks, from what it has.
+            if call.quantity.layers or not call.quantity.implemented_by(module):
+                derived = self._derived(name, problem, call)
+                if derived is not None:
+                    return np.asarray(derived, dtype=np.float64)
             if not call.quantity.implemented_by(module):
                 return NotImplementedError(f"{name} does not implement {call.quantity.name}")
             value = isolation.evaluate(module, call)
         except Exception as exc:  # a reference that cannot compute a call: its column says so
             return exc
-        if not np.isfinite(value).all():
+        if not np.isfinite(compare.flat_parts(value)).all():
             return NonFiniteError(f"{name} returned non-finite values for {call.label}")
         return value
 
@@ -194,6 +205,9 @@ def _check_row(engine, references, names, problem, quantity, dtype, label="engin
         except (EngineResultError, EngineInputWriteError) as exc:
             return _failure(row, "fail", str(exc))
         except Exception as exc:
+            if isolation.failure_type(exc) in ("UnsupportedError", "UnsupportedNetworkError"):  # declared by the engine
+                return _failure(row, "unsupported", f"the engine does not support {call.label} here: "
+                                                    f"{isolation.describe_failure(exc)}")
             if isolation.failure_type(exc) == "MemoryGuardError":  # the user's XVAL_MAX_BYTES: a refusal, no verdict
                 return _failure(row, "not checked", f"the engine refused {call.label}: "
                                                     f"{isolation.describe_failure(exc)}")
@@ -247,8 +261,15 @@ def case_info(problem, case):
     net = problem.net
     tags = tuple(tag for tag in (case.get("tag"), case.get("targets")) if tag and tag != "regression")
     tensors = tuple(f"layer {layer} {name}" for layer, name, _ in compare.parameter_tensors(net))
-    return CaseInfo(problem.name, tuple(net.activations), net.loss, tuple(net.sizes), int(problem.X.shape[0]), tags,
-                    tensors)
+    if net.is_mlp:
+        activations, sizes = tuple(net.activations), tuple(net.sizes)
+    else:  # the activations anywhere in the sequence, and the widths in and out of each parameter layer
+        activations = tuple(layer.name for layer in net.layers if getattr(layer, "kind", "") == "activation")
+        widths = [int(np.prod(shape)) for shape in net.shapes]
+        sizes = (widths[0],) + tuple(widths[i + 1] for i, layer in enumerate(net.layers) if
+                                     any(isinstance(value, int) and not isinstance(value, bool)
+                                         for value in (getattr(layer, "weight", None), getattr(layer, "bias", None))))
+    return CaseInfo(problem.name, activations, net.loss, sizes, int(problem.X.shape[0]), tags, tensors)
 
 
 def _quantities(names):

@@ -16,7 +16,15 @@ FINITE_DIFFERENCE_TOLERANCES = {"float64": 1e-6, "float32": 5e-2}
 _TINY = 1e-300
 
 
+def flat_parts(value):
+    """A result as one array: a pair of arrays (``kfac_factors``' ``(A, G)``) raveled end to end."""
+    if isinstance(value, (tuple, list)) and value and all(np.ndim(part) >= 1 for part in value):
+        return np.concatenate([np.asarray(part, dtype=np.float64).reshape(-1) for part in value])
+    return value
+
+
 def _as_float_arrays(actual, expected):
+    actual, expected = flat_parts(actual), flat_parts(expected)
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     if actual.shape != expected.shape:
@@ -59,10 +67,7 @@ def parameter_tensors(net):
     """``[(layer, tensor name, shape)]`` of every parameter tensor, in the contract's order (per layer ``W_l``
     row-major, then ``b_l``). The one place that knows the layout: a network with more layer kinds extends this
     list, and every name below follows."""
-    tensors = []
-    for layer, (weight, bias) in enumerate(zip(net.weights, net.biases)):
-        tensors += [(layer, "W", tuple(weight.shape)), (layer, "b", tuple(bias.shape))]
-    return tensors
+    return [(layer, name, tuple(shape)) for layer, name, shape in net.parameter_names()]
 
 
 def _layout(net):

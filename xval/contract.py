@@ -74,12 +74,12 @@ class Call:
         return value if callable(value) else None
 
     def evaluate(self, engine):
-        """Run the call on ``engine``; the result as a float64 numpy array of the contract's shape
-        (``checked_result``). ``AttributeError`` when the engine does not implement it."""
-        function = self.function(engine)
-        if function is None:
-            raise AttributeError(f"{getattr(engine, '__name__', engine)!r} does not implement {self.quantity.name}")
-        return checked_result(self, function(self.net, *self.arguments))
+        """Run the call on ``engine`` on read-only copies of its inputs; the result checked to be a real floating
+        array of the contract's shape, as float64 numpy (``xval.isolation.evaluate``). ``AttributeError`` when the
+        engine does not implement it."""
+        from .isolation import evaluate
+
+        return evaluate(engine, self)
 
     def stage(self, engine):
         """``stage_<name>(net, *arguments)`` when the engine has it, else a call of the plain function (numpy in and
@@ -94,31 +94,6 @@ class Call:
     def argument(self, name):
         """The value of the argument ``name`` (``"l"``, ``"v"``, ...) of this call."""
         return self.arguments[self.quantity.parameters.index(name)]
-
-
-class ResultError(TypeError):
-    """A result that is not a real floating array of the contract's shape (see ``checked_result``)."""
-
-
-def checked_result(call, value):
-    """``value`` as a float64 numpy array after checking that it is what the contract promises for ``call``: real
-    floating numbers (a float for a scalar; not complex, integer, boolean or object) of the call's shape."""
-    what = f"{call.label} returned"
-    if isinstance(value, (list, tuple)) and call.quantity.name == "kfac_factors":
-        value = [np.asarray(part) for part in value]
-        kinds = {part.dtype.kind for part in value}
-        if len(value) != 2 or kinds - {"f"}:
-            raise ResultError(f"{what} {len(value)} arrays of kinds {sorted(kinds)}; kfac_factors returns two real "
-                              "float arrays (A_l, G_l)")
-        return tuple(part.astype(np.float64, copy=False) for part in value)
-    array = np.asarray(value)
-    if array.dtype.kind != "f":
-        raise ResultError(f"{what} an array of dtype {array.dtype}; the contract returns real floating numbers "
-                          f"(float64), {call.quantity.returns}")
-    if array.shape != call.shape:
-        raise ResultError(f"{what} shape {array.shape}, but the contract's shape is {call.shape}: "
-                          f"{call.quantity.returns}")
-    return array.astype(np.float64, copy=False)
 
 
 # ---- derivations: a quantity's value from another's --------------------------------------------------------

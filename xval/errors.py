@@ -29,9 +29,14 @@ class ArgumentError(XvalError, ValueError):
     """An argument out of its valid range or of the wrong kind (a learning rate, step count, dtype, ``eps``)."""
 
 
-class UnsupportedNetworkError(ArgumentError):
-    """A network that an engine (or a view of the network, such as ``net.weights`` of a plain MLP) does not handle:
-    the engine is not checked on it, which is not a failure and not a pass."""
+class UnsupportedError(ArgumentError):
+    """What an engine declares it cannot compute (a layer kind, a loss, a quantity for this network): the engine is
+    not checked on that call, which is neither a failure nor a pass."""
+
+
+class UnsupportedNetworkError(UnsupportedError):
+    """A network that a view of it does not describe (``net.weights`` of a network that is not a plain MLP), or that an
+    engine does not handle."""
 
 
 class OverflowResultError(NonFiniteError, ArithmeticError):

@@ -36,6 +36,12 @@ def checked_result(label, value, shape=None):
     ``shape`` (not checked when ``None``); otherwise ``EngineResultError`` naming ``label`` (``hvp``,
     ``hessian_block(0, 1)``). Complex results are refused even with a zero imaginary part, integers and booleans
     because a derivative of the contract is never exact in them, objects and text because they are not numbers."""
+    if shape is not None and len(shape) and isinstance(shape[0], tuple):  # a pair of arrays (kfac_factors)
+        if not isinstance(value, (tuple, list)) or len(value) != len(shape):
+            raise EngineResultError(f"{label} returned {describe(value)}, but the contract returns {len(shape)} arrays "
+                                    f"of shapes {', '.join(map(str, shape))}")
+        return tuple(checked_result(f"{label}[{i}]", part, part_shape) for i, (part, part_shape)
+                     in enumerate(zip(value, shape)))
     try:
         array = np.asarray(value)
     except Exception as exc:  # a tensor on a GPU, a tensor that requires grad, an object numpy cannot read
