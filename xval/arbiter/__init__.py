@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import checks, config, contract, memory
 from ..errors import XvalError
-from . import formulas, numbers, passes, quantities
+from . import eigen, formulas, numbers, passes, quantities
 from .tape import KinkError
 
 MAX_DIGITS_FACTOR = 16
@@ -161,7 +161,10 @@ def memory_estimate(estimate, digits, bounded):
     """Bytes of a call's peak working set: per sample, three numbers per tape node (its value, a local derivative,
     its adjoint), the tape's entries and nodes themselves, and beside the tape the ``cells`` numbers held."""
     tape = estimate.nodes * (3 * number_bytes(digits, estimate.tangents, bounded) + 160) + estimate.entries * 80
-    return int(tape + estimate.cells * number_bytes(digits, 0, bounded) + 2_000_000)
+    return int(tape + estimate.cells * number_bytes(digits, 0, bounded) + BASE_BYTES)
+
+
+BASE_BYTES = 200_000  # what any call allocates beside its numbers (the dry run's tape, arrays of references)
 
 
 def _guard(estimate, digits, bounded, what):
@@ -177,17 +180,20 @@ def _parts(result):
     return result if isinstance(result, tuple) else (result,)
 
 
-def _shaped(parts, like):
-    return parts if isinstance(like, tuple) else parts[0]
+def _shaped(parts, paired):
+    return tuple(parts) if paired else parts[0]
 
 
 def _to_float(array):
-    return np.vectorize(lambda x: float(numbers.real(x)), otypes=[np.float64])(np.asarray(array, dtype=object))
+    """float64 of every number (infinite beyond float64's range: ``_finished`` reports it)."""
+    with np.errstate(over="ignore"):
+        return np.vectorize(lambda x: float(numbers.real(x)), otypes=[np.float64])(np.asarray(array, dtype=object))
 
 
 def _settled(low, high):
     """Entries whose float64 roundings at two precisions agree (equal, or 1 unit apart in the last place)."""
-    return (low == high) | (np.abs(low - high) <= np.spacing(np.abs(high)))
+    with np.errstate(invalid="ignore"):  # inf - inf where both overflowed: equal, so settled
+        return (low == high) | (np.abs(low - high) <= np.spacing(np.abs(high)))
 
 
 def _prepare(name, net, arguments):
@@ -199,12 +205,15 @@ def _prepare(name, net, arguments):
 
 
 def _exact(quantity, net, arguments, unit):
-    return quantities.value(quantities.Problem(net, arguments, unit), quantity)
+    try:
+        return quantities.value(quantities.Problem(net, arguments, unit), quantity)
+    except eigen.NotConverged as exc:
+        raise ArbiterPrecisionError(f"arbiter.{quantity.name}: {exc}") from None
 
 
-def _finished(quantity, net, arguments, what, parts, like):
+def _finished(quantity, net, arguments, what, parts, paired):
     """The float64 result (a float for a scalar), or the engines' ``OverflowResultError`` where it is not finite."""
-    result = _shaped(tuple(parts), like)
+    result = _shaped(parts, paired)
     if not checks.finite(result):
         raise checks.overflow_error(net, arguments["X"], what, result)
     if not isinstance(result, tuple) and result.shape == ():
@@ -220,8 +229,9 @@ def compute(quantity, net, *arguments, digits=None):
     digits = start
     _guard(estimate, digits, False, what)
     with mpmath.workdps(digits):
-        like = _exact(quantity, net, arguments, None)
-        low = [_to_float(part) for part in _parts(like)]
+        result = _exact(quantity, net, arguments, None)
+        paired, low = isinstance(result, tuple), [_to_float(part) for part in _parts(result)]
+        del result  # only its float64 rounding is kept across precisions
     while True:
         digits *= 2
         _guard(estimate, digits, False, what)
@@ -229,12 +239,12 @@ def compute(quantity, net, *arguments, digits=None):
             high = [_to_float(part) for part in _parts(_exact(quantity, net, arguments, None))]
         unsettled = [~_settled(a, b) for a, b in zip(low, high)]
         if not any(u.any() for u in unsettled):
-            return _finished(quantity, net, arguments, what, high, like)
+            return _finished(quantity, net, arguments, what, high, paired)
         if digits >= MAX_DIGITS_FACTOR * start:
             # What still moves at the highest precision is, to 10**-(digits/2 - 5) of the largest entry, zero.
             floors = [10.0 ** -(digits // 2 - 5) * np.max(np.abs(h), initial=0.0) for h in high]
             if all(np.all(np.abs(h[u]) <= f) for h, u, f in zip(high, unsettled, floors)):
-                return _finished(quantity, net, arguments, what, high, like)
+                return _finished(quantity, net, arguments, what, high, paired)
             count = sum(int(u.sum()) for u in unsettled)
             raise ArbiterPrecisionError(
                 f"{what}: {count} float64 entries still change between {digits // 2} and {digits} digits; raise "
@@ -253,11 +263,12 @@ def with_error_bound(quantity, net, *arguments, unit=2.0 ** -53, digits=None):
     _guard(estimate, digits, True, what)
     with mpmath.workdps(digits):
         result = _exact(quantity, net, arguments, mpmath.mpf(unit))
+        paired = isinstance(result, tuple)
         values = [_to_float(np.vectorize(numbers.value_part, otypes=[object])(part)) for part in _parts(result)]
         bounds = [_to_float(np.vectorize(numbers.error_part, otypes=[object])(part)) for part in _parts(result)]
-    values = _finished(quantity, net, arguments, what, values, result)
-    bounds = _shaped(tuple(bounds), result)
-    return values, (float(bounds) if np.ndim(values) == 0 and not isinstance(values, tuple) else bounds)
+    values = _finished(quantity, net, arguments, what, values, paired)
+    bounds = _shaped(bounds, paired)
+    return values, (float(bounds) if isinstance(values, float) else bounds)
 
 
 # ---- the contract: one function per quantity, made from the contract's records ---------------------------------

@@ -10,7 +10,7 @@ and, with ``c`` the reduction's weight (``1/N`` or 1): ``gradient = c sum g_n``,
 input of the layer and the backward passes' adjoints at its output. A quantity without a method here is derived by
 the contract (``contract.derive``: a block of the GGN, the diagonals, ``kfac_block`` from the factors), applied to
 the high-precision values; the trace and the eigenvalues take their contract source's value and sum it or solve it
-(``mpmath.eigsy``) in high precision, where the contract's own derivation would round to float64 first.
+(``eigen``) in high precision, where the contract's own derivation would round to float64 first.
 
 Values are object arrays of numbers (``mpf``, or ``Bounded`` for the rounding floor); ``kfac_factors`` a pair.
 """
@@ -23,7 +23,7 @@ import numpy as np
 from .. import contract
 from ..errors import ArgumentError
 from ..layers import describe, parameter_indices
-from . import formulas, numbers
+from . import eigen, formulas, numbers
 from .numbers import Bounded, Dual
 from .passes import Pass
 from .tape import Tape, Var, value_of
@@ -283,14 +283,12 @@ def _trace(problem, quantity):
 
 
 def _top_eigenvalues(problem, quantity):
-    """The ``k`` largest eigenvalues of the contract's source (the Hessian) by ``mpmath.eigsy``, descending. For the
-    rounding floor each gets ``||bound||_F + P u ||H||_F``: Weyl's bound for the entries' errors plus a backward-stable
-    eigensolver's."""
+    """The ``k`` largest eigenvalues of the contract's source (the Hessian) in high precision (``eigen``),
+    descending. For the rounding floor each gets ``||bound||_F + P u ||H||_F``: Weyl's bound for the entries' errors
+    plus a backward-stable eigensolver's."""
     matrix = value(problem, contract.quantity(quantity.derived_from[0].source))
-    k = problem.arguments["k"]
     values = np.vectorize(numbers.value_part, otypes=[object])(matrix)
-    solved = mpmath.eigsy(mpmath.matrix(values.tolist()), eigvals_only=True)
-    eigenvalues = sorted((solved[i] for i in range(solved.rows)), reverse=True)[:k]
+    eigenvalues = eigen.top_eigenvalues(values, problem.arguments["k"])
     if problem.make.unit is None:
         return np.array(eigenvalues, dtype=object)
     errors = np.vectorize(numbers.error_part, otypes=[object])(matrix)
@@ -364,6 +362,11 @@ def _ggn_dense(net, args):
     return (net.output_size + 1) * net.n_params ** 2
 
 
+def _eigen_once(net, args):  # two Rayleigh-Ritz steps on 2 (k + 2) columns; all of them: a full eigensolver
+    p, k = net.n_params, args["k"]
+    return 10 * p ** 3 if k >= p - 1 else 8 * p * p * (k + 2)
+
+
 def _kfac_cells(net, n, args):
     n_in, n_out = net.layer_fan(args["l"])
     return 2 * ((n_in + 1) ** 2 + n_out ** 2 + net.output_size * n_out) + 2 * net.output_size * net.n_params
@@ -387,7 +390,7 @@ METHODS = {
                                + _pp(net, n, args), dense=lambda net, args: net.n_params ** 2),
     "kfac_factors": Method(_kfac_factors, passes=_outputs, cells=_kfac_cells),
     "hessian_trace": Method(_trace, source=True),
-    "top_eigenvalues": Method(_top_eigenvalues, source=True, cells=_pp, once=lambda net, args: 10 * net.n_params ** 3),
+    "top_eigenvalues": Method(_top_eigenvalues, source=True, cells=_pp, once=_eigen_once),
 }
 
 
