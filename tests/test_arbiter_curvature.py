@@ -279,3 +279,13 @@ def test_resident_set_growth_within_the_estimate():
     assert result.returncode == 0, result.stderr[-2000:]
     growth, estimate = map(int, result.stdout.split())
     assert growth <= estimate, f"resident set grew by {growth} bytes, estimate {estimate}"
+
+
+def test_a_network_without_a_loss_has_outputs_and_their_jacobian_only():
+    net = conv_net().with_loss(None)
+    X, Y = data(conv_net(), n=2)
+    J = torch.stack([torch.func.jacrev(lambda t: torch_outputs(net, t, x))(torch.tensor(net.to_vector()))
+                     for x in torch.tensor(X)]).numpy()
+    assert relative(arbiter.output_jacobian(net, X), J) <= 1e-12 and arbiter.forward(net, X).shape == (2, 2)
+    with pytest.raises(ArgumentError, match="needs a loss"):
+        arbiter.gradient(net, X, Y)
