@@ -158,12 +158,12 @@ def test_relu_at_the_kink_is_an_error_naming_the_unit_and_its_value_is_defined()
     assert arbiter.forward(net, X).tolist() == [[0.0], [0.0]] and arbiter.loss(net, X, Y) == 0.125
 
 
-@pytest.mark.parametrize("quantity, sizes, n", [("gradient", [40, 60, 40, 10], 200), ("hessian", [10, 20, 10], 16)])
+@pytest.mark.parametrize("quantity, sizes, n", [("gradient", [40, 60, 40, 10], 400), ("hessian", [10, 20, 10], 16)])
 def test_beyond_the_limits_is_an_error_naming_the_limit(quantity, sizes, n):
     net = Network.random(sizes, "tanh", "mse")
     X, Y = np.zeros((n, sizes[0])), np.zeros((n, sizes[-1]))
-    with pytest.raises(arbiter.ArbiterLimitError, match=rf"about \S+ high-precision operations \(N = {n} samples .* at "
-                       r"most \d") as info:
+    with pytest.raises(arbiter.ArbiterLimitError,
+                       match=rf"(about|at least) \S+ high-precision operations \(N = {n} samples .* at most") as info:
         getattr(arbiter, quantity)(net, X, Y)
     assert isinstance(info.value, XvalError) and f"P = {net.n_params}" in str(info.value)
 

@@ -94,7 +94,8 @@ def _check_supported(net, what):
 @dataclass(frozen=True)
 class Cost:
     """A call's estimated ``operations`` (what ``LIMITS`` bounds) and the parts of its high-precision working set:
-    ``nodes`` and ``entries`` of one sample's tape, ``tangents`` per number, ``cells`` held beside the tape."""
+    ``nodes`` and ``entries`` of one sample's tape, ``tangents`` per number, ``cells`` held beside the tape, the
+    backward ``passes`` per sample. ``at_least``: without the dry run, from ``entries >= P`` only."""
 
     operations: int
     nodes: int
@@ -102,6 +103,7 @@ class Cost:
     tangents: int
     cells: int
     passes: int
+    at_least: bool = False
 
 
 def _tape_size(net, arguments):
@@ -114,32 +116,30 @@ def _tape_size(net, arguments):
 
 def cost(quantity, net, arguments):
     """The ``Cost`` of ``quantity`` on checked ``arguments`` (``{name: value}``), from the plan of methods it runs."""
-    n = arguments["X"].shape[0]
+    n, p = arguments["X"].shape[0], net.n_params
     steps = quantities.plan(quantity)
     tangents = max(step.tangents(net, arguments) for step in steps)
     backward = max(step.passes(net, arguments) for step in steps)
-    # Every parameter is a leaf and every entry of every layer's output a node: a lower bound, before the dry run.
-    floor = n * (net.n_params + net.activation_entries) * (backward + 1) * (tangents + 1)
-    if floor > LIMITS.operations:
-        nodes = entries = net.n_params + net.activation_entries
-    else:
-        nodes, entries = _tape_size(net, arguments)
+    cells = max(step.cells(net, n, arguments) for step in steps)
+    at_least = n * p * (backward + 1) * (tangents + 1) > LIMITS.operations  # every parameter is used at least once
+    nodes, entries = (p, p) if at_least else _tape_size(net, arguments)
     operations = sum(n * entries * (step.passes(net, arguments) + 1) * (step.tangents(net, arguments) + 1)
                      + n * step.dense(net, arguments) + step.once(net, arguments) for step in steps)
-    cells = max(step.cells(net, n, arguments) for step in steps)
-    return Cost(int(operations), nodes, entries, tangents, cells, backward)
+    return Cost(int(operations), nodes, entries, tangents, cells, backward, at_least)
 
 
 def _check_cost(quantity, net, arguments, what):
     _check_supported(net, what)
     estimate = cost(quantity, net, arguments)
     if estimate.operations > LIMITS.operations:
-        n = arguments["X"].shape[0]
+        n, about = arguments["X"].shape[0], "at least" if estimate.at_least else "about"
+        growth = f"N * P * K for K = {estimate.tangents} Hessian columns" if estimate.tangents else "N * P"
         raise ArbiterLimitError(
-            f"{what}: about {estimate.operations:.3g} high-precision operations (N = {n} samples x {estimate.entries} "
-            f"tape entries per sample x {estimate.passes + 1} passes x {estimate.tangents + 1} for "
-            f"{estimate.tangents} tangents, P = {net.n_params}); the arbiter takes at most {LIMITS.operations:.3g} "
-            "(about a minute); use fewer samples or a smaller network to arbitrate it")
+            f"{what}: {about} {estimate.operations:.3g} high-precision operations (N = {n} samples x {about} "
+            f"{estimate.entries} tape entries per sample x {estimate.passes + 1} passes x {estimate.tangents + 1} for "
+            f"{estimate.tangents} tangents, P = {net.n_params}: it grows like {growth}); the arbiter takes at most "
+            f"{LIMITS.operations:.3g} (about a minute on 2 cores); use fewer samples or a smaller network to arbitrate "
+            "it")
     return estimate
 
 
@@ -212,18 +212,16 @@ def _exact(quantity, net, arguments, unit):
 
 
 def _finished(quantity, net, arguments, what, parts, paired):
-    """The float64 result (a float for a scalar), or the engines' ``OverflowResultError`` where it is not finite."""
+    """The float64 result, or the engines' ``OverflowResultError`` where it is not finite."""
     result = _shaped(parts, paired)
     if not checks.finite(result):
         raise checks.overflow_error(net, arguments["X"], what, result)
-    if not isinstance(result, tuple) and result.shape == ():
-        return float(result)
     return result
 
 
 def compute(quantity, net, *arguments, digits=None):
-    """``quantity`` (a contract name; ``arguments`` as in the contract, after ``net``) as a float64 array (a float
-    for a scalar, a pair for ``kfac_factors``), correctly rounded from the checked high precision."""
+    """``quantity`` (a contract name; ``arguments`` as in the contract, after ``net``) as a float64 array (0-d for a
+    scalar, a pair for ``kfac_factors``), correctly rounded from the checked high precision."""
     start = config.arbiter_digits() if digits is None else digits
     quantity, what, arguments, estimate = _prepare(quantity, net, arguments)
     digits = start
@@ -267,14 +265,14 @@ def with_error_bound(quantity, net, *arguments, unit=2.0 ** -53, digits=None):
         values = [_to_float(np.vectorize(numbers.value_part, otypes=[object])(part)) for part in _parts(result)]
         bounds = [_to_float(np.vectorize(numbers.error_part, otypes=[object])(part)) for part in _parts(result)]
     values = _finished(quantity, net, arguments, what, values, paired)
-    bounds = _shaped(bounds, paired)
-    return values, (float(bounds) if isinstance(values, float) else bounds)
+    return values, _shaped(bounds, paired)
 
 
 # ---- the contract: one function per quantity, made from the contract's records ---------------------------------
 def _contract_function(quantity):
     def function(net, *arguments):
-        return compute(quantity.name, net, *arguments)
+        result = compute(quantity.name, net, *arguments)
+        return result if isinstance(result, tuple) or np.ndim(result) else float(result)
 
     function.__name__ = function.__qualname__ = quantity.name
     function.__doc__ = (f"``{quantity.signature}``: {quantity.returns}; correctly rounded from the checked high "

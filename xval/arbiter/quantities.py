@@ -338,10 +338,6 @@ def _result(net, n, args):
     return n * net.output_size
 
 
-def _p(net, n, args):
-    return net.n_params
-
-
 def _np(net, n, args):
     return 2 * n * net.n_params
 
@@ -354,8 +350,28 @@ def _block(net, n, args):
     return 4 * net.layer_param_counts[args["l"]] * net.layer_param_counts[args["m"]]
 
 
-def _jacobian_cells(net, n, args):
+def _three_p(net, n, args):
+    return 3 * net.n_params
+
+
+def _jacobian_cells(net, n, args):  # one sample's J_n (K x P) and Lambda_n J_n
     return 2 * (net.output_size + 1) * net.n_params
+
+
+def _jacobians_cells(net, n, args):  # every sample's J_n and the array of them
+    return (n + 2) * net.output_size * net.n_params
+
+
+def _ggn_cells(net, n, args):
+    return _pp(net, n, args) + _jacobian_cells(net, n, args)
+
+
+def _fisher_cells(net, n, args):
+    return _np(net, n, args) + _pp(net, n, args)
+
+
+def _outer_products(net, args):
+    return net.n_params ** 2
 
 
 def _ggn_dense(net, args):
@@ -372,22 +388,20 @@ def _kfac_cells(net, n, args):
     return 2 * ((n_in + 1) ** 2 + n_out ** 2 + net.output_size * n_out) + 2 * net.output_size * net.n_params
 
 
-# One home per quantity inside the arbiter: its own way to compute (the rest: contract.derive).
+# One home per quantity inside the arbiter: its own way to compute; a quantity without an entry is its contract
+# derivation's (``Quantity.derived_from``) applied to its source's high-precision value.
 METHODS = {
     "forward": Method(_forward, cells=_result),
     "loss": Method(_loss),
     "gradient": Method(_gradient, passes=_one, cells=_np),
     "per_sample_gradients": Method(_per_sample_gradients, passes=_one, cells=_np),
-    "hvp": Method(_hvp, tangents=_one, passes=_one, cells=lambda net, n, args: 3 * net.n_params),
+    "hvp": Method(_hvp, tangents=_one, passes=_one, cells=_three_p),
     "hessian": Method(_hessian, tangents=_all_columns, passes=_one, cells=_pp),
     "hessian_block": Method(_hessian_block, tangents=_block_columns, passes=_one, cells=_block),
-    "output_jacobian": Method(_output_jacobian, passes=_outputs, cells=lambda net, n, args: (n + 2) * net.output_size
-                              * net.n_params),
-    "ggn": Method(_ggn, passes=_outputs, cells=lambda net, n, args: _pp(net, n, args) + _jacobian_cells(net, n, args),
-                  dense=_ggn_dense),
+    "output_jacobian": Method(_output_jacobian, passes=_outputs, cells=_jacobians_cells),
+    "ggn": Method(_ggn, passes=_outputs, cells=_ggn_cells, dense=_ggn_dense),
     "ggnvp": Method(_ggnvp, passes=_outputs, cells=_jacobian_cells),
-    "empirical_fisher": Method(_empirical_fisher, passes=_one, cells=lambda net, n, args: _np(net, n, args)
-                               + _pp(net, n, args), dense=lambda net, args: net.n_params ** 2),
+    "empirical_fisher": Method(_empirical_fisher, passes=_one, cells=_fisher_cells, dense=_outer_products),
     "kfac_factors": Method(_kfac_factors, passes=_outputs, cells=_kfac_cells),
     "hessian_trace": Method(_trace, source=True),
     "top_eigenvalues": Method(_top_eigenvalues, source=True, cells=_pp, once=_eigen_once),
