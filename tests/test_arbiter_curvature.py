@@ -192,6 +192,14 @@ def test_kronecker_factors_need_a_dense_layer_with_its_own_bias():
                                   [np.ones((2, 2)), np.ones((1, 2)), np.zeros(1)], (2,), "mse")
     with pytest.raises(ArgumentError, match=r"its own trainable weight and bias"):
         arbiter.kfac_factors(no_bias, np.ones((1, 2)), np.ones((1, 1)), 0)
+    frozen = Network.from_layers([Dense(np.ones((2, 2)), 0), Activation("tanh"), Dense(1, 2)],
+                                 [np.zeros(2), np.ones((1, 2)), np.zeros(1)], (2,), "mse")
+    with pytest.raises(ArgumentError, match=r"its own trainable weight and bias"):
+        arbiter.kfac_factors(frozen, np.ones((1, 2)), np.ones((1, 1)), 0)
+    tied = Network.from_layers([Dense(0, 1), Activation("tanh"), Dense(0, 1)], [np.ones((2, 2)), np.zeros(2)], (2,),
+                               "mse")
+    with pytest.raises(ArgumentError, match=r"used once"):
+        arbiter.kfac_factors(tied, np.ones((1, 2)), np.ones((1, 2)), 0)
 
 
 def test_unsupported_is_refused_by_name(monkeypatch):

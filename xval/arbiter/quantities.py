@@ -246,7 +246,7 @@ def kfac_layer(net, l):
     samples."""
     fan = net.layer_fan(l)
     owner = net.owner(l)
-    position = net.layers.index(owner)
+    position = next(i for i, layer in enumerate(net.layers) if layer is owner)  # records with arrays: no ==, only is
     uses = sum(1 for layer in net.layers if set(parameter_indices(layer)) & set(net.groups[l]))
     if len(net.shapes[position]) != 1 or not isinstance(owner.bias, int) or uses > 1 \
             or len(net.groups[l]) != 2:
