@@ -297,3 +297,17 @@ def test_a_network_without_a_loss_has_outputs_and_their_jacobian_only():
     assert relative(arbiter.output_jacobian(net, X), J) <= 1e-12 and arbiter.forward(net, X).shape == (2, 2)
     with pytest.raises(ArgumentError, match="needs a loss"):
         arbiter.gradient(net, X, Y)
+
+
+def test_values_of_the_same_data_are_shared_across_calls_and_never_stale():
+    """A trace, a diagonal and the eigenvalues read the Hessian the last call on the same network and data computed;
+    other data (even the same array changed in place) or another network is computed afresh."""
+    net = Network.random([2, 3, 2], "tanh", "mse", seed=3)
+    X, Y = data(net, n=2)
+    H = arbiter.hessian(net, X, Y)
+    assert arbiter._cached_cells() >= 2 * net.n_params ** 2  # at 40 and at 80 digits
+    assert np.array_equal(arbiter.hessian_diagonal(net, X, Y), np.diag(H))
+    X[0, 0] += 0.5  # in place: the same array object, other data
+    changed = arbiter.hessian(net, X, Y)
+    fresh = net.from_vector(net.to_vector())  # an equal network, another object: nothing cached for it
+    assert not np.array_equal(changed, H) and np.array_equal(changed, arbiter.hessian(fresh, X, Y))

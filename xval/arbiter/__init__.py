@@ -23,6 +23,7 @@ sample and unit rather than pick a convention; values (forward, loss) are comput
 ``LIMITS`` raise ``ArbiterLimitError``, and calls whose high-precision working set would not fit raise the memory
 guard's ``MemoryGuardError``, before any work.
 """
+import threading
 from dataclasses import dataclass
 
 import mpmath
@@ -168,11 +169,12 @@ BASE_BYTES = 200_000  # what any call allocates beside its numbers (the dry run'
 
 
 def _guard(estimate, digits, bounded, what):
-    needed = memory_estimate(estimate, digits, bounded)
+    cached = _cached_cells()
+    needed = memory_estimate(estimate, digits, bounded) + cached * number_bytes(digits, 0, True)
     memory.check(needed, f"{what} at {digits} digits",
-                 f"{estimate.nodes} tape nodes of numbers with {estimate.tangents} tangents and {estimate.cells} "
-                 f"numbers held, at {number_bytes(digits, estimate.tangents, bounded)} bytes per number "
-                 "(xval.arbiter.memory_estimate)")
+                 f"{estimate.nodes} tape nodes of numbers with {estimate.tangents} tangents, {estimate.cells} numbers "
+                 f"held and {cached} kept from the last call on these data, at "
+                 f"{number_bytes(digits, estimate.tangents, bounded)} bytes per number (xval.arbiter.memory_estimate)")
 
 
 # ---- values ---------------------------------------------------------------------------------------------------
@@ -204,9 +206,32 @@ def _prepare(name, net, arguments):
     return quantity, what, arguments, estimate
 
 
+# The values of quantities of X and Y alone computed on the last problem (network and data), per precision and unit
+# roundoff: a trace, a diagonal and the eigenvalues read one Hessian, every GGN block one GGN, across calls.
+_LAST = {"key": None, "net": None, "levels": {}}
+_LAST_LOCK = threading.Lock()
+
+
+def _shared(net, arguments, unit):
+    X, Y = arguments["X"], arguments.get("Y")
+    key = (id(net), X.dtype.str, X.shape, X.tobytes(), None if Y is None else (Y.dtype.str, Y.shape, Y.tobytes()))
+    with _LAST_LOCK:
+        if _LAST["key"] != key:  # a new problem: the last one's values go (the network is held, so ids stay unique)
+            _LAST.update(key=key, net=net, levels={})
+        return _LAST["levels"].setdefault((mpmath.mp.dps, unit), {})
+
+
+def _cached_cells():
+    """High-precision numbers the last problem's values hold (what the memory guard adds to a call's own)."""
+    with _LAST_LOCK:
+        levels = list(_LAST["levels"].values())
+    return sum(sum(np.size(part) for part in _parts(v)) for values in levels for v in list(values.values()))
+
+
 def _exact(quantity, net, arguments, unit):
     try:
-        return quantities.value(quantities.Problem(net, arguments, unit), quantity)
+        problem = quantities.Problem(net, arguments, unit, _shared(net, arguments, unit))
+        return quantities.value(problem, quantity)
     except eigen.NotConverged as exc:
         raise ArbiterPrecisionError(f"arbiter.{quantity.name}: {exc}") from None
 

@@ -57,10 +57,13 @@ class Numbers:
 
 class Problem:
     """One call's data in high precision: ``net``, ``arguments`` (``{name: value}`` of the contract's arguments,
-    checked), the inputs as object arrays per sample, the targets as flat lists, and the cache of values."""
+    checked), the inputs as object arrays per sample, the targets as flat lists, and the values computed so far:
+    ``shared`` (a dict that may outlive the call) for the quantities of ``X`` and ``Y`` alone, ``values`` for the
+    others."""
 
-    def __init__(self, net, arguments, unit):
+    def __init__(self, net, arguments, unit, shared=None):
         self.net, self.arguments, self.make = net, arguments, Numbers(unit)
+        self.shared = {} if shared is None else shared
         X = arguments["X"]
         self.n = X.shape[0]
         self.inputs = [self.make.constant(X[n]) for n in range(self.n)]
@@ -423,12 +426,13 @@ def plan(quantity):
 
 def value(problem, quantity):
     """``quantity``'s high-precision value on ``problem`` (cached: a trace and a diagonal share one Hessian)."""
-    if quantity.name not in problem.values:
+    store = problem.shared if set(quantity.parameters) <= {"X", "Y"} else problem.values
+    if quantity.name not in store:
         method = METHODS.get(quantity.name)
         if method is not None:
             result = method.compute(problem, quantity)
         else:  # the contract's first derivation, on high-precision values (every argument is at hand here)
             derivation = quantity.derived_from[0]
             result = derivation.derive(value(problem, contract.quantity(derivation.source)), problem.call(quantity))
-        problem.values[quantity.name] = result
-    return problem.values[quantity.name]
+        store[quantity.name] = result
+    return store[quantity.name]
