@@ -205,11 +205,13 @@ class Network:
         return cls.from_arrays(weights, biases, activations, loss, dtype=dtype)
 
     @classmethod
-    def from_torch(cls, module, loss, dtype=None):
-        """The network of a torch module and its loss (``xval.torch_io``). torch is imported here, not before."""
+    def from_torch(cls, module, loss, dtype=None, input_shape=None):
+        """The network computing exactly a torch module and its loss (a torch loss module, a loss name, or ``None``);
+        ``input_shape``: one sample's shape, when the model's first layer does not tell it (``xval.torch_io``).
+        torch is imported here, not before."""
         from . import torch_io
 
-        return torch_io.from_torch(cls, module, loss, dtype)
+        return torch_io.from_torch(cls, module, loss, dtype, input_shape)
 
     def to_torch(self):
         """The equivalent torch module, in this dtype (``xval.torch_io``)."""
