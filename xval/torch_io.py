@@ -183,10 +183,10 @@ def _check_state(module):
                                 "computes; remove it first")
     for path, child in module.named_modules():
         where = f"module {path} ({type(child).__name__})" if path else f"the model ({type(child).__name__})"
-        _check_hooks(child, where)
         if isinstance(child, nn.modules.lazy.LazyModuleMixin) and child.has_uninitialized_params():
             raise ArgumentError(f"{where} is a lazy module whose parameters are not initialised yet; run the model "
                                 "once on an input (model(x)) so that their shapes are known")
+        _check_hooks(child, where)
     for name, parameter in module.named_parameters():
         if isinstance(parameter, nn.parameter.UninitializedParameter):
             raise ArgumentError(f"parameter {name} is uninitialised (a lazy module); run the model once on an input")
@@ -288,6 +288,9 @@ class _Builder:
             layers += new
         if not layers:
             raise ArgumentError("the model computes the identity (no layers); " + SUPPORTED)
+        if not self.trainable:
+            raise ArgumentError("the model has no trainable parameters (every one has requires_grad=False): every "
+                                "quantity of the suite is a derivative with respect to them; unfreeze some")
         self._check_order()
         if all(isinstance(layer, (Dense, Activation)) for layer in layers):
             layers = _mlp_form(layers)

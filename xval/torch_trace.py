@@ -357,7 +357,7 @@ def _trace(root):
     except Exception as exc:  # torch.fx raises many kinds: control flow on traced values, unsupported Python, ...
         raise ArgumentError(f"tracing {type(root).__name__}.forward with torch.fx failed ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else ''}); from_torch takes a chain of supported "
-                            f"operations without data-dependent control flow: {SUPPORTED}") from None
+                            "operations, without control flow that depends on the input's values") from None
 
 
 class _Reader:
@@ -438,7 +438,7 @@ class _Reader:
                     else "the model's input" if others else "no tensor of the chain")
             raise ArgumentError(f"{where} takes {what}" + (" as well" if current in tensors else "")
                                 + ", not only the previous operation's output: from_torch takes a chain of operations "
-                                "(no branches, residual connections or concatenations); supported: " + SUPPORTED)
+                                "(no branches, residual connections or concatenations)")
         if node.op == "call_module":
             return self._module(node, where)
         if node.op == "call_method" and node.target in _RESHAPES:
