@@ -186,7 +186,7 @@ LAYERS = {
                                            nn.Flatten(), nn.Linear(2 * 6 * 7, 2)), (1, 4, 5)),
     "flatten-partial-gelu-tanh": (lambda: nn.Sequential(nn.Linear(4, 3), nn.GELU("tanh"), nn.Flatten(1, 2),
                                                         nn.Linear(3, 2)), (2, 1, 4)),
-    "dropout-eval-identity": (lambda: nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.ReLU(), nn.Identity(),
+    "dropout-eval-identity": (lambda: nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.ReLU(inplace=True), nn.Identity(),
                                                     nn.Dropout(0.0), nn.Linear(4, 2)), (3,)),
 }
 
