@@ -396,6 +396,8 @@ REFUSED = {
                                          r"them \(first.weight before second.weight\).*register the submodules"),
     "fixed-batch-view": (FixedBatch, (1, 5), r"reshapes to \(4, -1\): the batch size must come from the input"),
     "unflatten-view": (Unflattened, (4,), r"reshapes samples of shape \(4,\) to \(2, 2\): only flattening"),
+    "infinite-outputs": (lambda: nn.Sequential(nn.Conv1d(1, 1, 2, stride=2), nn.MaxPool1d(2, 1, 1, 2)), (1, 3),
+                         r"the model's outputs are not finite on random inputs"),
     "no-parameters": (lambda: nn.Sequential(nn.ReLU()), (3,), r"the model has no parameters"),
     "identity": (lambda: nn.Sequential(nn.Linear(3, 3).requires_grad_(False), nn.Identity()), (3,),
                  r"the model has no trainable parameters"),

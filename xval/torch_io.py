@@ -445,6 +445,9 @@ def _check_same_function(module, net, shape, model_dtype):
     with torch.no_grad():
         got = to_torch(net)(x.to(getattr(torch, net.dtype.name))).double()
     expected = expected.detach().cpu().double()
+    if not bool(torch.isfinite(expected).all()):
+        raise ArgumentError("the model's outputs are not finite on random inputs (e.g. a max pooling window that lies "
+                            "entirely in the padding gives -inf); the suite takes models with finite outputs")
     if tuple(expected.shape) != (2, *net.output_shape):
         raise ArgumentError(f"the model's outputs have shape {tuple(expected.shape[1:])} per sample, but the layers "
                             f"read from it give {net.output_shape}; {SUPPORTED}")
