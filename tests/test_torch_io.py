@@ -176,6 +176,8 @@ LAYERS = {
                                                     nn.Flatten(), nn.Linear(2 * 4, 2)), (2, 8)),
     "avg-pool-divisor": (lambda: nn.Sequential(nn.Conv2d(1, 2, 2), nn.AvgPool2d(2, divisor_override=3), nn.Flatten(),
                                                nn.Linear(2 * 2 * 2, 2)), (1, 5, 5)),
+    "avg-pool-ceil": (lambda: nn.Sequential(nn.Conv2d(1, 2, 2), nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True),
+                                            nn.Flatten(), nn.Linear(2 * 4 * 4, 2)), (1, 7, 8)),  # a window past the end
     "adaptive-avg-pool": (lambda: nn.Sequential(nn.Conv2d(1, 2, 2), nn.AdaptiveAvgPool2d((3, None)), nn.Flatten(),
                                                 nn.Linear(2 * 3 * 6, 2)), (1, 6, 7)),
     "batch-norm-eval": (lambda: nn.Sequential(nn.Conv2d(2, 3, 2), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),

@@ -2,10 +2,7 @@
 taken in computing the same function with the same trainable parameter count (outputs, loss and gradient of the
 original module and loss against ``net.to_torch()``, and outputs and loss against the numpy forward of the layer
 records, to 1e-12). Hypothesis builds random chains of supported modules (kinds, shapes, options, frozen tensors,
-layers without bias, tied layers, nested or wrapped) and sometimes inserts one thing that must be refused.
-
-Average pooling with ``ceil_mode`` is not drawn: the test's numpy forward does not have it (test_torch_io checks it
-against torch)."""
+layers without bias, tied layers, nested or wrapped) and sometimes inserts one thing that must be refused."""
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -102,7 +99,7 @@ class Chain:
         if choice == "max":
             return self.fits(getattr(nn, f"MaxPool{dims}d")(kernel, stride, padding, data.draw(st.integers(1, 2)),
                                                            ceil_mode=data.draw(st.booleans())))
-        return self.fits(getattr(nn, f"AvgPool{dims}d")(kernel, stride, padding,
+        return self.fits(getattr(nn, f"AvgPool{dims}d")(kernel, stride, padding, ceil_mode=data.draw(st.booleans()),
                                                        count_include_pad=data.draw(st.booleans())))
 
     def pad(self, data):

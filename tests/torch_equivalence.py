@@ -100,8 +100,8 @@ def _conv_transposed(layer, z, net):
 
 
 def _pool(layer, z):
-    if layer.mode == "avg" and layer.ceil_mode:
-        raise NotImplementedError("average pooling with ceil_mode")
+    """Max or average over each window; an average divides by the window's entries inside the padded input
+    (``count_include_pad``, torch's rule also with ``ceil_mode``), inside the input, or ``divisor_override``."""
     out_shape = layer.output_shape(z.shape[1:], None)
     dilation = layer.dilation or (1,) * layer.dims
     fill = -np.inf if layer.mode == "max" else 0.0
@@ -110,17 +110,18 @@ def _pool(layer, z):
     pairs = [(0, 0), (0, 0)] + [(p, p + e) for p, e in zip(layer.padding, extra)]
     x = np.pad(z, pairs, constant_values=fill)
     inside = np.pad(np.ones(z.shape[2:]), pairs[2:])
+    padded = np.pad(np.ones([n + 2 * p for n, p in zip(z.shape[2:], layer.padding)]), [(0, e) for e in extra])
     out = np.full((len(z), *out_shape), fill)
-    count = np.zeros(out_shape[1:])
+    count, span = np.zeros(out_shape[1:]), np.zeros(out_shape[1:])
     for k in itertools.product(*(range(n) for n in layer.kernel)):
         window = tuple(_window(k[a] * dilation[a], out_shape[1 + a], layer.stride[a]) for a in range(layer.dims))
         part = x[(slice(None), slice(None), *window)]
         out = np.maximum(out, part) if layer.mode == "max" else out + part
         count += inside[window]
+        span += padded[window]
     if layer.mode == "max":
         return out
-    divisor = (layer.divisor_override or (math.prod(layer.kernel) if layer.count_include_pad else count))
-    return out / divisor
+    return out / (layer.divisor_override or (span if layer.count_include_pad else count))
 
 
 def _adaptive(layer, z):
