@@ -188,8 +188,8 @@ LAYERS = {
                                            nn.Flatten(), nn.Linear(2 * 6 * 7, 2)), (1, 4, 5)),
     "flatten-partial-gelu-tanh": (lambda: nn.Sequential(nn.Linear(4, 3), nn.GELU("tanh"), nn.Flatten(1, 2),
                                                         nn.Linear(3, 2)), (2, 1, 4)),
-    "dropout-eval-identity": (lambda: nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.ReLU(inplace=True), nn.Identity(),
-                                                    nn.Dropout(0.0), nn.Linear(4, 2)), (3,)),
+    "dropout-eval-identity": (lambda: nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.ReLU(inplace=True),
+                                                    nn.Identity(), nn.Dropout(0.0), nn.Linear(4, 2)), (3,)),
 }
 
 
@@ -378,4 +378,5 @@ def test_xval_imports_without_torch():
     done = subprocess.run([sys.executable, "-c", blocker], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env=dict(os.environ, PYTHONPATH=ROOT))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("refused: converting to or from torch needs torch") and "pip install torch" in done.stdout
+    assert done.stdout.startswith("refused: converting to or from torch needs torch")
+    assert "pip install torch" in done.stdout

@@ -3,7 +3,6 @@ taken in computing the same function with the same trainable parameter count (ou
 original module and loss against ``net.to_torch()``, and outputs and loss against the numpy forward of the layer
 records, to 1e-12). Hypothesis builds random chains of supported modules (kinds, shapes, options, frozen tensors,
 layers without bias, tied layers, nested or wrapped) and sometimes inserts one thing that must be refused."""
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -104,7 +103,8 @@ class Chain:
 
     def pad(self, data):
         sides = [data.draw(st.integers(0, 1)) for _ in range(2 * (len(self.shape) - 1))]
-        return self.fits(getattr(nn, f"ConstantPad{len(sides) // 2}d")(tuple(sides), data.draw(st.sampled_from([0.0, 0.5]))))
+        value = data.draw(st.sampled_from([0.0, 0.5]))
+        return self.fits(getattr(nn, f"ConstantPad{len(sides) // 2}d")(tuple(sides), value))
 
 
 # What may be inserted, and the words its refusal must contain.

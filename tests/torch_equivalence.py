@@ -125,7 +125,8 @@ def _pool(layer, z):
 
 
 def _adaptive(layer, z):
-    """torch's windows: output ``i`` of ``o`` over an axis of ``n`` averages ``[floor(i n / o), ceil((i + 1) n / o))``."""
+    """torch's windows: output ``i`` of ``o`` over an axis of ``n`` averages entries
+    ``[floor(i n / o), ceil((i + 1) n / o))``."""
     out = z
     for axis, o in enumerate(layer.output_size):
         axis += 2

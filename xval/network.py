@@ -279,7 +279,8 @@ class Network:
             return False
         for l, (dense, act) in enumerate(zip(layers[::2], layers[1::2])):
             if not (type(dense) is Dense and type(act) is Activation and _is_index(dense.weight)
-                    and dense.weight == 2 * l and _is_index(dense.bias) and dense.bias == 2 * l + 1 and not act.options):
+                    and dense.weight == 2 * l and _is_index(dense.bias) and dense.bias == 2 * l + 1
+                    and not act.options):
                 return False
         return True
 

@@ -108,7 +108,8 @@ def _loss(loss):
     base = next((cls.__name__ for cls in type(loss).__mro__ if cls.__name__ in LOSS_MODULES
                  and cls.__module__.startswith("torch.nn")), None)
     if base is None or (type(loss).forward is not getattr(nn, base).forward):
-        what = type(loss).__name__ if base is None else f"{type(loss).__name__}, a subclass of {base} with its own forward,"
+        what = (type(loss).__name__ if base is None
+                else f"{type(loss).__name__}, a subclass of {base} with its own forward,")
         raise ArgumentError(f"loss {what} is not supported; from_torch takes nn.{', nn.'.join(LOSS_MODULES)} "
                             "(reduction 'mean' or 'sum'), a loss name of the suite, or None")
     _check_hooks(loss, f"the loss ({type(loss).__name__})")
@@ -174,9 +175,10 @@ def _check_state(module):
         raise ArgumentError(f"the model is a TorchScript module ({type(module).__name__}); pass the nn.Module it was "
                             "scripted from")
     globals_ = torch.nn.modules.module
-    for attribute, what in (("_global_forward_pre_hooks", "forward pre-hook"), ("_global_forward_hooks", "forward hook"),
-                            ("_global_backward_pre_hooks", "backward pre-hook"), ("_global_backward_hooks",
-                                                                                   "backward hook")):
+    for attribute, what in (("_global_forward_pre_hooks", "forward pre-hook"),
+                            ("_global_forward_hooks", "forward hook"),
+                            ("_global_backward_pre_hooks", "backward pre-hook"),
+                            ("_global_backward_hooks", "backward hook")):
         if getattr(globals_, attribute, None):
             raise ArgumentError(f"a global module {what} is registered (torch.nn.modules.module.register_module_"
                                 f"{what.replace(' ', '_').replace('-', '_')}): it may change what every module "
@@ -235,8 +237,8 @@ def _input_shape(ops, input_shape):
     if input_shape is not None:
         shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
         if not shape or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in shape):
-            raise ArgumentError(f"input_shape is {describe(input_shape)}, but it must be one sample's shape, a tuple of "
-                                "whole numbers >= 1 without the batch axis, e.g. input_shape=(3, 32, 32)")
+            raise ArgumentError(f"input_shape is {describe(input_shape)}, but it must be one sample's shape, a "
+                                "tuple of whole numbers >= 1 without the batch axis, e.g. input_shape=(3, 32, 32)")
         return tuple(int(s) for s in shape)
     for op in ops:
         if op.kind == "linear":
@@ -331,7 +333,8 @@ class _Builder:
         elif isinstance(padding, str):
             raise ArgumentError(f"{op.where} has padding={padding!r}; use an int, a tuple, 'same' or 'valid'")
         return before + [Conv(weight, self.field(op.tensors["bias"]), o["dims"], tuple(o["stride"]), tuple(padding),
-                              tuple(o["dilation"]), int(o["groups"]), bool(o["transposed"]), tuple(o["output_padding"]))]
+                              tuple(o["dilation"]), int(o["groups"]), bool(o["transposed"]),
+                              tuple(o["output_padding"]))]
 
     def _pool(self, op, shape):
         o = op.options
@@ -359,8 +362,8 @@ class _Builder:
     def _pad(self, op, shape):
         padding = op.options["padding"]
         if len(padding) % 2 or len(padding) // 2 > len(shape):
-            raise ArgumentError(f"{op.where} pads {len(padding) / 2:g} axes of samples of shape {shape}: the batch axis "
-                                "cannot be padded, and pads come in pairs")
+            raise ArgumentError(f"{op.where} pads {len(padding) / 2:g} axes of samples of shape {shape}: the batch "
+                                "axis cannot be padded, and pads come in pairs")
         if any(p < 0 for p in padding):
             raise ArgumentError(f"{op.where} has negative padding {padding} (cropping), which is not supported")
         return [Pad(padding, op.options["value"])]
@@ -372,7 +375,8 @@ class _Builder:
     def _log_softmax(self, op, shape):
         dim, ndim = op.options["dim"], len(shape) + 1
         if dim is None:
-            raise ArgumentError(f"{op.where} has dim=None (torch then picks the axis from the input's rank); pass dim=-1")
+            raise ArgumentError(f"{op.where} has dim=None (torch then picks the axis from the input's rank); "
+                                "pass dim=-1")
         if op.options.get("dtype") is not None:
             raise ArgumentError(f"{op.where} casts to dtype {op.options['dtype']}, which is not supported")
         if dim % ndim != ndim - 1:

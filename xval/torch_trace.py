@@ -20,7 +20,8 @@ from . import definitions
 from .errors import ArgumentError
 
 SUPPORTED = ("nn.Linear, nn.Conv1d/2d/3d, nn.ConvTranspose1d/2d/3d, nn.MaxPool1d/2d/3d, nn.AvgPool1d/2d/3d, "
-             "nn.AdaptiveAvgPool1d/2d/3d, nn.BatchNorm1d/2d/3d (eval mode), nn.ZeroPad1d/2d/3d, nn.ConstantPad1d/2d/3d, "
+             "nn.AdaptiveAvgPool1d/2d/3d, nn.BatchNorm1d/2d/3d (eval mode), nn.ZeroPad1d/2d/3d, "
+             "nn.ConstantPad1d/2d/3d, "
              "nn.Flatten, nn.LogSoftmax(dim=-1), nn.Dropout (eval mode or p=0), nn.Identity, nn.ReLU, nn.LeakyReLU, "
              "nn.ELU, nn.SELU, nn.GELU, nn.SiLU, nn.LogSigmoid, nn.Softplus, nn.Sigmoid, nn.Tanh, the same operations "
              "as functions (F.relu, torch.tanh, F.linear, ...), and x.flatten(1) / x.view(x.size(0), -1), in a chain")
@@ -175,13 +176,15 @@ def _avg_pool(dims, where, kernel, stride, padding, ceil_mode, count_include_pad
 
 def _adaptive(dims, where, output_size):
     size = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size,) * dims
-    return Op("adaptive_avg_pool", where, {"dims": dims, "output_size": tuple(None if s is None else int(s) for s in size)})
+    size = tuple(None if s is None else int(s) for s in size)
+    return Op("adaptive_avg_pool", where, {"dims": dims, "output_size": size})
 
 
 def _pad(where, padding, mode, value):
     if mode != "constant":
         raise ArgumentError(f"{where} pads with mode={mode!r}; only constant (zero or value) padding is supported")
-    return Op("pad", where, {"padding": tuple(int(p) for p in padding), "value": 0.0 if value is None else float(value)})
+    return Op("pad", where, {"padding": tuple(int(p) for p in padding),
+                             "value": 0.0 if value is None else float(value)})
 
 
 def _dropout(where, p, training):
@@ -240,7 +243,8 @@ def _function_table():
         (("input", REQUIRED), ("p", 0.5), ("training", True), ("inplace", False)),
         lambda where, a: _dropout(where, a["p"], a["training"]))
     add([torch.dropout, torch.alpha_dropout, torch.feature_alpha_dropout],
-        (("input", REQUIRED), ("p", REQUIRED), ("train", REQUIRED)), lambda where, a: _dropout(where, a["p"], a["train"]))
+        (("input", REQUIRED), ("p", REQUIRED), ("train", REQUIRED)),
+        lambda where, a: _dropout(where, a["p"], a["train"]))
     add([F.linear], (("input", REQUIRED), ("weight", REQUIRED), ("bias", None)),
         lambda where, a: Op("linear", where, {}, {"weight": a["weight"], "bias": a["bias"]}))
     conv = (("input", REQUIRED), ("weight", REQUIRED), ("bias", None), ("stride", 1), ("padding", 0), ("dilation", 1),
@@ -255,7 +259,8 @@ def _function_table():
                 ("ceil_mode", False), ("return_indices", False))
     for dims, function in enumerate([F.max_pool1d, F.max_pool2d, F.max_pool3d], start=1):
         add([function], max_pool, lambda where, a, dims=dims: _max_pool(
-            dims, where, a["kernel_size"], a["stride"], a["padding"], a["dilation"], a["ceil_mode"], a["return_indices"]))
+            dims, where, a["kernel_size"], a["stride"], a["padding"], a["dilation"], a["ceil_mode"],
+            a["return_indices"]))
     avg_pool = (("input", REQUIRED), ("kernel_size", REQUIRED), ("stride", None), ("padding", 0), ("ceil_mode", False),
                 ("count_include_pad", True), ("divisor_override", None))
     for dims, function in enumerate([F.avg_pool1d, F.avg_pool2d, F.avg_pool3d], start=1):
