@@ -468,7 +468,7 @@ def _check_same_function(module, net, shape, model_dtype):
 def to_torch(net):
     """An ``nn.Sequential`` computing ``net``'s outputs, in its dtype, on the CPU: one module per layer, tied
     parameters as one shared ``nn.Parameter``, frozen constants as parameters with ``requires_grad=False``, so that
-    ``from_torch(net.to_torch(), ...)`` gives the network back."""
+    ``from_torch(net.to_torch(), ...)`` gives the network back (up to ``identity`` layers outside a plain MLP)."""
     torch = _torch()
     dtype = getattr(torch, net.dtype.name)
     shared = {}
@@ -482,8 +482,10 @@ def to_torch(net):
             return shared[value]
         return torch.nn.Parameter(torch.tensor(np.array(value), dtype=dtype), requires_grad=False)
 
-    children = [_module_of(layer, shape, net, parameter, dtype) for layer, shape in zip(net.layers, net.shapes)]
-    return torch.nn.Sequential(*children)
+    # identity activations are no module (from_torch gives a plain MLP its identity layers back)
+    children = [_module_of(layer, shape, net, parameter, dtype) for layer, shape in zip(net.layers, net.shapes)
+                if not (isinstance(layer, Activation) and layer.name == "identity")]
+    return torch.nn.Sequential(*children) if children else torch.nn.Sequential(torch.nn.Identity())
 
 
 def _module_of(layer, shape, net, parameter, dtype):
