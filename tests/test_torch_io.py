@@ -348,6 +348,10 @@ def test_to_torch_ties_tied_parameters_and_keeps_frozen_ones_frozen():
     assert rebuilt[0].weight is rebuilt[2].weight and rebuilt[0].bias is rebuilt[2].bias
     assert not rebuilt[4].bias.requires_grad and rebuilt[4].weight.requires_grad
     assert_same_model(module, nn.MSELoss(), net)
+    back = Network.from_torch(rebuilt, nn.MSELoss())
+    assert back.describe() == net.describe() and back.groups == net.groups
+    np.testing.assert_array_equal(back.to_vector(), net.to_vector())
+    np.testing.assert_array_equal(back.layers[4].bias, net.layers[4].bias)
 
 
 def test_loss_module_gives_the_torch_loss_back():

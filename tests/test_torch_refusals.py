@@ -360,6 +360,15 @@ class Unflattened(nn.Module):
         return self.a(x).view(x.size(0), 2, 2)
 
 
+class TransposedWeight(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encode = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return F.linear(torch.tanh(self.encode(x)), self.encode.weight.t())
+
+
 REFUSED = {
     "lstm": (lambda: nn.Sequential(OrderedDict(features=nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 3),
                                                                       nn.LSTM(3, 3)), head=nn.Linear(3, 2))),
@@ -386,6 +395,8 @@ REFUSED = {
                                  r"torch.tanh\(self.a\(x\)\)\)\) takes the model's input as well, not only the "
                                  r"previous operation's output"),
     "concatenation": (Concatenated, (3,), r"operation torch.cat .*takes the model's input as well"),
+    "transposed-weight": (TransposedWeight, (3,), r"operation Tensor.t at test_torch_refusals.py:\d+ "
+                                                  r"\(return F.linear\(.*\)\) does not take the chain's tensor"),
     "scaling": (Scaled, (3,), r"operation operator.mul at test_torch_refusals.py:\d+ \(return 3 \* self.a\(x\)\) is "
                               r"not supported"),
     "data-dependent": (DataDependent, (3,), r"tracing DataDependent.forward with torch.fx failed \(TraceError"),

@@ -437,6 +437,10 @@ class _Reader:
     def _operation(self, node, current):
         where = self._where(node)
         tensors = [n for n in node.all_input_nodes if n not in self.attributes and n not in self.sizes]
+        if not tensors:
+            raise ArgumentError(f"{where} does not take the chain's tensor (it computes from parameters or "
+                                "constants); from_torch takes operations on the previous output, with parameters "
+                                "passed as they are (F.linear(x, self.weight, self.bias))")
         if tensors != [current]:
             others = [n for n in tensors if n is not current]
             what = (f"the output of {self._where(others[0])}" if others and others[0].op != "placeholder"
