@@ -57,12 +57,13 @@ def test_nll_after_log_softmax(reduction):
     assert_same_model(build(), nn.NLLLoss(reduction=reduction), net, n=4)
 
 
-def test_cross_entropy_takes_probability_rows_as_torch_does():
-    net = Network.from_torch(mlp(), nn.CrossEntropyLoss(reduction="sum"))
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_cross_entropy_takes_probability_rows_as_torch_does(reduction):
+    net = Network.from_torch(mlp(), nn.CrossEntropyLoss(reduction=reduction))
     X = np.random.default_rng(0).standard_normal((6, 4))
     rows = np.random.default_rng(1).dirichlet(np.ones(3), size=6)
     with torch.no_grad():
-        expected = float(nn.CrossEntropyLoss(reduction="sum")(mlp()(torch.as_tensor(X)), torch.as_tensor(rows)))
+        expected = float(nn.CrossEntropyLoss(reduction=reduction)(mlp()(torch.as_tensor(X)), torch.as_tensor(rows)))
     assert abs(numpy_objective(net, X, rows) - expected) <= 1e-12 * abs(expected)
 
 
