@@ -233,8 +233,9 @@ def _function_table():
     add([F.gelu], (("input", REQUIRED), ("approximate", "none")), lambda where, a: _gelu(a["approximate"], where))
     add([F.softplus], (("input", REQUIRED), ("beta", 1.0), ("threshold", 20.0)),
         lambda where, a: activation("softplus", where, beta=a["beta"], threshold=a["threshold"]))
-    add([F.log_softmax, torch.log_softmax], (("input", REQUIRED), ("dim", None), ("_stacklevel", 3), ("dtype", None)),
-        lambda where, a: Op("log_softmax", where, {"dim": a["dim"], "dtype": a["dtype"]}))
+    log_softmax = (lambda where, a: Op("log_softmax", where, {"dim": a["dim"], "dtype": a["dtype"]}))
+    add([F.log_softmax], (("input", REQUIRED), ("dim", None), ("_stacklevel", 3), ("dtype", None)), log_softmax)
+    add([torch.log_softmax], (("input", REQUIRED), ("dim", REQUIRED), ("dtype", None)), log_softmax)
     add([torch.flatten], (("input", REQUIRED), ("start_dim", 0), ("end_dim", -1)),
         lambda where, a: Op("flatten", where, {"start_dim": a["start_dim"], "end_dim": a["end_dim"]}))
     add([torch.reshape], (("input", REQUIRED), ("shape", REQUIRED)),
