@@ -3,7 +3,7 @@ curvlinops' ``test/cases.py`` and ``test/kfac_cases.py``, BackPACK's ``test/exte
 laplace-torch's test fixtures, ASDL's ``test/conftest.py``; no code copied): a table of small records (model
 builder, loss, one sample's input shape, N). Each is taken in by ``Network.from_torch`` and then computes what the
 original module and loss compute (outputs, loss, gradient, Hessian by ``torch.func`` against ``net.to_torch()``
-to 1e-12, outputs and loss against the numpy forward, the trainable count), or is refused with the reason its
+to 1e-12, outputs and loss against the numpy forward to 1e-10, the trainable count), or is refused with the reason its
 record names.
 
 Where a peer wraps a chain in a helper that only reshapes for its own loss conventions (curvlinops'
