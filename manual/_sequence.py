@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xval.contract import kfac_block_from_factors
-from xval.errors import ArgumentError
+from xval.errors import UnsupportedNetworkError
 
 from . import layers
 from .losses import get_loss
@@ -257,7 +257,7 @@ class Sequence:
         steps = self._steps_of(l)
         step = self.steps[steps[0]]
         if len(steps) != 1 or step.positions or not (step.train_weight and step.train_bias) or self.tied:
-            raise ArgumentError(
+            raise UnsupportedNetworkError(
                 f"kfac_factors: layer {l} must be one Dense layer on (N, n_in) inputs with a trainable weight and bias, "
                 "used once (its Kronecker factors are over [x; 1] and the layer's outputs)")
         return steps[0]

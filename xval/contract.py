@@ -125,7 +125,9 @@ def _product_with_v(value, call):
 
 
 def _trace_of(value, call):
-    return float(np.sum(value))
+    """The trace: the sum of a diagonal, or of a square matrix's diagonal."""
+    value = np.asarray(value)
+    return float(np.trace(value) if value.ndim == 2 else np.sum(value))
 
 
 def _top_eigenvalues_of(value, call):
@@ -364,7 +366,7 @@ def derive(call, value_of):
         source = _ALL[derivation.source]
         arguments = {name: call.argument(name) for name in call.quantity.parameters}
         source_arguments = tuple(arguments[name] if name in arguments else None for name in source.parameters)
-        if None in source_arguments:
+        if any(argument is None for argument in source_arguments):
             continue
         shape = source.shape(call.net, np.shape(arguments.get("X"))[0], dict(arguments))
         value = value_of(Call(source, source.name, call.net, source_arguments, shape))

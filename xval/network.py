@@ -339,8 +339,8 @@ class Network:
         the Kronecker factors of ``kfac_factors`` are over."""
         dense = self.owner(l)
         if not isinstance(dense, Dense):
-            raise ArgumentError(f"layer {l} is {describe_layer(dense, self)}; Kronecker factors are defined here for "
-                                "Dense layers only")
+            raise UnsupportedNetworkError(f"layer {l} is {describe_layer(dense, self)}; Kronecker factors are defined "
+                                          "here for Dense layers only")
         n_out, n_in = self.tensor(dense.weight).shape
         return n_in, n_out
 

@@ -30,7 +30,7 @@ import mpmath
 import numpy as np
 
 from .. import checks, config, contract, memory
-from ..errors import XvalError
+from ..errors import UnsupportedError, XvalError
 from . import eigen, formulas, numbers, passes, quantities
 from .tape import KinkError
 
@@ -41,7 +41,7 @@ class ArbiterLimitError(XvalError, ValueError):
     """A problem too costly for the arbiter (about N x tape entries x passes x tangents number operations)."""
 
 
-class ArbiterUnsupportedError(ArbiterLimitError):
+class ArbiterUnsupportedError(ArbiterLimitError, UnsupportedError):
     """A network the arbiter has no formulas for (a layer kind, activation or loss it does not write out)."""
 
 

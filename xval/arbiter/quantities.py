@@ -21,7 +21,7 @@ import mpmath
 import numpy as np
 
 from .. import contract
-from ..errors import ArgumentError
+from ..errors import UnsupportedNetworkError
 from ..layers import describe, parameter_indices
 from . import eigen, formulas, numbers
 from .numbers import Bounded, Dual
@@ -253,7 +253,7 @@ def kfac_layer(net, l):
     uses = sum(1 for layer in net.layers if set(parameter_indices(layer)) & set(net.groups[l]))
     if len(net.shapes[position]) != 1 or not isinstance(owner.bias, int) or uses > 1 \
             or len(net.groups[l]) != 2:
-        raise ArgumentError(
+        raise UnsupportedNetworkError(
             f"kfac_factors(l={l}): layer {l} is {describe(owner, net)} on samples of shape {net.shapes[position]}; "
             "Kronecker factors are defined for a Dense layer with its own trainable weight and bias, used once, on "
             f"(N, D) inputs (A over [z; 1], {fan[0] + 1} entries)")
