@@ -81,9 +81,10 @@ def memory_estimate(quantity, net, n_samples, **args):
     if net.is_mlp and quantity == "hessian_block":
         return sum(_dense_hessian.block_bytes(net, args["l"], args["m"], n_samples))
     spec = contract.quantity(quantity)
-    if net.is_mlp and quantity in ("per_sample_gradients", "forward", "loss", "gradient", "hvp"):
-        factor = 1.2 if quantity == "per_sample_gradients" else 4.0
-        return sum(memory.peak_parts(spec, net, n_samples, args, factor, 2**19))
+    if net.is_mlp and quantity == "per_sample_gradients":  # numpy's iterator buffers: 0.2-0.3 MiB whatever the size
+        return sum(memory.peak_parts(spec, net, n_samples, args, 1.2, 2**19))
+    if net.is_mlp and quantity in ("forward", "loss", "gradient", "hvp"):  # a few activations and P-vectors
+        return sum(memory.peak_parts(spec, net, n_samples, args, 4.0, 0))
     from ._sequence import working_entries
 
     working = int(_generic.PEAK_FACTOR * working_entries(net, spec, n_samples, args)) * net.dtype.itemsize

@@ -206,7 +206,8 @@ def test_a_dense_output_that_would_not_fit_is_skipped_with_a_note(tmp_path, monk
     assert by["per_sample_gradients", 5]["status"] == "skipped"
     assert by["per_sample_gradients", 5]["reason"].startswith("dense output of 0.00 GB would not fit")
     assert by["per_sample_gradients", 5]["output_bytes"] == 1920
-    assert by["gradient", 5]["status"] == "ok"  # the sweep went on
+    # the sweep went on (every call is guarded: at 1000 bytes the gradient's own working memory does not fit either)
+    assert by["gradient", 5]["status"] in ("ok", "failed")
 
 
 def test_a_series_over_the_per_call_budget_skips_its_larger_sizes(tmp_path):
