@@ -263,7 +263,9 @@ _pinned = None  # the thread count ``pinned_threads`` set, overriding XVAL_THREA
 def write_threads():
     """How many threads a large write is split over: the count ``pinned_threads`` set, else ``XVAL_THREADS`` (by
     default the CPUs this process may run on)."""
-    return _pinned if _pinned is not None else _threads_setting(os.environ.get("XVAL_THREADS"))
+    if _pinned is not None:
+        return _pinned
+    return min(_threads_setting(os.environ.get("XVAL_THREADS")), config.cpus())  # never more threads than CPUs
 
 
 @functools.lru_cache(maxsize=16)

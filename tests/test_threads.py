@@ -111,12 +111,17 @@ def test_blas_runs_on_one_thread_inside_quiet_blas_and_comes_back(monkeypatch):
     assert before and all(count == 2 for count in before) and all(count == 1 for count in inside)
 
 
-def test_xval_threads_sets_the_write_threads(monkeypatch):
+def test_xval_threads_sets_the_write_threads_capped_by_the_cpus(monkeypatch):
+    from xval import config
+
     monkeypatch.setenv("XVAL_THREADS", "5")
-    assert arrays.write_threads() == 5
+    assert arrays.write_threads() == min(5, config.cpus())
     with arrays.pinned_threads(2):
         assert arrays.write_threads() == 2
-    assert arrays.write_threads() == 5
+    assert arrays.write_threads() == min(5, config.cpus())
+    monkeypatch.setenv("XVAL_THREADS", "4096")  # a count the machine cannot run never sizes a split or an estimate
+    assert arrays.write_threads() == config.cpus()
+    assert arrays.iterator_buffer_bytes(10**9) == config.cpus() * 3 * np.getbufsize() * 8
     monkeypatch.setenv("XVAL_THREADS", "1")
     assert not arrays.splits(arrays.NUMPY, 10**9)
 
