@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import manual
+from manual import _writes as writes
 from benchmarks import fit, machine, memory, plan, quantities, report, results, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -367,7 +368,7 @@ def test_on_two_threads_each_write_floor_is_also_timed_split_and_judged_by_no_ta
     from benchmarks import ratios
     from manual import arrays
 
-    monkeypatch.setattr(arrays, "PARALLEL_BYTES", 0)  # split even this small floor
+    monkeypatch.setattr(writes, "PARALLEL_BYTES", 0)  # split even this small floor
     floor = ratios.write_floor((6, 2, 5), threads=2)()
     rng = np.random.default_rng(0)
     assert np.array_equal(floor, np.multiply.outer(rng.standard_normal(6), rng.standard_normal(10)))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import manual
+from manual import _writes as writes
 from manual import arrays
 from xval import memory
 from manual._finite_difference import DEFAULT_STEPS
@@ -217,7 +218,7 @@ def test_one_sample_hessian_by_rows_is_the_strips_result_bit_for_bit(monkeypatch
     from manual._dense_hessian import _hessian_values, hessian_strips, one_sample_rows
     from manual._prepared import prepare
 
-    monkeypatch.setattr(arrays, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(writes, "PARALLEL_BYTES", 0)
     monkeypatch.setenv("XVAL_ARRAY", "numpy")  # the rows' path is numpy's (also on a GPU run)
     monkeypatch.setenv("XVAL_DEVICE", "cpu")
     rng = np.random.default_rng(3)

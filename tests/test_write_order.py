@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import manual
+from manual import _writes as writes
 from xval import compare
 
 torch_ref = pytest.importorskip("torch_ref")
@@ -41,7 +42,7 @@ def test_per_sample_gradients_of_wide_layers_written_sample_by_sample_match_torc
     rng = np.random.default_rng(11)
     X, Y = rng.standard_normal((5, width)), rng.standard_normal((5, 2))
     monkeypatch.setattr(backprop, "ROW_ORDER_BYTES", 0)
-    monkeypatch.setattr(arrays, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(writes, "PARALLEL_BYTES", 0)
     with arrays.pinned_threads(threads):
         ours = manual.per_sample_gradients(net, X, Y)
     assert compare.relative_error(ours, torch_ref.per_sample_gradients(net, X, Y)) <= 1e-12
