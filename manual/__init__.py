@@ -45,6 +45,7 @@ def _dispatch(name, dense):
 
     stage.__name__ = stage.__qualname__ = f"stage_{name}"
     stage.__doc__ = f"``{name}`` staged: {contract.quantity(name).returns}, as an array of the selected library."
+    stage.dense, stage.generic = dense, generic
     return stage
 
 
@@ -68,6 +69,8 @@ stage_hessian_trace = _generic.stage_hessian_trace
 top_eigenvalues = _generic.top_eigenvalues
 
 PLAIN = contract.complete(globals(), to_numpy)
+# top_eigenvalues holds a dense Hessian (or, beyond DENSE_EIGEN_PARAMETERS, a Lanczos basis of k + a few vectors).
+top_eigenvalues.estimate = lambda net, n_samples, **args: memory_estimate("hessian", net, n_samples)
 
 # The analyses of the problem set use the contract functions above.
 from ._diagnose import Diagnosis, diagnose  # noqa: E402
@@ -75,20 +78,16 @@ from ._training import train  # noqa: E402
 
 
 def memory_estimate(quantity, net, n_samples, **args):
-    """Bytes manual's call of ``quantity`` (a contract name) needs at its peak: result and working memory."""
-    if net.is_mlp and quantity == "hessian":
-        return sum(_dense_hessian.hessian_bytes(net, n_samples, arrays.library().name))
-    if net.is_mlp and quantity == "hessian_block":
-        return sum(_dense_hessian.block_bytes(net, args["l"], args["m"], n_samples))
-    spec = contract.quantity(quantity)
-    if net.is_mlp and quantity == "per_sample_gradients":  # numpy's iterator buffers: 0.2-0.3 MiB whatever the size
-        return sum(memory.peak_parts(spec, net, n_samples, args, 1.2, 2**19))
-    if net.is_mlp and quantity in ("forward", "loss", "gradient", "hvp"):  # a few activations and P-vectors
-        return sum(memory.peak_parts(spec, net, n_samples, args, 4.0, 0))
-    from ._sequence import working_entries
-
-    working = int(_generic.PEAK_FACTOR * working_entries(net, spec, n_samples, args)) * net.dtype.itemsize
-    return memory.result_bytes(spec.result_cells(net, n_samples, args), net.dtype) + working
+    """Bytes manual's call of ``quantity`` (a contract name) needs at its peak: result and working memory, by the
+    model of the path that computes it (each staged function's ``estimate`` or ``method``)."""
+    stage = globals().get(f"stage_{quantity}") or globals()[quantity]
+    if not hasattr(stage, "dense") and hasattr(stage, "estimate"):
+        return stage.estimate(net, n_samples, **args)
+    dense = getattr(stage, "dense", None)
+    if net.is_mlp and dense is not None:
+        return dense.estimate(net, n_samples, **args)
+    generic = getattr(stage, "generic", stage)
+    return sum(_generic.estimate(quantity, generic.method, net, n_samples, **args))
 
 
 __all__ = [

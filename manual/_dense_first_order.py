@@ -179,3 +179,22 @@ def forward_pass(net, X):
         z.append(get_activation(name).f(a[-1]))
     return a, z
 
+
+
+def _estimate(factor, first_call):
+    """The memory model of a dense call: ``factor`` over (tape + result) and ``first_call`` bytes besides."""
+    def estimate(net, n_samples, **args):
+        from xval import contract, memory
+
+        name = estimate.quantity
+        return sum(memory.peak_parts(contract.quantity(name), net, n_samples, args, factor, first_call))
+
+    return estimate
+
+
+# A few activations and parameter vectors; per-sample gradients hold numpy's iterator buffers too (0.2-0.3 MiB
+# whatever the size).
+for _stage, _model in ((stage_forward, (4.0, 0)), (stage_loss, (4.0, 0)), (stage_gradient, (4.0, 0)),
+                       (stage_per_sample_gradients, (1.2, 2**19))):
+    _stage.estimate = _estimate(*_model)
+    _stage.estimate.quantity = _stage.__name__[len("stage_"):]

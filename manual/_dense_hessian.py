@@ -356,6 +356,14 @@ def stage_hessian_block(net, X, Y, l, m):
 
 
 
+def _hessian_estimate(net, n_samples, **args):
+    return sum(hessian_bytes(net, n_samples, arrays.library().name))
+
+
+def _block_estimate(net, n_samples, l, m):
+    return sum(block_bytes(net, l, m, n_samples))
+
+
 def stage_hessian(net, X, Y):
     """``hessian`` staged: ``(P, P)`` as an array of the selected library."""
     X, Y = check_data(net, X, Y)
@@ -366,3 +374,6 @@ def stage_hessian(net, X, Y):
     strips, by_rows = hessian_strips(net, X.shape[0]), one_sample_rows(net, X.shape[0], lib.name)
     return model.staged(lambda: _hessian_values(model, X, Y, strips, by_rows))
 
+
+
+stage_hessian.estimate, stage_hessian_block.estimate = _hessian_estimate, _block_estimate

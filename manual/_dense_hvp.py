@@ -85,3 +85,12 @@ def stage_hvp(net, X, Y, v):
     model, X, Y, direction = _prepared(net, X, Y, v)
     return model.staged(lambda: hvp_values(model, X, Y, direction))
 
+
+
+def _hvp_estimate(net, n_samples, **args):
+    from xval import contract, memory
+
+    return sum(memory.peak_parts(contract.quantity("hvp"), net, n_samples, args, 4.0, 0))
+
+
+stage_hvp.estimate = _hvp_estimate

@@ -14,10 +14,17 @@ from ._prepared import prepare_sequence
 PEAK_FACTOR = 1.5
 
 
-def _guard(net, name, n, **args):
+def estimate(name, method, net, n, **args):
+    """``(result, working)`` bytes of ``Sequence.<method>`` computing ``name`` on ``n`` samples."""
     quantity = contract.quantity(name)
-    working = _sequence.working_entries(net, quantity, n, args) * net.dtype.itemsize
-    check_memory(net, quantity, n, args, factor=0.0, first_call=int(PEAK_FACTOR * working), engine="manual")
+    memory_kind = getattr(_sequence.Sequence, method).memory
+    working = int(PEAK_FACTOR * _sequence.working_entries(net, memory_kind, n)) * net.dtype.itemsize
+    return quantity.result_cells(net, n, args) * net.dtype.itemsize, working
+
+
+def _guard(net, name, n, method=None, **args):
+    result, working = estimate(name, method or name, net, n, **args)
+    check_memory(net, contract.quantity(name), n, args, factor=0.0, first_call=working, engine="manual")
 
 
 def _staged(sequence, compute):
@@ -33,33 +40,34 @@ def _staged(sequence, compute):
     return run
 
 
-def _data(net, name, X, Y, **args):
+def _data(net, name, X, Y, method=None, **args):
     X, Y = check_data(net, X, Y)
-    _guard(net, name, X.shape[0], **args)
+    _guard(net, name, X.shape[0], method, **args)
     sequence = prepare_sequence(net)
     return sequence, sequence.lib.asarray(X, net.dtype), sequence.lib.asarray(Y, net.dtype)
 
 
 def stage_forward(net, X):
     X = check_inputs(net, X)
-    _guard(net, "forward", X.shape[0])
+    _guard(net, "forward", X.shape[0], method="outputs")
     sequence = prepare_sequence(net)
     X = sequence.lib.asarray(X, net.dtype)
     return _staged(sequence, lambda: sequence.outputs(X))
 
 
 def stage_loss(net, X, Y):
-    sequence, X, Y = _data(net, "loss", X, Y)
+    sequence, X, Y = _data(net, "loss", X, Y, "loss_value")
     return _staged(sequence, lambda: sequence.loss_value(X, Y))
 
 
 def _simple(name, method):
     def stage(net, X, Y):
-        sequence, X, Y = _data(net, name, X, Y)
+        sequence, X, Y = _data(net, name, X, Y, method)
         return _staged(sequence, lambda: getattr(sequence, method)(X, Y))
 
     stage.__name__ = f"stage_{name}"
     stage.__doc__ = f"``{name}`` staged: {contract.quantity(name).returns}, in the selected array library."
+    stage.method = method
     return stage
 
 
@@ -80,16 +88,20 @@ def stage_output_jacobian(net, X):
     return _staged(sequence, lambda: sequence.output_jacobian(X))
 
 
+stage_forward.method, stage_loss.method, stage_output_jacobian.method = "outputs", "loss_value", "output_jacobian"
+
+
 def _with_direction(name, method):
     def stage(net, X, Y, v):
         X, Y = check_data(net, X, Y)
         v = check_direction(net, v)
-        _guard(net, name, X.shape[0])
+        _guard(net, name, X.shape[0], method)
         sequence = prepare_sequence(net)
         X, Y, v = (sequence.lib.asarray(a, net.dtype) for a in (X, Y, v))
         return _staged(sequence, lambda: getattr(sequence, method)(X, Y, v))
 
     stage.__name__ = f"stage_{name}"
+    stage.method = method
     return stage
 
 
@@ -100,10 +112,11 @@ stage_ggnvp = _with_direction("ggnvp", "ggnvp")
 def _block(name, method):
     def stage(net, X, Y, l, m):
         l, m = check_layer(net, l, "l"), check_layer(net, m, "m")
-        sequence, X, Y = _data(net, name, X, Y, l=l, m=m)
+        sequence, X, Y = _data(net, name, X, Y, method, l=l, m=m)
         return _staged(sequence, lambda: getattr(sequence, method)(X, Y, l, m))
 
     stage.__name__ = f"stage_{name}"
+    stage.method = method
     return stage
 
 
@@ -115,10 +128,11 @@ def _layer(name, method):
     def stage(net, X, Y, l):
         l = check_layer(net, l, "l")
         net.layer_fan(l)
-        sequence, X, Y = _data(net, name, X, Y, l=l)
+        sequence, X, Y = _data(net, name, X, Y, method, l=l)
         return _staged(sequence, lambda: getattr(sequence, method)(X, Y, l))
 
     stage.__name__ = f"stage_{name}"
+    stage.method = method
     return stage
 
 
@@ -127,9 +141,11 @@ stage_kfac_block = _layer("kfac_block", "kfac_block")
 
 
 def stage_hessian_trace(net, X, Y):
-    sequence, X, Y = _data(net, "hessian_trace", X, Y)
+    sequence, X, Y = _data(net, "hessian_trace", X, Y, "hessian_diagonal")
     return _staged(sequence, lambda: sequence.xp.sum(sequence.hessian_diagonal(X, Y)))
 
+
+stage_hessian_trace.method = "hessian_diagonal"
 
 # Up to this many parameters the eigenvalues come from the dense Hessian; beyond, Lanczos on Hessian-vector products.
 DENSE_EIGEN_PARAMETERS = 2000
@@ -144,7 +160,7 @@ def top_eigenvalues(net, X, Y, k):
     check_has_loss(net, "top_eigenvalues")
     k = check_count(net, k)
     X, Y = check_data(net, X, Y)
-    _guard(net, "top_eigenvalues", X.shape[0], k=k)
+    _guard(net, "top_eigenvalues", X.shape[0], "hessian", k=k)
     if net.n_params <= DENSE_EIGEN_PARAMETERS:
         from . import _dense_hessian as dense
 

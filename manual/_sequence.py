@@ -27,6 +27,15 @@ from . import layers
 from .losses import get_loss
 
 
+def uses(kind):
+    """Mark a ``Sequence`` method with the kind of working memory it holds (``working_entries``)."""
+    def mark(method):
+        method.memory = kind
+        return method
+
+    return mark
+
+
 class Sequence:
     """A network as steps in one array library: ``steps``, the indices ``parametric`` of the steps with trainable
     entries, the loss, and the parameter layout (``columns`` of each parameter step, ``group_columns[l]`` of each
@@ -56,6 +65,7 @@ class Sequence:
             caches.append(cache)
         return xs, caches
 
+    @uses("passes")
     def outputs(self, X):
         x = X
         for step in self.steps:
@@ -87,10 +97,12 @@ class Sequence:
         return self.net.sample_weight(n)
 
     # ---- first order -------------------------------------------------------------------------------------------
+    @uses("passes")
     def loss_value(self, X, Y):
         values = self.loss.value(self.flat(self.outputs(X)), Y, self.xp)
         return self.xp.sum(values) * self.weight(X.shape[0])
 
+    @uses("passes")
     def gradient(self, X, Y):
         xs, caches = self.forward(X)
         g_out, _ = self.loss_parts(xs[-1], Y)
@@ -100,6 +112,7 @@ class Sequence:
             self._add(out, self._at(i), self.steps[i].param_grad_sum(caches[i], gs[i + 1]))
         return out * self.weight(X.shape[0])
 
+    @uses("per_sample")
     def per_sample_gradients(self, X, Y):
         xs, caches = self.forward(X)
         g_out, _ = self.loss_parts(xs[-1], Y)
@@ -109,6 +122,7 @@ class Sequence:
             self._add(out, (slice(None),) + self._at(i), self.steps[i].param_grad(caches[i], gs[i + 1]))
         return out
 
+    @uses("jacobian")
     def output_jacobian(self, X):
         """``(N, K, P)``: the output rows ``e_k`` backpropagated (``J_n = d f(x_n) / dtheta``)."""
         xs, caches = self.forward(X)
@@ -125,6 +139,7 @@ class Sequence:
         rows = xp.broadcast_to(eye, (n, self.out_size, self.out_size))
         return xp.reshape(rows, (n, self.out_size, *self.out_shape))
 
+    @uses("jacobian")
     def empirical_fisher(self, X, Y):
         rows = self.per_sample_gradients(X, Y)
         return (self.xp.matrix_transpose(rows) @ rows) * self.weight(X.shape[0])
@@ -150,6 +165,7 @@ class Sequence:
             return v[step.span]
         return self.xp.take(v, self.xp.asarray(step.columns, device=self.lib.device), axis=0)
 
+    @uses("passes")
     def hvp(self, X, Y, v):
         xs, caches = self.forward(X)
         r = self._r_forward(caches, xs, v)
@@ -176,6 +192,7 @@ class Sequence:
             rg = below
         return out * self.weight(X.shape[0])
 
+    @uses("passes")
     def ggnvp(self, X, Y, v):
         """``G v``: ``J v`` forward (R-operator), ``Lambda`` at the outputs, ``J^T`` back; no second-order terms."""
         xs, caches = self.forward(X)
@@ -214,13 +231,16 @@ class Sequence:
                 blocks[u, v] = xp.sum(blocks[u, v], axis=0) * c
         return blocks
 
+    @uses("jacobian")
     def ggn(self, X, Y):
         return self._assemble(self.ggn_columns(X, Y, self.parametric, self.parametric), None, None)
 
+    @uses("jacobian")
     def ggn_block(self, X, Y, l, m):
         rows, cols = self._steps_of(l), self._steps_of(m)
         return self._assemble(self.ggn_columns(X, Y, rows, cols), l, m)
 
+    @uses("diagonal")
     def ggn_diagonal(self, X, Y):
         """``diag(G)`` without a ``P x P`` array: per parameter step ``c sum_n diag(J_theta^T B^T Lambda B J_theta)``,
         ``B^T Lambda B`` the loss Hessian backpropagated without second-order terms (``curvature(gauss_newton=True)``)
@@ -252,6 +272,7 @@ class Sequence:
         step = self.steps[i]
         return hasattr(step, "param_diagonal_of_rows") and not getattr(step, "positions", 0)
 
+    @uses("factors")
     def kfac_factors(self, X, Y, l):
         """``(A_l, G_l)`` of the Dense layer ``l`` (``net.layer_fan``): ``A = (1/N) sum a a^T`` over ``a = [x; 1]``,
         ``G = c sum B^T Lambda B`` with ``B`` the output rows backpropagated to the layer's output."""
@@ -267,6 +288,7 @@ class Sequence:
         G = (xp.matrix_transpose(R) @ R) * self.weight(n)
         return A, G
 
+    @uses("factors")
     def kfac_block(self, X, Y, l):
         A, G = self.kfac_factors(X, Y, l)
         return self.lib.asarray(kfac_block_from_factors(to_numpy(A), to_numpy(G)), self.dtype)
@@ -358,12 +380,15 @@ class Sequence:
         rows = xp.reshape(xp.matrix_transpose(M), (n, p_v, *step.out_shape))
         return xp.matrix_transpose(xp.sum(step.param_grad(caches[u], rows), axis=0)) * c  # (P_u, P_v)
 
+    @uses("blocks")
     def hessian(self, X, Y):
         return self._assemble(self.hessian_blocks(X, Y, self.parametric, self.parametric), None, None)
 
+    @uses("blocks")
     def hessian_block(self, X, Y, l, m):
         return self._assemble(self.hessian_blocks(X, Y, self._steps_of(l), self._steps_of(m)), l, m)
 
+    @uses("diagonal")
     def hessian_diagonal(self, X, Y):
         """The diagonal of each parameter step's own block ``c sum_n diag(J^T G J)`` (``param_diagonal``), never a
         ``P x P`` array; weights shared between steps add their cross blocks' diagonals too."""
@@ -462,28 +487,28 @@ class Sizes:
     entries: int
 
 
-def working_entries(net, quantity, n, args):
-    """A conservative count of the entries ``Sequence`` holds for ``quantity`` on ``n`` samples beyond the result:
-    the activations and their backprop vectors; for the Jacobian quantities the output rows (``N K`` per activation
-    entry) and their parameter rows; for the curvature quantities the loss Hessian backpropagated (``N D^2`` per
-    step), the carried rows ``K``, the products ``M`` and a step's Jacobian rows."""
+def working_entries(net, kind, n):
+    """A conservative count of the entries a ``Sequence`` method of memory ``kind`` (``uses``) holds on ``n``
+    samples beyond its result: ``passes``, the activations, their backprop vectors and a few parameter vectors;
+    ``per_sample``, an ``(N, P)`` array besides; ``jacobian``, the output rows (``N K`` per activation entry) and their
+    parameter rows; ``factors``, the loss Hessian's square root backpropagated; ``diagonal``, the loss Hessian
+    backpropagated (``N D^2`` per step) and a step's Jacobian rows; ``blocks``, besides, the carried rows ``K``, the
+    products ``M`` and a block of one pair of layers per sample."""
     shapes = [math.prod(shape) for shape in net.shapes]
     tape = 3 * n * sum(shapes)
     k, p = net.output_size, net.n_params
     widest, biggest = max(shapes), max(net.layer_param_counts)
-    name = quantity.name
-    if name in ("forward", "loss", "gradient", "hvp", "ggnvp"):
+    if kind == "passes":
         return 2 * tape + 4 * p
-    if name == "per_sample_gradients":
+    if kind == "per_sample":
         return tape + 2 * n * p
     rows = n * k * sum(shapes) + n * k * k
-    if name in ("output_jacobian", "empirical_fisher", "ggn", "ggn_block"):
+    if kind == "jacobian":
         return tape + rows + 3 * n * k * p
-    if name in ("kfac_factors", "kfac_block"):
+    if kind == "factors":
         return tape + rows + 3 * n * widest * widest
     curvature = 3 * n * sum(s * s for s in shapes)
-    jacobian_rows = 2 * n * widest * biggest  # a step's rows (N, D, P_step) where it has no fast diagonal
-    if name in ("hessian_diagonal", "ggn_diagonal", "hessian_trace"):
-        return tape + curvature + rows + jacobian_rows
-    products = 3 * n * widest * (widest + biggest) + n * biggest * biggest  # M and the block of one pair per sample
+    if kind == "diagonal":
+        return tape + curvature + rows + 2 * n * widest * biggest
+    products = 3 * n * widest * (widest + biggest) + n * biggest * biggest
     return tape + curvature + products + rows

@@ -103,24 +103,11 @@ def tensor_of(net, index, layer=None):
     raise IndexError(f"parameter index {flat} is beyond the network's {net.n_params} parameters")
 
 
-# What each axis of a quantity's result indexes: a sample, an output unit, or a parameter (of the whole vector,
-# or of the layer named by the call's argument ``l`` or ``m``). A quantity not listed is named by plain indices.
-AXES = {
-    "forward": ("sample", "output"),
-    "loss": (),
-    "gradient": ("parameter",),
-    "finite_difference_gradient": ("parameter",),
-    "per_sample_gradients": ("sample", "parameter"),
-    "hvp": ("parameter",),
-    "hessian_block": ("parameter of l", "parameter of m"),
-    "hessian": ("parameter", "parameter"),
-}
-
-
 def axes(call):
-    """Per axis of ``call``'s result: ``("sample", None)``, ``("output", None)`` or ``("parameter", layer)``
-    (``layer`` ``None`` for the whole parameter vector); ``None`` for a quantity ``AXES`` does not know."""
-    kinds = AXES.get(call.quantity.name)
+    """Per axis of ``call``'s result: ``("sample", None)``, ``("output", None)``, ``("eigenvalue", None)`` or
+    ``("parameter", layer)`` (``layer`` ``None`` for the whole parameter vector), from the quantity's ``axes`` in the
+    contract; ``None`` where the result is not one array of that many axes."""
+    kinds = call.quantity.axes
     if kinds is None or len(kinds) != len(call.shape):
         return None
     named = []

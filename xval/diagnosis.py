@@ -13,8 +13,17 @@ from . import compare
 
 # The order of derivative each quantity needs: a bug in f shows in all of them, one in f' from "first" on, one in f''
 # in "second" only.
-ORDER = {"forward": "value", "loss": "value", "gradient": "first", "per_sample_gradients": "first",
-         "hvp": "second", "hessian_block": "second", "hessian": "second"}
+def _quantity(name):
+    from . import contract
+
+    return contract.quantity(name)
+
+
+def _order(name):
+    """``value``, ``first`` or ``second``: the order of derivative a quantity needs (the contract's ``order``)."""
+    return ("value", "first", "second")[_quantity(name).order]
+
+
 ORDER_WORDS = {"value": "values", "first": "first-order quantities", "second": "second-order quantities"}
 
 
@@ -137,7 +146,7 @@ def _common_factor(report, failing, passing):
 
 def _pointer(bad, factor, relations, tensors, block_labels):
     """Where to look, from the failing quantities, what the failing cases share and how the values relate."""
-    orders = {ORDER.get(q, "other") for q in bad}
+    orders = {_order(q) for q in bad}
     transposed = sorted({r.split(" ", 1)[1] for r in relations if r.startswith("transposed ")})
     if transposed:
         return (f"a transposed weight gradient ({_join(transposed)} at transposed positions, as if written "
@@ -171,9 +180,9 @@ def _pointer(bad, factor, relations, tensors, block_labels):
         return "only bias entries are off: look at the bias terms"
     if orders == {"second"}:
         return "first derivatives are right: look at the second-order terms"
-    if set(bad) == {"loss"}:
+    if all(_order(q) == "value" and not _quantity(q).axes for q in bad):  # only the loss, a value without axes
         return "the outputs agree, so look at the loss formula and the batch mean E = (1/N) sum_n loss_n"
-    if "forward" in bad:
+    if any(_order(q) == "value" and _quantity(q).axes for q in bad):  # the outputs themselves
         return "the forward pass is off, and everything else is computed from it: fix it first"
     if orders == {"first"}:
         return "the values agree: look at backprop (delta_l, and the outer products delta_l z_l^T)"
@@ -221,7 +230,7 @@ def diagnose(report):
                              "same transposed")
     sentences.append(f"all in {report.dtype}")
     text = "; ".join(sentences) + "."
-    orders = {ORDER.get(q) for q in bad}
+    orders = {_order(q) for q in bad}
     summary = []
     if factor and factor[0] == "activation":
         summary.append(f"only {factor[1]} cases")
