@@ -147,9 +147,11 @@ class Library:
 
 
 def to_numpy(value):
-    """An array of any supported library as a float64 numpy array (a copy from the device; none for numpy float64)."""
+    """An array of any supported library as a numpy array of its own float dtype (a copy from the device; none for
+    numpy)."""
     if isinstance(value, (np.ndarray, np.generic, float, int)):
-        return np.asarray(value, dtype=np.float64)
+        value = np.asarray(value)
+        return value if value.dtype.kind == "f" else value.astype(np.float64)
     if isinstance(value, (tuple, list)):
         return tuple(to_numpy(part) for part in value)
     module = type(value).__module__
@@ -159,7 +161,8 @@ def to_numpy(value):
         value = value.get()
     else:
         value = np.from_dlpack(value)
-    return np.asarray(value, dtype=np.float64)
+    value = np.asarray(value)
+    return value if value.dtype.kind == "f" else value.astype(np.float64)
 
 
 def _import(name):

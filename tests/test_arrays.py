@@ -205,10 +205,11 @@ def test_the_memory_guard_uses_the_free_memory_of_the_device():
     assert arrays.NUMPY.free_bytes() is None  # on the CPU the guard reads the operating system
 
 
-def test_to_numpy_gives_float64_numpy_from_every_library():
+def test_to_numpy_gives_numpy_of_the_same_float_dtype_from_every_library():
     strict = pytest.importorskip("array_api_strict")
     torch = pytest.importorskip("torch")
-    for value in (np.arange(3, dtype=np.float32), strict.asarray([0.0, 1.0, 2.0]), torch.arange(3, dtype=torch.float32)):
+    for value, dtype in ((np.arange(3, dtype=np.float32), np.float32), (strict.asarray([0.0, 1.0, 2.0]), np.float64),
+                         (torch.arange(3, dtype=torch.float32), np.float32), (np.arange(3), np.float64)):
         out = manual.to_numpy(value)
-        assert isinstance(out, np.ndarray) and out.dtype == np.float64
+        assert isinstance(out, np.ndarray) and out.dtype == dtype
         np.testing.assert_array_equal(out, [0.0, 1.0, 2.0])

@@ -34,3 +34,22 @@ def test_an_overflow_in_the_first_row_is_reported_too():
     X[0] = 1e307
     with pytest.raises(OverflowResultError, match="layer 0"):
         manual.loss(net, X, Y)
+
+
+def test_a_float32_network_gets_float32_results_and_half_the_memory_of_float64():
+    """A float32 block is float32 through and through: its result and its peak are half of float64's."""
+    import tracemalloc
+
+    peaks = {}
+    for dtype in ("float64", "float32"):
+        net = Network.random([48, 48, 48, 4], "sigmoid", "mse", seed=0).astype(dtype)
+        rng = np.random.default_rng(0)
+        X, Y = rng.standard_normal((1, 48)), rng.standard_normal((1, 4))
+        manual.hessian_block(net, X, Y, 1, 1)
+        tracemalloc.start()
+        block = manual.hessian_block(net, X, Y, 1, 1)
+        peaks[dtype] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert block.dtype == np.dtype(dtype)
+        assert isinstance(manual.loss(net, X, Y), float)
+    assert 0.45 <= peaks["float32"] / peaks["float64"] <= 0.55, peaks

@@ -380,7 +380,7 @@ def derive(call, value_of):
 def complete(namespace, to_numpy):
     """Give the engine module whose globals are ``namespace`` a plain contract function for every ``stage_<name>``
     it defines without one: ``name(net, *arguments)`` returns ``to_numpy(stage_<name>(net, *arguments)())`` as
-    float64 numpy (a float for a scalar quantity), after checking that it is finite (``checks.finite_result``:
+    numpy in the network's dtype (a float for a scalar quantity), after checking that it is finite (``checks.finite_result``:
     an ``OverflowResultError`` naming the layer otherwise). Returns the names it added."""
     added = []
     for spec in list(_ALL.values()) + [FINITE_DIFFERENCE_GRADIENT]:
@@ -395,7 +395,11 @@ def complete(namespace, to_numpy):
 def _plain(spec, staged, to_numpy):
     def plain(net, *arguments):
         value = to_numpy(staged(net, *arguments)())
-        return float(value) if spec.name in SCALARS else value
+        if isinstance(value, tuple):
+            return tuple(np.asarray(part, dtype=net.dtype) for part in value)
+        if spec.axes == ():  # a scalar
+            return float(value)
+        return np.asarray(value, dtype=net.dtype)  # the network's dtype (a float32 network's results are float32)
 
     plain.__name__ = plain.__qualname__ = spec.name
     plain.__doc__ = f"``{spec.signature}``: {spec.returns}. (``to_numpy`` of ``stage_{spec.name}``, checked finite.)"
@@ -403,4 +407,3 @@ def _plain(spec, staged, to_numpy):
     return checks.finite_result(functools.wraps(plain, assigned=("__name__", "__qualname__", "__doc__"))(plain))
 
 
-SCALARS = ("loss", "hessian_trace")
