@@ -22,6 +22,7 @@ import numpy as np
 
 from xval.contract import kfac_block_from_factors
 from xval.errors import UnsupportedNetworkError
+from xval.layers import Dense, parameter_indices
 
 from . import layers
 from .losses import get_loss
@@ -508,7 +509,9 @@ def working_entries(net, kind, n):
     if kind == "factors":
         return tape + rows + 3 * n * widest * widest
     curvature = 3 * n * sum(s * s for s in shapes)
-    if kind == "diagonal":
-        return tape + curvature + rows + 2 * n * widest * biggest
+    if kind == "diagonal":  # a step without a fast diagonal (a convolution) holds its Jacobian rows (N, D, P_step)
+        slow = any(not (isinstance(layer, Dense) and len(net.shapes[i]) == 1) for i, layer in enumerate(net.layers)
+                   if parameter_indices(layer))
+        return tape + curvature + rows + (2 * n * widest * biggest if slow else 0)
     products = 3 * n * widest * (widest + biggest) + n * biggest * biggest
     return tape + curvature + products + rows
