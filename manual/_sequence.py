@@ -456,7 +456,7 @@ class Sequence:
                 part = self.xp.take(part, self.xp.asarray(np.asarray(r_keep), device=self.lib.device), axis=0)
             if len(c_keep) != block.shape[1]:
                 part = self.xp.take(part, self.xp.asarray(np.asarray(c_keep), device=self.lib.device), axis=1)
-            self._add(out, (r_to[:, None], c_to[None, :]), part)
+            self._add_block(out, r_to, c_to, part)
         return out
 
     def _at(self, i):
@@ -465,14 +465,25 @@ class Sequence:
         return (step.span,) if step.span is not None else (step.columns,)
 
     def _add(self, out, index, value):
-        """``out[index] += value`` (columns of a shared tensor are added, not overwritten)."""
-        index = tuple(self._device_index(i) for i in index)
+        """``out[index] += value``; ``index`` slices, or a last entry of columns (a tensor shared between steps): then
+        ``value``'s columns are added into ``out``'s through a 0/1 matrix (the array API has no scatter-add, and a
+        column may come twice)."""
+        if isinstance(index[-1], np.ndarray):
+            lead = index[:-1]
+            out[lead] = out[lead] + value @ self._scatter(index[-1], out.shape[-1])
+            return
         out[index] = out[index] + value
 
-    def _device_index(self, index):
-        if isinstance(index, np.ndarray) and self.lib.name != "numpy":
-            return self.xp.asarray(index, device=self.lib.device)
-        return index
+    def _add_block(self, out, rows, cols, block):
+        """``out[rows][:, cols] += block`` for row and column index arrays, through 0/1 matrices."""
+        out[...] = out + self.xp.matrix_transpose(self._scatter(rows, out.shape[0])) @ block @ self._scatter(
+            cols, out.shape[1])
+
+    def _scatter(self, columns, size):
+        """``(len(columns), size)``: row ``k`` is the unit vector of ``columns[k]``."""
+        matrix = np.zeros((len(columns), size))
+        matrix[np.arange(len(columns)), columns] = 1.0
+        return self.lib.asarray(matrix, self.dtype)
 
 
 def to_numpy(value):
