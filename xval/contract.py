@@ -364,7 +364,7 @@ def derive(call, value_of):
         source = _ALL[derivation.source]
         arguments = {name: call.argument(name) for name in call.quantity.parameters}
         source_arguments = tuple(arguments[name] if name in arguments else None for name in source.parameters)
-        if None in source_arguments:
+        if any(argument is None for argument in source_arguments):  # not ``None in``: that compares arrays
             continue
         shape = source.shape(call.net, np.shape(arguments.get("X"))[0], dict(arguments))
         value = value_of(Call(source, source.name, call.net, source_arguments, shape))
