@@ -20,7 +20,8 @@ def build_parser():
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.replace("``", ""),
                                      epilog=EXIT_CODES)
-    parser.add_argument("--backend", metavar="NAMES", help="comma list of engines (overrides XVAL_BACKEND; default manual,torch,jax)")
+    parser.add_argument("--backend", metavar="NAMES",
+                        help="comma list of engines (overrides XVAL_BACKEND; default manual,torch,jax)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides XVAL_DEVICE (default auto)")
     parser.add_argument("--out", metavar="DIR", default="bench-results", help="output folder (default bench-results/)")
     parser.add_argument("--quick", action="store_true",
@@ -28,7 +29,8 @@ def build_parser():
     parser.add_argument("--resume", action="store_true", help="keep the points already in --out and skip them")
     parser.add_argument("--quantities", metavar="Q1,Q2", help=f"comma list, a subset of: {', '.join(QUANTITIES)}")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="BLAS/OpenMP/torch threads and manual's write threads for every timed row, pinned (default: the physical cores)")
+                        help="BLAS/OpenMP/torch threads and manual's write threads for every timed row, pinned "
+                             "(default: the physical cores)")
     parser.add_argument("--no-peers", action="store_true", help="leave out BackPACK and curvlinops even if installed")
     parser.add_argument("--no-ratios", action="store_true",
                         help="skip the speed-ratio rows of benchmarks.ratios (always skipped with --quick)")
@@ -117,19 +119,23 @@ def run_settings(args, engines, peer_names, dtype, device, device_note, threads)
     from . import fit, memory
 
     return {
-        "quick": args.quick, "engines": engines, "threads": threads, "peers": peer_names, "dtype": dtype, "device": device,
+        "quick": args.quick, "engines": engines, "threads": threads, "peers": peer_names, "dtype": dtype,
+        "device": device,
         "device_note": device_note, "repeats": 5, "min_repeat_s": 0.002 if args.quick else 0.02,
         "max_call_s": args.max_call_seconds or (1.0 if args.quick else 4.0), "quantities": list(args.quantities),
         "network": "width and depth sweeps: MLPs of equal widths, tanh hidden layers, identity output; channels "
-                   "sweep: 2 x (Conv2d(C, C, 3, padding 1), tanh) on (C, 8, 8) inputs, flatten, Linear(64 C, 10); "
+                   "sweep: 2 x (Conv2d(C, C, 3, padding 1), tanh) on (C, 8, 8) inputs, AvgPool2d(4), flatten, "
+                   "Linear(4 C, 10); "
                    "mse loss, seed 0",
         "memory_method_cpu": "rss-growth (clear_refs + VmHWM)" if memory.cpu_method_available() else "unavailable",
         "threads_note": "BLAS/OpenMP pools and torch intra-op threads pinned; XLA (jax) keeps its own pool",
         "timed": "each engine's staged call: parameters and data placed on its device before timing, the result "
-                 "left there and waited for (host-device copies are not timed), manual included (arrays of its library)",
+                 "left there and waited for (host-device copies are not timed), manual included (arrays of its "
+                 "library)",
         "fit": "least squares of log(time per sample) on log(|W|), from the first size taking 2x the series' smallest "
                "time on (where the work dominates); 95% t interval from 5 points up",
-        "remeasured": f"a point whose time is more than {fit.OUTLIER_FACTOR:g}x off its neighbours' trend (fit.outliers) "
+        "remeasured": f"a point whose time is more than {fit.OUTLIER_FACTOR:g}x off its neighbours' trend "
+                      "(fit.outliers) "
                       "is measured once more before the fit, which uses the second time; the point keeps the first in "
                       "'remeasured'",
     }

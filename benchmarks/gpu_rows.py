@@ -75,7 +75,8 @@ def measure(points, row):
         if point is None:
             engines[name] = {"state": "not measured"}
             continue
-        engines[name] = {"state": _state(point), "time_s": point.get("time_median_s"), "peak_bytes": point.get("peak_bytes"),
+        engines[name] = {"state": _state(point), "time_s": point.get("time_median_s"),
+                         "peak_bytes": point.get("peak_bytes"),
                          "planned": point.get("memory_method", "").startswith("jax compiled memory_analysis"),
                          "reason": point.get("reason", "")}
     any_point = next(iter(found.values()), {})
@@ -143,7 +144,8 @@ def format_table(rows):
             size += f" ({r['output_bytes'] / 1e9:.3g})"
         time_cell, peak_cell = verdicts(r)
         cells = [cell(r["engines"][name]) for name in ENGINES]
-        lines.append(f"  {r['row']:<27} {size:<16} {cells[0]:<20} {cells[1]:<31} {cells[2]:<20} {time_cell:<31} {peak_cell}")
+        lines.append(f"  {r['row']:<27} {size:<16} {cells[0]:<20} {cells[1]:<31} {cells[2]:<20} {time_cell:<31} "
+                     f"{peak_cell}")
     peers = dict.fromkeys((row.label or row.quantity, row.peers) for row in ROWS)
     lines.append("  peers: " + "; ".join(f"{label}: {words}" for label, words in peers))
     return "\n".join(lines)

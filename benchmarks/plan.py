@@ -29,7 +29,10 @@ QUANTITIES = tuple(dict.fromkeys(MLP_QUANTITIES + CONV_QUANTITIES))
 # exact diagonal may hold but never a P x P array).
 MEMORY_BOUNDED = ("ggn_diagonal", "hessian_diagonal")
 MEMORY_BOUND_FACTOR = 4.0  # "a few times"
-MEMORY_BOUND_MIN_BYTES = 1 << 20  # below, a call's fixed allocations and whole pages outweigh the bound
+# A point is judged when its bound is at least MEMORY_BOUND_MIN_BYTES (below, a call's fixed allocations and whole
+# pages outweigh it), or its peak at least MEMORY_PEAK_MIN_BYTES (far beyond any fixed cost of a call).
+MEMORY_BOUND_MIN_BYTES = 1 << 20
+MEMORY_PEAK_MIN_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -84,14 +87,16 @@ WIDTH_LIMITS = {"finite_difference_gradient": 64, "per_sample_gradients": 256, "
 WIDTH_STARTS = {"finite_difference_gradient": 2, "hessian": 2, "output_jacobian": 2, "empirical_fisher": 2, "ggn": 2}
 DEFAULT = (
     Sweep("width", 3, (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), start=4, starts=WIDTH_STARTS, limits=WIDTH_LIMITS,
-          engine_limits={("hessian_block", "curvlinops"): 32, ("hessian_diagonal", "backpack"): 64}),
+          # curvlinops' type-2 KFAC backpropagates the n_L output rows one at a time: 4 s a call at width 512
+          engine_limits={("hessian_block", "curvlinops"): 32, ("hessian_diagonal", "backpack"): 64,
+                         ("kfac_factors", "curvlinops"): 64, ("ggnvp", "curvlinops"): 256}),
     Sweep("depth", 16, (1, 2, 4, 8, 16, 32, 64),
           limits={"finite_difference_gradient": 4, "hessian_block": 16, "hessian": 8, "empirical_fisher": 8,
-                  "ggn": 8},
+                  "ggn": 4},
           engine_limits={("hessian_block", "curvlinops"): 8, ("hessian", "torch"): 4,
                          ("hessian_diagonal", "backpack"): 16}),
     Sweep("channels", networks.CONV_DEPTH, (2, 4, 8, 16, 32, 64), quantities=CONV_QUANTITIES,
-          limits={"hessian_diagonal": 16}),
+          limits={"per_sample_gradients": 32, "hessian_diagonal": 16}),
 )
 
 # A GPU run (``--device cuda``) goes further where the GPU's memory and speed allow, and reaches the sizes of the GPU

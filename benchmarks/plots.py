@@ -16,13 +16,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
+from xval import contract  # noqa: E402
+
 from .plan import MEMORY_BOUND_FACTOR, QUANTITIES  # noqa: E402
 from .report import series  # noqa: E402
 
 TIME_PNG, MEMORY_PNG = "time_per_sample.png", "peak_memory.png"
 COLORS = {"manual": "C0", "torch": "C1", "jax": "C2", "backpack": "C3", "curvlinops": "C4"}
 STYLES = {"width": "-", "depth": "--", "channels": ":"}
-BOUND_COLOR = "0.35"
+BOUND_COLOR = "goldenrod"  # the memory target, apart from the grey slope guides
 FLOOR_BYTES = 4096  # one page: the resolution of the resident-set measurement
 # The floor and the memory title for each device: resident-set pages on the CPU, allocator blocks on a GPU (torch's
 # caching allocator and cupy's pool both round every allocation up to 512 bytes).
@@ -97,7 +99,7 @@ def _panel(ax, data, quantity, ylabel, title, floor=None, bounds=None):
                 drawn += _draw_series(ax, engine, sweep, xs, ys, floor)
     for (q, sweep), (xs, ys) in sorted((bounds or {}).items()):
         if q == quantity and drawn:  # the bound is drawn, but does not stretch the axis beyond the data
-            ax.plot(xs, ys, STYLES.get(sweep, "-"), color=BOUND_COLOR, lw=2.4, alpha=0.5)
+            ax.plot(xs, ys, STYLES.get(sweep, "-"), color=BOUND_COLOR, lw=2.4, alpha=0.6)
     if drawn:
         _reference_slopes(ax, [s for s, _ in drawn], [v for _, v in drawn])
         low, high = min(v for _, v in drawn), max(v for _, v in drawn)
@@ -125,10 +127,11 @@ def _legend(ax, engines, sweeps, floor=None, bounded=False):
     handles += [Line2D([], [], color="0.55", ls=":", lw=1.2, label="slope 1 (grows like |W|)"),
                 Line2D([], [], color="0.55", ls="-.", lw=1.2, label="slope 2 (grows like |W|^2)")]
     if bounded:
-        handles.append(Line2D([], [], color=BOUND_COLOR, lw=2.4, alpha=0.5,
+        handles.append(Line2D([], [], color=BOUND_COLOR, lw=2.4, alpha=0.6,
                               label=f"target: {MEMORY_BOUND_FACTOR:g} x P N n_L entries (the diagonals)"))
     if floor is not None:
-        handles += [Line2D([], [], color="k", marker="o", mfc="none", ls="none", label=f"at or under the floor ({floor[1]})"),
+        handles += [Line2D([], [], color="k", marker="o", mfc="none", ls="none",
+                           label=f"at or under the floor ({floor[1]})"),
                     Line2D([], [], color="k", marker="x", ls="none", label="dip: reused memory already held")]
     ax.axis("off")
     ax.legend(handles=handles, loc="center", frameon=False, title="engine (colour), sweep (line)")
@@ -139,7 +142,8 @@ def _sweeps(points):
     out = {}
     for p in points:
         if p.get("status") == "ok" and p["sweep"] not in out:
-            out[p["sweep"]] = {"width": f"width sweep (depth {p['depth']})", "depth": f"depth sweep (width {p['width']})",
+            out[p["sweep"]] = {"width": f"width sweep (depth {p['depth']})",
+                               "depth": f"depth sweep (width {p['width']})",
                                "channels": f"channels sweep (conv, {p['depth']} layers)"}.get(p["sweep"], p["sweep"])
     return sorted(out.items(), key=lambda item: list(STYLES).index(item[0]) if item[0] in STYLES else 99)
 
@@ -186,10 +190,11 @@ def write_plots(points, folder, subtitle="", device="cpu"):
     os.makedirs(folder, exist_ok=True)
     floor = FLOORS["cuda" if device == "cuda" else "cpu"]
     where = f" ({subtitle})" if subtitle else ""
+    batched = " and ".join(q for q in QUANTITIES if contract.quantity(q).batch)
     written = [
         _figure(points, "time_per_sample_s", None,
-                f"Time vs |W|{where}: median of repeated calls, each on one sample, except per_sample_gradients "
-                "(a batch; its time divided by the batch)", os.path.join(folder, TIME_PNG)),
+                f"Time vs |W|{where}: median of repeated calls, each on one sample, except {batched} (a batch; its "
+                "time divided by the batch)", os.path.join(folder, TIME_PNG)),
         _figure(points, "peak_bytes", "peak growth (bytes)", f"Peak memory of one call vs |W|{where}: {floor[2]}",
                 os.path.join(folder, MEMORY_PNG), floor=floor),
     ]

@@ -67,7 +67,10 @@ class Row:
     @property
     def name(self):
         net = self.network()
+        depth = len(self.sizes) - 1
         shape = f"width {self.sizes[1]}" if len(set(self.sizes)) == 1 else str(list(self.sizes))
+        if len(set(self.sizes)) == 1 and depth != DEPTH:
+            shape += f", depth {depth}"
         return f"{self.quantity}, {shape}, N={self.batch} (P={net.n_params:,})"
 
     def network(self, dtype="float64"):
@@ -353,9 +356,17 @@ def run(quick=False, threads=None, rows=ROWS, progress=True, dtype=None, use_pee
     extra = "" if quick else (f", more (up to {timing.MAX_PAIRS}) while their interquartile range is over "
                               f"{timing.SPREAD_LIMIT:.0%} of the median and time allows")
     settings = dict(threads=threads, pools=pools, dtype=dtype, min_pairs=timing.MIN_PAIRS,
-                    timing=f"manual and the peer in interleaved pairs (A B, B A, ...), {timing.MIN_PAIRS} pairs"
+                    timing=f"manual and the peer in interleaved pairs (A B, B A, ...), {_pairs_text(rows)}"
                            f"{extra}; fresh outputs for every call")
     return results, settings
+
+
+def _pairs_text(rows):
+    fewer = sorted({row.min_pairs for row in rows if row.min_pairs != timing.MIN_PAIRS})
+    if not fewer:
+        return f"{timing.MIN_PAIRS} pairs"
+    return (f"{timing.MIN_PAIRS} pairs ({' or '.join(map(str, fewer))} in rows whose calls take seconds; the pairs "
+            "column gives each row's)")
 
 
 def as_records(results):
@@ -387,15 +398,16 @@ def format_table(results, settings):
     """The results as text: a header line naming the dtype, one line per comparison, then how they were timed."""
     dtype = settings.get("dtype", "float64")
     width = max(len("row"), *(len(r.row) for r in results))
+    peer_width = max(24, *(len(r.peer) for r in results))
     lines = [f"speed-ratio rows, {dtype}: ratio = manual time / peer time, the median over interleaved pairs, with "
              "the interquartile range of the pairs' ratios as its spread",
-             f"{'row':<{width}} {'peer':<24} {'manual':>9} {'peer':>9} {'ratio':>6} {'spread':>11} {'pairs':>5}  "
-             f"{'target':<20} result"]
+             f"{'row':<{width}} {'peer':<{peer_width}} {'manual':>9} {'peer':>9} {'ratio':>6} {'spread':>11} "
+             f"{'pairs':>5}  {'target':<20} result"]
     for r in results:
         ratio = ratio_text(r.ratio, r.bound)
         verdict = "-" if r.passed is None else ("pass" if r.passed else "FAIL") + (" (close)" if r.close else "")
-        lines.append(f"{r.row:<{width}} {r.peer:<24} {_seconds(r.manual_s):>9} {_seconds(r.peer_s):>9} {ratio:>6} "
-                     f"{_spread(r):>11} {r.pairs or '-':>5}  {r.target:<20} {verdict}")
+        lines.append(f"{r.row:<{width}} {r.peer:<{peer_width}} {_seconds(r.manual_s):>9} {_seconds(r.peer_s):>9} "
+                     f"{ratio:>6} {_spread(r):>11} {r.pairs or '-':>5}  {r.target:<20} {verdict}")
         if r.note:
             lines.append(f"{'':<{width}} {r.note}")
     lines.append("manual, peer: each side's median time per call over the pairs; the target applies to the ratio")
@@ -403,9 +415,10 @@ def format_table(results, settings):
         lines.append("(close): the target lies within the spread of the pairs' ratios; another run may judge it "
                      "otherwise")
     lines.append(f"timed: {settings['timing']}; sigmoid MLPs, mse, {dtype}, one process")
-    if any(r.bound is None for r in results):
-        lines.append(f"manual splits a large write over the {settings['threads']} pinned threads; numpy writes on one, so "
-                     f"each write floor is also shown with its rows split over {settings['threads']} threads (no target)")
+    if any(r.peer == peer_label(THREADED_FLOOR, None, settings["threads"]) for r in results):
+        lines.append(f"manual splits a large write over the {settings['threads']} pinned threads; numpy writes on "
+                     f"one, so each write floor is also shown with its rows split over {settings['threads']} threads "
+                     "(no target)")
     return "\n".join(lines)
 
 
@@ -443,7 +456,8 @@ def build_parser():
                                      description=__doc__.split("\n\n")[0].replace("``", ""))
     parser.add_argument("--quick", action="store_true", help="5 pairs per row, no more (about a minute)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="BLAS/OpenMP/torch threads and manual's write threads, pinned (default: the physical cores, as XLA uses)")
+                        help="BLAS/OpenMP/torch threads and manual's write threads, pinned (default: the physical "
+                             "cores, as XLA uses)")
     return parser
 
 

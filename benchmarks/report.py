@@ -6,7 +6,7 @@ from collections import defaultdict
 from xval import contract
 
 from .fit import MIN_POINTS_FOR_CI, OUTLIER_FACTOR, WORK_FACTOR, fit_slope
-from .plan import MEMORY_BOUND_FACTOR, MEMORY_BOUND_MIN_BYTES, QUANTITIES
+from .plan import MEMORY_BOUND_FACTOR, MEMORY_BOUND_MIN_BYTES, MEMORY_PEAK_MIN_BYTES, QUANTITIES
 
 SWEEPS = ("width", "depth", "channels")
 
@@ -68,8 +68,8 @@ def _ci_text(fit):
 
 
 REASONS = {
-    "overhead": "per-call overhead: the fixed cost of each call (checks, dispatch, allocation, tracing) still weighs at "
-                "the small end of the fitted range, so the time grows slower than the work",
+    "overhead": "per-call overhead: the fixed cost of each call (checks, dispatch, allocation, tracing) still weighs "
+                "at the small end of the fitted range, so the time grows slower than the work",
     "hardware": "better use of the hardware at size: larger arrays fill the cores and BLAS kernels better, so the "
                 "time grows slower than the operation count",
     "cache": "cache effects: at the largest sizes the working set no longer fits in the CPU caches, so each "
@@ -138,7 +138,8 @@ def slope_table(points):
         f"fitted slope of log(time per sample) vs log(|W|), {dtypes_text(points)}, where the work dominates:",
         f"from the first size taking {WORK_FACTOR:g}x the series' smallest time on; 95% CI from {MIN_POINTS_FOR_CI} "
         "points up, else n/a",
-        f"{'quantity':<27} {'engine':<11} {'sweep':<8} {'slope':>6} {'expected':>9}  {'95% CI':<15} {'|W| fitted':<18} points",
+        f"{'quantity':<27} {'engine':<11} {'sweep':<8} {'slope':>6} {'expected':>9}  {'95% CI':<15} "
+        f"{'|W| fitted':<18} points",
     ]
     reasons = {}  # key -> figures, in first-seen order
     for fit in fits:
@@ -149,7 +150,8 @@ def slope_table(points):
             reasons.setdefault(found[0], []).append(found[1])
             mark = f" ({list(reasons).index(found[0]) + 1})"
         lines.append(f"{fit['quantity']:<27} {fit['engine']:<11} {fit['sweep']:<8} {fit['slope']:>6.2f} "
-                     f"{_expected_text(fit['quantity'], fit['sweep']):>9}  {_ci_text(fit):<15} {span:<18} {fit['points']}{mark}")
+                     f"{_expected_text(fit['quantity'], fit['sweep']):>9}  {_ci_text(fit):<15} {span:<18} "
+                     f"{fit['points']}{mark}")
     if reasons:
         lines.append(f"slopes off their expectation by more than {OFF_BY:g}, and why:")
         lines += [f"  ({i}) {_note(key, figures)}" for i, (key, figures) in enumerate(reasons.items(), 1)]
@@ -231,7 +233,8 @@ def format_rows(rows):
 def memory_records(points):
     """Per (quantity, engine, sweep) of the points with a memory bound (``plan.MEMORY_BOUNDED``: ``P N n_L`` entries),
     the largest ``peak / bound`` over the points whose bound is at least ``plan.MEMORY_BOUND_MIN_BYTES`` (below it a
-    call's fixed allocations and whole pages outweigh the bound): ``[{"quantity", "engine", "sweep", "ratio",
+    call's fixed allocations and whole pages outweigh the bound) or whose peak is at least
+    ``plan.MEMORY_PEAK_MIN_BYTES`` (beyond any fixed cost): ``[{"quantity", "engine", "sweep", "ratio",
     "n_params", "peak_bytes", "bound_bytes", "points", "met"}]``, ``ratio`` and ``met`` None when no point qualifies."""
     groups = defaultdict(list)
     for p in points:
@@ -241,7 +244,8 @@ def memory_records(points):
     records = []
     for (quantity, engine, sweep), group in sorted(groups.items(), key=lambda item: (order.get(item[0][0], 99),
                                                                                       item[0][1], item[0][2])):
-        judged = [p for p in group if p["memory_bound_bytes"] >= MEMORY_BOUND_MIN_BYTES]
+        judged = [p for p in group if p["memory_bound_bytes"] >= MEMORY_BOUND_MIN_BYTES
+                  or p["peak_bytes"] >= MEMORY_PEAK_MIN_BYTES]
         record = {"quantity": quantity, "engine": engine, "sweep": sweep, "points": len(judged), "ratio": None,
                   "met": None, "n_params": None, "peak_bytes": None, "bound_bytes": None}
         if judged:
@@ -261,7 +265,7 @@ def memory_table(records, dtype="float64"):
     """The records of ``memory_records`` as text, with the target."""
     lines = [f"peak memory against P N n_L entries ({dtype}; every parameter's per-sample output rows, the most an "
              f"exact diagonal may hold), target <= {MEMORY_BOUND_FACTOR:g}x, judged where the bound is at least "
-             f"{_mib(MEMORY_BOUND_MIN_BYTES)}:"]
+             f"{_mib(MEMORY_BOUND_MIN_BYTES)} or the peak at least {_mib(MEMORY_PEAK_MIN_BYTES)}:"]
     if not records:
         return "\n".join(lines + ["  (no point measured)"])
     unjudged = [f"{r['quantity']} / {r['engine']} ({r['sweep']})" for r in records if r["ratio"] is None]
@@ -271,10 +275,11 @@ def memory_table(records, dtype="float64"):
         head = f"  {r['quantity']:<17} {r['engine']:<11} {r['sweep']:<9}"
         verdict = "pass" if r["met"] else "FAIL"
         lines.append(f"{head} largest peak / bound {r['ratio']:6.3f} at |W|={r['n_params']:<8} (peak "
-                     f"{_mib(r['peak_bytes'])}, bound {_mib(r['bound_bytes'])}; {r['points']} points judged)  {verdict}")
+                     f"{_mib(r['peak_bytes'])}, bound {_mib(r['bound_bytes'])}; {r['points']} points judged)  "
+                     f"{verdict}")
     if unjudged:
-        lines.append(f"  not judged (no point with a bound of at least {_mib(MEMORY_BOUND_MIN_BYTES)}): "
-                     + ", ".join(unjudged))
+        lines.append(f"  not judged (no point with a bound of at least {_mib(MEMORY_BOUND_MIN_BYTES)} or a peak of at "
+                     f"least {_mib(MEMORY_PEAK_MIN_BYTES)}): " + ", ".join(unjudged))
     return "\n".join(lines)
 
 
@@ -288,4 +293,5 @@ def memory_verdict(records):
         return f"all {len(judged)} peak-memory targets judged are met (P N n_L entries)", False
     named = "; ".join(f"{r['quantity']} / {r['engine']}, {r['sweep']} sweep ({r['ratio']:.3g}x at |W|={r['n_params']})"
                       for r in misses)
-    return f"{len(misses)} of {len(judged)} peak-memory targets miss (<= {MEMORY_BOUND_FACTOR:g}x P N n_L entries): {named}", True
+    return (f"{len(misses)} of {len(judged)} peak-memory targets miss (<= {MEMORY_BOUND_FACTOR:g}x P N n_L entries): "
+            f"{named}", True)

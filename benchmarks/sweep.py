@@ -122,8 +122,8 @@ class Runner:
         dense = contract.quantity(quantity).dense
         if dense and not _fits(base["output_bytes"], budget):
             for name in todo:
-                self._record(base, name, "skipped", f"dense output of {base['output_bytes'] / 1e9:.2f} GB would not fit "
-                             f"(budget {budget / 1e9:.2f} GB: XVAL_MAX_BYTES or a quarter of available memory)")
+                self._record(base, name, "skipped", f"dense output of {base['output_bytes'] / 1e9:.2f} GB would "
+                             f"not fit (budget {budget / 1e9:.2f} GB: XVAL_MAX_BYTES or a quarter of available memory)")
             return
         X, Y, v = quantities.data(net, batch)
         stride = validation_stride(base["output_bytes"]) if dense else 1
@@ -144,7 +144,8 @@ class Runner:
                     for name, run in runs.items() if run.get("measure", True) and "output" in run}
         if stride > 1:
             for fields, _ in verdicts.values():
-                fields["validated_rows"] = f"rows 0, {stride}, {2 * stride}, ... (1 in {stride}; the output has {base['output_bytes'] / 1e9:.3g} GB)"
+                fields["validated_rows"] = (f"rows 0, {stride}, {2 * stride}, ... (1 in {stride}; the output has "
+                                            f"{base['output_bytes'] / 1e9:.3g} GB)")
         for run in runs.values():
             run.pop("output", None)  # free the outputs before timing
         for name, run in runs.items():
@@ -156,7 +157,8 @@ class Runner:
                 self._record(base, name, "skipped", reason)
                 continue
             if "error" in run:
-                self._record(base, name, "failed", run["error"], **({"first_call_s": run["first"]} if "first" in run else {}))
+                self._record(base, name, "failed", run["error"],
+                             **({"first_call_s": run["first"]} if "first" in run else {}))
                 continue
             checked, problem = verdicts[name]
             if problem:

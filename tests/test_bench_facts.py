@@ -172,7 +172,7 @@ def test_an_engine_that_refuses_the_network_is_skipped_with_its_reason_at_every_
     assert all(p["reason"] == "unsupported: UnsupportedNetworkError: no convolutions here" for p in torch_points)
     assert all(p["status"] == "ok" for p in points if p["engine"] == "manual")
     (line,) = sweep.failure_lines(points, "skipped")
-    assert line.startswith("  skipped: gradient / torch at |W| = 1366, 2098: unsupported:")
+    assert line.startswith("  skipped: gradient / torch at |W| = 166, 298: unsupported:")
 
 
 @pytest.mark.parametrize("quantity", ["hessian_block", "ggnvp", "ggn_diagonal", "hessian_diagonal", "kfac_factors"])
@@ -212,8 +212,8 @@ def test_a_peer_that_cannot_take_the_network_is_refused_with_its_reason():
 
 # ---- peak memory against P N n_L entries ----------------------------------------------------------------------------
 def _memory_points(peaks, bound):
-    return [{"status": "ok", "engine": "manual", "quantity": "ggn_diagonal", "sweep": "width", "n_params": 100 * (i + 1),
-             "peak_bytes": peak, "memory_bound_bytes": bound} for i, peak in enumerate(peaks)]
+    return [{"status": "ok", "engine": "manual", "quantity": "ggn_diagonal", "sweep": "width",
+             "n_params": 100 * (i + 1), "peak_bytes": peak, "memory_bound_bytes": bound} for i, peak in enumerate(peaks)]
 
 
 def test_peak_memory_is_judged_against_a_few_times_p_n_nl_entries_where_the_bound_is_large_enough():
@@ -224,9 +224,12 @@ def test_peak_memory_is_judged_against_a_few_times_p_n_nl_entries_where_the_boun
     assert record["ratio"] == 5.0 and not record["met"]
     line, missed = report.memory_verdict([record])
     assert missed and line.startswith("1 of 1 peak-memory targets miss (<= 4x P N n_L entries): ggn_diagonal / manual")
-    (record,) = report.memory_records(_memory_points([100 * big], 4096))  # a small bound: pages and fixed costs
+    (record,) = report.memory_records(_memory_points([big // 2], 4096))  # small bound and peak: pages, fixed costs
     assert record["ratio"] is None and report.memory_verdict([record]) == (None, False)
-    assert "not judged (no point with a bound of at least 1 MiB): ggn_diagonal / manual (width)" in report.memory_table([record])
+    table = report.memory_table([record])
+    assert "not judged (no point with a bound of at least 1 MiB or a peak of at least 16 MiB): ggn_diagonal" in table
+    (record,) = report.memory_records(_memory_points([plan.MEMORY_PEAK_MIN_BYTES], 4096))  # a peak far over it
+    assert record["ratio"] == plan.MEMORY_PEAK_MIN_BYTES / 4096 and not record["met"]
 
 
 def test_a_missed_memory_target_is_a_missed_target_of_the_run():

@@ -125,8 +125,8 @@ def test_sizes_follow_the_parameter_count_formula():
     assert net.n_params == 4 * (depth_sweep.fixed**2 + depth_sweep.fixed) == depth_sweep.n_params(4)
     for channels in (2, 5):
         net = channels_sweep.network(channels)
-        # two 3x3 convolutions of C channels with bias, then Linear(64 C, 10)
-        assert net.n_params == 2 * (9 * channels**2 + channels) + 64 * channels * 10 + 10
+        # two 3x3 convolutions of C channels with bias, a 4 x 4 average pooling (8 x 8 -> 2 x 2), then Linear(4 C, 10)
+        assert net.n_params == 2 * (9 * channels**2 + channels) + 4 * channels * 10 + 10
         assert net.n_params == channels_sweep.n_params(channels) and net.input_shape == (channels, 8, 8)
         assert plan.network_of("channels", channels_sweep.sizes(channels)).n_params == net.n_params
 
@@ -271,8 +271,10 @@ def test_slope_table_and_ratios_from_points():
     ]
     table = report.slope_table(points)
     # Exact power laws: the fit starts at the second size (the first taking 2x the smallest time), 5 points.
-    assert "gradient                    manual      width      1.00         1  [1.00, 1.00]    1000-10000000      5" in table
-    assert "hessian                     jax         width      2.00         2  [2.00, 2.00]    1000-10000000      5" in table
+    assert ("gradient                    manual      width      1.00         1  [1.00, 1.00]    1000-10000000      5"
+            in table)
+    assert ("hessian                     jax         width      2.00         2  [2.00, 2.00]    1000-10000000      5"
+            in table)
     assert "off their expectation" not in table
     ratios = dict((label, ratio) for label, _, ratio in report.sweep_ratios(points))
     assert ratios["hessian: manual time / jax time"] == pytest.approx(0.5)
@@ -372,7 +374,8 @@ def test_quick_run_writes_json_csv_and_plots(tmp_path):
         assert p["peak_bytes"] >= 0 and p["memory_method"].startswith("rss-growth")
         assert (p["compile_s"] is not None) == (p["engine"] == "jax")
     for quantity, engine in unvalidated:
-        assert f"not validated (no other engine, peer or derivation gives it there): {quantity} / {engine}" in done.stdout
+        line = f"not validated (no other engine, peer or derivation gives it there): {quantity} / {engine}"
+        assert line in done.stdout
     measured = {(p["quantity"], p["engine"]) for p in ok}
     for quantity in ("forward", "gradient", "per_sample_gradients"):
         assert {(quantity, e) for e in ("manual", "torch", "jax")} <= measured
