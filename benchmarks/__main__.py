@@ -16,11 +16,12 @@ EXIT_CODES = ("exit codes: 0 the run finished and every target it judged was met
 
 def build_parser():
     """The command line (the README's flag table is generated from it: ``python -m benchmarks.readme``)."""
-    from .quantities import QUANTITIES
+    from .plan import QUANTITIES
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.replace("``", ""),
                                      epilog=EXIT_CODES)
-    parser.add_argument("--backend", metavar="NAMES", help="comma list of engines (overrides XVAL_BACKEND; default manual,torch,jax)")
+    parser.add_argument("--backend", metavar="NAMES",
+                        help="comma list of engines (overrides XVAL_BACKEND; default manual,torch,jax)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides XVAL_DEVICE (default auto)")
     parser.add_argument("--out", metavar="DIR", default="bench-results", help="output folder (default bench-results/)")
     parser.add_argument("--quick", action="store_true",
@@ -28,7 +29,8 @@ def build_parser():
     parser.add_argument("--resume", action="store_true", help="keep the points already in --out and skip them")
     parser.add_argument("--quantities", metavar="Q1,Q2", help=f"comma list, a subset of: {', '.join(QUANTITIES)}")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="BLAS/OpenMP/torch threads and manual's write threads for every timed row, pinned (default: the physical cores)")
+                        help="BLAS/OpenMP/torch threads and manual's write threads for every timed row, pinned "
+                             "(default: the physical cores)")
     parser.add_argument("--no-peers", action="store_true", help="leave out BackPACK and curvlinops even if installed")
     parser.add_argument("--no-ratios", action="store_true",
                         help="skip the speed-ratio rows of benchmarks.ratios (always skipped with --quick)")
@@ -38,7 +40,7 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    from .quantities import QUANTITIES
+    from .plan import QUANTITIES
 
     parser = build_parser()
     parser.error = _error  # every start-up problem reads "error: ..." with exit code 2
@@ -117,30 +119,39 @@ def run_settings(args, engines, peer_names, dtype, device, device_note, threads)
     from . import fit, memory
 
     return {
-        "quick": args.quick, "engines": engines, "threads": threads, "peers": peer_names, "dtype": dtype, "device": device,
+        "quick": args.quick, "engines": engines, "threads": threads, "peers": peer_names, "dtype": dtype,
+        "device": device,
         "device_note": device_note, "repeats": 5, "min_repeat_s": 0.002 if args.quick else 0.02,
         "max_call_s": args.max_call_seconds or (1.0 if args.quick else 4.0), "quantities": list(args.quantities),
-        "network": "equal widths, tanh hidden layers, identity output, mse loss, seed 0",
+        "network": "width and depth sweeps: MLPs of equal widths, tanh hidden layers, identity output; channels "
+                   "sweep: 2 x (Conv2d(C, C, 3, padding 1), tanh) on (C, 8, 8) inputs, AvgPool2d(4), flatten, "
+                   "Linear(4 C, 10); "
+                   "mse loss, seed 0",
         "memory_method_cpu": "rss-growth (clear_refs + VmHWM)" if memory.cpu_method_available() else "unavailable",
         "threads_note": "BLAS/OpenMP pools and torch intra-op threads pinned; XLA (jax) keeps its own pool",
         "timed": "each engine's staged call: parameters and data placed on its device before timing, the result "
-                 "left there and waited for (host-device copies are not timed), manual included (arrays of its library)",
+                 "left there and waited for (host-device copies are not timed), manual included (arrays of its "
+                 "library)",
         "fit": "least squares of log(time per sample) on log(|W|), from the first size taking 2x the series' smallest "
                "time on (where the work dominates); 95% t interval from 5 points up",
-        "remeasured": f"a point whose time is more than {fit.OUTLIER_FACTOR:g}x off its neighbours' trend (fit.outliers) "
+        "remeasured": f"a point whose time is more than {fit.OUTLIER_FACTOR:g}x off its neighbours' trend "
+                      "(fit.outliers) "
                       "is measured once more before the fit, which uses the second time; the point keeps the first in "
                       "'remeasured'",
     }
 
 
-def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran, gpu_records=(), dtype="float64"):
-    """What the run prints after measuring: the fitted table, the ratios (and the GPU rows' ``gpu_records``, if any),
-    the counts and the thread count."""
+def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran, gpu_records=(), dtype="float64",
+                  left_out=None):
+    """What the run prints after measuring: the fitted table, the ratios, the peak memory against its bound (and the
+    GPU rows' ``gpu_records``, if any), the counts and the thread count; ``left_out``: ``{quantity: [engines]}`` the
+    run did not plan because the engine lacks the function."""
     from . import gpu_rows, report, sweep, timing
 
     counts = sweep.summary_counts(points)
     ratios_s = f", ratio rows {elapsed - sweep_s:.0f} s" if ratios_ran else ""
     lines = ["", report.slope_table(points), "", report.ratio_table(points), "",
+             report.memory_table(report.memory_records(points), dtype), "",
              "speed-ratio rows (python -m benchmarks.ratios):", ratio_note, ""]
     if gpu_records:
         lines += [f"GPU rows ({dtype}; width sweep, depth 3, one sample; time median, peak device memory):",
@@ -148,7 +159,10 @@ def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran, gpu
     lines += [f"points: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; {elapsed:.0f} s "
               f"(sweep {sweep_s:.0f} s{ratios_s})",
               timing.threads_line(threads, "every timed row (sweep and ratio rows)")]
-    return lines + sweep.failure_lines(points) + sweep.failure_lines(points, "skipped")
+    lines += [f"  not measured, no such function in the engine (yet): {quantity}: {', '.join(engines)}"
+              for quantity, engines in (left_out or {}).items()]
+    return (lines + sweep.failure_lines(points) + sweep.failure_lines(points, "skipped")
+            + sweep.unvalidated_lines(points))
 
 
 def gpu_targets(records):
@@ -170,14 +184,22 @@ def gpu_targets(records):
     return missed, judged, unjudged
 
 
-def verdict_lines(ratio_rows, ratio_line, gpu_records):
+def verdict_lines(ratio_rows, ratio_line, gpu_records, memory_records=()):
     """``(lines, missed)``: the summary of the targets this run judged (``ratio_rows``: the ratio rows' records, with
-    ``ratio_line`` their verdict line; ``gpu_records``: the GPU rows'), and whether any was missed. Ratio rows that
-    could not be measured at all (``ratio_line`` without records) count as missed."""
+    ``ratio_line`` their verdict line; ``gpu_records``: the GPU rows'; ``memory_records``: the peak memory against
+    ``P N n_L`` entries, ``report.memory_records``), and whether any was missed. Ratio rows that could not be measured
+    at all (``ratio_line`` without records) count as missed; a comparison whose peer cannot run here is not judged."""
+    from . import report
+
     lines, missed = [], False
+    memory_line, memory_missed = report.memory_verdict(list(memory_records))
+    if memory_line is not None:
+        lines.append(memory_line)
+        missed = memory_missed
     if ratio_line is not None:
         lines.append(ratio_line)
-        missed = ratio_rows is None or any(r["bound"] is not None and not r["passed"] for r in ratio_rows)
+        missed = missed or ratio_rows is None or any(
+            r["bound"] is not None and r.get("judged", True) and not r["passed"] for r in ratio_rows)
     if gpu_records:
         gpu_missed, judged, unjudged = gpu_targets(gpu_records)
         lines.append(f"{len(gpu_missed)} of {judged} GPU row targets miss: {'; '.join(gpu_missed)}" if gpu_missed
@@ -186,7 +208,7 @@ def verdict_lines(ratio_rows, ratio_line, gpu_records):
             lines.append(f"GPU row targets not judged (a point missing or out of memory): {'; '.join(unjudged)}")
         missed = missed or bool(gpu_missed)
     if ratio_line is None and not gpu_records:
-        lines.append("targets: none judged in this run (the ratio rows were skipped)")
+        lines.append("targets: no ratio row judged in this run (the ratio rows were skipped)")
     return lines, missed
 
 
@@ -216,7 +238,8 @@ def run(args, engines, dtype, device, device_note, session):
     started = time.perf_counter()
     with timing.pinned_threads(threads):
         machine = machine_info(device, threads)
-        points = sweep_phase(args, engines, peer_names, device, dtype, threads, settings, session, machine, kept)
+        points, left_out = sweep_phase(args, engines, peer_names, device, dtype, threads, settings, session, machine,
+                                       kept)
         sweep_s = time.perf_counter() - started
         ratio_rows, ratio_note, ratio_line = ratio_phase(args, threads)
     elapsed = time.perf_counter() - started
@@ -226,14 +249,19 @@ def run(args, engines, dtype, device, device_note, session):
     gpu_records = [] if args.quick else gpu_rows.records(points, device)  # a quick run stops below their sizes
     if gpu_records:
         settings["gpu_rows"] = gpu_records
-    verdicts, missed = verdict_lines(ratio_rows, ratio_line, gpu_records)
+    from . import report
+
+    memory_records = report.memory_records(points)
+    if memory_records:
+        settings["peak_memory"] = memory_records
+    verdicts, missed = verdict_lines(ratio_rows, ratio_line, gpu_records, memory_records)
     settings["targets_missed"] = missed
     session.remember(machine, settings, points)
     session.save(machine, settings, points)
     print("plots: writing the time and memory figures (a few seconds)", file=sys.stderr, flush=True)
     written = session.write_plots(points, f"{device}, {dtype}", device)
     for line in summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratio_rows is not None, gpu_records,
-                              dtype) + verdicts:
+                              dtype, left_out) + verdicts:
         say(line)
     report_path = os.path.join(args.out, results.REPORT_NAME)
     say(f"wrote {os.path.join(args.out, results.JSON_NAME)}, {os.path.join(args.out, results.CSV_NAME)}, "
@@ -244,11 +272,10 @@ def run(args, engines, dtype, device, device_note, session):
 
 def sweep_phase(args, engines, peer_names, device, dtype, threads, settings, session, machine, kept):
     """Measure every planned point not in ``kept`` (points of an earlier run), with a progress bar, then measure
-    again the points far off their neighbours' trend; every point, ``kept`` ones included, one per key."""
-    from . import progress, report, results, sweep
-    from .plan import plan
+    again the points far off their neighbours' trend. ``(points, left_out)``: every point, ``kept`` ones included, one
+    per key, and ``{quantity: [engines]}`` left out because the engine has no function for it."""
+    from . import plan, progress, report, results, sweep
 
-    items = plan(engines, quick=args.quick, quantities=args.quantities, peers=peer_names, device=device)
     session.remember(machine, settings, list(kept))
 
     def save(points):
@@ -258,19 +285,17 @@ def sweep_phase(args, engines, peer_names, device, dtype, threads, settings, ses
         session.save(machine, settings, kept + points)
 
     runner = sweep.Runner(engines + peer_names, device, dtype, threads, settings, save, done=[p["key"] for p in kept])
-    groups = [((s.name, quantity), _n_params(s.sizes(value)), runner.pending(s, value, quantity, names))
+    items = plan.plan(engines, quick=args.quick, quantities=args.quantities, peers=peer_names, device=device,
+                      provides=runner.provides)
+    left_out = plan.left_out(engines, args.quantities, runner.provides)
+    groups = [((s.name, quantity), s.n_params(value), runner.pending(s, value, quantity, names))
               for s, value, quantity, names in items]
     estimate = progress.SeriesEstimate(groups, lambda key: report.expected_slope(key[1], key[0]))
     with progress.Progress("benchmarks", sum(len(names) for *_, names in items), estimate) as bar:
         runner.progress = bar
         sweep.run(items, runner, bar)
         points = sweep.remeasure_outliers(kept + runner.points, runner, report.expected_slope)
-    return results.unique_points(points)
-
-
-def _n_params(sizes):
-    """|W| of a network of layer widths ``sizes``."""
-    return sum(n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+    return results.unique_points(points), left_out
 
 
 def ratio_phase(args, threads):
@@ -284,7 +309,7 @@ def ratio_phase(args, threads):
     print(f"ratio rows: {len(ratios.ROWS)} rows, each peer timed against manual in interleaved pairs", file=sys.stderr,
           flush=True)
     try:
-        measured, settings = ratios.run(quick=False, threads=threads)
+        measured, settings = ratios.run(quick=False, threads=threads, use_peers=not args.no_peers)
     except Exception as exc:  # noqa: BLE001 - the sweep's own results still print
         return None, f"  failed: {type(exc).__name__}: {exc}", f"the ratio rows could not be measured: {exc}"
     return ratios.as_records(measured), ratios.format_table(measured, settings), ratios.verdict_line(measured)

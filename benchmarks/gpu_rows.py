@@ -15,33 +15,35 @@ the CPU.
 """
 from dataclasses import dataclass
 
-LABELS = {"hessian_block": "same-layer block", "gradient": "gradient", "hvp": "hvp"}
+from xval import contract
+
 ENGINES = ("manual", "jax", "torch")
-PEER_WORDS = {"hessian_block": {"jax": "jax.jit(jax.hessian)", "torch": "torch.func.hessian"},
-              "gradient": {"jax": "jax.jit(jax.grad)", "torch": "torch autograd"},
-              "hvp": {"jax": "jax.jit(jvp of grad)", "torch": "torch.func jvp of grad"}}
 
 
 @dataclass(frozen=True)
 class GpuRow:
     """``quantity`` at ``width`` (depth 3): ``manual``'s time at most ``time_target`` x jax's, and for a block its
-    peak at most ``peak_target`` x the block's bytes."""
+    peak at most ``peak_target`` x the block's bytes; ``label`` names it in the table, ``peers`` says what jax and
+    torch run for it."""
 
     quantity: str
     width: int
     time_target: float
     peak_target: float = None
+    label: str = ""
+    peers: str = ""
 
     @property
     def name(self):
-        return f"{LABELS[self.quantity]}, width {self.width}"
+        return f"{self.label or self.quantity}, width {self.width}"
 
 
+_BLOCK_PEERS = "jax.jit(jax.hessian), torch.func.hessian"
 ROWS = (
-    GpuRow("hessian_block", 128, 1.0, 1.05),
-    GpuRow("hessian_block", 192, 1.0, 1.05),
-    GpuRow("gradient", 1024, 1.5),
-    GpuRow("hvp", 1024, 1.5),
+    GpuRow("hessian_block", 128, 1.0, 1.05, "same-layer block", _BLOCK_PEERS),
+    GpuRow("hessian_block", 192, 1.0, 1.05, "same-layer block", _BLOCK_PEERS),
+    GpuRow("gradient", 1024, 1.5, peers="jax.jit(jax.grad), torch autograd"),
+    GpuRow("hvp", 1024, 1.5, peers="jax.jit(jvp of grad), torch.func jvp of grad"),
 )
 
 
@@ -73,7 +75,8 @@ def measure(points, row):
         if point is None:
             engines[name] = {"state": "not measured"}
             continue
-        engines[name] = {"state": _state(point), "time_s": point.get("time_median_s"), "peak_bytes": point.get("peak_bytes"),
+        engines[name] = {"state": _state(point), "time_s": point.get("time_median_s"),
+                         "peak_bytes": point.get("peak_bytes"),
                          "planned": point.get("memory_method", "").startswith("jax compiled memory_analysis"),
                          "reason": point.get("reason", "")}
     any_point = next(iter(found.values()), {})
@@ -137,10 +140,12 @@ def format_table(rows):
     lines = [head]
     for r in rows:
         size = f"{r['n_params']:,}" if r["n_params"] else "?"
-        if r["quantity"] == "hessian_block" and r["output_bytes"]:
+        if contract.quantity(r["quantity"]).dense and r["output_bytes"]:
             size += f" ({r['output_bytes'] / 1e9:.3g})"
         time_cell, peak_cell = verdicts(r)
         cells = [cell(r["engines"][name]) for name in ENGINES]
-        lines.append(f"  {r['row']:<27} {size:<16} {cells[0]:<20} {cells[1]:<31} {cells[2]:<20} {time_cell:<31} {peak_cell}")
-    lines.append("  peers: " + "; ".join(f"{LABELS[q]}: {', '.join(words.values())}" for q, words in PEER_WORDS.items()))
+        lines.append(f"  {r['row']:<27} {size:<16} {cells[0]:<20} {cells[1]:<31} {cells[2]:<20} {time_cell:<31} "
+                     f"{peak_cell}")
+    peers = dict.fromkeys((row.label or row.quantity, row.peers) for row in ROWS)
+    lines.append("  peers: " + "; ".join(f"{label}: {words}" for label, words in peers))
     return "\n".join(lines)

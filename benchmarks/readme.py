@@ -106,7 +106,7 @@ def ratio_rows_table():
     for row in ratios.ROWS:
         for peer, bound in row.targets.items():
             target = ratios.Result(row.name, peer, 0, 0, 0, 0, 0, bound, False).target
-            lines.append(f"| {row.name} | {ratios.peer_label(peer, row.quantity)} | {target} |")
+            lines.append(f"| {row.name} | {ratios.peer_label(peer, row)} | {target} |")
     return "\n".join(lines) + "\n"
 
 

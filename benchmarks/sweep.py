@@ -1,18 +1,31 @@
 """The sweep: for every planned point, check that the engines agree, then time each and measure its peak
 memory; record every point (measured, failed with its reason, or skipped with a note), saving after each. Then a
 point whose time is far off its neighbours' trend (``fit.outliers``) is measured once more before any fit
-(``remeasure_outliers``), and the point says so."""
+(``remeasure_outliers``), and the point says so.
+
+An engine's value is checked against another engine of the suite that computed it (torch, jax, manual, in that
+order), else against a peer that did (on the entries it covers), else against the value a reference engine derives
+from another quantity it has (``contract.derive``: a diagonal from its Hessian, the finite-difference oracle's
+gradient), while that source stays small. A point none of them can check is measured all the same and recorded as
+not validated (``validated_against`` None), never as agreeing. An engine that refuses a network or a quantity
+(``UnsupportedError``, ``ArgumentError``, a peer that cannot take the network) is skipped with its reason, at that
+size and the larger ones of the series.
+"""
 import time
 import traceback
 
-from xval import config, engines as registry, memory as guard
-from xval.errors import EngineUnavailableError
-from xval.network import Network
+import numpy as np
 
-from . import fit, memory, peers, quantities, results, timing
+from xval import config, contract, engines as registry, memory as guard
+from xval.errors import ArgumentError, EngineUnavailableError
+
+from . import fit, memory, peers, plan, quantities, results, timing
 from .machine import engine_device
 
 REFERENCE_ORDER = ("torch", "jax", "manual")  # the independent references first; manual is under test
+
+# A value derived from another quantity (a Hessian for its diagonal) only while that source is at most this large.
+DERIVE_BYTES = 64 * 2**20
 
 # Outputs larger than this are validated on every k-th row, k chosen to compare about this many bytes: an 11 GB GPU
 # block would otherwise be copied to the host once per engine and compared there, which takes longer than timing it.
@@ -52,7 +65,7 @@ class Runner:
         self.done = set(done)
         self.progress = progress
         self.points = []
-        self.too_slow = {}  # (sweep, quantity, engine) -> reason; larger sizes of it are skipped
+        self.too_slow = {}  # (sweep, quantity, engine) -> reason; larger sizes of it are skipped (too slow, refused)
         self.modules = {}
         for name in self.engine_names:
             if name in peers.PEERS:
@@ -61,6 +74,14 @@ class Runner:
                 self.modules[name] = registry.load(name)
             except EngineUnavailableError as exc:
                 self.modules[name] = exc
+
+    def provides(self, name, quantity):
+        """Whether the engine or peer ``name`` has a function (a staged call) for ``quantity``; an engine that could
+        not be loaded is planned all the same, and its points say why it failed."""
+        if name in peers.PEERS:
+            return peers.provides(name, quantity)
+        module = self.modules.get(name)
+        return module is None or isinstance(module, Exception) or quantities.provides(module, quantity)
 
     # ---- one record ---------------------------------------------------------------------------
     def _record(self, base, engine, status, reason="", **fields):
@@ -85,24 +106,27 @@ class Runner:
     # ---- one (sweep, size, quantity) group ------------------------------------------------------
     def run_group(self, sweep, value, quantity, names):
         sizes = sweep.sizes(value)
-        net = Network.random(sizes, activations="tanh", loss="mse", seed=0, dtype=self.dtype)
+        net = sweep.network(value, self.dtype)
         batch = quantities.batch_size(quantity, self.settings.get("quick", False))
-        width, depth = sizes[1], len(sizes) - 1
+        width, depth = sweep.shape(value)
         base = dict(sweep=sweep.name, quantity=quantity, width=width, depth=depth, sizes=sizes,
                     n_params=net.n_params, batch=batch, output_bytes=quantities.output_bytes(quantity, net, batch))
+        if quantity in plan.MEMORY_BOUNDED:  # P N n_L entries: every parameter's per-sample output rows
+            base["memory_bound_bytes"] = net.n_params * batch * net.output_size * net.dtype.itemsize
         todo = [name for name in names if self.key(base, name) not in self.done]
         if self.progress is not None and len(names) > len(todo):
             self.progress.advance(len(names) - len(todo))
         if not todo:
             return
         budget = dense_budget_bytes()
-        if quantity in quantities.DENSE and not _fits(base["output_bytes"], budget):
+        dense = contract.quantity(quantity).dense
+        if dense and not _fits(base["output_bytes"], budget):
             for name in todo:
-                self._record(base, name, "skipped", f"dense output of {base['output_bytes'] / 1e9:.2f} GB would not fit "
-                             f"(budget {budget / 1e9:.2f} GB: XVAL_MAX_BYTES or a quarter of available memory)")
+                self._record(base, name, "skipped", f"dense output of {base['output_bytes'] / 1e9:.2f} GB would "
+                             f"not fit (budget {budget / 1e9:.2f} GB: XVAL_MAX_BYTES or a quarter of available memory)")
             return
         X, Y, v = quantities.data(net, batch)
-        stride = validation_stride(base["output_bytes"]) if quantity in quantities.DENSE else 1
+        stride = validation_stride(base["output_bytes"]) if dense else 1
         runs = {}
         for name in todo:
             slow = self.too_slow.get((sweep.name, quantity, name))
@@ -113,21 +137,28 @@ class Runner:
                 runs[name] = self._first_call(name, quantity, net, X, Y, v, stride)
         # Reference engines of this group measured by an earlier run (--resume) still serve as checks.
         for name in REFERENCE_ORDER:
-            if name in names and name not in todo and quantity != "finite_difference_gradient":
+            if name in names and name not in todo:
                 runs[name] = dict(self._first_call(name, quantity, net, X, Y, v, stride), measure=False)
-        exact = self._exact_gradient(net, X, Y) if quantity == "finite_difference_gradient" else None
-        verdicts = {name: self._validate(name, quantity, run, runs, exact)
-                    for name, run in runs.items() if run.get("measure", True) and "error" not in run}
+        call = quantities.call_of(quantity, net, batch, X, Y, v)
+        verdicts = {name: self._validate(name, call, run, runs, stride)
+                    for name, run in runs.items() if run.get("measure", True) and "output" in run}
         if stride > 1:
             for fields, _ in verdicts.values():
-                fields["validated_rows"] = f"rows 0, {stride}, {2 * stride}, ... (1 in {stride}; the output has {base['output_bytes'] / 1e9:.3g} GB)"
+                fields["validated_rows"] = (f"rows 0, {stride}, {2 * stride}, ... (1 in {stride}; the output has "
+                                            f"{base['output_bytes'] / 1e9:.3g} GB)")
         for run in runs.values():
             run.pop("output", None)  # free the outputs before timing
         for name, run in runs.items():
             if not run.get("measure", True):
                 continue
+            if "unsupported" in run:
+                reason = f"unsupported: {run['unsupported']}"
+                self.too_slow[(sweep.name, quantity, name)] = reason
+                self._record(base, name, "skipped", reason)
+                continue
             if "error" in run:
-                self._record(base, name, "failed", run["error"], **({"first_call_s": run["first"]} if "first" in run else {}))
+                self._record(base, name, "failed", run["error"],
+                             **({"first_call_s": run["first"]} if "first" in run else {}))
                 continue
             checked, problem = verdicts[name]
             if problem:
@@ -149,57 +180,94 @@ class Runner:
             return {"error": f"engine unavailable: {module}"}
         try:
             staged = quantities.prepare(quantity, name, module, net, X, Y, v, self._torch_device())
-        except (quantities.MissingFunctionError, peers.PeerUnavailableError) as exc:
+        except quantities.MissingFunctionError as exc:
             return {"error": str(exc)}
+        except (ArgumentError, peers.PeerUnavailableError) as exc:  # a declared refusal (UnsupportedError is one)
+            return {"unsupported": f"{type(exc).__name__}: {exc}"}
         except Exception as exc:  # noqa: BLE001 - a failing point is recorded and the sweep goes on
             return {"error": _describe(exc)}
         start = time.perf_counter()
         try:
             value = staged.compute()
+        except ArgumentError as exc:
+            return {"unsupported": f"{type(exc).__name__}: {exc}"}
         except Exception as exc:  # noqa: BLE001
             return {"error": _describe(exc), "first": time.perf_counter() - start}
         first = time.perf_counter() - start
         covered = staged.covered
-        if stride == 0:  # a re-measure: the output was validated the first time
-            output = None
-        elif stride == 1:
-            output = staged.fetch(value)
-        elif len(getattr(value, "shape", ())) == 2:  # one array on the engine's device: copy only the rows compared
-            output = staged.fetch(value[::stride])
-        else:  # parts (a reference's per-layer arrays, a peer's blocks) that fetch assembles: stride the assembly
-            output = staged.fetch(value)[::stride]
+        try:
+            if stride == 0:  # a re-measure: the output was validated the first time
+                output = None
+            elif stride == 1:
+                output = staged.fetch(value)
+            elif len(getattr(value, "shape", ())) == 2:  # one array on the engine's device: copy only the rows compared
+                output = staged.fetch(value[::stride])
+            else:  # parts (a reference's per-layer arrays, a peer's blocks) that fetch assembles: stride the assembly
+                output = staged.fetch(value)[::stride]
+        except Exception as exc:  # noqa: BLE001 - a result that cannot be read is the engine's failure
+            return {"error": _describe(exc), "first": first}
         if stride > 1 and covered is not None:
             covered = covered[::stride]
         del value
         return {"call": staged.compute, "output": output, "covered": covered, "first": first}
 
-    def _exact_gradient(self, net, X, Y):
-        for name in REFERENCE_ORDER:
-            module = self.modules.get(name)
-            if module is not None and not isinstance(module, Exception):
-                return name, module.gradient(net, X, Y)
-        return None, "no engine to compute the exact gradient"
-
-    def _validate(self, name, quantity, run, runs, exact):
-        """``(fields, problem)``: check ``run``'s output against the first other engine that computed the quantity
-        (in ``REFERENCE_ORDER``; torch, the first, is itself checked against jax or manual)."""
-        if exact is not None:
-            ref_name, expected = exact
+    def _validate(self, name, call, run, runs, stride=1):
+        """``(fields, problem)``: check ``run``'s output against another engine of the suite that computed it (in
+        ``REFERENCE_ORDER``; torch, the first, is itself checked against jax or manual), else a peer that did (on
+        the entries it covers), else a value derived from another quantity of a reference engine; a point none of
+        them checks gets ``validated_against`` None (measured, not validated)."""
+        quantity = call.quantity.name
+        covered = run["covered"]
+        others = [n for n in REFERENCE_ORDER if n != name and "output" in runs.get(n, {})]
+        peers_with_output = [n for n in peers.PEERS if n != name and "output" in runs.get(n, {})]
+        if others:
+            ref_name, expected = others[0], runs[others[0]]["output"]
+        elif peers_with_output and name not in peers.PEERS:
+            ref_name = peers_with_output[0]
+            expected, covered = runs[ref_name]["output"], runs[ref_name]["covered"]
         else:
-            others = [n for n in REFERENCE_ORDER if n != name and "output" in runs.get(n, {})]
-            if others:
-                ref_name, expected = others[0], runs[others[0]]["output"]
-            elif name not in peers.PEERS:
-                ref_name, expected = "self (no other engine computed it)", run["output"]
-            else:
-                ref_name, expected = None, "no engine of the suite computed it"
+            ref_name, expected = self._derived(name, call) if stride == 1 else (None, None)
+        fields = dict(first_call_s=run["first"])
         if ref_name is None:
-            return {"first_call_s": run["first"]}, f"no reference to validate against ({expected})"
-        ok, error, rtol = quantities.check(run["output"], run["covered"], expected, quantity, self.dtype)
-        fields = dict(validated_against=ref_name, max_relative_error=error, tolerance=rtol, first_call_s=run["first"])
+            return dict(fields, validated_against=None, max_relative_error=None, tolerance=None), None
+        ok, error, rtol = quantities.check(run["output"], covered, expected, quantity, self.dtype)
+        fields.update(validated_against=ref_name, max_relative_error=error, tolerance=rtol)
         if not ok:
             return fields, f"disagreement: relative error {error:.3g} against {ref_name} exceeds tolerance {rtol:.1g}"
         return fields, None
+
+    def _derived(self, name, call):
+        """``(what, value)``: the value of ``call`` derived (``contract.derive``) from a quantity that a reference
+        engine other than ``name`` computes (``name`` itself too for an oracle outside the contract, checked against
+        its own engine's exact value), while that source is at most ``DERIVE_BYTES``; ``(None, None)`` when none
+        can."""
+        sources = [n for n in REFERENCE_ORDER if n != name or not call.quantity.in_contract]
+        used = []
+
+        def value_of(source_call):
+            cells = quantities.output_cells(source_call.shape)
+            if cells * 8 > DERIVE_BYTES:
+                return None
+            for engine in sources:
+                module = self.modules.get(engine)
+                function = None if module is None or isinstance(module, Exception) else source_call.function(module)
+                if function is None:
+                    continue
+                try:
+                    value = function(source_call.net, *source_call.arguments)
+                except Exception:  # noqa: BLE001 - an engine that cannot give the source checks nothing
+                    continue
+                used.append(f"{engine}'s {source_call.quantity.name}")
+                if isinstance(value, (tuple, list)):
+                    return tuple(np.asarray(part, dtype=np.float64) for part in value)
+                return np.asarray(value, dtype=np.float64)
+            return None
+
+        try:
+            value = contract.derive(call, value_of)
+        except Exception:  # noqa: BLE001 - a derivation that fails leaves the point unvalidated
+            value = None
+        return (used[-1], quantities.flat(value)) if value is not None and used else (None, None)
 
     def _release(self):
         """On a GPU, hand the blocks cached by torch's and cupy's allocators back before the next engine runs: in the
@@ -251,7 +319,7 @@ class Runner:
         the new time in a copy that keeps the first in ``remeasured``; its peak memory is the first measurement's.
         ``trend_s``: the time per sample its neighbours' trend gives, ``off_by``: how far off the first time was."""
         name, quantity, batch = point["engine"], point["quantity"], point["batch"]
-        net = Network.random(point["sizes"], activations="tanh", loss="mse", seed=0, dtype=self.dtype)
+        net = plan.network_of(point["sweep"], point["sizes"], self.dtype)
         X, Y, v = quantities.data(net, batch)
         first = {"time_per_sample_s": point["time_per_sample_s"], "time_median_s": point["time_median_s"],
                  "trend_per_sample_s": trend_s, "off_by": off_by}
@@ -345,10 +413,24 @@ def summary_counts(points):
 
 
 def failure_lines(points, status="failed"):
-    """One line per (quantity, engine, reason) of the points with ``status``, with the sizes it hit."""
+    """One line per (engine, reason) of the points with ``status``, naming the quantities and the sizes it hit."""
     groups = {}
     for point in points:
         if point["status"] == status:
-            groups.setdefault((point["quantity"], point["engine"], point["reason"]), []).append(point["n_params"])
-    return [f"  {status}: {quantity} / {engine} at |W| = {', '.join(str(s) for s in sorted(set(sizes)))}: {reason}"
-            for (quantity, engine, reason), sizes in groups.items()]
+            found = groups.setdefault((point["engine"], point["reason"]), ({}, set()))
+            found[0][point["quantity"]] = True
+            found[1].add(point["n_params"])
+    return [f"  {status}: {', '.join(names)} / {engine} at |W| = {', '.join(str(s) for s in sorted(sizes))}: {reason}"
+            for (engine, reason), (names, sizes) in groups.items()]
+
+
+def unvalidated_lines(points):
+    """One line per (quantity, engine) of the points measured without a check of their value (no other engine, peer
+    or derivation computed it at that size)."""
+    groups = {}
+    for point in points:
+        if point["status"] == "ok" and point.get("validated_against", "") is None:
+            groups.setdefault((point["quantity"], point["engine"]), []).append(point["n_params"])
+    return [f"  not validated (no other engine, peer or derivation gives it there): {quantity} / {engine} at "
+            f"{len(sizes)} size{'s' * (len(sizes) > 1)}, |W| = {min(sizes)} to {max(sizes)}"
+            for (quantity, engine), sizes in groups.items()]

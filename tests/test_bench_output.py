@@ -326,7 +326,7 @@ def test_a_full_disk_ends_the_run_with_one_line_saying_what_was_saved(tmp_path, 
     monkeypatch.undo()  # space freed: --resume goes on from the saved points
     assert run.main([*SMALL, "--quantities", "forward", "--resume", "--out", str(tmp_path)]) == 0
     points = json.loads((tmp_path / results.JSON_NAME).read_text())["points"]
-    assert len(points) == 6 and all(p["status"] == "ok" for p in points)
+    assert len(points) == 9 and all(p["status"] == "ok" for p in points)  # 3 sizes in each of the 3 quick sweeps
 
 
 def test_a_really_full_disk_a_tiny_tmpfs(tmp_path):
@@ -392,4 +392,4 @@ def test_a_kill_inside_the_csv_write_leaves_a_temporary_file_that_resume_removes
     assert "took over the lock" in resumed.stdout
     assert _temporaries(out) == []
     points = json.loads((out / results.JSON_NAME).read_text())["points"]
-    assert len(points) == 6 and len(list(csv.DictReader(open(out / results.CSV_NAME)))) == 6
+    assert len(points) == 9 and len(list(csv.DictReader(open(out / results.CSV_NAME)))) == 9

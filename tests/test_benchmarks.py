@@ -16,6 +16,7 @@ import pytest
 import manual
 from manual import _writes as writes
 from benchmarks import fit, machine, memory, plan, quantities, report, results, sweep
+from xval import contract
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MB = 1024 * 1024
@@ -78,21 +79,57 @@ def test_fit_needs_three_points():
 
 
 # ---- the plan: at least two decades of |W| per quantity ----------------------------------------------
-@pytest.mark.parametrize("quantity", quantities.QUANTITIES)
+def _provides(name, quantity):
+    """What the built-in engines and the peers provide here (an engine's function, a peer's staged call)."""
+    from benchmarks import peers
+    from xval import engines as registry
+
+    if name in peers.PEERS:
+        return peers.provides(name, quantity)
+    return quantities.provides(registry.load(name), quantity)
+
+
+@pytest.mark.parametrize("quantity", plan.MLP_QUANTITIES)
 def test_default_width_sweep_spans_two_decades_per_quantity(quantity):
     engines = ["manual", "torch", "jax"]
-    items = plan.plan(engines, quick=False, quantities=(quantity,), peers=("backpack", "curvlinops"))
-    for engine in ["manual"] if quantity in quantities.MANUAL_ONLY else engines:
-        sizes = [manual.Network.random(s.sizes(v), seed=0).n_params for s, v, q, names in items
-                 if s.name == "width" and engine in names]
-        assert max(sizes) / min(sizes) >= 100, f"{quantity}/{engine}: |W| from {min(sizes)} to {max(sizes)}"
+    items = plan.plan(engines, quick=False, quantities=(quantity,), peers=("backpack", "curvlinops"),
+                      provides=_provides)
+    measuring = {name for s, v, q, names in items for name in names}
+    assert "manual" in measuring
+    for engine in measuring:
+        sizes = [s.n_params(v) for s, v, q, names in items if s.name == "width" and engine in names]
+        decades = 1 if engine in ("backpack", "curvlinops") else 2  # the peers stop earlier (seconds per point)
+        assert max(sizes) / min(sizes) >= 10**decades, f"{quantity}/{engine}: |W| from {min(sizes)} to {max(sizes)}"
+
+
+@pytest.mark.parametrize("quantity", plan.CONV_QUANTITIES)
+def test_the_channels_sweep_spans_a_decade_per_quantity(quantity):
+    items = plan.plan(["manual"], quick=False, quantities=(quantity,))
+    sizes = [s.n_params(v) for s, v, q, names in items if s.name == "channels"]
+    assert max(sizes) / min(sizes) >= 10, f"{quantity}: |W| from {min(sizes)} to {max(sizes)}"
+
+
+def test_an_engine_without_the_function_is_left_out_of_the_plan_and_named():
+    def provides(name, quantity):
+        return name == "manual" or quantity == "gradient"
+
+    items = plan.plan(["manual", "torch"], quick=True, quantities=("gradient", "ggnvp"), provides=provides)
+    assert {tuple(names) for s, v, q, names in items if q == "ggnvp"} == {("manual",)}
+    assert {tuple(names) for s, v, q, names in items if q == "gradient"} == {("manual", "torch")}
+    assert plan.left_out(["manual", "torch"], ("gradient", "ggnvp"), provides) == {"ggnvp": ["torch"]}
 
 
 def test_sizes_follow_the_parameter_count_formula():
-    width_sweep, depth_sweep = plan.DEFAULT
+    width_sweep, depth_sweep, channels_sweep = plan.DEFAULT
     assert width_sweep.sizes(32) == [32] * (width_sweep.fixed + 1)
     net = manual.Network.random(depth_sweep.sizes(4), seed=0)
-    assert net.n_params == 4 * (depth_sweep.fixed**2 + depth_sweep.fixed)
+    assert net.n_params == 4 * (depth_sweep.fixed**2 + depth_sweep.fixed) == depth_sweep.n_params(4)
+    for channels in (2, 5):
+        net = channels_sweep.network(channels)
+        # two 3x3 convolutions of C channels with bias, a 4 x 4 average pooling (8 x 8 -> 2 x 2), then Linear(4 C, 10)
+        assert net.n_params == 2 * (9 * channels**2 + channels) + 4 * channels * 10 + 10
+        assert net.n_params == channels_sweep.n_params(channels) and net.input_shape == (channels, 8, 8)
+        assert plan.network_of("channels", channels_sweep.sizes(channels)).n_params == net.n_params
 
 
 # ---- results file: atomic writes and --resume ------------------------------------------------------
@@ -196,19 +233,25 @@ def test_missing_hessian_function_is_a_recorded_failure(tmp_path):
 
 
 def test_a_dense_output_that_would_not_fit_is_skipped_with_a_note(tmp_path, monkeypatch):
-    monkeypatch.setenv("XVAL_MAX_BYTES", "1000")
+    monkeypatch.setattr(sweep, "dense_budget_bytes", lambda: 1000)
     runner, _ = make_runner(tmp_path, ["manual"])
     points = sweep.run(tiny_plan(["per_sample_gradients", "gradient"], ["manual"]), runner)
     by = {(p["quantity"], p["width"]): p for p in points}
-    # The dense output of 4 samples x 24 parameters (768 bytes) fits, but not the whole call (the per-layer parts and
-    # their concatenation): the engine's guard refuses it. The output of 4 x 60 = 1920 bytes does not fit at all.
-    assert by["per_sample_gradients", 3]["status"] == "failed"
-    assert "MemoryGuardError" in by["per_sample_gradients", 3]["reason"] and "XVAL_MAX_BYTES" in by["per_sample_gradients", 3]["reason"]
+    # 4 samples x 24 parameters (768 bytes) fit the run's budget; 4 x 60 = 1920 bytes do not: skipped, not attempted.
+    assert by["per_sample_gradients", 3]["status"] == "ok"
     assert by["per_sample_gradients", 5]["status"] == "skipped"
     assert by["per_sample_gradients", 5]["reason"].startswith("dense output of 0.00 GB would not fit")
     assert by["per_sample_gradients", 5]["output_bytes"] == 1920
     # the sweep went on (every call is guarded: at 1000 bytes the gradient's own working memory does not fit either)
     assert by["gradient", 5]["status"] in ("ok", "failed")
+
+
+def test_a_refusal_of_the_memory_guard_is_a_recorded_failure_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("XVAL_MAX_BYTES", "1000")
+    runner, _ = make_runner(tmp_path, ["manual"])
+    (point, *_) = sweep.run(tiny_plan(["per_sample_gradients"], ["manual"]), runner)
+    assert point["status"] == "failed" and point["reason"].startswith("refused by the memory guard (MemoryGuardError)")
+    assert "XVAL_MAX_BYTES" in point["reason"]
 
 
 def test_a_series_over_the_per_call_budget_skips_its_larger_sizes(tmp_path):
@@ -230,8 +273,10 @@ def test_slope_table_and_ratios_from_points():
     ]
     table = report.slope_table(points)
     # Exact power laws: the fit starts at the second size (the first taking 2x the smallest time), 5 points.
-    assert "gradient                    manual      width    1.00         1  [1.00, 1.00]    1000-10000000      5" in table
-    assert "hessian                     jax         width    2.00         2  [2.00, 2.00]    1000-10000000      5" in table
+    assert ("gradient                    manual      width      1.00         1  [1.00, 1.00]    1000-10000000      5"
+            in table)
+    assert ("hessian                     jax         width      2.00         2  [2.00, 2.00]    1000-10000000      5"
+            in table)
     assert "off their expectation" not in table
     ratios = dict((label, ratio) for label, _, ratio in report.sweep_ratios(points))
     assert ratios["hessian: manual time / jax time"] == pytest.approx(0.5)
@@ -312,25 +357,48 @@ def test_quick_run_writes_json_csv_and_plots(tmp_path):
     assert {"numpy", "torch", "jax"} <= set(info["libraries"])
     assert any(pool.get("user_api") == "blas" for pool in info["blas_pools"])
     points = document["points"]
-    assert {p["sweep"] for p in points} == {"width", "depth"}
+    assert {p["sweep"] for p in points} == {"width", "depth", "channels"}
     assert {p["engine"] for p in points} == {"manual", "torch", "jax"}
-    assert set(quantities.QUANTITIES) <= {p["quantity"] for p in points}
+    assert set(plan.QUANTITIES) <= {p["quantity"] for p in points}
     ok = [p for p in points if p["status"] == "ok"]
+    unvalidated = set()
     for p in ok:
-        assert p["n_params"] == p["depth"] * (p["width"] ** 2 + p["width"])
+        if p["sweep"] != "channels":
+            assert p["n_params"] == p["depth"] * (p["width"] ** 2 + p["width"])
         assert p["time_min_s"] <= p["time_median_s"] <= p["time_max_s"] and p["repeats"] >= 5
         assert p["time_per_sample_s"] == pytest.approx(p["time_median_s"] / p["batch"])
-        assert p["max_relative_error"] <= p["tolerance"] and p["validated_against"] in ("torch", "jax", "manual")
+        if p["validated_against"] is None:  # measured, and said to be unchecked: never a pass
+            assert p["max_relative_error"] is None and p["tolerance"] is None
+            unvalidated.add((p["quantity"], p["engine"]))
+        else:
+            assert p["max_relative_error"] <= p["tolerance"]
+            assert p["validated_against"] in ("torch", "jax", "manual") or "'s " in p["validated_against"]
         assert p["peak_bytes"] >= 0 and p["memory_method"].startswith("rss-growth")
         assert (p["compile_s"] is not None) == (p["engine"] == "jax")
+    for quantity, engine in unvalidated:
+        line = f"not validated (no other engine, peer or derivation gives it there): {quantity} / {engine}"
+        assert line in done.stdout
     measured = {(p["quantity"], p["engine"]) for p in ok}
     for quantity in ("forward", "gradient", "per_sample_gradients"):
         assert {(quantity, e) for e in ("manual", "torch", "jax")} <= measured
-    assert ("finite_difference_gradient", "manual") in measured
+    # the oracle is checked against a reference's exact gradient, a diagonal against a reference's Hessian
+    fd = [p for p in ok if p["quantity"] == "finite_difference_gradient"]
+    assert fd and all(p["validated_against"] == "torch's gradient" for p in fd)
+    assert {p["quantity"] for p in ok if p["sweep"] == "channels"} == set(plan.CONV_QUANTITIES)
     assert all(p["reason"] for p in points if p["status"] != "ok")
-    psg = [p for p in ok if p["quantity"] == "per_sample_gradients"]
+    for p in points:
+        if p["status"] == "skipped" and p["sweep"] == "channels" and p["engine"] != "manual":
+            assert p["reason"].startswith("unsupported: ")  # an engine that refuses the network says why
+    batched = [p for p in ok if contract.quantity(p["quantity"]).batch]
     itemsize = {"float64": 8, "float32": 4}[document["settings"]["dtype"]]
-    assert psg and all(p["batch"] == 4 and p["output_bytes"] == 4 * p["n_params"] * itemsize for p in psg)
+    psg = [p for p in batched if p["quantity"] == "per_sample_gradients"]
+    assert all(p["batch"] == 4 for p in batched) and all(p["batch"] == 1 for p in ok if p not in batched)
+    assert psg and all(p["output_bytes"] == 4 * p["n_params"] * itemsize for p in psg)
+    bounded = [p for p in ok if p["quantity"] in plan.MEMORY_BOUNDED]
+    assert bounded and all(p["memory_bound_bytes"] == p["n_params"] * p["batch"] * (10 if p["sweep"] == "channels"
+                                                                                    else p["width"]) * itemsize
+                           for p in bounded)
+    assert "peak memory against P N n_L entries" in done.stdout
     with open(out / results.CSV_NAME) as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(points) and set(results.CSV_FIELDS) == set(rows[0])
@@ -351,7 +419,7 @@ def test_ratio_rows_measure_each_peer_and_judge_it_by_its_bound():
     from benchmarks import ratios
 
     pytest.importorskip("jax")
-    row = ratios.Row("gradient", (3, 4, 2), 1, {"jax": 1e9, "write floor": 1e-9}, 1)
+    row = ratios.Row("gradient", (3, 4, 2), 1, {"jax": 1e9, "write floor": 1e-9}, 1, jax="jax.jit(jax.grad)")
     results_, settings = ratios.run(quick=True, threads=1, rows=[row], progress=False)
     assert [(r.peer, r.passed) for r in results_] == [("jax.jit(jax.grad)", True), ("numpy writing the output", False)]
     for r in results_:
@@ -394,9 +462,11 @@ def test_a_ratio_row_whose_peer_disagrees_fails_with_the_reason(monkeypatch):
 
     pytest.importorskip("jax")
     monkeypatch.setattr(ratios, "_staged", off_by_one_percent)
-    (result,) = ratios.run(quick=True, threads=1, rows=[ratios.Row("forward", (3, 2), 1, {"jax": 2.0}, 1)], progress=False)[0]
+    row = ratios.Row("forward", (3, 2), 1, {"jax": 2.0}, 1, jax="jax.jit(forward)")
+    (result,) = ratios.run(quick=True, threads=1, rows=[row], progress=False)[0]
     assert not result.passed and result.ratio is None
-    assert result.note.startswith("not measured: AssertionError: jax disagrees with manual before timing: relative error 0.0099 > 1e-10")
+    assert result.note.startswith("not measured: AssertionError: jax.jit(forward) disagrees with manual before timing: "
+                                  "relative error 0.0099 > 1e-10")
 
 
 def test_memory_points_at_the_floor_and_dips_are_kept_off_the_line():

@@ -173,7 +173,8 @@ def test_strided_validation_cuts_a_peers_parts_and_its_coverage_mask_alike(tmp_p
 
     import manual
 
-    def prepare(name, net, X, Y, layer, device="cpu"):
+    def prepare(name, call, device="cpu"):
+        net, X, Y, layer = call.net, call.argument("X"), call.argument("Y"), call.argument("l")
         block = manual.hessian_block(net, X, Y, layer, layer)
         covered = np.zeros(block.shape, dtype=bool)
         covered[: net.sizes[layer] * net.sizes[layer + 1]] = True  # the weight rows only

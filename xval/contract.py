@@ -194,11 +194,19 @@ def _outputs_per_sample(net, n, args):
     return n * net.output_size
 
 
-LINEAR = {"width": (1, 1), "depth": (1, 1)}
-QUADRATIC = {"width": (2, 2), "depth": (2, 2)}
+# The benchmark sweeps: "width" and "depth" grow an MLP of equal widths (its output n_L is the width), "channels" grows
+# the channels of a small convolutional network (its output fixed).
+LINEAR = {"width": (1, 1), "depth": (1, 1), "channels": (1, 1)}
+QUADRATIC = {"width": (2, 2), "depth": (2, 2), "channels": (2, 2)}
 # A block is P_l^2 entries: |W|^2 in the width sweep; fixed in the depth sweep, where only the backward pass to
 # the layer grows (like |W|), so between 0 (write-bound) and 1.
-BLOCK = {"width": (2, 2), "depth": (0, 1)}
+BLOCK = {"width": (2, 2), "depth": (0, 1), "channels": (2, 2)}
+# Work that carries one row per network output (n_L rows of |W| or of a layer's width): n_L is the width in the
+# width sweep, so n_L |W| grows like |W|^1.5 there, like |W| elsewhere.
+OUTPUT_ROWS = {"width": (1.5, 1.5), "depth": (1, 1), "channels": (1, 1)}
+# A (P, P) matrix from n_L rows per sample (J^T Lambda J): the write is P^2, the product n_L P^2 (|W|^2.5 by width).
+OUTPUT_ROWS_SQUARED = {"width": (2, 2.5), "depth": (2, 2), "channels": (2, 2)}
+OUTPUT_ROWS_BLOCK = {"width": (2, 2.5), "depth": (0, 1), "channels": (2, 2)}
 
 
 @dataclass(frozen=True)
@@ -303,29 +311,31 @@ _ALL = {
         Quantity("hessian", ("X", "Y"), "(P, P), d2E/dtheta2", _pp, order=2, dense=True, slopes=QUADRATIC,
                  tangents=_all_columns, axes=("parameter", "parameter")),
         Quantity("ggn", ("X", "Y"), "(P, P), the generalized Gauss-Newton G = (1/N) sum_n J_n^T Lambda_n J_n", _pp,
-                 order=2, dense=True, slopes=QUADRATIC, tangents=_all_columns, axes=("parameter", "parameter")),
+                 order=2, dense=True, slopes=OUTPUT_ROWS_SQUARED, tangents=_all_columns, axes=("parameter", "parameter")),
         Quantity("ggnvp", ("X", "Y", "v"), "(P,), G v, never forming G", _p, order=2, tangents=_one_tangent,
                  derived_from=(Derivation("ggn", _product_with_v),), axes=("parameter",)),
         Quantity("ggn_block", ("X", "Y", "l", "m"), "(P_l, P_m), the block of G: rows of layer l, columns of layer m",
-                 _block_shape, order=2, dense=True, slopes=BLOCK, tangents=_columns_of_m,
+                 _block_shape, order=2, dense=True, slopes=OUTPUT_ROWS_BLOCK, tangents=_columns_of_m,
                  derived_from=(Derivation("ggn", _block_of),), axes=("parameter of l", "parameter of m")),
         Quantity("hessian_diagonal", ("X", "Y"), "(P,), the diagonal of the Hessian, exact", _p, order=2,
-                 tangents=_all_columns, derived_from=(Derivation("hessian", _diagonal_of),), axes=("parameter",)),
+                 slopes=OUTPUT_ROWS, tangents=_all_columns, derived_from=(Derivation("hessian", _diagonal_of),),
+                 axes=("parameter",)),
         Quantity("ggn_diagonal", ("X", "Y"), "(P,), the diagonal of the GGN, exact", _p, order=2,
-                 tangents=_outputs_per_sample, derived_from=(Derivation("ggn", _diagonal_of),), axes=("parameter",)),
+                 slopes=OUTPUT_ROWS, tangents=_outputs_per_sample, derived_from=(Derivation("ggn", _diagonal_of),),
+                 axes=("parameter",)),
         Quantity("empirical_fisher", ("X", "Y"), "(P, P), (1/N) sum_n g_n g_n^T, g_n the per-sample gradient", _pp,
                  order=1, dense=True, slopes=QUADRATIC, tangents=_no_tangents, axes=("parameter", "parameter")),
         Quantity("output_jacobian", ("X",), "(N, n_L, P), d f(x_n) / dtheta",
                  lambda net, n, args: (n, net.output_size, net.n_params), order=1, dense=True, needs_loss=False,
-                 batch=True, tangents=_outputs_per_sample, axes=("sample", "output", "parameter")),
+                 batch=True, slopes=OUTPUT_ROWS, tangents=_outputs_per_sample, axes=("sample", "output", "parameter")),
         Quantity("kfac_factors", ("X", "Y", "l"), "(A_l, G_l): A_l = (1/N) sum_n a_n a_n^T over a_n = [z_l; 1], "
                  "G_l = (1/N) sum_n B_n^T Lambda_n B_n, B_n = df/ds_l", _kfac_shape, order=2,
-                 tangents=_outputs_per_sample, axes=None),
+                 slopes=OUTPUT_ROWS, tangents=_outputs_per_sample, axes=None),
         Quantity("kfac_block", ("X", "Y", "l"), "(P_l, P_l), kron(G_l, A_l) in the contract's order of layer l",
                  _layer_square, order=2, dense=True, slopes=BLOCK, tangents=_outputs_per_sample,
                  derived_from=(Derivation("kfac_factors", _kfac_block_of),), axes=("parameter of l", "parameter of l")),
         Quantity("hessian_trace", ("X", "Y"), "float, the trace of the Hessian, exact", lambda net, n, args: (),
-                 order=2, tangents=_all_columns,
+                 order=2, slopes=OUTPUT_ROWS, tangents=_all_columns,
                  derived_from=(Derivation("hessian_diagonal", _trace_of), Derivation("hessian", _trace_of))),
         Quantity("top_eigenvalues", ("X", "Y", "k"), "(k,), the k largest eigenvalues of the Hessian, descending",
                  lambda net, n, args: (args["k"],), order=2, tangents=_all_columns,
@@ -343,6 +353,7 @@ PENDING = {name: q for name, q in _ALL.items() if name not in RELEASED}
 FINITE_DIFFERENCE_GRADIENT = Quantity(
     "finite_difference_gradient", ("X", "Y"), "(P,), central differences of E", _p, order=1, slopes=QUADRATIC,
     tolerances=compare.FINITE_DIFFERENCE_TOLERANCES, in_contract=False,
+    derived_from=(Derivation("gradient", lambda value, call: value),),  # the exact value it approximates
     below_because="overhead per evaluation: 2|W| loss evaluations, each a small forward pass whose fixed cost "
                   "outweighs its O(|W|) work at these sizes, so the time grows like |W|", axes=("parameter",),
 )
@@ -367,7 +378,7 @@ def derive(call, value_of):
         source = _ALL[derivation.source]
         arguments = {name: call.argument(name) for name in call.quantity.parameters}
         source_arguments = tuple(arguments[name] if name in arguments else None for name in source.parameters)
-        if any(argument is None for argument in source_arguments):
+        if any(argument is None for argument in source_arguments):  # not ``None in``: that compares arrays
             continue
         shape = source.shape(call.net, np.shape(arguments.get("X"))[0], dict(arguments))
         value = value_of(Call(source, source.name, call.net, source_arguments, shape))
