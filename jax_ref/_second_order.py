@@ -8,8 +8,6 @@ own parameter arrays (``argnums``), never by slicing a full Hessian. Each functi
 import functools
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from xval.checks import check_direction, check_layer
 
@@ -45,10 +43,9 @@ def _block(l, m):
 
 def _hessian(arch):
     objective = model.make_objective(arch)
-    ends = np.cumsum([shape[0] * shape[1] + shape[0] for shape in arch[0]])[:-1]
 
     def flat(theta, X, Y):
-        return objective(tuple(jnp.split(theta, ends)), X, Y)
+        return objective(model.groups(arch, theta), X, Y)
 
     return jax.hessian(flat)
 

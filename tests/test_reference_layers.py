@@ -1,0 +1,141 @@
+"""The reference engines compute torch's own functions on networks of every layer kind (``reference_networks``):
+forward and loss equal torch's modules and loss modules, gradient and Hessian equal ``torch.func`` applied to the
+module itself (tied weights summed over their uses, frozen ones left out), and torch_ref and jax_ref agree on every
+quantity of the contract. Activations at their kinks take torch's one-sided derivatives."""
+import numpy as np
+import pytest
+
+from tests.reference_networks import NETWORKS, build, kfac_defined, network_of, torch_objective
+from xval import compare, contract
+from xval.cases import unit_direction
+
+torch = pytest.importorskip("torch")
+torch_ref = pytest.importorskip("torch_ref")
+jax_ref = pytest.importorskip("jax_ref")
+nn = torch.nn
+
+ENGINES = {"torch": torch_ref, "jax": jax_ref}
+EVERY_QUANTITY = list(contract.QUANTITIES.values()) + list(contract.PENDING.values())
+# Compared on every network of a layer kind (every quantity on the networks marked full): the per-sample passes
+# (vmap's batching of each layer), or the output Jacobian without a loss; forward, loss, gradient and Hessian are
+# checked against torch's own modules below.
+CORE = {True: ("per_sample_gradients",), False: ("output_jacobian",)}
+BY_NAME = {entry.name: entry for entry in NETWORKS}
+
+
+def problem_of(entry, dtype):
+    module, net, X, Y, targets = build(entry, dtype)
+    block = (0, 0) if net.n_layers == 1 else None
+    return module, targets, contract.Problem(entry.name, net, X, Y, unit_direction(net), block)
+
+
+def applicable(quantity, entry, net):
+    """Whether ``quantity`` is defined on ``entry``'s network: a loss where it needs one, and for KFAC a Dense layer
+    of its own on (N, D) inputs (the layer the call takes: 1, or 0 in a one-layer network)."""
+    if quantity.needs_loss and entry.loss is None:
+        return False
+    return not quantity.name.startswith("kfac") or kfac_defined(net, 1 if net.n_layers > 1 else 0)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", list(BY_NAME))
+def test_forward_and_loss_are_torchs_modules(name, dtype):
+    entry = BY_NAME[name]
+    module, net, X, Y, targets = build(entry, dtype)
+    rtol = contract.quantity("forward").tolerance(dtype)
+    with torch.no_grad():
+        outputs = module(torch.as_tensor(X))
+        expected_loss = None if entry.loss is None else float(torch_objective(entry.loss, entry.reduction, outputs,
+                                                                               targets))
+    for engine_name, engine in ENGINES.items():
+        compare.assert_close(engine.forward(net, X), outputs.numpy(), rtol, f"{engine_name} forward on {name}")
+        if expected_loss is not None:
+            compare.assert_close(engine.loss(net, X, Y), expected_loss, rtol, f"{engine_name} loss on {name}")
+
+
+def module_derivatives(module, loss, reduction, X, targets):
+    """The gradient and Hessian of torch's own ``E`` in the module's trainable parameters (``torch.func`` on the
+    module: ``functional_call`` of its ``named_parameters``, which lists a tied tensor once and skips frozen ones)."""
+    named = {key: value.detach() for key, value in module.named_parameters() if value.requires_grad}
+    sizes = [value.numel() for value in named.values()]
+    X = torch.as_tensor(X)
+
+    def objective(theta):
+        tensors = {key: piece.reshape(value.shape)
+                   for (key, value), piece in zip(named.items(), torch.split(theta, sizes))}
+        outputs = torch.func.functional_call(module, tensors, (X,))
+        return torch_objective(loss, reduction, outputs, targets)
+
+    theta = torch.cat([value.reshape(-1) for value in named.values()])
+    with torch_ref._model.forward_mode():
+        return torch.func.grad(objective)(theta).numpy(), torch.func.hessian(objective)(theta).numpy()
+
+
+def derivative_cases():
+    for entry in NETWORKS:
+        for dtype in ("float64", "float32") if entry.full else ("float64",):
+            if entry.loss is not None:
+                yield pytest.param(entry.name, dtype, id=f"{entry.name}-{dtype}")
+
+
+@pytest.mark.parametrize("name, dtype", list(derivative_cases()))
+def test_gradient_and_hessian_are_torchs_on_the_module(name, dtype):
+    entry = BY_NAME[name]
+    module, net, X, Y, targets = build(entry, dtype)
+    gradient, hessian = module_derivatives(module, entry.loss, entry.reduction, X, targets)
+    assert gradient.shape == (net.n_params,), "P is the module's trainable parameter count"
+    rtol = contract.quantity("hessian").tolerance(dtype)
+    for engine_name, engine in ENGINES.items():
+        compare.assert_close(engine.gradient(net, X, Y), gradient, rtol, f"{engine_name} gradient on {name}")
+        compare.assert_close(engine.hessian(net, X, Y), hessian, rtol, f"{engine_name} hessian on {name}")
+
+
+def cases_to_compare():
+    for entry in NETWORKS:
+        if "loss" in entry.tags:
+            continue
+        for quantity in EVERY_QUANTITY if entry.full else map(contract.quantity, CORE[entry.loss is not None]):
+            yield pytest.param(entry.name, quantity, id=f"{entry.name}-{quantity.name}")
+
+
+@pytest.mark.parametrize("name, quantity", list(cases_to_compare()))
+def test_references_agree_on_every_layer_kind(name, quantity):
+    entry = BY_NAME[name]
+    module, targets, problem = problem_of(entry, "float64")
+    if not applicable(quantity, entry, problem.net):
+        pytest.skip(f"{quantity.name} is not defined on {name}")
+    for call in quantity.calls(problem):
+        ours, theirs = call.evaluate(torch_ref), call.evaluate(jax_ref)
+        for a, b in zip(*(value if isinstance(value, tuple) else (value,) for value in (ours, theirs))):
+            compare.assert_close(a, b, quantity.tolerance("float64"), f"{call.label} on {name}")
+
+
+def test_the_parameter_vector_follows_the_modules_trainable_parameters():
+    """A tied Linear counts once, at its first use; frozen tensors are not parameters."""
+    module, net, X, Y, _ = build(BY_NAME["dense-tied"], "float64")
+    expected = [p.detach().numpy().reshape(-1) for p in module.parameters() if p.requires_grad]
+    np.testing.assert_array_equal(net.to_vector(), np.concatenate(expected))
+    assert net.n_params == 3 * 3 + 3 + 3 * 2 + 2
+    module, net, X, Y, _ = build(BY_NAME["dense-frozen"], "float64")
+    assert net.n_params == 4 + (4 * 4 + 4)  # the first bias and the middle layer
+
+
+@pytest.mark.parametrize("activation, options", [
+    (nn.ReLU(), "relu'(0) = 0"), (nn.LeakyReLU(0.2), "leaky_relu'(0) = slope"), (nn.ELU(0.7), "elu'(0) = alpha"),
+    (nn.SELU(), "selu'(0) = scale alpha"), (nn.Softplus(2.0, 0.0), "softplus at its threshold"),
+])
+def test_kinks_take_torchs_derivatives(activation, options):
+    """Pre-activations exactly 0 (a zero first layer): both engines' gradient and Hessian are torch's own."""
+    first, last = nn.Linear(3, 2).double(), nn.Linear(2, 2).double()
+    with torch.no_grad():
+        first.weight.zero_()
+        first.bias.zero_()
+    modules = [first, activation, last]
+    module = nn.Sequential(*modules)
+    net = network_of(modules, (3,), "mse", "mean", "float64")
+    X = np.random.default_rng(0).standard_normal((3, 3))
+    Y = np.random.default_rng(1).standard_normal((3, 2))
+    gradient, hessian = module_derivatives(module, "mse", "mean", X, torch.as_tensor(Y))
+    for engine_name, engine in ENGINES.items():
+        compare.assert_close(engine.gradient(net, X, Y), gradient, 1e-12, f"{engine_name}: {options}")
+        compare.assert_close(engine.hessian(net, X, Y), hessian, 1e-12, f"{engine_name}: {options}")
