@@ -3,24 +3,21 @@
 The diagonal is ``e_i^T H e_i`` read off Hessian-vector products (forward over reverse) on the unit vectors, the
 trace the sum of second directional derivatives ``d2/dt2 E(theta + t e_i)`` (forward over forward): two routes, so
 that ``hessian_trace == sum(hessian_diagonal)`` checks one against the other. Both cost ``P`` products of
-``O(N |W|)`` each, ``CHUNK`` unit vectors at a time (``lax.map`` over vmapped batches): fine for the references'
-sizes, not for P = 10^5.
+``O(N |W|)`` each, one unit vector at a time (``lax.map``: one compiled body, memory of one product): fine for the
+references' sizes, not for P = 10^5.
 """
 import jax
 import jax.numpy as jnp
 
 from . import _model as model
 
-CHUNK = 64  # unit vectors per vmapped batch: memory CHUNK x (P + one tape)
-
-
 def _each_unit_vector(function, size, dtype):
-    """``[function(e_i, i) for i in 0..size-1]``, ``e_i`` the unit vectors, in vmapped batches of ``CHUNK``."""
+    """``[function(e_i, i) for i in 0..size-1]``, ``e_i`` the unit vectors, one after the other."""
 
     def one(i):
         return function((jnp.arange(size) == i).astype(dtype), i)
 
-    return jax.lax.map(one, jnp.arange(size), batch_size=min(CHUNK, size))
+    return jax.lax.map(one, jnp.arange(size))
 
 
 def diagonal(product, size, dtype):

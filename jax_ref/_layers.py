@@ -3,8 +3,9 @@
 ``f(layer, z, tensor, shape)``: ``tensor(field)`` gives a weight or bias (a parameter, a frozen constant or
 ``None``); ``shape`` is the layer's output shape per sample (``net.shapes``), which fixes the pools' window counts.
 Convolutions are ``lax.conv_general_dilated`` (a transposed one: the input dilated by the stride, the kernel flipped
-with its channel axes swapped per group); pools are ``lax.reduce_window``; the adaptive pool averages each axis
-over torch's windows ``[floor(i n / o), ceil((i + 1) n / o))``.
+with its channel axes swapped per group); average pools are ``lax.reduce_window`` sums over torch's divisors; max
+pools the first largest entry of each window, as torch; the adaptive pool averages each axis over torch's windows
+``[floor(i n / o), ceil((i + 1) n / o))``.
 """
 import functools
 import itertools
@@ -86,30 +87,29 @@ def pool(layer, z, tensor, shape):
                             "dilation 1 (or ())")
     padding = [(p, max((o - 1) * s + d * (k - 1) + 1 - n - p, 0))
                for n, o, k, s, p, d in zip(sizes, outputs, kernel, stride, layer.padding, dilation)]
-    window = dict(window_dimensions=(1, 1, *kernel), window_strides=(1, 1, *stride),
-                  padding=((0, 0), (0, 0), *padding), window_dilation=(1, 1, *dilation))
-    if layer.mode == "max" and any(d != 1 for d in dilation):
-        y = _dilated_max(z, kernel, stride, dilation, padding, outputs)
-    elif layer.mode == "max":
-        # a concrete (numpy) identity lets jax take its differentiable max/sum window reductions
-        y = lax.reduce_window(z, np.array(-np.inf, z.dtype), lax.max, **window)
-    else:
-        y = lax.reduce_window(z, np.array(0, z.dtype), lax.add, **window)
+    if layer.mode == "max":
+        return _max_pool(z, kernel, stride, dilation, padding, outputs)
+    # a concrete (numpy) zero lets jax take its differentiable window sum
+    y = lax.reduce_window(z, np.array(0, z.dtype), lax.add, (1, 1, *kernel), (1, 1, *stride),
+                          ((0, 0), (0, 0), *padding))
     y = y[(slice(None), slice(None), *(slice(0, o) for o in outputs))]  # floor mode may leave windows over
-    return y if layer.mode == "max" else y / _divisor(layer, sizes, outputs, stride).astype(z.dtype)
+    return y / _divisor(layer, sizes, outputs, stride).astype(z.dtype)
 
 
-def _dilated_max(z, kernel, stride, dilation, padding, outputs):
-    """Max pooling with dilated windows as the largest of one strided slice per kernel offset (jax cannot
-    differentiate ``reduce_window`` max with a window dilation); the input padded with -inf."""
+def _max_pool(z, kernel, stride, dilation, padding, outputs):
+    """torch's max pooling: of each window (the input padded with -inf) the first largest entry in the window's
+    row-major order, which alone gets the derivative, as in torch (``reduce_window`` max cannot be differentiated
+    with a window dilation, and jnp.maximum would split ties): one strided slice per kernel offset, the first
+    ``argmax`` over them, gathered."""
     padded = lax.pad(z, np.array(-np.inf, z.dtype), [(0, 0, 0), (0, 0, 0), *((low, high, 0) for low, high in padding)])
-    largest = None
+    pieces = []
     for offset in itertools.product(*(range(k) for k in kernel)):
         start = (0, 0, *(j * d for j, d in zip(offset, dilation)))
         limit = (*padded.shape[:2], *(first + (o - 1) * s + 1 for first, o, s in zip(start[2:], outputs, stride)))
-        piece = lax.slice(padded, start, limit, (1, 1, *stride))
-        largest = piece if largest is None else jnp.maximum(largest, piece)
-    return largest
+        pieces.append(lax.slice(padded, start, limit, (1, 1, *stride)))
+    stacked = jnp.stack(pieces)
+    first = jnp.argmax(stacked, axis=0)[None]
+    return jnp.take_along_axis(stacked, first, axis=0)[0]
 
 
 def _divisor(layer, sizes, outputs, stride):

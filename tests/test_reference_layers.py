@@ -139,3 +139,61 @@ def test_kinks_take_torchs_derivatives(activation, options):
     for engine_name, engine in ENGINES.items():
         compare.assert_close(engine.gradient(net, X, Y), gradient, 1e-12, f"{engine_name}: {options}")
         compare.assert_close(engine.hessian(net, X, Y), hessian, 1e-12, f"{engine_name}: {options}")
+
+
+def test_records_that_torchs_modules_cannot_build():
+    """Average pooling over one axis with a divisor_override (nn.AvgPool1d has none; torch_ref pools over a unit
+    second axis) and softplus with a beta but no threshold (the suite's, log(1 + exp(beta x)) / beta everywhere), on
+    a Dense layer over leading positions: both engines against the definitions, and against each other."""
+    from xval import Network, definitions
+    from xval.layers import Activation, Dense, Pool
+
+    rng = np.random.default_rng(3)
+    W, b = rng.standard_normal((5, 5)), rng.standard_normal(5)
+    layers = [Dense(0, 1), Activation("softplus", (("beta", 2.0),)),
+              Pool("avg", 1, (3,), (2,), (1,), (), True, False, 2)]
+    net = Network.from_layers(layers, [W, b], (2, 5), "mse", "sum")
+    X, Y = rng.standard_normal((3, 2, 5)), rng.standard_normal((3, 2, 3))
+    z = definitions.activation("softplus").value(X @ W.T + b, beta=2.0)
+    windows = [(max(o * 2 - 1, 0), min(o * 2 - 1 + 3, 5)) for o in range(3)]  # ceil mode: 3 windows over 5
+    expected = np.stack([z[..., start:end].sum(-1) / 2 for start, end in windows], axis=-1)
+    for engine_name, engine in ENGINES.items():
+        compare.assert_close(engine.forward(net, X), expected, 1e-14, f"{engine_name} forward")
+    for quantity in ("gradient", "hessian", "ggn"):
+        compare.assert_close(getattr(torch_ref, quantity)(net, X, Y), getattr(jax_ref, quantity)(net, X, Y), 1e-10,
+                             quantity)
+
+
+@pytest.mark.parametrize("engine_name", list(ENGINES))
+def test_average_pooling_with_a_dilation_is_refused(engine_name):
+    """torch's average pooling has no dilation: a record asking for one is refused, not computed without it."""
+    from xval import Network
+    from xval.errors import ArgumentError
+    from xval.layers import Dense, Pool
+
+    net = Network.from_layers([Dense(0, 1), Pool("avg", 1, (2,), (1,), (0,), (2,))],
+                              [np.ones((4, 4)), np.zeros(4)], (1, 4), "mse")
+    with pytest.raises(ArgumentError, match=r"average pooling with dilation \(2,\): torch's AvgPool has no dilation"):
+        ENGINES[engine_name].forward(net, np.ones((1, 1, 4)))
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(2), nn.MaxPool1d(2, dilation=2)], ids=["2d", "1d-dilation2"])
+def test_max_pooling_gives_a_tied_window_to_its_first_largest_entry(pool):
+    """Equal rows of a Linear layer and equal positions of the input tie every window: torch's derivative goes to the
+    first largest entry in the window's order, and so do both engines'."""
+    linear = nn.Linear(2, 4).double()
+    with torch.no_grad():
+        linear.weight[1] = linear.weight[0]
+        linear.weight[2] = linear.weight[0]
+        linear.bias[1:3] = linear.bias[0]
+    modules = [linear, pool, nn.Flatten(), nn.LazyLinear(2).double()]
+    shape = (1, 2, 2) if isinstance(pool, nn.MaxPool2d) else (1, 2)
+    X = np.tile(np.random.default_rng(0).standard_normal(2), (3, *shape[:-1], 1))
+    module = nn.Sequential(*modules)
+    module(torch.as_tensor(X))  # sizes the LazyLinear
+    net = network_of(list(module), shape, "mse", "mean", "float64")
+    Y = np.random.default_rng(1).standard_normal((3, 2))
+    gradient, hessian = module_derivatives(module, "mse", "mean", X, torch.as_tensor(Y))
+    for engine_name, engine in ENGINES.items():
+        compare.assert_close(engine.gradient(net, X, Y), gradient, 1e-12, f"{engine_name} gradient")
+        compare.assert_close(engine.hessian(net, X, Y), hessian, 1e-12, f"{engine_name} hessian")
