@@ -7,12 +7,19 @@ import time
 
 from xval.errors import ConfigError
 
+EXIT_WRITE_FAILED, EXIT_USAGE, EXIT_TARGET_MISSED = 1, 2, 3  # EXIT_TARGET_MISSED is ratios.EXIT_TARGET_MISSED
+EXIT_CODES = ("exit codes: 0 the run finished and every target it judged was met; 1 an output could not be written "
+              "(a full disk: the error line says what was saved); 2 a bad flag, setting or --out, before any work; "
+              f"{EXIT_TARGET_MISSED} a ratio row or GPU row missed its target (the summary line names them); 130, 143 "
+              "interrupted by SIGINT, SIGTERM (what was measured is saved; --resume continues)")
+
 
 def build_parser():
     """The command line (the README's flag table is generated from it: ``python -m benchmarks.readme``)."""
     from .quantities import QUANTITIES
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.replace("``", ""))
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.replace("``", ""),
+                                     epilog=EXIT_CODES)
     parser.add_argument("--backend", metavar="NAMES", help="comma list of engines (overrides XVAL_BACKEND; default manual,torch,jax)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides XVAL_DEVICE (default auto)")
     parser.add_argument("--out", metavar="DIR", default="bench-results", help="output folder (default bench-results/)")
@@ -61,7 +68,7 @@ def apply_overrides(args, environ=os.environ):
 
 
 def main(argv=None):
-    from . import outdir
+    from . import outdir, results
 
     args = parse_args(argv)
     try:
@@ -75,6 +82,9 @@ def main(argv=None):
         return _main(args, session)
     except outdir.StartError as exc:
         return _error(exc)
+    except results.WriteError as exc:
+        session.ignore_signals()
+        return session.write_failed(exc)
     except outdir.Interrupted as exc:
         return session.interrupted(exc.signum, lambda *saved: outdir.write_outputs(session, *saved))
     finally:
@@ -95,7 +105,7 @@ def _main(args, session):
         device, device_note = resolve_device()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     # Engines then run where the results say they ran: an engine that cannot use the GPU of a cuda run fails its
     # points with the reason instead of measuring on the CPU under the cuda label.
     os.environ["XVAL_DEVICE"] = device
@@ -104,7 +114,7 @@ def _main(args, session):
 
 def run_settings(args, engines, peer_names, dtype, device, device_note, threads):
     """What ``results.json`` records about how the run measured."""
-    from . import memory
+    from . import fit, memory
 
     return {
         "quick": args.quick, "engines": engines, "threads": threads, "peers": peer_names, "dtype": dtype, "device": device,
@@ -117,10 +127,13 @@ def run_settings(args, engines, peer_names, dtype, device, device_note, threads)
                  "left there and waited for (host-device copies are not timed), manual included (arrays of its library)",
         "fit": "least squares of log(time per sample) on log(|W|), from the first size taking 2x the series' smallest "
                "time on (where the work dominates); 95% t interval from 5 points up",
+        "remeasured": f"a point whose time is more than {fit.OUTLIER_FACTOR:g}x off its neighbours' trend (fit.outliers) "
+                      "is measured once more before the fit, which uses the second time; the point keeps the first in "
+                      "'remeasured'",
     }
 
 
-def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran, gpu_records=()):
+def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran, gpu_records=(), dtype="float64"):
     """What the run prints after measuring: the fitted table, the ratios (and the GPU rows' ``gpu_records``, if any),
     the counts and the thread count."""
     from . import gpu_rows, report, sweep, timing
@@ -130,7 +143,7 @@ def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran, gpu
     lines = ["", report.slope_table(points), "", report.ratio_table(points), "",
              "speed-ratio rows (python -m benchmarks.ratios):", ratio_note, ""]
     if gpu_records:
-        lines += ["GPU rows (width sweep, depth 3, one sample; time median, peak device memory):",
+        lines += [f"GPU rows ({dtype}; width sweep, depth 3, one sample; time median, peak device memory):",
                   gpu_rows.format_table(gpu_records), ""]
     lines += [f"points: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; {elapsed:.0f} s "
               f"(sweep {sweep_s:.0f} s{ratios_s})",
@@ -138,12 +151,48 @@ def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran, gpu
     return lines + sweep.failure_lines(points) + sweep.failure_lines(points, "skipped")
 
 
-def run(args, engines, dtype, device, device_note, session):
-    from tqdm import tqdm
+def gpu_targets(records):
+    """``(missed, judged, not judged)`` of the GPU rows' targets (time, and peak where a row has one): the missed ones
+    as ``row (what ratio, target)``, how many were judged, and those that could not be (a point missing or out of
+    memory) as ``row (what)``."""
+    missed, judged, unjudged = [], 0, []
+    for r in records:
+        for what in ("time", "peak"):
+            if r.get(f"{what}_target") is None:
+                continue
+            met = r.get(f"{what}_met")
+            if met is None:
+                unjudged.append(f"{r['row']} ({what})")
+                continue
+            judged += 1
+            if not met:
+                missed.append(f"{r['row']} ({what} {r[f'{what}_ratio']:.3g}, target <= {r[f'{what}_target']:g})")
+    return missed, judged, unjudged
 
-    from . import gpu_rows, outdir, peers, plots, results, sweep, timing
+
+def verdict_lines(ratio_rows, ratio_line, gpu_records):
+    """``(lines, missed)``: the summary of the targets this run judged (``ratio_rows``: the ratio rows' records, with
+    ``ratio_line`` their verdict line; ``gpu_records``: the GPU rows'), and whether any was missed. Ratio rows that
+    could not be measured at all (``ratio_line`` without records) count as missed."""
+    lines, missed = [], False
+    if ratio_line is not None:
+        lines.append(ratio_line)
+        missed = ratio_rows is None or any(r["bound"] is not None and not r["passed"] for r in ratio_rows)
+    if gpu_records:
+        gpu_missed, judged, unjudged = gpu_targets(gpu_records)
+        lines.append(f"{len(gpu_missed)} of {judged} GPU row targets miss: {'; '.join(gpu_missed)}" if gpu_missed
+                     else f"all {judged} GPU row targets judged are met")
+        if unjudged:
+            lines.append(f"GPU row targets not judged (a point missing or out of memory): {'; '.join(unjudged)}")
+        missed = missed or bool(gpu_missed)
+    if ratio_line is None and not gpu_records:
+        lines.append("targets: none judged in this run (the ratio rows were skipped)")
+    return lines, missed
+
+
+def run(args, engines, dtype, device, device_note, session):
+    from . import gpu_rows, outdir, peers, results, timing
     from .machine import machine_info
-    from .plan import plan
 
     threads = args.threads or timing.default_threads()
     peer_names = [] if args.no_peers else [name for name in peers.PEERS if peers.available(name) is None]
@@ -156,71 +205,89 @@ def run(args, engines, dtype, device, device_note, session):
         print(text, flush=True)
         printed.append(text)
 
-    say(f"device: {device} ({device_note}); engines: {', '.join(engines)}; peers: {', '.join(peer_names) or 'none'}")
+    say(f"device: {device} ({device_note}); dtype: {dtype}; engines: {', '.join(engines)}; "
+        f"peers: {', '.join(peer_names) or 'none'}")
     for name, reason in missing_peers.items():
         if not args.no_peers:
             say(f"  peer {name} left out: {reason}")
     previous = outdir.resumed_points(session.folder, settings if args.resume else None, say)
     # Failed points are measured again on --resume (an engine may have gained the function since).
     kept = [p for p in previous if p.get("status") in ("ok", "skipped")]
-    done = [p["key"] for p in kept]
     started = time.perf_counter()
     with timing.pinned_threads(threads):
         machine = machine_info(device, threads)
-        items = plan(engines, quick=args.quick, quantities=args.quantities, peers=peer_names, device=device)
-        total = sum(len(names) for *_, names in items)
-        points_before = list(kept)
-        session.remember(machine, settings, points_before)
-
-        def save(points):
-            # Remembered before the write: a signal between the two then finds the final write's points at least as
-            # new as the file's (the other order let a signal right after the first point's write erase that point).
-            session.remember(machine, settings, points_before + points)
-            results.save(args.out, machine, settings, points_before + points)
-
-        with tqdm(total=total, desc="benchmarks", unit="pt", file=sys.stderr, mininterval=1.0) as bar:
-            runner = sweep.Runner(engines + peer_names, device, dtype, threads, settings, save, done=done, progress=bar)
-            sweep.run(items, runner)
-        points = points_before + runner.points
-        save(runner.points)
+        points = sweep_phase(args, engines, peer_names, device, dtype, threads, settings, session, machine, kept)
         sweep_s = time.perf_counter() - started
-        ratio_rows, ratio_note = ratio_phase(args, threads)
+        ratio_rows, ratio_note, ratio_line = ratio_phase(args, threads)
     elapsed = time.perf_counter() - started
-    settings["elapsed_s"] = elapsed
-    settings["sweep_s"] = sweep_s
-    settings["load_average_1_5_15_at_end"] = list(os.getloadavg())
+    settings.update(elapsed_s=elapsed, sweep_s=sweep_s, load_average_1_5_15_at_end=list(os.getloadavg()))
     if ratio_rows is not None:
         settings["ratios"] = ratio_rows
     gpu_records = [] if args.quick else gpu_rows.records(points, device)  # a quick run stops below their sizes
     if gpu_records:
         settings["gpu_rows"] = gpu_records
+    verdicts, missed = verdict_lines(ratio_rows, ratio_line, gpu_records)
+    settings["targets_missed"] = missed
     session.remember(machine, settings, points)
-    results.save(args.out, machine, settings, points)
+    session.save(machine, settings, points)
     print("plots: writing the time and memory figures (a few seconds)", file=sys.stderr, flush=True)
-    written = plots.write_plots(points, args.out, subtitle=f"{device}, {dtype}", device=device)
-    for line in summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratio_rows is not None, gpu_records):
+    written = session.write_plots(points, f"{device}, {dtype}", device)
+    for line in summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratio_rows is not None, gpu_records,
+                              dtype) + verdicts:
         say(line)
     report_path = os.path.join(args.out, results.REPORT_NAME)
     say(f"wrote {os.path.join(args.out, results.JSON_NAME)}, {os.path.join(args.out, results.CSV_NAME)}, "
         + ", ".join(written + [report_path]))
-    results.atomic_write(report_path, "\n".join(printed) + "\n")
-    return 0
+    session.write_report("\n".join(printed) + "\n")
+    return EXIT_TARGET_MISSED if missed else 0
+
+
+def sweep_phase(args, engines, peer_names, device, dtype, threads, settings, session, machine, kept):
+    """Measure every planned point not in ``kept`` (points of an earlier run), with a progress bar, then measure
+    again the points far off their neighbours' trend; every point, ``kept`` ones included, one per key."""
+    from . import progress, report, results, sweep
+    from .plan import plan
+
+    items = plan(engines, quick=args.quick, quantities=args.quantities, peers=peer_names, device=device)
+    session.remember(machine, settings, list(kept))
+
+    def save(points):
+        # Remembered before the write: a signal between the two then finds the final write's points at least as
+        # new as the file's (the other order let a signal right after the first point's write erase that point).
+        session.remember(machine, settings, kept + points)
+        session.save(machine, settings, kept + points)
+
+    runner = sweep.Runner(engines + peer_names, device, dtype, threads, settings, save, done=[p["key"] for p in kept])
+    groups = [((s.name, quantity), _n_params(s.sizes(value)), runner.pending(s, value, quantity, names))
+              for s, value, quantity, names in items]
+    estimate = progress.SeriesEstimate(groups, lambda key: report.expected_slope(key[1], key[0]))
+    with progress.Progress("benchmarks", sum(len(names) for *_, names in items), estimate) as bar:
+        runner.progress = bar
+        sweep.run(items, runner, bar)
+        points = sweep.remeasure_outliers(kept + runner.points, runner, report.expected_slope)
+    return results.unique_points(points)
+
+
+def _n_params(sizes):
+    """|W| of a network of layer widths ``sizes``."""
+    return sum(n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
 
 
 def ratio_phase(args, threads):
-    """``(records or None, the text to print)``: the ratio rows on ``threads`` threads, with their own progress bar,
-    or why they were skipped."""
+    """``(records or None, the text to print, the verdict line or None)``: the ratio rows on ``threads`` threads, with
+    their own progress bar, or why they were skipped."""
     from . import ratios
 
     if args.no_ratios or args.quick:
         why = "--no-ratios" if args.no_ratios else "--quick leaves them out; run python -m benchmarks.ratios --quick"
-        return None, f"  skipped ({why})"
-    print(f"ratio rows: {len(ratios.ROWS)} rows, each timed in turn with its peers", file=sys.stderr, flush=True)
+        return None, f"  skipped ({why})", None
+    print(f"ratio rows: {len(ratios.ROWS)} rows, each peer timed against manual in interleaved pairs", file=sys.stderr,
+          flush=True)
     try:
-        measured, settings = ratios.run(quick=False, threads=threads)  # 7 repeats: the baseline's record
+        measured, settings = ratios.run(quick=False, threads=threads)
     except Exception as exc:  # noqa: BLE001 - the sweep's own results still print
-        return None, f"  failed: {type(exc).__name__}: {exc}"
-    return ratios.as_records(measured), ratios.format_table(measured, settings)
+        return None, f"  failed: {type(exc).__name__}: {exc}", f"the ratio rows could not be measured: {exc}"
+    return ratios.as_records(measured), ratios.format_table(measured, settings), ratios.verdict_line(measured)
 
 
 if __name__ == "__main__":

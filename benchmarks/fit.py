@@ -83,3 +83,43 @@ def fit_slope(sizes, values, fraction=0.5, min_points=3):
         "size_min": float(np.exp(x.min())),
         "size_max": float(np.exp(x.max())),
     }
+
+
+# A sweep point whose time is more than this factor off its neighbours' trend is measured again before any fit.
+OUTLIER_FACTOR = 3.0
+
+
+def outliers(sizes, values, max_slope, factor=OUTLIER_FACTOR):
+    """The points of one series (``sizes`` distinct) that are off their neighbours' trend on log-log axes by more
+    than ``factor``: ``[(index, trend value, off by)]`` (the trend nearest to the point), the furthest off first.
+
+    An inner point is off when it is off every trend its neighbours give: the straight line through the two points
+    around it, and those through the two points on either side, extended to it (so that a point next to a real jump,
+    in line with its other side, is not off). The largest size may grow from its neighbour at most by the slope
+    ``max_slope`` (what the operation count allows), and the smallest may not exceed the next size's value: only a
+    value above those is off at the ends."""
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+    x = [math.log(sizes[i]) for i in order]
+    y = [math.log(values[i]) if values[i] > 0 else -math.inf for i in order]
+    found = []
+    if len(order) < 3 or not all(math.isfinite(v) for v in y):
+        return found
+
+    def line(a, b, k):
+        return y[a] + (y[b] - y[a]) * (x[k] - x[a]) / (x[b] - x[a])
+
+    last = len(order) - 1
+    for k, index in enumerate(order):
+        if k == 0:
+            trends, high_only = [y[1]], True
+        elif k == last:
+            trends, high_only = [y[k - 1] + max_slope * (x[k] - x[k - 1])], True
+        else:
+            trends = [line(k - 1, k + 1, k)] + ([line(k - 2, k - 1, k)] if k >= 2 else []) + (
+                [line(k + 1, k + 2, k)] if k + 2 <= last else [])
+            high_only = False
+        beyond = [y[k] - trend if high_only else abs(y[k] - trend) for trend in trends]
+        nearest = min(range(len(trends)), key=lambda i: beyond[i])
+        if beyond[nearest] > math.log(factor):
+            found.append((index, math.exp(trends[nearest]), math.exp(beyond[nearest])))
+    return sorted(found, key=lambda item: -item[2])

@@ -2,13 +2,19 @@
 
 - ``check_start(args)``: every flag and every ``XVAL_*`` setting, and that ``--out`` can be written; a problem is a
   ``StartError`` whose message ``main`` prints as ``error: ...`` (exit code 2). A flag's error names the flag.
-- ``Session``: holds ``--out/.lock`` (the owner's pid) for the run; a second run refuses at once, a lock left by a
-  dead process is taken over with a note. ``--resume`` refuses earlier results whose settings differ (naming the
+- ``Session``: holds ``--out/.lock`` (with the owner's pid) for the run; a second run refuses at once, a lock left by
+  a dead process is taken over with a note. ``--resume`` refuses earlier results whose settings differ (naming the
   differences) and a corrupt or foreign ``results.json`` (naming the file, which stays untouched).
 - SIGINT / SIGTERM raise ``Interrupted``; ``Session.interrupted`` writes the points measured so far once more (JSON,
   CSV, plots and ``output.txt`` from the same points) and returns the exit code, 130 or 143.
+- The lock is an OS lock (``flock``) on ``--out/.lock``: of runs started at once exactly one holds it, and a killed
+  run's lock is free again at once. The run that holds it removes the temporary files of writes that a kill cut short.
+- An output that cannot be written (a full disk) ends the run with one line, ``Session.write_failed``: the file, the
+  system's reason and what the folder holds (exit code 1).
 """
 import datetime
+import errno
+import fcntl
 import json
 import math
 import os
@@ -22,6 +28,7 @@ from xval.errors import ConfigError
 from . import results
 
 LOCK_NAME = ".lock"
+WRITE_FAILED = 1  # the exit code when an output could not be written (__main__.EXIT_WRITE_FAILED)
 # The settings a resumed run must share with the run it continues: points measured otherwise are not comparable.
 RESUME_SETTINGS = ("dtype", "device", "engines", "threads", "quick")
 # Readers of every XVAL_* setting this version knows (those a version lacks are skipped).
@@ -120,6 +127,15 @@ def settings_differences(earlier, current):
 
 
 # ---- the lock and the interruption ---------------------------------------------------------------------------
+def _parse_owner(data):
+    """``(pid, started)`` from a lock file's bytes, or ``None`` when they name no pid."""
+    try:
+        pid, started = (data.decode().split() + ["?", "?"])[:2]
+        return int(pid), started
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
 def _alive(pid):
     try:
         os.kill(pid, 0)
@@ -135,52 +151,97 @@ class Session:
 
     def __init__(self, folder, say=print):
         self.folder, self.lock_path = folder, os.path.join(folder, LOCK_NAME)
-        self.owned = False
+        self.owned, self._handle = False, None
         self.saved = None  # (machine, settings, points) of the last write
+        self.written = {}  # file name -> how many points it holds, once this run wrote it completely
         self.printed = []
-        self._take_lock(say)
         self._previous_handlers = {}
+        self._take_lock(say)
+        try:
+            self.clean_temporaries(say)
+        except OSError as exc:
+            self.release()
+            raise StartError(f"--out {self.folder}: a temporary file of an interrupted write cannot be removed: "
+                             f"{exc.strerror or exc}; remove the .tmp-* files there or pass another --out") from None
 
     def _take_lock(self, say):
-        text = f"{os.getpid()} {datetime.datetime.now().isoformat(timespec='seconds')}\n"
-        for _ in range(2):
+        """Hold ``--out/.lock`` by an OS lock (``flock``), which a dead run's process gives back by itself, so taking a
+        stale lock over is one atomic step: of many runs started at once, exactly one gets it."""
+        for _ in range(5):
             try:
-                handle = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self._owner()
-                if owner is not None and _alive(owner[0]) and owner[0] != os.getpid():
-                    raise StartError(f"--out {self.folder} is in use by another benchmark run (pid {owner[0]}, started "
-                                     f"{owner[1]}); wait for it to finish or pass another --out") from None
-                say(f"note: took over the lock of {self.folder} left by a run that is no longer running "
-                    f"(pid {owner[0] if owner else 'unknown'})")
-                try:
-                    os.unlink(self.lock_path)
-                except FileNotFoundError:
-                    pass
-                continue
+                handle = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o644)
             except OSError as exc:
                 raise StartError(f"--out {self.folder} cannot be written: {exc.strerror or exc}; pass a folder you "
                                  "can write") from None
-            with os.fdopen(handle, "w") as out:
-                out.write(text)
-            self.owned = True
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(handle)
+                raise StartError(f"--out {self.folder} is in use by another benchmark run ({self._owner_text()}); "
+                                 "wait for it to finish or pass another --out") from None
+            if not self._is_current(handle):  # a run releasing it unlinked this file after we opened it: retry
+                os.close(handle)
+                continue
+            owner = _parse_owner(os.pread(handle, 200, 0))
+            if owner is not None and owner[0] != os.getpid() and _alive(owner[0]):
+                # a live process named in a lock nobody holds: a run of a version that only wrote its pid
+                os.close(handle)
+                raise StartError(f"--out {self.folder} is in use by another benchmark run (pid {owner[0]}, started "
+                                 f"{owner[1]}); wait for it to finish or pass another --out")
+            if owner is not None and owner[0] != os.getpid():
+                say(f"note: took over the lock of {self.folder} left by a run that is no longer running "
+                    f"(pid {owner[0]})")
+            text = f"{os.getpid()} {datetime.datetime.now().isoformat(timespec='seconds')}\n".encode()
+            try:
+                os.ftruncate(handle, 0)
+                os.pwrite(handle, text, 0)
+            except OSError as exc:
+                self._unlink_if_ours(handle)
+                os.close(handle)
+                raise StartError(f"--out {self.folder} cannot be written: {exc.strerror or exc}; pass a folder you "
+                                 "can write") from None
+            self._handle, self.owned = handle, True
             return
-        raise StartError(f"--out {self.folder}: another run took its lock at the same moment; pass another --out")
+        raise StartError(f"--out {self.folder}: other runs kept taking and releasing its lock; pass another --out")
+
+    def _is_current(self, handle):
+        """Whether ``handle`` is the file at the lock's path (not one a releasing run has just unlinked)."""
+        try:
+            return os.stat(self.lock_path).st_ino == os.fstat(handle).st_ino
+        except FileNotFoundError:
+            return False
+
+    def _unlink_if_ours(self, handle):
+        if self._is_current(handle):
+            os.unlink(self.lock_path)
 
     def _owner(self):
         """``(pid, started)`` from the lock file, or ``None`` when it cannot be read."""
         try:
-            with open(self.lock_path) as handle:
-                pid, started = (handle.read().split() + ["?", "?"])[:2]
-            return int(pid), started
-        except (OSError, ValueError):
+            with open(self.lock_path, "rb") as handle:
+                return _parse_owner(handle.read(200))
+        except OSError:
             return None
 
+    def _owner_text(self):
+        owner = self._owner()
+        return f"pid {owner[0]}, started {owner[1]}" if owner else "it has not written its pid yet"
+
     def release(self):
+        """Give the lock back: the file is unlinked before the OS lock is let go, so a run that opened it meanwhile
+        sees that it is gone and takes a fresh one."""
         self.restore_signals()
-        if self.owned and (self._owner() or (None,))[0] == os.getpid():
-            os.unlink(self.lock_path)
+        if self.owned:
+            self._unlink_if_ours(self._handle)
+            os.close(self._handle)
         self.owned = False
+
+    def clean_temporaries(self, say):
+        """Remove the temporary files of writes that a kill cut short (this run holds the lock: nobody else writes)."""
+        removed = results.remove_temporary_files(self.folder)
+        if removed:
+            say(f"note: removed {len(removed)} unfinished temporary file(s) of an interrupted write from {self.folder} "
+                f"({', '.join(removed)})")
 
     def catch_signals(self):
         """SIGINT and SIGTERM raise ``Interrupted`` in the main thread from now on."""
@@ -204,19 +265,65 @@ class Session:
     def remember(self, machine, settings, points):
         self.saved = (machine, settings, points)
 
+    # ---- the folder's files, and what they hold -----------------------------------------------------------------
+    def save(self, machine, settings, points):
+        """``results.json`` and ``results.csv`` of ``points``; ``written`` keeps how many points each file holds."""
+        results.save(self.folder, machine, settings, points, written=self.written)
+
+    def write_plots(self, points, subtitle, device):
+        """The PNG plots; their names. A system failure (a full disk) is a ``results.WriteError``."""
+        from . import plots
+
+        try:
+            names = plots.write_plots(points, self.folder, subtitle=subtitle, device=device)
+        except OSError as exc:
+            raise results.WriteError(exc.errno, exc.strerror or str(exc), exc.filename or self.folder) from exc
+        self.written["plots"] = len(results.unique_points(points))
+        return names
+
+    def write_report(self, text):
+        results.atomic_write(os.path.join(self.folder, results.REPORT_NAME), text)
+        self.written[results.REPORT_NAME] = True
+
+    def write_failed(self, exc):
+        """Report ``exc`` (a ``results.WriteError``) in one line, with what the folder holds; the exit code, 1."""
+        try:
+            results.remove_temporary_files(self.folder)
+        except OSError:
+            pass
+        counts = {name: self.written[name] for name in (results.JSON_NAME, results.CSV_NAME) if name in self.written}
+        if counts:
+            if len(set(counts.values())) == 1:
+                held = f"{' and '.join(counts)} with {next(iter(counts.values()))} points"
+            else:
+                held = ", ".join(f"{name} with {count} points" for name, count in counts.items())
+            saved = f"saved in {self.folder}: {held}, as of their last complete write"
+        else:
+            saved = f"nothing of this run was saved in {self.folder} (its files are as they were before the run)"
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        fix = "free some space" if full else "make the folder writable"
+        print(f"\nerror: could not write {exc.filename}: {exc.strerror}; {saved}; {fix}, then run again with --resume "
+              "to continue", file=sys.stderr, flush=True)
+        return WRITE_FAILED
+
     def interrupted(self, signum, write_outputs):
         """The final write after ``signum``: ``write_outputs(machine, settings, points)`` writes JSON, CSV, plots and
         ``output.txt`` of the same points. Prints one line; returns the exit code (128 + signal number)."""
         self.ignore_signals()
-        results.remove_temporary_files(self.folder)  # the signal may have cut a write short (this run holds the lock)
         name = signal.Signals(signum).name
         kept = 0
-        if self.saved is not None:
-            machine, settings, points = self.saved
-            points = results.unique_points(points)
-            settings = dict(settings, interrupted_by=name)
-            write_outputs(machine, settings, points)
-            kept = len(points)
+        try:
+            results.remove_temporary_files(self.folder)  # the signal may have cut a write short (we hold the lock)
+            if self.saved is not None:
+                machine, settings, points = self.saved
+                points = results.unique_points(points)
+                settings = dict(settings, interrupted_by=name)
+                write_outputs(machine, settings, points)
+                kept = len(points)
+        except results.WriteError as exc:
+            self.write_failed(exc)
+            print(f"interrupted by {name}", file=sys.stderr, flush=True)
+            return 128 + signum
         print(f"\ninterrupted by {name}: {kept} points kept in {self.folder} (results.json, results.csv, plots and "
               "output.txt agree); run again with --resume to continue", file=sys.stderr, flush=True)
         return 128 + signum
@@ -243,12 +350,11 @@ def resumed_points(folder, settings, say=print):
 
 def write_outputs(session, machine, settings, points):
     """JSON, CSV, plots and ``output.txt`` of the same ``points`` (the final write of an interrupted run)."""
-    from . import plots, report
+    from . import report
 
-    results.save(session.folder, machine, settings, points)
-    plots.write_plots(points, session.folder, subtitle=f"{settings.get('device')}, {settings.get('dtype')}",
-                      device=settings.get("device"))  # as a finished run's
+    session.save(machine, settings, points)
+    session.write_plots(points, f"{settings.get('device')}, {settings.get('dtype')}", settings.get("device"))
     lines = session.printed + ["", report.slope_table(points), "",
                                f"interrupted by {settings.get('interrupted_by')} after {len(points)} points; run again "
                                "with --resume to continue"]
-    results.atomic_write(os.path.join(session.folder, results.REPORT_NAME), "\n".join(lines) + "\n")
+    session.write_report("\n".join(lines) + "\n")

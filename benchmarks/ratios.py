@@ -1,18 +1,20 @@
-"""Speed ratios with targets: ``manual`` timed in turn with a peer in one process, each row passing or failing.
+"""Speed ratios with targets: ``manual`` timed against a peer in one process, each row passing or failing.
 
-Every row uses a sigmoid MLP (depth 5, equal widths, unless the row names the sizes), mse loss, float64. The
-contenders are the contract's calls (``Call.stage``: an engine's ``stage_<quantity>`` when it has one, else its
-plain function with numpy in and out), set up before timing, and each result is checked against ``manual``'s
-before it is timed. The write floor is numpy writing a fresh array of the output's shape (``u[:, None] * w``), the
-least any engine that returns that array must spend.
+Every row uses a sigmoid MLP (depth 5, equal widths, unless the row names the sizes), mse loss, in the dtype of
+``XVAL_DTYPE`` (float64 unless set; the targets were set for float64). The contenders are the contract's calls
+(``Call.stage``: an engine's ``stage_<quantity>`` when it has one, else its plain function with numpy in and out),
+set up before timing, and each result is checked against ``manual``'s before it is timed. The write floor is numpy
+writing a fresh array of the output's shape (``u[:, None] * w``), the least any engine that returns that array must
+spend.
 
-Timing (``benchmarks.timing.time_calls``): one warm-up call each (jit compilation included), then, for each peer,
-several repeats in which manual and that peer take turns, the order rotated every repeat; median and min per
-contender. Every
-call allocates a fresh result (none reuses an output). BLAS/OpenMP pools and torch are pinned to one thread count,
-by default the physical cores, which is also what XLA (jax) uses.
+Timing (``benchmarks.timing.time_pairs``): one warm-up call each (jit compilation included), then manual and the
+peer in interleaved pairs (manual then peer, then peer then manual, ...), at least 5 pairs, more while the pairs'
+ratios spread widely and the row's time allows; a row's ratio is the median of its pairs' ratios, printed with
+their interquartile range. Every call allocates a fresh result (none reuses an output). BLAS/OpenMP pools and
+torch are pinned to one thread count, by default the physical cores, which is also what XLA (jax) uses.
 
-Run: ``python -m benchmarks.ratios [--quick] [--threads N]``.
+Run: ``python -m benchmarks.ratios [--quick] [--threads N]``; exit code 0 when every row meets its target, 3
+(``EXIT_TARGET_MISSED``) when one misses it or could not be measured.
 """
 import argparse
 import sys
@@ -21,11 +23,12 @@ from typing import Callable
 
 import numpy as np
 
-from xval import Network, contract
+from xval import Network, config, contract
 
 from . import timing
 
 DEPTH = 5
+EXIT_TARGET_MISSED = 3  # the exit code of python -m benchmarks.ratios and python -m benchmarks when a target is missed
 STAGED = {"manual": "manual", "jax": "jax_ref", "torch": "torch_ref"}
 
 
@@ -33,7 +36,8 @@ STAGED = {"manual": "manual", "jax": "jax_ref", "torch": "torch_ref"}
 class Row:
     """A row to measure: ``quantity`` on a sigmoid network of ``sizes`` with ``batch`` samples; ``targets`` maps each
     peer (``jax``, ``torch``, ``write floor``) to the largest allowed ``manual time / peer time``; ``seconds`` is
-    about what the row takes here (for the progress estimate)."""
+    about what the row takes here: its share of the work, for the progress estimate (whose rate is learned as rows
+    finish)."""
 
     quantity: str
     sizes: tuple
@@ -47,15 +51,15 @@ class Row:
         shape = f"width {self.sizes[1]}" if len(set(self.sizes)) == 1 else str(list(self.sizes))
         return f"{self.quantity}, {shape}, N={self.batch} (P={net.n_params:,})"
 
-    def network(self):
-        return Network.random(list(self.sizes), activations="sigmoid", loss="mse", seed=0)
+    def network(self, dtype="float64"):
+        return Network.random(list(self.sizes), activations="sigmoid", loss="mse", seed=0, dtype=dtype)
 
-    def problem(self):
-        net = self.network()
+    def problem(self, dtype="float64"):
+        net = self.network(dtype)
         rng = np.random.default_rng(1)
-        X = rng.standard_normal((self.batch, net.sizes[0]))
-        Y = rng.standard_normal((self.batch, net.sizes[-1]))
-        return contract.Problem(self.name, net, X, Y, rng.standard_normal(net.n_params))
+        X = rng.standard_normal((self.batch, net.sizes[0])).astype(dtype)
+        Y = rng.standard_normal((self.batch, net.sizes[-1])).astype(dtype)
+        return contract.Problem(self.name, net, X, Y, rng.standard_normal(net.n_params).astype(dtype))
 
 
 def _width(w):
@@ -97,7 +101,9 @@ ROWS = (
 
 @dataclass
 class Result:
-    """One measured comparison: ``ratio = manual median / peer median``, passing when ``<= bound``."""
+    """One measured comparison: ``ratio`` the median over interleaved pairs of ``manual time / peer time``, passing
+    when ``<= bound``; ``ratio_q1``, ``ratio_q3``: the quartiles of the pairs' ratios (the spread printed beside it);
+    ``manual_s``, ``peer_s``: each side's median seconds per call over the pairs (``_min_s``: the fastest)."""
 
     row: str
     peer: str
@@ -109,6 +115,16 @@ class Result:
     bound: float
     passed: bool
     note: str = ""
+    ratio_q1: float = None
+    ratio_q3: float = None
+    pairs: int = 0
+    dtype: str = "float64"
+
+    @property
+    def close(self):
+        """Whether the target lies within the pairs' interquartile range: another run may judge the row otherwise."""
+        return (self.bound is not None and self.ratio_q1 is not None
+                and self.ratio_q1 <= self.bound <= self.ratio_q3 and self.ratio_q1 < self.ratio_q3)
 
     @property
     def target(self):
@@ -129,20 +145,20 @@ def _staged(engine_name, call):
     return call.stage(module), fetch
 
 
-def write_floor(shape, threads=1):
-    """A zero-argument call writing a fresh float64 array of ``shape`` (one product per entry): numpy's broadcast
-    product, or with ``threads > 1`` the same product written as manual writes its large results
+def write_floor(shape, threads=1, dtype="float64"):
+    """A zero-argument call writing a fresh array of ``shape`` and ``dtype`` (one product per entry): numpy's
+    broadcast product, or with ``threads > 1`` the same product written as manual writes its large results
     (``manual.arrays.Library.write``: rows split over that many threads from ``PARALLEL_BYTES`` on)."""
     rows, cols = (shape[0], int(np.prod(shape[1:]))) if len(shape) > 1 else (1, shape[0])
     rng = np.random.default_rng(0)
-    u, w = rng.standard_normal(rows), rng.standard_normal(cols)
+    u, w = rng.standard_normal(rows).astype(dtype), rng.standard_normal(cols).astype(dtype)
     if threads == 1:
         return lambda: u[:, None] * w[None, :]
     from manual import arrays
 
     def split_write():
         with arrays.pinned_threads(threads):
-            return arrays.NUMPY.write(np.empty((rows, cols)), slice(None), "multiply", u[:, None], w[None, :])
+            return arrays.NUMPY.write(np.empty((rows, cols), dtype), slice(None), "multiply", u[:, None], w[None, :])
 
     return split_write
 
@@ -156,30 +172,30 @@ def peers(row, threads):
     return out
 
 
-def contenders(row, call, threads=1):
+def contenders(row, call, threads=1, dtype="float64"):
     """``{label: (compute, fetch or None)}``: manual first, then each peer of the row (``fetch`` is ``None`` for
     the write floors, which compute nothing to check)."""
     out = {"manual": _staged("manual", call)}
     for peer in peers(row, threads):
         if peer == "write floor":
-            out[peer] = (write_floor(call.shape), None)
+            out[peer] = (write_floor(call.shape, dtype=dtype), None)
         elif peer == THREADED_FLOOR:
-            out[peer] = (write_floor(call.shape, threads), None)
+            out[peer] = (write_floor(call.shape, threads, dtype), None)
         else:
             out[peer] = _staged(peer, call)
     return out
 
 
-def _check(label, value, expected, quantity):
+def _check(label, value, expected, quantity, dtype="float64"):
     from xval.compare import relative_error
 
     error = relative_error(value, expected)
-    tolerance = contract.quantity(quantity).tolerance("float64")
+    tolerance = contract.quantity(quantity).tolerance(dtype)
     if not error <= tolerance:
         raise AssertionError(f"{label} disagrees with manual before timing: relative error {error:.3g} > {tolerance:g}")
 
 
-def _first_calls(row, runs):
+def _first_calls(row, runs, dtype="float64"):
     """Every contender's first call, its result checked against manual's; ``{label: seconds}``, where a jitted
     peer's seconds are 0 (its first call compiled, so ``time_calls`` makes a warm one to calibrate)."""
     import time
@@ -192,58 +208,74 @@ def _first_calls(row, runs):
         if label == "manual":
             expected = fetch(value)
         elif fetch is not None:
-            _check(label, fetch(value), expected, row.quantity)
+            _check(label, fetch(value), expected, row.quantity, dtype)
         del value
     return seconds
 
 
-def measure(row, repeats, min_repeat_s, threads=1):
+def measure(row, pairs, threads=1, dtype="float64"):
     """The ``Result`` of each peer of ``row``: results checked against manual, then manual and that peer timed in
-    turn, one pair at a time. With three contenders in one rotation each always follows the same one, and a call
-    right after jax's runs up to 2x slower (measured: numpy's write floor 8.5 -> 17.4 ms, and still 13.4 ms 50 ms
-    later), so manual paid jax's aftermath in its comparison with the floor; a pair follows each other in turn."""
-    call = contract.quantity(row.quantity).calls(row.problem())[0]
-    runs = contenders(row, call, threads)
-    first = _first_calls(row, runs)
-    # The first calls are the warm-up; time_calls makes another only to calibrate short calls (and jitted ones).
+    interleaved pairs (``timing.time_pairs`` with the keyword arguments ``pairs``), one peer at a time. With three
+    contenders in one rotation each always follows the same one, and a call right after jax's runs up to 2x slower
+    (measured: numpy's write floor 8.5 -> 17.4 ms, and still 13.4 ms 50 ms later), so manual paid jax's aftermath in
+    its comparison with the floor; a pair's two calls follow each other."""
+    call = contract.quantity(row.quantity).calls(row.problem(dtype))[0]
+    runs = contenders(row, call, threads, dtype)
+    first = _first_calls(row, runs, dtype)
+    # The first calls are the warm-up; time_pairs makes another only to calibrate short calls (and jitted ones).
     results = []
     for peer, bound in peers(row, threads).items():
-        ours, theirs = timing.time_calls([runs["manual"][0], runs[peer][0]], repeats=repeats, min_repeat_s=min_repeat_s,
-                                         first=[first["manual"], first[peer]])
-        ratio = ours["median"] / theirs["median"]
+        timed = timing.time_pairs(runs["manual"][0], runs[peer][0], first=[first["manual"], first[peer]],
+                                  jitted=(False, peer == "jax"), **pairs)
+        ours, theirs, ratio = timed["a"], timed["b"], timed["ratio"]
         results.append(Result(row.name, peer_label(peer, row.quantity, threads), ours["median"], ours["min"],
-                              theirs["median"], theirs["min"], ratio, bound, None if bound is None else ratio <= bound))
+                              theirs["median"], theirs["min"], ratio, bound, None if bound is None else ratio <= bound,
+                              ratio_q1=timed["ratio_q1"], ratio_q3=timed["ratio_q3"], pairs=timed["pairs"],
+                              dtype=dtype))
     return results
 
 
-def failed(row, exc, threads=1):
+def failed(row, exc, threads=1, dtype="float64"):
     """The results of a row that could not be measured: one per peer, failing (unless it has no target), with the
     reason."""
     return [Result(row.name, peer_label(peer, row.quantity, threads), None, None, None, None, None, bound,
-                   None if bound is None else False, note=f"not measured: {type(exc).__name__}: {exc}")
+                   None if bound is None else False, note=f"not measured: {type(exc).__name__}: {exc}", dtype=dtype)
             for peer, bound in peers(row, threads).items()]
 
 
-def run(quick=False, threads=None, rows=ROWS, progress=True):
-    """Measure every row on ``threads`` threads (default: the physical cores); ``(results, settings)``."""
-    from tqdm import tqdm
+def pair_settings(quick, row):
+    """How many pairs a row gets: 5; without ``--quick`` up to 25 while their spread is over 10% of the median and the
+    pairs have taken under the row's nominal seconds."""
+    if quick:
+        return dict(min_pairs=timing.MIN_PAIRS, budget_s=None, min_repeat_s=0.01)
+    return dict(min_pairs=timing.MIN_PAIRS, max_pairs=timing.MAX_PAIRS, spread_limit=timing.SPREAD_LIMIT,
+                budget_s=row.seconds, min_repeat_s=0.02)
+
+
+def run(quick=False, threads=None, rows=ROWS, progress=True, dtype=None):
+    """Measure every row on ``threads`` threads (default: the physical cores) in ``dtype`` (default: ``XVAL_DTYPE``);
+    ``(results, settings)``."""
+    from .progress import Progress, RateEstimate
 
     threads = threads or timing.default_threads()
-    repeats, min_repeat_s = (3, 0.01) if quick else (7, 0.02)
+    dtype = dtype or config.dtype()
     results = []
-    estimate = sum(r.seconds for r in rows) * (0.6 if quick else 1.0)
-    with timing.pinned_threads(threads) as pools, tqdm(total=round(estimate), desc="ratio rows", unit="s",
-                                                       file=sys.stderr, disable=not progress,
-                                                       bar_format="{l_bar}{bar}| about {remaining} left{postfix}") as bar:
-        for row in rows:
-            bar.set_postfix_str(row.name)
+    estimate = RateEstimate([r.seconds for r in rows])
+    with timing.pinned_threads(threads) as pools, Progress("ratio rows", len(rows), estimate, unit="rows",
+                                                          disable=not progress) as bar:
+        for index, row in enumerate(rows):
+            bar.begin(index, row.name)
             try:
-                results += measure(row, repeats, min_repeat_s, threads)
+                results += measure(row, pair_settings(quick, row), threads, dtype)
             except Exception as exc:  # noqa: BLE001 - one row failing leaves the others' figures
-                results += failed(row, exc, threads)
-            bar.update(round(row.seconds * (0.6 if quick else 1.0)))
-    settings = dict(threads=threads, pools=pools, repeats=repeats,
-                    timing="manual and each peer in turn, rotated order, fresh outputs for every contender, median and min")
+                results += failed(row, exc, threads, dtype)
+            bar.end(index)
+            bar.advance(1)
+    extra = "" if quick else (f", more (up to {timing.MAX_PAIRS}) while their interquartile range is over "
+                              f"{timing.SPREAD_LIMIT:.0%} of the median and time allows")
+    settings = dict(threads=threads, pools=pools, dtype=dtype, min_pairs=timing.MIN_PAIRS,
+                    timing=f"manual and the peer in interleaved pairs (A B, B A, ...), {timing.MIN_PAIRS} pairs"
+                           f"{extra}; fresh outputs for every call")
     return results, settings
 
 
@@ -260,48 +292,91 @@ def _seconds(value):
     return f"{value * 1e3:.1f} ms" if value < 1 else f"{value:.2f} s"
 
 
+def ratio_text(ratio, bound=None):
+    """``0.47``; with more digits where two decimals would print the target itself (``0.2047`` against ``<= 0.20``)."""
+    if ratio is None:
+        return "-"
+    text = f"{ratio:.2f}"
+    return f"{ratio:.4f}" if bound is not None and ratio != bound and text == f"{bound:.2f}" else text
+
+
+def _spread(r):
+    return "-" if r.ratio_q1 is None else f"{r.ratio_q1:.2f}-{r.ratio_q3:.2f}"
+
+
 def format_table(results, settings):
-    """The results as text: one line per comparison, then how they were timed."""
+    """The results as text: a header line naming the dtype, one line per comparison, then how they were timed."""
+    dtype = settings.get("dtype", "float64")
     width = max(len("row"), *(len(r.row) for r in results))
-    lines = [f"{'row':<{width}} {'peer':<24} {'manual':>9} {'peer':>9} {'ratio':>6} {'of mins':>7}  {'target':<20} result"]
+    lines = [f"speed-ratio rows, {dtype}: ratio = manual time / peer time, the median over interleaved pairs, with "
+             "the interquartile range of the pairs' ratios as its spread",
+             f"{'row':<{width}} {'peer':<24} {'manual':>9} {'peer':>9} {'ratio':>6} {'spread':>11} {'pairs':>5}  "
+             f"{'target':<20} result"]
     for r in results:
-        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
-        of_mins = "-" if r.ratio is None else f"{r.manual_min_s / r.peer_min_s:.2f}"
-        verdict = "-" if r.passed is None else "pass" if r.passed else "FAIL"
+        ratio = ratio_text(r.ratio, r.bound)
+        verdict = "-" if r.passed is None else ("pass" if r.passed else "FAIL") + (" (close)" if r.close else "")
         lines.append(f"{r.row:<{width}} {r.peer:<24} {_seconds(r.manual_s):>9} {_seconds(r.peer_s):>9} {ratio:>6} "
-                     f"{of_mins:>7}  {r.target:<20} {verdict}")
+                     f"{_spread(r):>11} {r.pairs or '-':>5}  {r.target:<20} {verdict}")
         if r.note:
             lines.append(f"{'':<{width}} {r.note}")
-    lines.append(f"ratio = manual time / peer time, medians of {settings['repeats']} repeats (of mins: the fastest "
-                 "repeats', less sensitive to a busy machine); the target applies to the medians")
-    lines.append(f"timed: {settings['timing']}; sigmoid MLPs, mse, float64, one process")
+    lines.append("manual, peer: each side's median time per call over the pairs; the target applies to the ratio")
+    if any(r.close for r in results):
+        lines.append("(close): the target lies within the spread of the pairs' ratios; another run may judge it "
+                     "otherwise")
+    lines.append(f"timed: {settings['timing']}; sigmoid MLPs, mse, {dtype}, one process")
     if any(r.bound is None for r in results):
         lines.append(f"manual splits a large write over the {settings['threads']} pinned threads; numpy writes on one, so "
                      f"each write floor is also shown with its rows split over {settings['threads']} threads (no target)")
     return "\n".join(lines)
 
 
+def missed(results):
+    """The comparisons with a target that do not meet it (a row that could not be measured misses it too)."""
+    return [r for r in results if r.bound is not None and not r.passed]
+
+
 def verdict_line(results):
-    """How many comparisons with a target meet it."""
+    """``2 of 15 ratio rows miss their target: ...`` (each named, with its ratio), or that all meet it."""
     judged = [r for r in results if r.bound is not None]
-    return f"{sum(bool(r.passed) for r in judged)} of {len(judged)} comparisons meet their target"
+    misses = missed(results)
+    if not misses:
+        return f"all {len(judged)} ratio rows meet their target"
+    named = "; ".join(f"{r.row} against {r.peer} ({'not measured' if r.ratio is None else ratio_text(r.ratio, r.bound)}"
+                      f", target {r.target})" for r in misses)
+    return f"{len(misses)} of {len(judged)} ratio rows miss their target: {named}"
+
+
+EXIT_CODES = (f"exit codes: 0 every row meets its target; {EXIT_TARGET_MISSED} a row misses its target (or could "
+              "not be measured); 2 a bad flag or setting")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.ratios", description=__doc__.split("\n\n")[0].replace("``", ""))
-    parser.add_argument("--quick", action="store_true", help="3 repeats instead of 7 (about a minute)")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ratios", epilog=EXIT_CODES,
+                                     description=__doc__.split("\n\n")[0].replace("``", ""))
+    parser.add_argument("--quick", action="store_true", help="5 pairs per row, no more (about a minute)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="BLAS/OpenMP/torch threads and manual's write threads, pinned (default: the physical cores, as XLA uses)")
     return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    results, settings = run(quick=args.quick, threads=args.threads)
+    """Measure, print the table and the verdict line; the exit code (``EXIT_TARGET_MISSED`` when a row misses)."""
+    from xval.errors import ConfigError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads {args.threads} is not valid; pass a whole number of threads >= 1")
+    try:
+        dtype = config.dtype()
+    except ConfigError as exc:
+        parser.error(str(exc))
+    results, settings = run(quick=args.quick, threads=args.threads, dtype=dtype)
     print(format_table(results, settings))
     print(timing.threads_line(settings["threads"], f"every row ({settings['pools']})"))
     print(verdict_line(results))
+    return EXIT_TARGET_MISSED if missed(results) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

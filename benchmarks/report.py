@@ -2,7 +2,7 @@
 off its expectation, and the speed ratios read off the sweep."""
 from collections import defaultdict
 
-from .fit import MIN_POINTS_FOR_CI, WORK_FACTOR, fit_slope
+from .fit import MIN_POINTS_FOR_CI, OUTLIER_FACTOR, WORK_FACTOR, fit_slope
 from .quantities import QUANTITIES
 
 SWEEPS = ("width", "depth")
@@ -20,6 +20,19 @@ EXPECTED = {
     "hessian_block": {"width": (2, 2), "depth": (0, 1)},
     "hessian": {"width": (2, 2), "depth": (2, 2)},
 }
+
+
+def expected_slope(quantity, sweep, default=2.0):
+    """The steepest slope ``EXPECTED`` allows for ``quantity`` in ``sweep`` (``default`` when it lists none)."""
+    return EXPECTED.get(quantity, {}).get(sweep, (None, default))[1]
+
+
+def dtypes_text(points):
+    """The dtype(s) of ``points``, for a header line: ``float64``, ``float32``, ``float32 and float64``."""
+    found = sorted({p.get("dtype") for p in points if p.get("dtype")})
+    return " and ".join(found) if found else "dtype not recorded"
+
+
 # Slopes below expectation for a reason of the quantity itself.
 BELOW_BECAUSE = {
     "finite_difference_gradient": "overhead per evaluation: 2|W| loss evaluations, each a small forward pass whose "
@@ -109,6 +122,8 @@ def _note(key, figures):
 
 
 def _short(seconds):
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
     return f"{seconds * 1e6:.0f} us" if seconds < 1e-3 else f"{seconds * 1e3:.1f} ms"
 
 
@@ -125,7 +140,7 @@ def slope_table(points):
     order = {q: i for i, q in enumerate(QUANTITIES)}
     fits.sort(key=lambda f: (order.get(f["quantity"], 99), f["engine"], SWEEPS.index(f["sweep"])))
     lines = [
-        "fitted slope of log(time per sample) vs log(|W|), where the work dominates:",
+        f"fitted slope of log(time per sample) vs log(|W|), {dtypes_text(points)}, where the work dominates:",
         f"from the first size taking {WORK_FACTOR:g}x the series' smallest time on; 95% CI from {MIN_POINTS_FOR_CI} "
         "points up, else n/a",
         f"{'quantity':<27} {'engine':<11} {'sweep':<6} {'slope':>6} {'expected':>9}  {'95% CI':<15} {'|W| fitted':<18} points",
@@ -143,7 +158,28 @@ def slope_table(points):
     if reasons:
         lines.append(f"slopes off their expectation by more than {OFF_BY:g}, and why:")
         lines += [f"  ({i}) {_note(key, figures)}" for i, (key, figures) in enumerate(reasons.items(), 1)]
-    return "\n".join(lines)
+    return "\n".join(lines + remeasured_lines(points))
+
+
+def remeasured_lines(points):
+    """Lines naming every point measured twice because its first time was far off its neighbours' trend, with both
+    times (the fit and the ratios use the second)."""
+    again = [p for p in points if p.get("status") == "ok" and isinstance(p.get("remeasured"), dict)]
+    if not again:
+        return []
+    lines = [f"measured twice before the fit, the first time being more than {OUTLIER_FACTOR:g}x off its neighbours' "
+             "trend (the fit uses the second; time per sample):"]
+    for p in again:
+        first = p["remeasured"]
+        text = (f"  {p['quantity']} / {p['engine']}, {p['sweep']} sweep, |W|={p['n_params']}: "
+                f"{_short(first['time_per_sample_s'])} ({first['off_by']:.1f}x off the trend, "
+                f"{_short(first['trend_per_sample_s'])})")
+        if first.get("failed"):
+            text += f"; measuring it again failed ({first['failed']}), so the first time stays"
+        else:
+            text += f", then {_short(p['time_per_sample_s'])}"
+        lines.append(text)
+    return lines
 
 
 def _largest_common(points, quantity, engine_a, engine_b, sweep="width"):
@@ -184,7 +220,8 @@ def sweep_ratios(points):
 
 def ratio_table(points):
     rows = sweep_ratios(points)
-    lines = ["speed ratios from this sweep (width sweep, largest |W| both measured; < 1 means the first is faster)"]
+    lines = [f"speed ratios from this sweep ({dtypes_text(points)}, width sweep, largest |W| both measured, one point "
+             "each, no target; < 1 means the first is faster)"]
     if not rows:
         lines.append("  (no pair measured)")
     for label, size, ratio in rows:

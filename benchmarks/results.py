@@ -16,7 +16,7 @@ CSV_FIELDS = (
     "key", "status", "reason", "sweep", "quantity", "engine", "device", "dtype", "width", "depth", "sizes",
     "n_params", "batch", "time_median_s", "time_min_s", "time_max_s", "time_per_sample_s", "first_call_s",
     "compile_s", "repeats", "number", "peak_bytes", "memory_method", "output_bytes", "validated_against",
-    "validated_rows", "max_relative_error", "tolerance", "blas_threads", "wall_s",
+    "validated_rows", "max_relative_error", "tolerance", "blas_threads", "wall_s", "remeasured_from_s",
 )
 
 
@@ -27,17 +27,36 @@ def point_key(sweep, sizes, quantity, engine, device, dtype):
 TEMP_PREFIX = ".tmp-"  # atomic_write's temporary files
 
 
+class WriteError(OSError):
+    """An output file could not be written (a full disk, a quota, a removed folder): ``filename`` is the file, ``errno``
+    and ``strerror`` the system's reason. The file, written atomically, is as it was before."""
+
+
 def remove_temporary_files(folder):
-    """Delete ``atomic_write``'s temporary files left in ``folder`` (a signal can land between a temporary file's
-    creation and the ``try`` that removes it)."""
-    for name in os.listdir(folder):
-        if name.startswith(TEMP_PREFIX):
+    """Delete ``atomic_write``'s temporary files left in ``folder`` (a kill, or a signal landing between a temporary
+    file's creation and the ``try`` that removes it, leaves one); the names removed, sorted."""
+    removed = sorted(name for name in os.listdir(folder) if name.startswith(TEMP_PREFIX))
+    for name in removed:
+        try:
             os.unlink(os.path.join(folder, name))
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def atomic_write(path, text):
     """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``: a reader (or
-    a run killed half-way) sees the old file or the new one, never a torn one."""
+    a run killed half-way) sees the old file or the new one, never a torn one. A failure of the system (a full
+    disk) is a ``WriteError`` naming ``path``; the temporary file is removed."""
+    try:
+        _atomic_write(path, text)
+    except OSError as exc:
+        if isinstance(exc, WriteError):
+            raise
+        raise WriteError(exc.errno, exc.strerror or str(exc), path) from exc
+
+
+def _atomic_write(path, text):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=os.path.basename(path))
@@ -75,12 +94,17 @@ def unique_points(points):
     return list(by_key.values())
 
 
-def save(folder, machine, settings, points):
-    """Write ``results.json`` and ``results.csv`` in ``folder``, each atomically, with one point per key."""
+def save(folder, machine, settings, points, written=None):
+    """Write ``results.json`` and ``results.csv`` in ``folder``, each atomically, with one point per key;
+    ``written[name]`` (when a dict is given) is set to the number of points of each file once it is complete."""
     points = unique_points(points)
     document = {"machine": machine, "settings": settings, "points": points}
     atomic_write(os.path.join(folder, JSON_NAME), json.dumps(document, indent=1, sort_keys=False) + "\n")
+    if written is not None:
+        written[JSON_NAME] = len(points)
     atomic_write(os.path.join(folder, CSV_NAME), csv_text(points))
+    if written is not None:
+        written[CSV_NAME] = len(points)
 
 
 def load_points(folder):

@@ -1,5 +1,7 @@
 """The sweep: for every planned point, check that the engines agree, then time each and measure its peak
-memory; record every point (measured, failed with its reason, or skipped with a note), saving after each."""
+memory; record every point (measured, failed with its reason, or skipped with a note), saving after each. Then a
+point whose time is far off its neighbours' trend (``fit.outliers``) is measured once more before any fit
+(``remeasure_outliers``), and the point says so."""
 import time
 import traceback
 
@@ -7,7 +9,7 @@ from xval import config, engines as registry, memory as guard
 from xval.errors import EngineUnavailableError
 from xval.network import Network
 
-from . import memory, peers, quantities, results, timing
+from . import fit, memory, peers, quantities, results, timing
 from .machine import engine_device
 
 REFERENCE_ORDER = ("torch", "jax", "manual")  # the independent references first; manual is under test
@@ -39,7 +41,8 @@ def _fits(nbytes, budget):
 
 
 class Runner:
-    """Runs planned points. ``save(points)`` is called after every point; ``done`` holds keys to skip."""
+    """Runs planned points. ``save(points)`` is called after every point; ``done`` holds keys to skip; ``progress``
+    (optional) has ``advance(n, label)``, called as points are recorded or skipped."""
 
     def __init__(self, engine_names, device, dtype, threads, settings, save, done=(), progress=None):
         self.engine_names = list(engine_names)
@@ -67,12 +70,17 @@ class Runner:
         self.points.append(point)
         self.save(self.points)
         if self.progress is not None:
-            self.progress.update(1)
-            self.progress.set_postfix_str(f"{base['sweep']} {base['quantity']} {engine} |W|={base['n_params']}")
+            self.progress.advance(1, f"{base['sweep']} {base['quantity']} {engine} |W|={base['n_params']}")
         return point
 
     def key(self, base, engine):
         return results.point_key(base["sweep"], base["sizes"], base["quantity"], engine, self.device, self.dtype)
+
+    def pending(self, sweep, value, quantity, names):
+        """How many of a planned group's points are still to measure (not in ``done``)."""
+        sizes = sweep.sizes(value)
+        return sum(results.point_key(sweep.name, sizes, quantity, name, self.device, self.dtype) not in self.done
+                   for name in names)
 
     # ---- one (sweep, size, quantity) group ------------------------------------------------------
     def run_group(self, sweep, value, quantity, names):
@@ -83,8 +91,8 @@ class Runner:
         base = dict(sweep=sweep.name, quantity=quantity, width=width, depth=depth, sizes=sizes,
                     n_params=net.n_params, batch=batch, output_bytes=quantities.output_bytes(quantity, net, batch))
         todo = [name for name in names if self.key(base, name) not in self.done]
-        if self.progress is not None:
-            self.progress.update(len(names) - len(todo))
+        if self.progress is not None and len(names) > len(todo):
+            self.progress.advance(len(names) - len(todo))
         if not todo:
             return
         budget = dense_budget_bytes()
@@ -131,7 +139,7 @@ class Runner:
     def _first_call(self, name, quantity, net, X, Y, v, stride=1):
         """The warm-up call, which includes jit compilation: timed apart, its output kept for validation (rows 0,
         ``stride``, ``2 stride``, ...: cut on the engine's device when it returns one array, else from the assembled
-        output).
+        output; ``stride=0``: none kept).
 
         Returns ``{"call", "output", "covered", "first"}``, or ``{"error"}`` with the reason. ``call`` is the
         staged computation (``quantities.Staged.compute``): what is timed and measured afterwards.
@@ -152,7 +160,9 @@ class Runner:
             return {"error": _describe(exc), "first": time.perf_counter() - start}
         first = time.perf_counter() - start
         covered = staged.covered
-        if stride == 1:
+        if stride == 0:  # a re-measure: the output was validated the first time
+            output = None
+        elif stride == 1:
             output = staged.fetch(value)
         elif len(getattr(value, "shape", ())) == 2:  # one array on the engine's device: copy only the rows compared
             output = staged.fetch(value[::stride])
@@ -235,6 +245,72 @@ class Runner:
         )
 
 
+    # ---- one point again ------------------------------------------------------------------------
+    def remeasure(self, point, trend_s, off_by):
+        """Time ``point`` (a measured point) once more, as the sweep did (warm-up call, then the repeats), and record
+        the new time in a copy that keeps the first in ``remeasured``; its peak memory is the first measurement's.
+        ``trend_s``: the time per sample its neighbours' trend gives, ``off_by``: how far off the first time was."""
+        name, quantity, batch = point["engine"], point["quantity"], point["batch"]
+        net = Network.random(point["sizes"], activations="tanh", loss="mse", seed=0, dtype=self.dtype)
+        X, Y, v = quantities.data(net, batch)
+        first = {"time_per_sample_s": point["time_per_sample_s"], "time_median_s": point["time_median_s"],
+                 "trend_per_sample_s": trend_s, "off_by": off_by}
+        self._release()
+        began = time.perf_counter()
+        run = self._first_call(name, quantity, net, X, Y, v, stride=0)
+        fields = {}
+        if "error" in run:
+            first["failed"] = run["error"]
+        else:
+            try:
+                stats = timing.time_call(run["call"], repeats=self.settings["repeats"],
+                                         min_repeat_s=self.settings["min_repeat_s"], first=run["first"],
+                                         jitted=name == "jax")
+            except Exception as exc:  # noqa: BLE001 - the first measurement stays
+                first["failed"] = _describe(exc)
+            else:
+                fields = dict(time_median_s=stats["median"], time_min_s=stats["min"], time_max_s=stats["max"],
+                              time_per_sample_s=stats["median"] / batch, repeats=stats["repeats"],
+                              number=stats["number"], wall_s=time.perf_counter() - began)
+        new = dict(point, **fields, remeasured=first, remeasured_from_s=point["time_median_s"])
+        self.points.append(new)
+        self.save(self.points)
+        if self.progress is not None:
+            self.progress.advance(1, f"again: {point['sweep']} {quantity} {name} |W|={point['n_params']}")
+        return new
+
+
+def remeasure_outliers(points, runner, max_slope, factor=fit.OUTLIER_FACTOR):
+    """Measure again, once each, the points whose time per sample is more than ``factor`` off their series' trend
+    (``fit.outliers``; ``max_slope(quantity, sweep)``: the steepest growth allowed at a series' largest size), the
+    furthest off first, each time judging the others against the times as they then are. Returns ``points`` with
+    each re-measured point replaced by its new record (see ``Runner.remeasure``)."""
+    points = results.unique_points(points)
+    while True:
+        worst = None
+        for (engine, quantity, sweep_name), group in _series(points).items():
+            sizes = [p["n_params"] for p in group]
+            values = [p["time_per_sample_s"] for p in group]
+            for index, trend, off in fit.outliers(sizes, values, max_slope(quantity, sweep_name), factor):
+                if "remeasured" not in group[index] and (worst is None or off > worst[2]):
+                    worst = (group[index], trend, off)
+        if worst is None:
+            return points
+        if runner.progress is not None:
+            runner.progress.add(1)
+        new = runner.remeasure(*worst)
+        points = [new if p["key"] == new["key"] else p for p in points]
+
+
+def _series(points):
+    """``{(engine, quantity, sweep): [measured points]}``."""
+    out = {}
+    for point in points:
+        if point.get("status") == "ok" and point.get("time_per_sample_s"):
+            out.setdefault((point["engine"], point["quantity"], point["sweep"]), []).append(point)
+    return out
+
+
 def _describe(exc):
     """A failure reason: refused by the memory guard, out of memory, or the engine's exception and the line that raised
     it."""
@@ -250,9 +326,14 @@ def _describe(exc):
     return f"engine error: {type(exc).__name__}: {exc}{at}"
 
 
-def run(plan_items, runner):
-    for sweep, value, quantity, names in plan_items:
+def run(plan_items, runner, progress=None):
+    """Run every planned group; ``progress`` (optional, a ``progress.Progress``) is told where each begins and ends."""
+    for index, (sweep, value, quantity, names) in enumerate(plan_items):
+        if progress is not None:
+            progress.begin(index)
         runner.run_group(sweep, value, quantity, names)
+        if progress is not None:
+            progress.end(index)
     return runner.points
 
 

@@ -7,9 +7,12 @@ for large ``|x|`` (checked at ``|x| = 1000``).
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-import numpy as np
-from scipy.special import expit
+import functools
 
+import numpy as np
+from scipy.special import erfc, expit
+
+from xval.definitions import SELU_ALPHA, SELU_SCALE
 from xval.errors import unknown_name
 
 
@@ -172,6 +175,158 @@ def _softplus(x, xp=np):
     return xp.logaddexp(x, xp.zeros_like(x))
 
 
+def _where(condition, a, b, xp):
+    return xp.where(condition, a, b)
+
+
+def _positive(x, xp):
+    return x > 0
+
+
+def _leaky_relu(slope):
+    """x for x > 0, slope x otherwise; f'(0) = slope, as torch's backward (``x > 0 ? 1 : slope``)."""
+    def f(x, xp=np):
+        return xp.where(x > 0, x, slope * x)
+
+    def df(x, xp=np):
+        return xp.where(x > 0, xp.ones_like(x), xp.full_like(x, slope))
+
+    return f, df, _zeros
+
+
+def _elu(alpha, scale=1.0):
+    """scale (x for x > 0, alpha (exp(x) - 1) otherwise); at 0, f' takes the exp branch (alpha) and f'' the linear
+    one (0), as torch's backward and double backward do."""
+    def negative(x, xp):
+        return xp.where(x > 0, 0.0 * x, x)  # min(x, 0), as the same type as x (no overflow in exp for large x)
+
+    def f(x, xp=np):
+        return scale * xp.where(x > 0, x, alpha * xp.expm1(negative(x, xp)))
+
+    def df(x, xp=np):
+        return scale * xp.where(x > 0, xp.ones_like(x), alpha * xp.exp(negative(x, xp)))
+
+    def d2f(x, xp=np):
+        return scale * xp.where(x < 0, alpha * xp.exp(negative(x, xp)), 0.0 * x)
+
+    return f, df, d2f
+
+
+_SQRT_HALF = 0.7071067811865476
+_INV_SQRT_2PI = 0.3989422804014327
+
+
+def _normal_cdf(x, xp):
+    """Phi(x) = erfc(-x / sqrt 2) / 2 (numpy: scipy's erfc, accurate on both tails; elsewhere the array API's
+    formula through tanh-free erf is not in the standard: 0.5 (1 + erf) via the library when it has one)."""
+    if xp is np and x.dtype.kind == "O":  # objects (the symbolic tests): their own erfc
+        return 0.5 * np.frompyfunc(lambda v: v.erfc(), 1, 1)(-x * _SQRT_HALF)
+    if xp is np:
+        return 0.5 * erfc(-x * _SQRT_HALF)
+    erf = getattr(xp, "erf", None)
+    if erf is None:
+        import math
+
+        return xp.asarray(np.vectorize(lambda v: 0.5 * math.erfc(-v * _SQRT_HALF))(np.asarray(x)), device=x.device)
+    return 0.5 * (1.0 + erf(x * _SQRT_HALF))
+
+
+def _gelu(x, xp=np):
+    """x Phi(x)."""
+    return x * _normal_cdf(x, xp)
+
+
+def _gelu_d1(x, xp=np):
+    """Phi(x) + x phi(x)."""
+    return _normal_cdf(x, xp) + x * _INV_SQRT_2PI * xp.exp(-0.5 * x * x)
+
+
+def _gelu_d2(x, xp=np):
+    """phi(x) (2 - x^2)."""
+    return _INV_SQRT_2PI * xp.exp(-0.5 * x * x) * (2.0 - x * x)
+
+
+_GELU_C = 0.7978845608028654  # sqrt(2 / pi)
+_GELU_A = 0.044715
+
+
+def _gelu_tanh_parts(x, xp):
+    """``(u, u', u'')`` of ``u = sqrt(2/pi) (x + 0.044715 x^3)``."""
+    u = _GELU_C * (x + _GELU_A * x * x * x)
+    return u, _GELU_C * (1.0 + 3.0 * _GELU_A * x * x), _GELU_C * 6.0 * _GELU_A * x
+
+
+def _gelu_tanh(x, xp=np):
+    """x (1 + tanh u) / 2 = x sigma(2u): written with sigma, which keeps its digits where tanh u is near -1."""
+    u, _, _ = _gelu_tanh_parts(x, xp)
+    return x * _sigmoid(2.0 * u, xp)
+
+
+def _gelu_tanh_d1(x, xp=np):
+    """sigma(2u) + 2 x u' sigma'(2u)."""
+    u, du, _ = _gelu_tanh_parts(x, xp)
+    return _sigmoid(2.0 * u, xp) + 2.0 * x * du * _sigmoid_d1(2.0 * u, xp)
+
+
+def _gelu_tanh_d2(x, xp=np):
+    """sigma'(2u) (4 u' + 2 x u'' - 4 x u'^2 tanh u): sigma' = sigma (1 - sigma) and 1 - 2 sigma(2u) = -tanh u
+    without cancellation on either tail."""
+    u, du, d2u = _gelu_tanh_parts(x, xp)
+    return _sigmoid_d1(2.0 * u, xp) * (4.0 * du + 2.0 * x * d2u - 4.0 * x * du * du * xp.tanh(u))
+
+
+def _silu(x, xp=np):
+    """x sigma(x)."""
+    return x * _sigmoid(x, xp)
+
+
+def _silu_d1(x, xp=np):
+    """sigma(x) (1 + x sigma(-x))."""
+    return _sigmoid(x, xp) * (1.0 + x * _sigmoid(-x, xp))
+
+
+def _silu_d2(x, xp=np):
+    """sigma(x) sigma(-x) (2 + x (1 - 2 sigma(x)))."""
+    s = _sigmoid(x, xp)
+    return _sigmoid_d1(x, xp) * (2.0 + x * (1.0 - 2.0 * s))
+
+
+def _logsigmoid(x, xp=np):
+    """-log(1 + exp(-x))."""
+    return -xp.logaddexp(-x, xp.zeros_like(x))
+
+
+def _logsigmoid_d1(x, xp=np):
+    """sigma(-x)."""
+    return _sigmoid(-x, xp)
+
+
+def _logsigmoid_d2(x, xp=np):
+    """-sigma(x) sigma(-x)."""
+    return -_sigmoid_d1(x, xp)
+
+
+def _softplus_with(beta, threshold):
+    """torch's Softplus(beta, threshold): log(1 + exp(beta x)) / beta, and x where beta x > threshold (f' = 1 there,
+    as torch's backward)."""
+    def above(x):
+        return (beta * x > threshold) if threshold is not None else None
+
+    def f(x, xp=np):
+        value = xp.logaddexp(beta * x, xp.zeros_like(x)) / beta
+        return value if threshold is None else xp.where(above(x), x, value)
+
+    def df(x, xp=np):
+        value = _sigmoid(beta * x, xp)
+        return value if threshold is None else xp.where(above(x), xp.ones_like(x), value)
+
+    def d2f(x, xp=np):
+        value = beta * _sigmoid_d1(beta * x, xp)
+        return value if threshold is None else xp.where(above(x), xp.zeros_like(x), value)
+
+    return f, df, d2f
+
+
 ACTIVATIONS = {
     a.name: a
     for a in [
@@ -182,13 +337,45 @@ ACTIVATIONS = {
                    d2f_from=_tanh_d2_from),
         Activation("relu", _relu, _step, _zeros, "f(x) = max(x, 0)", can_die=True, flat=True),
         Activation("softplus", _softplus, _sigmoid, _sigmoid_d1, "f(x) = log(1 + exp(x))"),
+        Activation("selu", *_elu(SELU_ALPHA, SELU_SCALE), "f(x) = scale (x for x > 0, alpha (exp(x) - 1) otherwise)"),
+        Activation("gelu", _gelu, _gelu_d1, _gelu_d2, "f(x) = x Phi(x)"),
+        Activation("gelu_tanh", _gelu_tanh, _gelu_tanh_d1, _gelu_tanh_d2,
+                   "f(x) = x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2"),
+        Activation("silu", _silu, _silu_d1, _silu_d2, "f(x) = x sigma(x)"),
+        Activation("logsigmoid", _logsigmoid, _logsigmoid_d1, _logsigmoid_d2, "f(x) = -log(1 + exp(-x))"),
     ]
 }
 
+# Activations with options: the record is built per option set (``get_activation(name, options)``); the table above
+# holds each with torch's default options.
+_WITH_OPTIONS = {
+    "leaky_relu": lambda slope=0.01: Activation("leaky_relu", *_leaky_relu(slope), "f(x) = x for x > 0, slope x",
+                                                flat=True),
+    "elu": lambda alpha=1.0: Activation("elu", *_elu(alpha), "f(x) = x for x > 0, alpha (exp(x) - 1) otherwise"),
+    "softplus": lambda beta=1.0, threshold=None: Activation(
+        "softplus", *_softplus_with(beta, threshold), "f(x) = log(1 + exp(beta x)) / beta (x above the threshold)"),
+}
 
-def get_activation(name):
-    """The registered ``Activation`` called ``name``; an error listing the valid names otherwise."""
+
+ACTIVATIONS["leaky_relu"] = _WITH_OPTIONS["leaky_relu"]()
+ACTIVATIONS["elu"] = _WITH_OPTIONS["elu"]()
+
+
+def get_activation(name, options=()):
+    """The ``Activation`` called ``name`` with ``options`` (``((key, value), ...)``, as ``xval.layers.Activation``
+    holds them); an error listing the valid names otherwise."""
+    if options or (name in _WITH_OPTIONS and name not in ACTIVATIONS):
+        return _bound(name, tuple(options))
     try:
         return ACTIVATIONS[name]
     except (KeyError, TypeError):
-        raise unknown_name("activation", name, ACTIVATIONS) from None
+        raise unknown_name("activation", name, {**ACTIVATIONS, **_WITH_OPTIONS}) from None
+
+
+@functools.lru_cache(maxsize=None)
+def _bound(name, options):
+    if name not in _WITH_OPTIONS:
+        if name in ACTIVATIONS and not options:
+            return ACTIVATIONS[name]
+        raise unknown_name("activation", name, {**ACTIVATIONS, **_WITH_OPTIONS})
+    return _WITH_OPTIONS[name](**dict(options))

@@ -71,7 +71,7 @@ def record_error():
 # ---- the settings, checked once; the closing table, gathered from xdist workers through files -------
 def pytest_configure(config):
     try:
-        for setting in (xval_config.backends, xval_config.dtype, xval_config.device, xval_config.max_bytes,
+        for setting in (xval_config.backends, xval_config.dtype, xval_config.device_present, xval_config.max_bytes,
                         xval_config.arbiter_digits):
             setting()
         for name in selected_engines():  # e.g. XVAL_BACKEND=manual,tensorflow: stop rather than test other engines

@@ -178,6 +178,7 @@ def _transposed_first_weights():
 def extra_calls(manual):
     """Malformed calls of the functions outside the engine contract: ``(label, thunk, expect)``."""
     from manual import symmetry
+    from manual._diagnose import largest_eigenvalue
 
     net, X, Y = _data()
     w, b, acts = list(net.weights), list(net.biases), list(net.activations)
@@ -200,8 +201,8 @@ def extra_calls(manual):
         ("diagnose net='net'", lambda: diag("net", X, Y)),
         ("diagnose X=None", lambda: diag(net, None, Y)),
         ("diagnose X complex", lambda: diag(net, X + 0j, Y)),
-        ("largest_eigenvalue seed=-1", lambda: manual.diagnose.__globals__["largest_eigenvalue"](net, X, Y, seed=-1)),
-        ("largest_eigenvalue block=0", lambda: manual.diagnose.__globals__["largest_eigenvalue"](net, X, Y, block=0)),
+        ("largest_eigenvalue seed=-1", lambda: largest_eigenvalue(net, X, Y, seed=-1)),
+        ("largest_eigenvalue block=0", lambda: largest_eigenvalue(net, X, Y, block=0)),
         ("symmetry float perm", lambda: symmetry.permute_units(net, 0, [1.0, 0.0, 2.0, 3.0])),
         ("symmetry bool perm", lambda: symmetry.permute_units(net, 0, [True, False, True, True])),
         ("symmetry string perm", lambda: symmetry.permute_units(net, 0, "0123")),

@@ -12,7 +12,7 @@ import pytest
 
 import manual
 from manual import arrays
-from manual.hessian import hessian_bytes
+from manual._dense_hessian import hessian_bytes
 from xval import compare, config, memory
 from xval.contract import QUANTITIES
 from xval.errors import ConfigError, MemoryGuardError

@@ -1,25 +1,20 @@
 """``python -m xval check`` and the engine registry: an engine written outside the suite, as a ``.py`` file, a module
 or an entry point, passes; the same engine with a planted error fails naming the quantity; usage errors exit 2."""
 import os
+import re
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
+from tests.helpers import ROOT, STUDENT, run_cli
 from xval import check, engines
 from xval.errors import UnknownNameError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STUDENT = os.path.join(ROOT, "examples", "engines", "student_backprop.py")
 PLANTED = os.path.join(ROOT, "examples", "engines", "planted_bug.py")
 SOME_CASES = ["mlp-4x8x3-sigmoid-cross_entropy-onehot-N7", "mlp-3x6x6x2-softplus-cross_entropy-soft-N6",
               "mlp-4x7x5x6x3-sigmoid+relu+softplus+tanh-mse-N5"]
-
-
-def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "xval", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
 
 
 def planted_copy(tmp_path, quantity, factor=1 + 1e-6):
@@ -63,16 +58,27 @@ def test_the_planted_wrong_second_derivative_fails_on_hvp_only_where_sigmoid_is_
     assert all("sigmoid" in case for case, _ in failed)
 
 
-def test_the_command_prints_the_table_and_exits_0_or_1():
+def test_the_command_prints_a_line_per_case_or_the_table_and_exits_0_or_1():
     good = run_cli("check", STUDENT, "--against", "manual,torch", "--cases", ",".join(SOME_CASES))
     assert good.returncode == 0, good.stderr
-    assert "vs manual" in good.stdout and "vs torch" in good.stdout and "hvp" in good.stdout
-    assert good.stdout.strip().splitlines()[-1] == (
-        "OK: 15 checks, 15 passed, 0 failed; not implemented (skipped): hessian_block, hessian")
-    bad = run_cli("check", PLANTED, "--against", "manual", "--cases", ",".join(SOME_CASES), "--quantities", "gradient,hvp")
+    lines = good.stdout.strip().splitlines()
+    assert lines[0] == "check of engine student_backprop.py against manual, torch (float64)"
+    assert [line for line in lines if line.startswith(("1/3 ", "2/3 ", "3/3 "))] == [
+        f"{i}/3 {case}: 5 passed" for i, case in enumerate(SOME_CASES, 1)]
+    assert lines[-1] == "OK: 15 checks, 15 passed, 0 failed; not implemented (skipped): hessian_block, hessian"
+    table = run_cli("check", STUDENT, "--against", "manual,torch", "--cases", SOME_CASES[0], "--verbose")
+    assert table.returncode == 0 and "vs manual" in table.stdout and "vs torch" in table.stdout
+    assert re.search(r"\n  hvp +\d\.\de-\d\d +\d\.\de-\d\d  pass\n", table.stdout), table.stdout
+    bad = run_cli("check", PLANTED, "--against", "manual", "--cases", ",".join(SOME_CASES),
+                  "--quantities", "gradient,hvp")
     assert bad.returncode == 1
     assert bad.stdout.strip().splitlines()[-1] == "FAIL: 6 checks, 4 passed, 2 failed (hvp)"  # the two sigmoid cases
-    assert "hvp vs manual: relative error" in bad.stdout and "at index" in bad.stdout
+    assert "hvp on 2 of 3 cases: relative error up to" in bad.stdout
+    assert re.search(r"worst: layer \d, [Wb]\[[\d, ]+\] = ", bad.stdout), bad.stdout  # named, not a flat index
+    verbose = run_cli("check", PLANTED, "--against", "manual", "--cases", SOME_CASES[0], "--quantities", "hvp",
+                      "--verbose")
+    assert "hvp vs manual: relative error" in verbose.stdout
+    assert re.search(r"layer \d, [Wb]\[[\d, ]+\] \(index \(\d+,\)\): ", verbose.stdout), verbose.stdout
 
 
 def test_json_output(tmp_path):
@@ -83,6 +89,7 @@ def test_json_output(tmp_path):
     assert result.returncode == 0, result.stderr
     payload = json.loads(target.read_text())
     assert payload["ok"] and payload["counts"]["pass"] == 7 and payload["against"] == ["torch"]
+    assert payload["outcome"] == "pass" and payload["exit_code"] == 0 and payload["summary"].startswith("OK: 7 checks")
     assert {row["quantity"] for row in payload["rows"]} == {"forward", "loss", "gradient", "per_sample_gradients", "hvp",
                                                             "hessian_block", "hessian"}
 
@@ -93,6 +100,10 @@ def test_json_output(tmp_path):
     (["check", "manual", "--quantities", "jacobian"], "error: --quantities names unknown quantity 'jacobian'; valid"),
     (["check", "manual", "--cases", "mlp-1x1"], "error: unknown case 'mlp-1x1'; valid cases are:"),
     (["check", "manual", "--against", "tensorflow"], "error: unknown engine 'tensorflow'"),
+    (["check", "manual", "--cases", ""], "error: no case selected (--cases is empty)"),
+    (["check", "manual", "--quantities", ""], "error: no quantity selected (--quantities is empty)"),
+    (["check", "manual", "--timeout", "0"], "--timeout: '0' is not a number of seconds > 0"),
+    (["check", "manual", "--json", "no/such/folder/report.json"], "error: --json no/such/folder/report.json: the folder"),
 ])
 def test_usage_errors_exit_2_with_a_message(arguments, message):
     result = run_cli(*arguments)

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 import manual
+from manual import _writes as writes
 from manual import arrays
 from xval import memory
-from manual.finite_difference import DEFAULT_STEPS
-from manual.hessian import hessian_bytes
+from manual._finite_difference import DEFAULT_STEPS
+from manual._dense_hessian import hessian_bytes
 from tests.helpers import central_difference
 from xval import compare
 from xval.cases import unit_direction
@@ -214,10 +215,10 @@ def test_one_sample_hessian_by_rows_is_the_strips_result_bit_for_bit(monkeypatch
     diagonal block as the same products as the strips above it) equals, bit for bit, the strips and their transposed
     copies, split over threads or not. More samples, another library, or ``M`` beyond the scratch budget take the
     strips."""
-    from manual.hessian import _hessian_values, hessian_strips, one_sample_rows
-    from manual.staged import prepare
+    from manual._dense_hessian import _hessian_values, hessian_strips, one_sample_rows
+    from manual._prepared import prepare
 
-    monkeypatch.setattr(arrays, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(writes, "PARALLEL_BYTES", 0)
     monkeypatch.setenv("XVAL_ARRAY", "numpy")  # the rows' path is numpy's (also on a GPU run)
     monkeypatch.setenv("XVAL_DEVICE", "cpu")
     rng = np.random.default_rng(3)
@@ -235,7 +236,7 @@ def test_one_sample_hessian_by_rows_is_the_strips_result_bit_for_bit(monkeypatch
 def test_the_one_sample_hessian_goes_by_rows_where_that_pays():
     """By rows: one sample on numpy, enough entries left of the diagonal per pair of layers, every strip's ``M`` within
     the scratch budget; else strips and copies."""
-    from manual.hessian import one_sample_rows
+    from manual._dense_hessian import one_sample_rows
 
     def net(sizes):
         return manual.Network.random(sizes, "tanh", "mse", seed=0)

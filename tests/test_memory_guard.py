@@ -17,7 +17,7 @@ from xval import Network, config, memory
 from xval.errors import ConfigError, MemoryGuardError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-manual_hessian = importlib.import_module("manual.hessian")
+manual_hessian = importlib.import_module("manual._dense_hessian")
 arrays = importlib.import_module("manual.arrays")
 
 
@@ -63,9 +63,11 @@ def test_a_small_block_with_a_large_working_set_is_refused_before_allocating(eng
 @pytest.mark.parametrize("sizes, n, l, m", [([1, 60, 1], 200, 0, 0), ([4, 24, 24, 3], 60, 0, 1), ([4, 24, 24, 3], 60, 1, 1),
                                             ([4, 24, 24, 3], 80, 0, 2), ([3, 16, 2], 300, 1, 0)])
 def test_manual_block_estimate_holds_the_measured_peak(sizes, n, l, m, on_the_cpu):
+    import manual
+
     net, X, Y = problem(sizes, n)
     estimate = sum(manual_hessian.block_bytes(net, l, m, n))
-    peak = traced_peak(lambda: manual_hessian.hessian_block(net, X, Y, l, m))
+    peak = traced_peak(lambda: manual.hessian_block(net, X, Y, l, m))
     assert estimate / 4 <= peak <= estimate, f"peak {peak} bytes, estimate {estimate} bytes"
 
 
@@ -74,11 +76,13 @@ def test_manual_block_estimate_holds_the_measured_peak(sizes, n, l, m, on_the_cp
 def test_manual_one_sample_hessian_estimate_holds_the_measured_peak(sizes, threads, on_the_cpu):
     """One sample: the Hessian written by rows from every strip's ``M``, on one or two write threads (each with numpy's
     iterator buffers)."""
+    import manual
+
     net, X, Y = problem(sizes, 1)
     assert manual_hessian.one_sample_rows(net, 1, "numpy")
     with arrays.pinned_threads(threads):
         estimate = sum(manual_hessian.hessian_bytes(net, 1))
-        peak = traced_peak(lambda: manual_hessian.hessian(net, X, Y))
+        peak = traced_peak(lambda: manual.hessian(net, X, Y))
     assert estimate / 4 <= peak <= estimate, f"peak {peak} bytes, estimate {estimate} bytes"
 
 

@@ -3,6 +3,7 @@ that splits agrees with torch.func and is bit for bit what one thread writes (ea
 the thread differs); an overflow inside a worker thread is still reported; BLAS's thread count comes back after
 ``quiet_blas``; ``XVAL_THREADS`` is read."""
 import os
+import importlib
 import sys
 
 import numpy as np
@@ -10,17 +11,18 @@ import pytest
 from threadpoolctl import threadpool_info
 
 import manual
+from manual import _writes as writes
 from manual import arrays
 from xval import compare
 
 torch_ref = pytest.importorskip("torch_ref")
-backprop = sys.modules["manual.backprop"]
+backprop = importlib.import_module("manual._dense_first_order")
 
 
 @pytest.fixture
 def split_everything(monkeypatch):
     """Every write split, over 3 threads (more than the 2 CI cores: uneven parts, waiting threads)."""
-    monkeypatch.setattr(arrays, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(writes, "PARALLEL_BYTES", 0)
     monkeypatch.setattr(backprop, "ROW_ORDER_BYTES", 0)
     with arrays.pinned_threads(3):
         yield
@@ -79,8 +81,8 @@ def test_an_overflow_in_the_split_writes_is_reported(monkeypatch, threads, input
     gradients: delta_1 ~ 4e202 times z_1 ~ 2e200, written by einsum, which reports no floating-point events, for
     short rows, and by a broadcast product with a one-row buffer for long ones; a one-sample block (0, 0): z_0 ~ 1e200
     times M ~ 1e202, written by products split over worker threads)."""
-    monkeypatch.setattr(arrays, "PARALLEL_BYTES", 0)
-    monkeypatch.setattr(arrays, "BUFFERED_BYTES", 0)
+    monkeypatch.setattr(writes, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(writes, "BUFFERED_BYTES", 0)
     monkeypatch.setattr(backprop, "ROW_ORDER_BYTES", 0)
     net = manual.Network.from_arrays([np.eye(2, inputs), np.full((2, 2), 10.0)], [np.zeros(2)] * 2, "identity", "mse")
     with arrays.pinned_threads(threads):
@@ -97,25 +99,30 @@ def _blas_threads():
 def test_blas_runs_on_one_thread_inside_quiet_blas_and_comes_back(monkeypatch):
     from threadpoolctl import threadpool_limits
 
-    monkeypatch.setattr(arrays, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(writes, "PARALLEL_BYTES", 0)
     with threadpool_limits(2, user_api="blas"):
         before = _blas_threads()
-        with arrays.pinned_threads(2), arrays.quiet_blas(arrays.NUMPY, 1, arrays.QUIET_FLOPS_PER_BYTE):
+        with arrays.pinned_threads(2), arrays.quiet_blas(arrays.NUMPY, 1, writes.QUIET_FLOPS_PER_BYTE):
             inside = _blas_threads()
         assert _blas_threads() == before
         with arrays.pinned_threads(1), arrays.quiet_blas(arrays.NUMPY, 1, 0):  # no split, nothing changes
             assert _blas_threads() == before
-        with arrays.pinned_threads(2), arrays.quiet_blas(arrays.NUMPY, 1, arrays.QUIET_FLOPS_PER_BYTE + 1):  # large products
+        with arrays.pinned_threads(2), arrays.quiet_blas(arrays.NUMPY, 1, writes.QUIET_FLOPS_PER_BYTE + 1):  # large products
             assert _blas_threads() == before
     assert before and all(count == 2 for count in before) and all(count == 1 for count in inside)
 
 
-def test_xval_threads_sets_the_write_threads(monkeypatch):
+def test_xval_threads_sets_the_write_threads_capped_by_the_cpus(monkeypatch):
+    from xval import config
+
     monkeypatch.setenv("XVAL_THREADS", "5")
-    assert arrays.write_threads() == 5
+    assert arrays.write_threads() == min(5, config.cpus())
     with arrays.pinned_threads(2):
         assert arrays.write_threads() == 2
-    assert arrays.write_threads() == 5
+    assert arrays.write_threads() == min(5, config.cpus())
+    monkeypatch.setenv("XVAL_THREADS", "4096")  # a count the machine cannot run never sizes a split or an estimate
+    assert arrays.write_threads() == config.cpus()
+    assert arrays.iterator_buffer_bytes(10**9) == config.cpus() * 3 * np.getbufsize() * 8
     monkeypatch.setenv("XVAL_THREADS", "1")
     assert not arrays.splits(arrays.NUMPY, 10**9)
 
@@ -170,11 +177,11 @@ def test_a_split_inside_a_part_runs_in_that_part():
 
 
 def test_one_pool_per_thread_count_whatever_the_row_count(monkeypatch):
-    monkeypatch.setattr(arrays, "_POOLS", {})
+    monkeypatch.setattr(writes, "_POOLS", {})
     with arrays.pinned_threads(4):
         for n in range(2, 9):  # 2 and 3 rows use fewer threads than 4, from the same pool
             arrays.split(n, lambda start, stop: None, nbytes=arrays.PARALLEL_BYTES)
-    assert list(arrays._POOLS) == [(3, os.getpid())]
+    assert list(writes._POOLS) == [(3, os.getpid())]
 
 
 def test_when_no_thread_can_start_the_caller_writes_every_part(monkeypatch):
@@ -183,7 +190,7 @@ def test_when_no_thread_can_start_the_caller_writes_every_part(monkeypatch):
         def submit(self, *args):
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
 
-    monkeypatch.setattr(arrays, "_pool", lambda workers: Closed())
+    monkeypatch.setattr(writes, "_pool", lambda workers: Closed())
     seen = []
     with arrays.pinned_threads(3):
         arrays.split(7, lambda start, stop: seen.extend(range(start, stop)), nbytes=arrays.PARALLEL_BYTES)

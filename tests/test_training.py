@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import manual
-from manual.diagnose import LARGE_WEIGHT_SCALE, largest_eigenvalue
+from manual._diagnose import LARGE_WEIGHT_SCALE, largest_eigenvalue
 from xval.batches import batch_indices
 from tests.helpers import all_engine_names, compared_engine_names, load_engine
 from xval import compare

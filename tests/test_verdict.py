@@ -117,9 +117,11 @@ def test_check_names_the_wrong_engine_with_the_arbiter():
 
     report = run_check("examples/engines/planted_bug.py", against=("manual",), quantities=["hvp"],
                        cases=["mlp-4x8x3-sigmoid-cross_entropy-onehot-N7"])
-    text = format_report(report)
+    short, text = format_report(report), format_report(report, verbose=True)
+    assert "arbiter: planted_bug.py is wrong (beyond the rounding floor)" in short  # the verdict, in one line
     assert "arbiter: planted_bug.py is wrong (beyond the rounding floor)" in text
     assert "manual     error vs arbiter" in text and text.rstrip().endswith("1 failed (hvp)")
+    assert "manual     error vs arbiter" not in short  # each engine's line: only with --verbose
 
 
 def test_check_passes_a_difference_below_the_floor_and_says_so():
@@ -132,3 +134,39 @@ def test_check_passes_a_difference_below_the_floor_and_says_so():
     row = _check_row(torch_ref, _References({"arbiter": arbiter}), ["arbiter"], problem, QUANTITIES["hvp"], "float64", "torch")
     assert row.status == "pass" and row.errors["arbiter"] > 0.5  # a 71% "disagreement" with the truth...
     assert "below the rounding floor" in row.detail and "no engine is wrong" in row.detail  # ...that float64 cannot resolve
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_nan_or_infinite_entry_is_wrong_never_below_the_floor(bad):
+    """On main ``difference > allowed`` was False for NaN, so a NaN entry was "lost digits" and its row passed."""
+    problem = cases.problem(cases.CASES[6])  # mlp-5x1x4-tanh-mse-N4
+    for quantity in ("loss", "gradient", "hessian"):
+        call = QUANTITIES[quantity].calls(problem)[0]
+        values = call.evaluate(manual).copy()
+        values.reshape(-1)[0] = bad
+        judged = verdict.judge(call, {"manual": call.evaluate(manual), "nan_engine": values}, 1e-10)
+        assert judged.decided and judged.wrong == ["nan_engine"], judged.text()
+        assert "1 entries beyond the floor" in judged.text()
+
+
+def test_relative_error_is_infinite_for_nan_and_unmatched_infinities():
+    from xval import compare
+
+    assert compare.relative_error([np.nan], [1.0]) == np.inf
+    assert compare.relative_error([1.0], [np.nan]) == np.inf
+    assert compare.relative_error([np.nan], [np.nan]) == np.inf  # NaN agrees with nothing, itself included
+    assert compare.relative_error([np.inf, 1.0], [1.0, 1.0]) == np.inf
+    assert compare.relative_error([np.inf, 1.0], [-np.inf, 1.0]) == np.inf
+    assert compare.relative_error([np.inf, 1.0], [np.inf, 1.0]) == 0.0  # the same infinity: the finite rest compared
+    assert compare.relative_error([np.inf, 1.0], [np.inf, 2.0]) == 0.5
+    assert compare.relative_error([1e308, 1e308], [-1e308, -1e308]) == 2.0  # no norm overflows on the way
+    with pytest.raises(AssertionError, match="relative error inf > tolerance"):
+        compare.assert_close(np.array([np.nan, 1.0]), np.array([1.0, 1.0]), 1e-10, "gradient")
+
+
+def test_no_verdict_when_the_truth_is_not_finite(monkeypatch):
+    problem = cases.problem(cases.CASES[6])
+    call = QUANTITIES["loss"].calls(problem)[0]
+    monkeypatch.setattr(arbiter, "compute", lambda *args: np.array(np.inf))
+    judged = verdict.judge(call, {"manual": np.array(np.inf)}, 1e-10)
+    assert not judged.decided and "not finite" in judged.summary()

@@ -1,17 +1,19 @@
 """manual's large-output write paths, forced on small problems and checked against torch.func: per-sample gradients
-written sample by sample (``manual.backprop.ROW_ORDER_BYTES``), and Hessian strips cut into one-unit chunks
-(``manual.hessian.WORKSPACE_BYTES``), which the comparison suite's small cases never reach."""
+written sample by sample (``manual._dense_first_order.ROW_ORDER_BYTES``), and Hessian strips cut into one-unit chunks
+(``manual._dense_hessian.WORKSPACE_BYTES``), which the comparison suite's small cases never reach."""
+import importlib
 import sys
 
 import numpy as np
 import pytest
 
 import manual
+from manual import _writes as writes
 from xval import compare
 
 torch_ref = pytest.importorskip("torch_ref")
-backprop = sys.modules["manual.backprop"]
-hessian_module = sys.modules["manual.hessian"]
+backprop = importlib.import_module("manual._dense_first_order")
+hessian_module = importlib.import_module("manual._dense_hessian")
 
 
 def problem(activation, loss, n):
@@ -34,13 +36,13 @@ def test_per_sample_gradients_written_sample_by_sample_match_torch(monkeypatch, 
 def test_per_sample_gradients_of_wide_layers_written_sample_by_sample_match_torch(monkeypatch, threads):
     """Rows of ``arrays.EINSUM_ROW`` entries and more go through broadcast products with a one-row ufunc buffer, the
     narrower ones through einsum, in one sample-by-sample pass split over the threads."""
-    arrays = sys.modules["manual.arrays"]
+    arrays = importlib.import_module("manual.arrays")
     width = arrays.EINSUM_ROW + 3
     net = manual.Network.random([width, width, 6, 2], activations="tanh", loss="mse", seed=7)
     rng = np.random.default_rng(11)
     X, Y = rng.standard_normal((5, width)), rng.standard_normal((5, 2))
     monkeypatch.setattr(backprop, "ROW_ORDER_BYTES", 0)
-    monkeypatch.setattr(arrays, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(writes, "PARALLEL_BYTES", 0)
     with arrays.pinned_threads(threads):
         ours = manual.per_sample_gradients(net, X, Y)
     assert compare.relative_error(ours, torch_ref.per_sample_gradients(net, X, Y)) <= 1e-12

@@ -14,6 +14,7 @@ from .errors import (
     ShapeError,
     TargetError,
     UnknownNameError,
+    UnsupportedNetworkError,
     XvalError,
 )
 from .network import Network
@@ -21,5 +22,5 @@ from .network import Network
 __all__ = [
     "Network", "Problem", "Quantity", "QUANTITIES", "config", "contract", "memory",
     "XvalError", "ArgumentError", "ShapeError", "NonFiniteError", "UnknownNameError", "TargetError", "ConfigError",
-    "EngineUnavailableError", "MemoryGuardError", "LayerIndexError",
+    "EngineUnavailableError", "MemoryGuardError", "LayerIndexError", "UnsupportedNetworkError",
 ]

@@ -37,8 +37,117 @@ CASES = [
 ]
 
 
+# Networks of every layer kind, each layer as data: ``(kind, options)``; channels and widths in are read off the
+# running shape. Parameters are drawn N(0, 1/fan_in), biases N(0, 0.1^2); ``frozen`` tensors become constants.
+LAYER_CASES = [
+    dict(name="conv2d-tanh-maxpool", input=(2, 6, 6), n=3, loss="cross_entropy", targets="onehot",
+         layers=[("conv", dict(out=3, kernel=3, padding=1)), ("activation", "tanh"), ("maxpool", dict(kernel=2)),
+                 ("flatten", {}), ("dense", dict(out=3))]),
+    dict(name="conv1d-strided-dilated-grouped-avgpool", input=(2, 11), n=4, loss="bce_with_logits", reduction="sum",
+         targets="binary",
+         layers=[("conv", dict(out=4, kernel=3, stride=2, padding=2, dilation=2, groups=2)), ("activation", "sigmoid"),
+                 ("avgpool", dict(kernel=2, padding=1, ceil_mode=True, count_include_pad=False)), ("flatten", {}),
+                 ("dense", dict(out=2))]),
+    dict(name="convtranspose2d-softplus", input=(2, 3, 3), n=2, loss="mean_squared_error",
+         layers=[("conv_transpose", dict(out=2, kernel=3, stride=2, padding=1, output_padding=1)),
+                 ("activation", ("softplus", (("beta", 2.0), ("threshold", 5.0)))), ("flatten", {}),
+                 ("dense", dict(out=2))]),
+    dict(name="dense-over-positions-nobias-frozen", input=(3, 4), n=3, loss="squared_error", reduction="sum",
+         layers=[("dense", dict(out=5, frozen_weight=True)), ("activation", ("leaky_relu", (("slope", 0.2),))),
+                 ("dense", dict(out=2, bias=False)), ("flatten", {})]),
+    dict(name="tied-dense-gelu", input=(4,), n=3, loss="mse",
+         layers=[("dense", dict(out=4, tie="a")), ("activation", "tanh"), ("dense", dict(out=4, tie="a")),
+                 ("activation", "gelu")]),
+    dict(name="pad-conv-batchnorm-elu-adaptivepool-logsoftmax", input=(1, 5, 5), n=3, loss="nll", targets="onehot",
+         layers=[("pad", dict(padding=(1, 0, 0, 1))), ("conv", dict(out=2, kernel=3)), ("batchnorm", {}),
+                 ("activation", ("elu", (("alpha", 0.7),))), ("adaptive_avgpool", dict(size=2)), ("flatten", {}),
+                 ("dense", dict(out=3)), ("log_softmax", {})]),
+    dict(name="conv3d-silu", input=(1, 3, 3, 3), n=2, loss="mse",
+         layers=[("conv", dict(out=2, kernel=2)), ("activation", "silu"), ("flatten", {}), ("dense", dict(out=2))]),
+    dict(name="mlp-selu-gelu_tanh-logsigmoid", input=(3,), n=4, loss="mean_bce_with_logits", targets="binary",
+         layers=[("dense", dict(out=5)), ("activation", "selu"), ("dense", dict(out=4)), ("activation", "gelu_tanh"),
+                 ("dense", dict(out=3)), ("activation", "logsigmoid")]),
+]
+
+
+def _build_layers(case, rng):
+    """``(layers, parameters)`` of a layer case (``LAYER_CASES``)."""
+    from . import layers as records
+
+    shape, out, parameters, ties = tuple(case["input"]), [], [], {}
+
+    def tensor(array, frozen=False):
+        if frozen:
+            return array
+        parameters.append(array)
+        return len(parameters) - 1
+
+    for kind, options in case["layers"]:
+        if kind == "dense":
+            tie = options.get("tie")
+            if tie in ties:
+                record = ties[tie]
+            else:
+                n_in, n_out = shape[-1], options["out"]
+                weight = tensor(rng.standard_normal((n_out, n_in)) / np.sqrt(n_in), options.get("frozen_weight", False))
+                bias = tensor(0.1 * rng.standard_normal(n_out)) if options.get("bias", True) else None
+                record = records.Dense(weight, bias)
+                if tie:
+                    ties[tie] = record
+        elif kind in ("conv", "conv_transpose"):
+            dims, c_in, c_out, groups = len(shape) - 1, shape[0], options["out"], options.get("groups", 1)
+            kernel = (options["kernel"],) * dims
+            transposed = kind == "conv_transpose"
+            weight_shape = (c_in, c_out // groups, *kernel) if transposed else (c_out, c_in // groups, *kernel)
+            fan_in = c_in // groups * int(np.prod(kernel))
+            weight = tensor(rng.standard_normal(weight_shape) / np.sqrt(fan_in))
+            bias = tensor(0.1 * rng.standard_normal(c_out))
+            spread = {key: (options.get(key, default),) * dims for key, default in
+                      (("stride", 1), ("padding", 0), ("dilation", 1), ("output_padding", 0))}
+            record = records.Conv(weight, bias, dims, spread["stride"], spread["padding"], spread["dilation"], groups,
+                                  transposed, spread["output_padding"] if transposed else ())
+        elif kind == "activation":
+            name, activation_options = (options, ()) if isinstance(options, str) else options
+            record = records.Activation(name, activation_options)
+        elif kind in ("maxpool", "avgpool"):
+            dims = len(shape) - 1
+            k = options["kernel"]
+            record = records.Pool("max" if kind == "maxpool" else "avg", dims, (k,) * dims, (options.get("stride", k),) * dims,
+                                  (options.get("padding", 0),) * dims, (1,) * dims, options.get("ceil_mode", False),
+                                  options.get("count_include_pad", True))
+        elif kind == "adaptive_avgpool":
+            dims = len(shape) - 1
+            record = records.AdaptiveAvgPool(dims, (options["size"],) * dims)
+        elif kind == "batchnorm":
+            c = shape[0]
+            record = records.Normalization(tensor(1.0 + 0.1 * rng.standard_normal(c)), tensor(0.1 * rng.standard_normal(c)),
+                                           0.1 * rng.standard_normal(c), 0.5 + rng.random(c), 1e-5)
+        elif kind == "flatten":
+            record = records.Flatten()
+        elif kind == "pad":
+            record = records.Pad(tuple(options["padding"]))
+        elif kind == "log_softmax":
+            record = records.LogSoftmax()
+        else:
+            raise ValueError(f"unknown layer kind {kind!r} in case {case['name']!r}")
+        out.append(record)
+        shape = _shape_after(record, shape, parameters)
+    return out, parameters
+
+
+def _shape_after(record, shape, parameters):
+    """The sample shape after ``record`` (a throwaway network answers it, with the parameters drawn so far)."""
+    net = Network.__new__(Network)
+    object.__setattr__(net, "_parameters", tuple(parameters))
+    return tuple(record.output_shape(shape, net))
+
+
 def case_id(case):
-    """``mlp-4x8x3-tanh-mse-N5``: sizes, activations (once when all hidden are equal), loss, batch, tag."""
+    """``mlp-4x8x3-tanh-mse-N5`` (sizes, activations once when all hidden are equal, loss, batch, tag), or for a layer
+    case ``layers-conv2d-relu-maxpool-cross_entropy-N3`` (its name, loss and reduction, batch)."""
+    if "layers" in case:
+        reduction = "-sum" if case.get("reduction", "mean") == "sum" else ""
+        return f"layers-{case['name']}-{case['loss']}{reduction}-N{case['n']}"
     acts = case["activations"]
     acts = acts if isinstance(acts, str) else "+".join(acts)
     parts = ["mlp", "x".join(map(str, case["sizes"])), acts, case["loss"]]
@@ -56,7 +165,9 @@ NEAR_FIT_RESIDUAL = {"float64": 1e-4, "float32": 1e-1}
 
 
 def make_targets(kind, rng, net, X, dtype):
-    n, k = X.shape[0], net.sizes[-1]
+    n, k = X.shape[0], net.output_size
+    if kind == "binary":
+        return rng.random((n, k))
     if kind == "onehot":
         return np.eye(k)[rng.integers(0, k, size=n)]
     if kind == "soft":
@@ -70,6 +181,13 @@ def make_targets(kind, rng, net, X, dtype):
 
 def make(case, dtype="float64", seed=0):
     """``(net, X, Y)`` for ``case``, the network and data in ``dtype``."""
+    if "layers" in case:
+        rng = np.random.default_rng(seed)
+        records, parameters = _build_layers(case, rng)
+        net = Network.from_layers(records, parameters, case["input"], case["loss"], case.get("reduction", "mean"))
+        X = rng.standard_normal((case["n"], *case["input"]))
+        Y = make_targets(case.get("targets", "regression"), rng, net, X, dtype)
+        return net.astype(dtype), X.astype(dtype), Y.reshape(case["n"], *net.output_shape).astype(dtype)
     net = Network.random(case["sizes"], case["activations"], case["loss"], seed=seed, weight_scale=case.get("weight_scale", 1.0))
     rng = np.random.default_rng(seed + 1)
     X = rng.standard_normal((case["n"], case["sizes"][0]))

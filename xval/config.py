@@ -40,12 +40,12 @@ def _read(env, name, default):
     return value if value else default
 
 
-def _whole_number(raw):
-    """``raw`` as an int, or ``None`` when it is not a whole number."""
-    try:
-        return int(raw)
-    except ValueError:
+def _whole_number(raw, digits=18):
+    """``raw`` as an int when it is plain ASCII digits (no sign, no ``_``, no other scripts' digits, at most
+    ``digits`` of them), else ``None``."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > digits:
         return None
+    return int(raw)
 
 
 def backends(env=None):
@@ -66,6 +66,33 @@ def device(env=None):
     if value not in DEVICES:
         raise ConfigError(f"XVAL_DEVICE={value!r} is not valid; use one of: {', '.join(DEVICES)}")
     return value
+
+
+def device_present(env=None):
+    """``device(env)``, after checking that ``cuda`` is asked for only where torch or jax sees a GPU (each imported
+    only then, and only when installed): otherwise every reference would refuse every call."""
+    value = device(env)
+    if value == "cuda" and not gpu_seen():
+        raise ConfigError("XVAL_DEVICE=cuda but neither torch nor jax sees a GPU here; use XVAL_DEVICE=cpu, or auto "
+                          "(the GPU when one is seen)")
+    return value
+
+
+def gpu_seen():
+    """Whether torch or jax sees a GPU."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return True
+    except ImportError:
+        pass
+    try:
+        import jax
+
+        return bool(jax.devices("gpu"))
+    except (ImportError, RuntimeError):
+        return False
 
 
 def dtype(env=None):
@@ -157,12 +184,16 @@ def threads(env=None):
     if raw is None:
         return cpus()
     value = _whole_number(raw)
-    if value is None or value < 1:
+    if value is None or not 1 <= value <= MAX_THREADS:
         raise ConfigError(
-            f"XVAL_THREADS={raw!r} is not valid; give a whole number of threads >= 1 (1 writes on the calling thread "
-            f"only; unset, it is the {cpus()} CPUs this process may use), e.g. XVAL_THREADS=2"
+            f"XVAL_THREADS={raw!r} is not valid; give a whole number of threads from 1 to {MAX_THREADS}, in plain "
+            f"digits (1 writes on the calling thread only; unset, it is the {cpus()} CPUs this process may use; more "
+            "than the CPUs are used as the CPUs), e.g. XVAL_THREADS=2"
         )
     return value
+
+
+MAX_THREADS = 4096
 
 
 def cpus():

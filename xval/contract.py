@@ -74,12 +74,12 @@ class Call:
         return value if callable(value) else None
 
     def evaluate(self, engine):
-        """Run the call on ``engine``; the result as a float64 numpy array of the contract's shape
-        (``checked_result``). ``AttributeError`` when the engine does not implement it."""
-        function = self.function(engine)
-        if function is None:
-            raise AttributeError(f"{getattr(engine, '__name__', engine)!r} does not implement {self.quantity.name}")
-        return checked_result(self, function(self.net, *self.arguments))
+        """Run the call on ``engine`` on read-only copies of its inputs; the result checked to be a real floating
+        array of the contract's shape, as float64 numpy (``xval.isolation.evaluate``). ``AttributeError`` when the
+        engine does not implement it."""
+        from .isolation import evaluate
+
+        return evaluate(engine, self)
 
     def stage(self, engine):
         """``stage_<name>(net, *arguments)`` when the engine has it, else a call of the plain function (numpy in and
@@ -94,31 +94,6 @@ class Call:
     def argument(self, name):
         """The value of the argument ``name`` (``"l"``, ``"v"``, ...) of this call."""
         return self.arguments[self.quantity.parameters.index(name)]
-
-
-class ResultError(TypeError):
-    """A result that is not a real floating array of the contract's shape (see ``checked_result``)."""
-
-
-def checked_result(call, value):
-    """``value`` as a float64 numpy array after checking that it is what the contract promises for ``call``: real
-    floating numbers (a float for a scalar; not complex, integer, boolean or object) of the call's shape."""
-    what = f"{call.label} returned"
-    if isinstance(value, (list, tuple)) and call.quantity.name == "kfac_factors":
-        value = [np.asarray(part) for part in value]
-        kinds = {part.dtype.kind for part in value}
-        if len(value) != 2 or kinds - {"f"}:
-            raise ResultError(f"{what} {len(value)} arrays of kinds {sorted(kinds)}; kfac_factors returns two real "
-                              "float arrays (A_l, G_l)")
-        return tuple(part.astype(np.float64, copy=False) for part in value)
-    array = np.asarray(value)
-    if array.dtype.kind != "f":
-        raise ResultError(f"{what} an array of dtype {array.dtype}; the contract returns real floating numbers "
-                          f"(float64), {call.quantity.returns}")
-    if array.shape != call.shape:
-        raise ResultError(f"{what} shape {array.shape}, but the contract's shape is {call.shape}: "
-                          f"{call.quantity.returns}")
-    return array.astype(np.float64, copy=False)
 
 
 # ---- derivations: a quantity's value from another's --------------------------------------------------------
@@ -150,7 +125,9 @@ def _product_with_v(value, call):
 
 
 def _trace_of(value, call):
-    return float(np.sum(value))
+    """The trace: the sum of a diagonal, or of a square matrix's diagonal."""
+    value = np.asarray(value)
+    return float(np.trace(value) if value.ndim == 2 else np.sum(value))
 
 
 def _top_eigenvalues_of(value, call):
@@ -252,6 +229,9 @@ class Quantity:
     tolerances: dict = field(default_factory=lambda: compare.TOLERANCES)
     below_because: str = ""
     in_contract: bool = True
+    # What each axis of the result indexes: "sample", "output", "parameter" (of the whole vector), "parameter of l"
+    # / "parameter of m" (of the call's layer), "eigenvalue"; ``None`` where the result is not one array.
+    axes: Optional[tuple] = ()
 
     @property
     def signature(self):
@@ -270,7 +250,10 @@ class Quantity:
 
     def result_cells(self, net, n, args=None):
         """Entries of its result."""
-        return int(np.prod(self.shape(net, n, args or {}))) if self.name != "kfac_factors" else _kfac_cells(net, args)
+        shape = self.shape(net, n, args or {})
+        if shape and isinstance(shape[0], tuple):  # several arrays (kfac_factors' pair)
+            return sum(int(np.prod(part)) for part in shape)
+        return int(np.prod(shape))
 
     def calls(self, problem, every_block=False):
         """The calls of this quantity on ``problem``: one, or one per layer (pair) for the layer quantities (every
@@ -296,12 +279,6 @@ class Quantity:
         return calls
 
 
-def _kfac_cells(net, args):
-    l = (args or {}).get("l", 0)
-    n_in, n_out = net.layer_fan(l)
-    return (n_in + 1) ** 2 + n_out**2
-
-
 def _kfac_shape(net, n, args):
     n_in, n_out = net.layer_fan(args["l"])
     return ((n_in + 1, n_in + 1), (n_out, n_out))
@@ -311,47 +288,48 @@ _ALL = {
     q.name: q
     for q in [
         Quantity("forward", ("X",), "(N, n_L) outputs", lambda net, n, args: (n, *net.output_shape), order=0,
-                 needs_loss=False),
+                 needs_loss=False, axes=("sample", "output")),
         Quantity("loss", ("X", "Y"), "float, the objective E (the batch mean E = (1/N) sum_n loss_n)",
                  lambda net, n, args: (), order=0),
-        Quantity("gradient", ("X", "Y"), "(P,), dE/dtheta", _p, order=1),
+        Quantity("gradient", ("X", "Y"), "(P,), dE/dtheta", _p, order=1, axes=("parameter",)),
         Quantity("per_sample_gradients", ("X", "Y"), "(N, P), row n = d loss_n / dtheta (not divided by N)",
-                 lambda net, n, args: (n, net.n_params), order=1, dense=True, batch=True),
+                 lambda net, n, args: (n, net.n_params), order=1, dense=True, batch=True,
+                 axes=("sample", "parameter")),
         Quantity("hvp", ("X", "Y", "v"), "(P,), the exact Hessian-vector product H v of E", _p, order=2,
-                 tangents=_one_tangent, derived_from=(Derivation("hessian", _product_with_v),)),
+                 tangents=_one_tangent, derived_from=(Derivation("hessian", _product_with_v),), axes=("parameter",)),
         Quantity("hessian_block", ("X", "Y", "l", "m"), "(P_l, P_m), rows of layer l, columns of layer m",
                  _block_shape, order=2, dense=True, slopes=BLOCK, tangents=_columns_of_m,
-                 derived_from=(Derivation("hessian", _block_of),)),
+                 derived_from=(Derivation("hessian", _block_of),), axes=("parameter of l", "parameter of m")),
         Quantity("hessian", ("X", "Y"), "(P, P), d2E/dtheta2", _pp, order=2, dense=True, slopes=QUADRATIC,
-                 tangents=_all_columns),
+                 tangents=_all_columns, axes=("parameter", "parameter")),
         Quantity("ggn", ("X", "Y"), "(P, P), the generalized Gauss-Newton G = (1/N) sum_n J_n^T Lambda_n J_n", _pp,
-                 order=2, dense=True, slopes=QUADRATIC, tangents=_all_columns),
+                 order=2, dense=True, slopes=QUADRATIC, tangents=_all_columns, axes=("parameter", "parameter")),
         Quantity("ggnvp", ("X", "Y", "v"), "(P,), G v, never forming G", _p, order=2, tangents=_one_tangent,
-                 derived_from=(Derivation("ggn", _product_with_v),)),
+                 derived_from=(Derivation("ggn", _product_with_v),), axes=("parameter",)),
         Quantity("ggn_block", ("X", "Y", "l", "m"), "(P_l, P_m), the block of G: rows of layer l, columns of layer m",
                  _block_shape, order=2, dense=True, slopes=BLOCK, tangents=_columns_of_m,
-                 derived_from=(Derivation("ggn", _block_of),)),
+                 derived_from=(Derivation("ggn", _block_of),), axes=("parameter of l", "parameter of m")),
         Quantity("hessian_diagonal", ("X", "Y"), "(P,), the diagonal of the Hessian, exact", _p, order=2,
-                 tangents=_all_columns, derived_from=(Derivation("hessian", _diagonal_of),)),
+                 tangents=_all_columns, derived_from=(Derivation("hessian", _diagonal_of),), axes=("parameter",)),
         Quantity("ggn_diagonal", ("X", "Y"), "(P,), the diagonal of the GGN, exact", _p, order=2,
-                 tangents=_outputs_per_sample, derived_from=(Derivation("ggn", _diagonal_of),)),
+                 tangents=_outputs_per_sample, derived_from=(Derivation("ggn", _diagonal_of),), axes=("parameter",)),
         Quantity("empirical_fisher", ("X", "Y"), "(P, P), (1/N) sum_n g_n g_n^T, g_n the per-sample gradient", _pp,
-                 order=1, dense=True, slopes=QUADRATIC, tangents=_no_tangents),
+                 order=1, dense=True, slopes=QUADRATIC, tangents=_no_tangents, axes=("parameter", "parameter")),
         Quantity("output_jacobian", ("X",), "(N, n_L, P), d f(x_n) / dtheta",
                  lambda net, n, args: (n, net.output_size, net.n_params), order=1, dense=True, needs_loss=False,
-                 batch=True, tangents=_outputs_per_sample),
+                 batch=True, tangents=_outputs_per_sample, axes=("sample", "output", "parameter")),
         Quantity("kfac_factors", ("X", "Y", "l"), "(A_l, G_l): A_l = (1/N) sum_n a_n a_n^T over a_n = [z_l; 1], "
                  "G_l = (1/N) sum_n B_n^T Lambda_n B_n, B_n = df/ds_l", _kfac_shape, order=2,
-                 tangents=_outputs_per_sample),
+                 tangents=_outputs_per_sample, axes=None),
         Quantity("kfac_block", ("X", "Y", "l"), "(P_l, P_l), kron(G_l, A_l) in the contract's order of layer l",
                  _layer_square, order=2, dense=True, slopes=BLOCK, tangents=_outputs_per_sample,
-                 derived_from=(Derivation("kfac_factors", _kfac_block_of),)),
+                 derived_from=(Derivation("kfac_factors", _kfac_block_of),), axes=("parameter of l", "parameter of l")),
         Quantity("hessian_trace", ("X", "Y"), "float, the trace of the Hessian, exact", lambda net, n, args: (),
                  order=2, tangents=_all_columns,
                  derived_from=(Derivation("hessian_diagonal", _trace_of), Derivation("hessian", _trace_of))),
         Quantity("top_eigenvalues", ("X", "Y", "k"), "(k,), the k largest eigenvalues of the Hessian, descending",
                  lambda net, n, args: (args["k"],), order=2, tangents=_all_columns,
-                 derived_from=(Derivation("hessian", _top_eigenvalues_of),)),
+                 derived_from=(Derivation("hessian", _top_eigenvalues_of),), axes=("eigenvalue",)),
     ]
 }
 
@@ -366,7 +344,7 @@ FINITE_DIFFERENCE_GRADIENT = Quantity(
     "finite_difference_gradient", ("X", "Y"), "(P,), central differences of E", _p, order=1, slopes=QUADRATIC,
     tolerances=compare.FINITE_DIFFERENCE_TOLERANCES, in_contract=False,
     below_because="overhead per evaluation: 2|W| loss evaluations, each a small forward pass whose fixed cost "
-                  "outweighs its O(|W|) work at these sizes, so the time grows like |W|",
+                  "outweighs its O(|W|) work at these sizes, so the time grows like |W|", axes=("parameter",),
 )
 
 
@@ -389,7 +367,7 @@ def derive(call, value_of):
         source = _ALL[derivation.source]
         arguments = {name: call.argument(name) for name in call.quantity.parameters}
         source_arguments = tuple(arguments[name] if name in arguments else None for name in source.parameters)
-        if None in source_arguments:
+        if any(argument is None for argument in source_arguments):
             continue
         shape = source.shape(call.net, np.shape(arguments.get("X"))[0], dict(arguments))
         value = value_of(Call(source, source.name, call.net, source_arguments, shape))

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
-from scipy.special import erf
 
 from .errors import ArgumentError, TargetError, unknown_name
 
@@ -72,6 +71,13 @@ def _softplus(x, beta=1.0, threshold=None):
     return value if threshold is None else np.where(beta * x > threshold, x, value)
 
 
+def _erf(x):
+    # scipy is imported here, not with xval: `python -m xval` fixes its import path only after the package loads
+    from scipy.special import erf
+
+    return erf(x)
+
+
 def _gelu_tanh(x):
     return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
 
@@ -94,7 +100,7 @@ ACTIVATIONS = {
                    lambda x, alpha=1.0: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0))), options=(("alpha", 1.0),)),
         Definition("selu", "f(x) = scale (x for x > 0, alpha (exp(x) - 1) otherwise)",
                    lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0)))),
-        Definition("gelu", "f(x) = x Phi(x) = x (1 + erf(x / sqrt(2))) / 2", lambda x: 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))),
+        Definition("gelu", "f(x) = x Phi(x) = x (1 + erf(x / sqrt(2))) / 2", lambda x: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))),
         Definition("gelu_tanh", "f(x) = x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2", _gelu_tanh),
         Definition("silu", "f(x) = x / (1 + exp(-x))", lambda x: x * 0.5 * (1.0 + np.tanh(0.5 * x))),
         Definition("logsigmoid", "f(x) = -log(1 + exp(-x))", lambda x: -np.logaddexp(-x, 0.0)),

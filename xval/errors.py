@@ -29,6 +29,16 @@ class ArgumentError(XvalError, ValueError):
     """An argument out of its valid range or of the wrong kind (a learning rate, step count, dtype, ``eps``)."""
 
 
+class UnsupportedError(ArgumentError):
+    """What an engine declares it cannot compute (a layer kind, a loss, a quantity for this network): the engine is
+    not checked on that call, which is neither a failure nor a pass."""
+
+
+class UnsupportedNetworkError(UnsupportedError):
+    """A network that a view of it does not describe (``net.weights`` of a network that is not a plain MLP), or that an
+    engine does not handle."""
+
+
 class OverflowResultError(NonFiniteError, ArithmeticError):
     """A computation on finite inputs whose result overflowed the network's dtype; the message names the layer."""
 
@@ -47,6 +57,24 @@ class LayerIndexError(XvalError, IndexError):
 
 class MemoryGuardError(XvalError, MemoryError):
     """A dense array that would not fit in the memory available (refused before allocation)."""
+
+
+class EngineResultError(XvalError, TypeError):
+    """An engine's result that is not what the contract returns: not a real floating array (complex, integer, bool,
+    object, text), or not of the contract's shape."""
+
+
+class EngineInputWriteError(XvalError, RuntimeError):
+    """An engine that wrote into the arrays it was given (``X``, ``Y``, ``v``): it could change what it is judged by."""
+
+
+class EngineProcessError(XvalError, RuntimeError):
+    """An engine run in its own process (``xval.isolation``) that raised, ended its process (``sys.exit``,
+    ``os._exit``, a crash) or ran past its time limit; the message says which, and where."""
+
+
+class EngineTimeoutError(EngineProcessError):
+    """An isolated engine's call that did not finish within its time limit (``--timeout``)."""
 
 
 def unknown_name(kind, name, valid, plural=None):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import compare
+from .errors import NonFiniteError
 
 # Engines evaluate other formulas than the arbiter's (a closed-form Hessian, a shifted softmax). On the case table
 # manual's entries stay within 0.44 bound, torch's and jax's within 0.4 except on the vanishing (9.6) and saturated
@@ -83,13 +84,14 @@ class Verdict:
 
 
 def _judge(name, values, truth, bound, tolerance):
+    """The ``Judgement`` of ``values`` against the finite ``truth``: a NaN or an infinity is beyond any floor."""
     values = np.asarray(values, dtype=np.float64)
     error = compare.relative_error(values, truth)
     if error <= tolerance:
         return Judgement(name, error, AGREES)
-    difference = np.abs(values - truth)
+    difference = compare.differences(values, truth)  # inf where a value is NaN or infinite
     allowed = FLOOR_FACTOR * bound + np.spacing(np.abs(truth))
-    beyond = difference > allowed
+    beyond = ~(difference <= allowed)
     excess = np.where(beyond, difference, -1.0) if beyond.any() else difference
     flat = int(np.argmax(excess))
     index = tuple(int(i) for i in np.unravel_index(flat, truth.shape)) if truth.ndim else ()
@@ -110,14 +112,18 @@ def judge(call, results, tolerance, dtype="float64"):
     except ImportError as exc:  # mpmath missing
         return Verdict(call.label, note=f"the arbiter needs mpmath ({exc}); pip install mpmath")
     arguments = call.arguments
+    results = {name: compare.flat_parts(values) for name, values in results.items()}  # (A, G) as one array
     try:
-        truth = arbiter.compute(call.quantity.name, call.net, *arguments)
+        truth = compare.flat_parts(arbiter.compute(call.quantity.name, call.net, *arguments))
         if all(compare.relative_error(values, truth) <= tolerance for values in results.values()):
             bound = np.zeros_like(truth)  # nobody to judge below the floor: skip its cost
         else:
             _, bound = arbiter.with_error_bound(call.quantity.name, call.net, *arguments, unit=UNIT_ROUNDOFF[dtype])
-    except (arbiter.ArbiterLimitError, arbiter.KinkError, arbiter.ArbiterPrecisionError) as exc:
-        return Verdict(call.label, note=str(exc))
+            bound = compare.flat_parts(bound)
+    except (arbiter.ArbiterLimitError, arbiter.KinkError, arbiter.ArbiterPrecisionError, NonFiniteError) as exc:
+        return Verdict(call.label, note=str(exc))  # NonFiniteError: the truth itself overflows the dtype
+    if not (np.isfinite(truth).all() and np.isfinite(bound).all()):  # nothing finite to judge against
+        return Verdict(call.label, note="the arbiter's value or its rounding floor is not finite here")
     scale = np.linalg.norm(truth)
     floor = float(FLOOR_FACTOR * np.linalg.norm(bound) / scale) if scale > 0 else float("inf")
     judgements = [_judge(name, values, truth, bound, tolerance) for name, values in results.items()]

@@ -29,9 +29,8 @@ from xval import memory
 from xval.checks import check_data, check_layer
 
 from . import arrays
-from .arrays import finite_result, to_numpy
-from .backprop import backward_values, forward_values
-from .staged import prepare
+from ._dense_first_order import backward_values, forward_values
+from ._prepared import prepare
 
 # Largest scratch array a block may use, unless the block itself is larger (then an eighth of it).
 WORKSPACE_BYTES = 32 * 2**20
@@ -356,14 +355,13 @@ def stage_hessian_block(net, X, Y, l, m):
     return model.staged(lambda: _block_values(model, X, Y, part))
 
 
-@finite_result
-def hessian_block(net, X, Y, l, m):
-    """``d2E / dtheta_l dtheta_m``, ``(P_l, P_m)`` float64: rows are layer ``l``'s parameters, columns layer ``m``'s.
 
-    For ``l > m`` this is the transpose of the ``(m, l)`` block. Raises ``LayerIndexError`` for a bad ``l``/``m``
-    and ``MemoryGuardError`` (before allocating) when the block would not fit.
-    """
-    return to_numpy(stage_hessian_block(net, X, Y, l, m)())
+def _hessian_estimate(net, n_samples, **args):
+    return sum(hessian_bytes(net, n_samples, arrays.library().name))
+
+
+def _block_estimate(net, n_samples, l, m):
+    return sum(block_bytes(net, l, m, n_samples))
 
 
 def stage_hessian(net, X, Y):
@@ -377,11 +375,5 @@ def stage_hessian(net, X, Y):
     return model.staged(lambda: _hessian_values(model, X, Y, strips, by_rows))
 
 
-@finite_result
-def hessian(net, X, Y):
-    """``d2E / dtheta^2``, ``(P, P)`` float64, assembled strip by strip: each layer's rows computed from its diagonal
-    block on, the columns below that block copied from their transpose (every entry written once).
 
-    Raises ``MemoryGuardError`` (before allocating) when the Hessian would not fit.
-    """
-    return to_numpy(stage_hessian(net, X, Y)())
+stage_hessian.estimate, stage_hessian_block.estimate = _hessian_estimate, _block_estimate

@@ -9,7 +9,8 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from xval.checks import check_network
+from xval import contract
+from xval.checks import check_memory, check_network
 
 from . import arrays
 from .activations import get_activation
@@ -91,3 +92,30 @@ def prepare(net, lib=None):
     if model is None:
         model = models[lib] = build(net, lib)
     return model
+
+
+_SEQUENCES = weakref.WeakKeyDictionary()
+
+
+def prepare_sequence(net, lib=None):
+    """The cached ``manual._sequence.Sequence`` of ``net`` in ``lib`` (every layer kind; see ``prepare`` for MLPs)."""
+    from ._sequence import Sequence
+
+    check_network(net)
+    lib = arrays.library() if lib is None else lib
+    sequences = _SEQUENCES.setdefault(net, {})
+    sequence = sequences.get(lib)
+    if sequence is None:
+        sequence = sequences[lib] = Sequence(net, lib)
+    return sequence
+
+
+def guard(net, name, n_samples, **args):
+    """The memory guard of manual's call of ``name`` (a contract name) on ``n_samples`` samples, before any work:
+    ``memory_estimate`` against the available memory and ``XVAL_MAX_BYTES``."""
+    from . import memory_estimate
+
+    quantity = contract.quantity(name)
+    result = quantity.result_cells(net, n_samples, args) * net.dtype.itemsize
+    total = memory_estimate(name, net, n_samples, **args)
+    check_memory(net, quantity, n_samples, args, factor=0.0, first_call=max(total - result, 0), engine="manual")

@@ -15,8 +15,9 @@ from xval.checks import check_data
 from xval.errors import check_non_negative, check_positive, check_seed, check_whole
 
 from .activations import get_activation
-from .backprop import forward_pass, gradient, loss
-from .hvp import hvp  # Pearlmutter's R-operator: O(|W|) per product, the Hessian is never formed
+from . import gradient, loss
+from ._dense_first_order import forward_pass
+from . import hvp  # Pearlmutter's R-operator: O(|W|) per product, the Hessian is never formed
 
 # A sigmoid/tanh unit is saturated on a sample when f'(a) is below this fraction of f's largest slope.
 SATURATION_SLOPE = 0.01

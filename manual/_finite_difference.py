@@ -9,7 +9,7 @@ import numpy as np
 from xval.checks import check_data, overflow_error
 from xval.errors import ArgumentError, check_positive
 
-from .backprop import forward_pass
+from ._dense_first_order import forward_pass
 from .losses import get_loss
 
 DEFAULT_STEPS = {"float64": 1e-6, "float32": 3e-3}

@@ -9,14 +9,12 @@ a zero-argument function computing the quantity there, whose result stays an arr
 function is the staged computation brought back as float64 numpy. Results are written once, straight into their
 final flat array.
 """
-from xval.checks import check_data, check_inputs, check_memory
-from xval.contract import QUANTITIES
+from xval.checks import check_data, check_inputs
 
 from . import arrays
 from .activations import get_activation
-from .arrays import finite_result, to_numpy
 from .losses import get_loss
-from .staged import prepare
+from ._prepared import guard, prepare
 
 
 # ---- the passes, on a prepared model (``manual.staged.Model``) ---------------------------------------------
@@ -131,42 +129,35 @@ def _numpy_sample_rows(model, out, z, delta, nbytes):
 # ---- staged calls and the contract ----------------------------------------------------------------------------
 def stage_forward(net, X):
     """``forward`` staged: the outputs ``(N, n_L)`` as an array of the selected library."""
+    X = check_inputs(net, X)
+    guard(net, "forward", X.shape[0])
     model = prepare(net)
-    X = model.asarray(check_inputs(net, X))
+    X = model.asarray(X)
     return model.staged(lambda: forward_values(model, X, slopes=False)[0][-1])
 
 
-@finite_result
-def forward(net, X):
-    """Network outputs ``y_hat = z_L``, ``(N, n_L)``."""
-    return to_numpy(stage_forward(net, X)())
 
-
-@finite_result
-def loss(net, X, Y):
-    """``E = (1/N) sum_n loss(y_hat_n, y_n)``, a float."""
-    model, X, Y = prepare(net).data(*check_data(net, X, Y))
-    y_hat = forward_values(model, X, slopes=False)[0][-1]
-    return float(model.xp.mean(model.loss.value(y_hat, Y, model.xp)))
+def stage_loss(net, X, Y):
+    """``loss`` staged: ``E`` as a 0-d array of the selected library."""
+    X, Y = check_data(net, X, Y)
+    guard(net, "loss", X.shape[0])
+    model, X, Y = prepare(net).data(X, Y)
+    return model.staged(lambda: model.xp.mean(model.loss.value(forward_values(model, X, slopes=False)[0][-1], Y, model.xp)))
 
 
 def stage_gradient(net, X, Y):
     """``gradient`` staged: ``(P,)`` as an array of the selected library."""
-    model, X, Y = prepare(net).data(*check_data(net, X, Y))
+    X, Y = check_data(net, X, Y)
+    guard(net, "gradient", X.shape[0])
+    model, X, Y = prepare(net).data(X, Y)
     return model.staged(lambda: gradient_values(model, X, Y))
 
-
-@finite_result
-def gradient(net, X, Y):
-    """``dE/dtheta``, ``(P,)``: per layer ``(1/N) sum_n delta_l z_l^T`` (row-major), then ``(1/N) sum_n delta_l``."""
-    model, X, Y = prepare(net).data(*check_data(net, X, Y))
-    return to_numpy(gradient_values(model, X, Y))
 
 
 def _per_sample_inputs(net, X, Y):
     """The prepared model and data, after the data checks and the memory guard of the ``(N, P)`` result."""
     X, Y = check_data(net, X, Y)
-    check_memory(net, QUANTITIES["per_sample_gradients"], X.shape[0], factor=1.2, first_call=2**19, engine="manual")
+    guard(net, "per_sample_gradients", X.shape[0])
     return prepare(net).data(X, Y)
 
 
@@ -175,16 +166,6 @@ def stage_per_sample_gradients(net, X, Y):
     model, X, Y = _per_sample_inputs(net, X, Y)
     return model.staged(lambda: per_sample_values(model, X, Y))
 
-
-@finite_result
-def per_sample_gradients(net, X, Y):
-    """``d loss_n / dtheta`` for every sample, ``(N, P)``: the outer products ``delta_l z_l^T`` kept per sample.
-
-    Written straight into the output: one product per layer over the whole batch, or for a large output sample by
-    sample, the samples split over the write threads (``per_sample_values``).
-    """
-    model, X, Y = _per_sample_inputs(net, X, Y)
-    return to_numpy(per_sample_values(model, X, Y))
 
 
 # ---- numpy passes for the analyses ------------------------------------------------------------------------------
@@ -198,3 +179,22 @@ def forward_pass(net, X):
         z.append(get_activation(name).f(a[-1]))
     return a, z
 
+
+
+def _estimate(factor, first_call):
+    """The memory model of a dense call: ``factor`` over (tape + result) and ``first_call`` bytes besides."""
+    def estimate(net, n_samples, **args):
+        from xval import contract, memory
+
+        name = estimate.quantity
+        return sum(memory.peak_parts(contract.quantity(name), net, n_samples, args, factor, first_call))
+
+    return estimate
+
+
+# A few activations and parameter vectors; per-sample gradients hold numpy's iterator buffers too (0.2-0.3 MiB
+# whatever the size).
+for _stage, _model in ((stage_forward, (4.0, 0)), (stage_loss, (4.0, 0)), (stage_gradient, (4.0, 0)),
+                       (stage_per_sample_gradients, (1.2, 2**19))):
+    _stage.estimate = _estimate(*_model)
+    _stage.estimate.quantity = _stage.__name__[len("stage_"):]

@@ -11,9 +11,8 @@ and ``H v = R{grad E}`` is, per layer, ``(1/N) sum_n (R delta_l z_l^T + delta_l 
 """
 from xval.checks import check_data, check_direction
 
-from .arrays import finite_result, to_numpy
-from .backprop import backward_values, forward_values
-from .staged import prepare
+from ._dense_first_order import backward_values, forward_values
+from ._prepared import guard, prepare
 
 
 def split_direction(model, v):
@@ -76,6 +75,7 @@ def hvp_values(model, X, Y, direction):
 def _prepared(net, X, Y, v):
     X, Y = check_data(net, X, Y)
     v = check_direction(net, v)
+    guard(net, "hvp", X.shape[0])
     model, X, Y = prepare(net).data(X, Y)
     return model, X, Y, split_direction(model, model.asarray(v))
 
@@ -86,7 +86,11 @@ def stage_hvp(net, X, Y, v):
     return model.staged(lambda: hvp_values(model, X, Y, direction))
 
 
-@finite_result
-def hvp(net, X, Y, v):
-    """``H v``, ``(P,)`` float64, with ``H = d2E / dtheta^2``: one forward and one backward R-pass."""
-    return to_numpy(hvp_values(*_prepared(net, X, Y, v)))
+
+def _hvp_estimate(net, n_samples, **args):
+    from xval import contract, memory
+
+    return sum(memory.peak_parts(contract.quantity("hvp"), net, n_samples, args, 4.0, 0))
+
+
+stage_hvp.estimate = _hvp_estimate

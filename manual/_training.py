@@ -7,7 +7,7 @@ import numpy as np
 
 from xval.batches import check_starting_loss, check_training_arguments, diverged, iter_batches
 
-from .backprop import gradient, loss
+from . import gradient, loss
 
 
 # Without the overflow check of the contract functions: training reports a non-finite value as divergence at its step.
