@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from xval import contract
 from xval.checks import check_direction, check_layer
-from xval.errors import ArgumentError
+from xval.errors import UnsupportedNetworkError
 from xval.layers import parameter_indices
 
 from . import _model as model
@@ -152,14 +152,15 @@ def kfac_position(net, l):
     users = [i for i, layer in enumerate(net.layers) if set(parameter_indices(layer)) & set(net.groups[l])]
     if not (isinstance(dense.weight, int) and isinstance(dense.bias, int)
             and tuple(net.groups[l]) == (dense.weight, dense.bias)):
-        raise ArgumentError(f"kfac_factors(l={l}): the Kronecker factors need a Dense layer with its own trainable "
-                            f"weight and bias; layer {l} has a frozen or absent bias, or a frozen weight")
+        raise UnsupportedNetworkError(f"kfac_factors(l={l}): the Kronecker factors need a Dense layer with its own "
+                                      f"trainable weight and bias; layer {l} has a frozen or absent bias, or a frozen "
+                                      "weight")
     if users != [position]:
-        raise ArgumentError(f"kfac_factors(l={l}): layer {l}'s tensors are used by the layers at positions {users} "
-                            "(tied); Kronecker factors are defined for a Dense layer used once")
+        raise UnsupportedNetworkError(f"kfac_factors(l={l}): layer {l}'s tensors are used by the layers at positions "
+                                      f"{users} (tied); Kronecker factors are defined for a Dense layer used once")
     if len(net.shapes[position]) != 1:
-        raise ArgumentError(f"kfac_factors(l={l}): layer {l} takes samples of shape {net.shapes[position]}; "
-                            "Kronecker factors are defined for Dense layers on (N, n_in) inputs")
+        raise UnsupportedNetworkError(f"kfac_factors(l={l}): layer {l} takes samples of shape {net.shapes[position]}; "
+                                      "Kronecker factors are defined for Dense layers on (N, n_in) inputs")
     return position
 
 

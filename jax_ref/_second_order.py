@@ -58,6 +58,7 @@ def stage_hvp(net, X, Y, v):
     return model.staged(_hvp, net, model.parameters(net), X, Y, tangent)
 
 
+@model.measured(2.3)
 def stage_hessian_block(net, X, Y, l, m):
     """``hessian_block`` staged: the ``(P_l, P_m)`` array (after the memory guard's check)."""
     l, m = check_layer(net, l, "l"), check_layer(net, m, "m")
@@ -65,6 +66,7 @@ def stage_hessian_block(net, X, Y, l, m):
     return model.staged(_block(l, m), net, *model.parameters(net), X, Y)
 
 
+@model.measured(3.8)
 def stage_hessian(net, X, Y):
     """``hessian`` staged: the ``(P, P)`` array (after the memory guard's check)."""
     X, Y = model.data(net, X, Y, "hessian")

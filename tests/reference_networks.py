@@ -119,8 +119,8 @@ def torch_objective(loss, reduction, outputs, targets):
 @dataclass(frozen=True)
 class Entry:
     """One network: ``modules()`` builds its torch modules (seeded by the caller), ``input_shape`` per sample, the
-    suite's ``loss`` (``None``: no loss) and ``reduction``, ``n`` samples. ``full``: every quantity of the contract is
-    checked on it (on the others: the forward pass and its derivatives); tag ``loss``: it is there for its loss."""
+    suite's ``loss`` (``None``: no loss) and ``reduction``, ``n`` samples. ``float32``: its derivatives are checked
+    in float32 too (every forward pass is); tag ``loss``: it is there for its loss."""
 
     name: str
     modules: Callable
@@ -128,7 +128,7 @@ class Entry:
     loss: Optional[str] = "mse"
     reduction: str = "mean"
     n: int = 3
-    full: bool = False
+    float32: bool = False
     tags: tuple = field(default=())
 
 
@@ -162,7 +162,7 @@ def _batch_norm(module):
 NETWORKS = [
     # convolutions: stride, padding, dilation, groups; transposed with output padding
     Entry("conv1d-stride2-pad1-dil2", lambda: [nn.Conv1d(2, 3, 3, stride=2, padding=1, dilation=2), nn.Tanh(),
-                                               nn.Flatten(), nn.Linear(12, 2)], (2, 9), full=True),
+                                               nn.Flatten(), nn.Linear(12, 2)], (2, 9), float32=True),
     Entry("conv2d-groups2-pad1-relu", lambda: [nn.Conv2d(4, 4, 3, padding=1, groups=2), nn.ReLU(), nn.Flatten(),
                                                nn.Linear(36, 3)], (4, 3, 3), "cross_entropy", "mean"),
     Entry("conv3d-nobias-sigmoid", lambda: [nn.Conv3d(1, 2, 2, bias=False), nn.Sigmoid(), nn.Flatten(),
@@ -178,7 +178,7 @@ NETWORKS = [
     Entry("maxpool2d-ceil-pad1", lambda: [nn.Conv2d(1, 2, 3, padding=1), nn.MaxPool2d(3, stride=2, padding=1,
                                                                                      ceil_mode=True),
                                           nn.Flatten(), nn.Linear(32, 3)], (1, 6, 6), "cross_entropy", "sum",
-          full=True),
+          float32=True),
     Entry("maxpool1d-dil2", lambda: [nn.Conv1d(2, 2, 2), nn.MaxPool1d(2, stride=2, dilation=2), nn.Flatten(),
                                      nn.Linear(6, 2)], (2, 9)),
     Entry("maxpool3d", lambda: [nn.Conv3d(1, 2, 1), nn.MaxPool3d(2), nn.Flatten(), nn.Linear(16, 2)], (1, 4, 4, 4)),
@@ -210,10 +210,10 @@ NETWORKS = [
                                                            nn.Tanh(), nn.Flatten(), nn.Linear(6, 2)], (1, 3, 3)),
     # dense layers: over leading positions (N, T, D), without bias, frozen, tied
     Entry("dense-over-positions", lambda: [nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)], (3, 4), "mse", "sum",
-          full=True),
+          float32=True),
     Entry("dense-no-bias", lambda: [nn.Linear(3, 4, bias=False), nn.Tanh(), nn.Linear(4, 2)], (3,)),
     Entry("dense-frozen", _frozen, (3,)),
-    Entry("dense-tied", _tied, (3,), full=True),
+    Entry("dense-tied", _tied, (3,), float32=True),
     # activations with options
     Entry("leaky_relu-elu-selu", _mlp(nn.LeakyReLU(0.2), nn.Linear(4, 4), nn.ELU(0.7), nn.Linear(4, 4), nn.SELU()),
           (3,)),

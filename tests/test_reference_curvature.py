@@ -12,7 +12,7 @@ import pytest
 from tests.helpers import load_engine
 from tests.reference_networks import NETWORKS, build, kfac_defined
 from xval import Network, cases, compare, contract
-from xval.errors import ArgumentError, LayerIndexError, MemoryGuardError, ShapeError
+from xval.errors import ArgumentError, LayerIndexError, MemoryGuardError, ShapeError, UnsupportedNetworkError
 
 torch_ref = pytest.importorskip("torch_ref")
 jax_ref = pytest.importorskip("jax_ref")
@@ -286,12 +286,12 @@ def test_k_outside_one_to_p_is_refused(reference, k, message):
                                 "layers on (N, n_in) inputs"),
     ("dense-tied", 0, "layer 0's tensors are used by the layers at positions [0, 2] (tied)"),
     ("dense-no-bias", 0, "need a Dense layer with its own trainable weight and bias"),
-    ("dense-frozen", 0, "need a Dense layer with its own trainable weight and bias"),
+    ("dense-frozen", 0, "layer 0 has a frozen or absent bias, or a frozen weight"),
 ])
 @pytest.mark.parametrize("quantity", ["kfac_factors", "kfac_block"])
 def test_kfac_is_refused_where_it_is_not_defined(reference, name, layer, message, quantity):
     _, net, X, Y, _ = build(BY_NAME[name], "float64")
-    with pytest.raises(ArgumentError, match=re.escape(message)):
+    with pytest.raises(UnsupportedNetworkError, match=re.escape(message)):
         getattr(reference, quantity)(net, X, Y, layer)
 
 

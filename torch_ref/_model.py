@@ -13,6 +13,7 @@ float32 runs compute at full float32 precision on GPUs too: TF32 matmuls (10 man
 tolerance of the comparisons (``tests/test_tf32.py``), so importing this module switches them off.
 """
 import contextlib
+import importlib
 import warnings
 
 import numpy as np
@@ -126,21 +127,37 @@ def groups(net, theta):
 
 # The memory guard's model of this engine (``xval.memory.peak_parts``): working memory over (tangents x tape + result),
 # measured by scripts/measure_peaks.py on a 2-core CPU, first call of each shape, rounded up; the constant covers what
-# a first call allocates whatever the size (autodiff bookkeeping): 80-120 MiB measured.
-PEAK_FACTORS = {"hessian_block": 5.5, "hessian": 3.3, "per_sample_gradients": 1.7}
+# a first call allocates whatever the size (autodiff bookkeeping): 80-120 MiB measured. A staged function measured
+# on its own states its factor beside its code (``measured``); the others take the default.
 DEFAULT_PEAK_FACTOR = 4.0
 FIRST_CALL_BYTES = 128 * 2**20
+
+
+def measured(factor):
+    """Decorate a staged function with the peak factor measured for it (``peak_factor``)."""
+
+    def mark(stage):
+        stage.peak_factor = factor
+        return stage
+
+    return mark
+
+
+def peak_factor(quantity):
+    """The factor of this engine's ``stage_<quantity>``: its measured one, else ``DEFAULT_PEAK_FACTOR``."""
+    stage = getattr(importlib.import_module(__package__), f"stage_{quantity}", None)
+    return getattr(stage, "peak_factor", DEFAULT_PEAK_FACTOR)
 
 
 def memory_estimate(quantity, net, n_samples, **args):
     """Bytes this engine's call of ``quantity`` (a contract name) needs at its peak: result and working memory."""
     return sum(memory.peak_parts(QUANTITIES.get(quantity) or contract.quantity(quantity), net, n_samples, args,
-                                 PEAK_FACTORS.get(quantity, DEFAULT_PEAK_FACTOR), FIRST_CALL_BYTES))
+                                 peak_factor(quantity), FIRST_CALL_BYTES))
 
 
 def guard(net, quantity, n_samples, **args):
     """The memory guard of this engine's call of ``quantity`` (a contract name), before any work."""
-    check_memory(net, contract.quantity(quantity), n_samples, args, PEAK_FACTORS.get(quantity, DEFAULT_PEAK_FACTOR),
+    check_memory(net, contract.quantity(quantity), n_samples, args, peak_factor(quantity),
                  FIRST_CALL_BYTES, engine="torch_ref")
 
 

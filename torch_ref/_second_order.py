@@ -21,6 +21,7 @@ def stage_hvp(net, X, Y, v):
     return model.in_forward_mode(lambda: list(jvp(gradient, (params,), (tangents,))[1]))
 
 
+@model.measured(5.5)
 def stage_hessian_block(net, X, Y, l, m):
     """``hessian_block`` staged: the ``(P_l, P_m)`` tensor (after the memory guard's check)."""
     l, m = check_layer(net, l, "l"), check_layer(net, m, "m")
@@ -37,6 +38,7 @@ def stage_hessian_block(net, X, Y, l, m):
     return model.in_forward_mode(lambda: jacfwd(jacrev(objective, argnums=0), argnums=1)(params[l], params[m]))
 
 
+@model.measured(3.3)
 def stage_hessian(net, X, Y):
     """``hessian`` staged: the ``(P, P)`` tensor (after the memory guard's check)."""
     X, Y = model.data(net, X, Y, "hessian")
