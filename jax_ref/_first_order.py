@@ -32,6 +32,7 @@ def stage_gradient(net, X, Y):
     return model.staged(_gradient, net, model.parameters(net), *model.data(net, X, Y, "gradient"))
 
 
+@model.measured(1.2)
 def stage_per_sample_gradients(net, X, Y):
     """``per_sample_gradients`` staged: one ``(N, P_l)`` array per layer, by ``vmap(grad)`` over the samples."""
     X, Y = model.data(net, X, Y, "per_sample_gradients")

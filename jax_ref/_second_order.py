@@ -8,8 +8,6 @@ own parameter arrays (``argnums``), never by slicing a full Hessian. Each functi
 import functools
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from xval.checks import check_direction, check_layer
 
@@ -45,10 +43,9 @@ def _block(l, m):
 
 def _hessian(arch):
     objective = model.make_objective(arch)
-    ends = np.cumsum([shape[0] * shape[1] + shape[0] for shape in arch[0]])[:-1]
 
     def flat(theta, X, Y):
-        return objective(tuple(jnp.split(theta, ends)), X, Y)
+        return objective(model.groups(arch, theta), X, Y)
 
     return jax.hessian(flat)
 
@@ -61,6 +58,7 @@ def stage_hvp(net, X, Y, v):
     return model.staged(_hvp, net, model.parameters(net), X, Y, tangent)
 
 
+@model.measured(2.3)
 def stage_hessian_block(net, X, Y, l, m):
     """``hessian_block`` staged: the ``(P_l, P_m)`` array (after the memory guard's check)."""
     l, m = check_layer(net, l, "l"), check_layer(net, m, "m")
@@ -68,6 +66,7 @@ def stage_hessian_block(net, X, Y, l, m):
     return model.staged(_block(l, m), net, *model.parameters(net), X, Y)
 
 
+@model.measured(3.8)
 def stage_hessian(net, X, Y):
     """``hessian`` staged: the ``(P, P)`` array (after the memory guard's check)."""
     X, Y = model.data(net, X, Y, "hessian")

@@ -35,6 +35,7 @@ def stage_gradient(net, X, Y):
     return model.synchronized(lambda: list(torch.autograd.grad(model.objective(net, params, X, Y), params)))
 
 
+@model.measured(1.7)
 def stage_per_sample_gradients(net, X, Y):
     """``per_sample_gradients`` staged: one ``(N, P_l)`` tensor per layer, by ``vmap(grad)`` over the samples."""
     X, Y = model.data(net, X, Y, "per_sample_gradients")

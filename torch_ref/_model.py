@@ -1,7 +1,8 @@
 """The network of an ``xval.Network`` as torch tensors, on the device chosen by ``XVAL_DEVICE``.
 
-Parameters are one flat tensor per layer (``W_l`` row-major, then ``b_l``), so that derivatives can be
-taken with respect to a single layer.
+The forward pass is ``net.layers`` in turn, each by torch's own function (``_layers``). Parameters are one flat tensor
+per contract layer (its tensors raveled in order, ``W_l`` row-major, then ``b_l``), so that derivatives can be taken
+with respect to a single layer; frozen tensors are constants; a tensor tied to several layers is one parameter.
 
 Each contract function has a ``stage_<name>`` twin taking the same arguments: it checks them, places the
 parameters and data on the device once and returns a zero-argument function that computes the quantity there
@@ -11,6 +12,8 @@ parameters and data on the device once and returns a zero-argument function that
 float32 runs compute at full float32 precision on GPUs too: TF32 matmuls (10 mantissa bits) would miss the float32
 tolerance of the comparisons (``tests/test_tf32.py``), so importing this module switches them off.
 """
+import contextlib
+import importlib
 import warnings
 
 import numpy as np
@@ -21,7 +24,8 @@ from xval.checks import check_data, check_inputs, check_memory, check_network
 from xval.contract import QUANTITIES
 from xval.errors import ConfigError
 
-from ._activations import ACTIVATIONS, LOSSES
+from ._activations import LOSSES
+from ._layers import FORWARD
 
 
 # Full float32 matmuls and convolutions on GPUs (no TF32), whatever the environment asked for.
@@ -50,24 +54,65 @@ def tensor(array, dtype):
 
 
 def parameters(net):
-    """One flat tensor ``theta_l`` per layer, in the contract's order."""
+    """One flat tensor ``theta_l`` per contract layer: its tensors raveled in order (``W_l`` row-major, ``b_l``)."""
     check_network(net)
-    return [tensor(np.concatenate([w.reshape(-1), b]), net.dtype) for w, b in zip(net.weights, net.biases)]
+    return [tensor(np.concatenate([net.parameters[i].reshape(-1) for i in group]), net.dtype) for group in net.groups]
+
+
+def split(net, params):
+    """The trainable tensors (one per ``net.parameters`` index, in their shapes) cut out of the per-layer flat
+    ``params``; a tensor tied to several layers is one of them, taken from its own layer's ``theta``."""
+    values = [None] * len(net.parameters)
+    for group, theta in zip(net.groups, params):
+        start = 0
+        for index in group:
+            shape = net.parameters[index].shape
+            size = int(np.prod(shape))
+            values[index] = theta[start:start + size].reshape(shape)
+            start += size
+    return values
+
+
+def layer_values(net, params):
+    """``tensor(field)`` for the layers: a parameter by index, a frozen constant as a tensor, ``None`` as is."""
+    values = split(net, params)
+
+    def value(field):
+        if field is None:
+            return None
+        if isinstance(field, np.ndarray):
+            return tensor(field, net.dtype)
+        return values[field]
+
+    return value
+
+
+def apply_layers(net, params, z, start=0, stop=None):
+    """``net.layers[start:stop]`` applied to the batch ``z``."""
+    value = layer_values(net, params)
+    for layer in net.layers[start:stop]:
+        z = FORWARD[layer.kind](layer, z, value)
+    return z
 
 
 def outputs(net, params, X):
-    """``y_hat`` for a batch ``X`` (N, n_0) from per-layer flat parameters."""
-    z = X
-    for theta, w, name in zip(params, net.weights, net.activations):
-        W = theta[: w.size].reshape(w.shape)
-        b = theta[w.size:]
-        z = ACTIVATIONS[name](z @ W.T + b)
-    return z
+    """``y_hat`` ``(N, *output shape)`` for a batch ``X`` ``(N, *input shape)`` from per-layer flat parameters."""
+    return apply_layers(net, params, X)
+
+
+def flat_outputs(net, params, X):
+    """``y_hat`` with each sample flattened, ``(N, K)``."""
+    return outputs(net, params, X).reshape(X.shape[0], -1)
+
+
+def losses_of_outputs(net, F, Y):
+    """``loss_n`` of flattened outputs ``F`` ``(N, K)`` and targets ``Y`` ``(N, *output shape)``, (N,)."""
+    return LOSSES[net.loss](F, Y.reshape(F.shape))
 
 
 def sample_losses(net, params, X, Y):
     """``loss_n`` for every sample, (N,)."""
-    return LOSSES[net.loss](outputs(net, params, X), Y)
+    return losses_of_outputs(net, flat_outputs(net, params, X), Y)
 
 
 def objective(net, params, X, Y):
@@ -75,23 +120,44 @@ def objective(net, params, X, Y):
     return sample_losses(net, params, X, Y).sum() * net.sample_weight(X.shape[0])
 
 
+def groups(net, theta):
+    """The per-layer flat parameters of the whole flat vector ``theta`` ``(P,)``."""
+    return list(torch.split(theta, net.layer_param_counts))
+
+
 # The memory guard's model of this engine (``xval.memory.peak_parts``): working memory over (tangents x tape + result),
 # measured by scripts/measure_peaks.py on a 2-core CPU, first call of each shape, rounded up; the constant covers what
-# a first call allocates whatever the size (autodiff bookkeeping): 80-120 MiB measured.
-PEAK_FACTORS = {"hessian_block": 5.5, "hessian": 3.3, "per_sample_gradients": 1.7}
+# a first call allocates whatever the size (autodiff bookkeeping): 80-120 MiB measured. A staged function measured
+# on its own states its factor beside its code (``measured``); the others take the default.
 DEFAULT_PEAK_FACTOR = 4.0
 FIRST_CALL_BYTES = 128 * 2**20
+
+
+def measured(factor):
+    """Decorate a staged function with the peak factor measured for it (``peak_factor``)."""
+
+    def mark(stage):
+        stage.peak_factor = factor
+        return stage
+
+    return mark
+
+
+def peak_factor(quantity):
+    """The factor of this engine's ``stage_<quantity>``: its measured one, else ``DEFAULT_PEAK_FACTOR``."""
+    stage = getattr(importlib.import_module(__package__), f"stage_{quantity}", None)
+    return getattr(stage, "peak_factor", DEFAULT_PEAK_FACTOR)
 
 
 def memory_estimate(quantity, net, n_samples, **args):
     """Bytes this engine's call of ``quantity`` (a contract name) needs at its peak: result and working memory."""
     return sum(memory.peak_parts(QUANTITIES.get(quantity) or contract.quantity(quantity), net, n_samples, args,
-                                 PEAK_FACTORS.get(quantity, DEFAULT_PEAK_FACTOR), FIRST_CALL_BYTES))
+                                 peak_factor(quantity), FIRST_CALL_BYTES))
 
 
 def guard(net, quantity, n_samples, **args):
     """The memory guard of this engine's call of ``quantity`` (a contract name), before any work."""
-    check_memory(net, contract.quantity(quantity), n_samples, args, PEAK_FACTORS.get(quantity, DEFAULT_PEAK_FACTOR),
+    check_memory(net, contract.quantity(quantity), n_samples, args, peak_factor(quantity),
                  FIRST_CALL_BYTES, engine="torch_ref")
 
 
@@ -123,8 +189,33 @@ def synchronized(compute):
     return run
 
 
+@contextlib.contextmanager
+def forward_mode():
+    """torch's forward-mode AD scripts its decompositions with the deprecated ``torch.jit.script``; that
+    warning is torch's own business, not the caller's."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=DeprecationWarning)
+        yield
+
+
+def in_forward_mode(compute):
+    """``synchronized(compute)`` run inside ``forward_mode``."""
+    def wrapped():
+        with forward_mode():
+            return compute()
+
+    return synchronized(wrapped)
+
+
+class Factors(tuple):
+    """Results that stay apart when fetched (``kfac_factors``' ``(A_l, G_l)``), unlike per-layer pieces."""
+
+
 def to_numpy(value):
-    """A tensor (or list of tensors, concatenated) as a float64 numpy array."""
+    """A tensor (or list of per-layer tensors, concatenated on the last axis) as a float64 numpy array; ``Factors``
+    as a tuple of such arrays."""
+    if isinstance(value, Factors):
+        return tuple(to_numpy(part) for part in value)
     if isinstance(value, (list, tuple)):
         value = torch.cat([v.reshape(v.shape[0], -1) if v.dim() > 1 else v for v in value], dim=-1)
     return value.detach().to("cpu", torch.float64).numpy()

@@ -4,9 +4,6 @@ Blocks differentiate with respect to the two layers' own parameter tensors (``ja
 slicing a full Hessian; the full Hessian is ``torch.func.hessian`` of the objective of one flat vector. Each
 function has a ``stage_`` twin (see ``model``).
 """
-import contextlib
-import warnings
-
 import torch
 from torch.func import grad, hessian as func_hessian, jacfwd, jacrev, jvp
 
@@ -15,32 +12,16 @@ from xval.checks import check_direction, check_layer
 from . import _model as model
 
 
-@contextlib.contextmanager
-def _forward_mode():
-    """torch's forward-mode AD scripts its decompositions with the deprecated ``torch.jit.script``; that
-    warning is torch's own business, not the caller's."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=DeprecationWarning)
-        yield
-
-
-def _in_forward_mode(compute):
-    def run():
-        with _forward_mode():
-            return compute()
-
-    return model.synchronized(run)
-
-
 def stage_hvp(net, X, Y, v):
     """``hvp`` staged: one tensor per layer, the forward-mode derivative of the gradient along ``v``."""
     X, Y = model.data(net, X, Y, "hvp")
     tangents = list(torch.split(model.tensor(check_direction(net, v), net.dtype), net.layer_param_counts))
     params = model.parameters(net)
     gradient = grad(lambda params: model.objective(net, params, X, Y))
-    return _in_forward_mode(lambda: list(jvp(gradient, (params,), (tangents,))[1]))
+    return model.in_forward_mode(lambda: list(jvp(gradient, (params,), (tangents,))[1]))
 
 
+@model.measured(5.5)
 def stage_hessian_block(net, X, Y, l, m):
     """``hessian_block`` staged: the ``(P_l, P_m)`` tensor (after the memory guard's check)."""
     l, m = check_layer(net, l, "l"), check_layer(net, m, "m")
@@ -53,10 +34,11 @@ def stage_hessian_block(net, X, Y, l, m):
         return model.objective(net, layers, X, Y)
 
     if l == m:
-        return _in_forward_mode(lambda: func_hessian(lambda theta: objective(theta, theta))(params[l]))
-    return _in_forward_mode(lambda: jacfwd(jacrev(objective, argnums=0), argnums=1)(params[l], params[m]))
+        return model.in_forward_mode(lambda: func_hessian(lambda theta: objective(theta, theta))(params[l]))
+    return model.in_forward_mode(lambda: jacfwd(jacrev(objective, argnums=0), argnums=1)(params[l], params[m]))
 
 
+@model.measured(3.3)
 def stage_hessian(net, X, Y):
     """``hessian`` staged: the ``(P, P)`` tensor (after the memory guard's check)."""
     X, Y = model.data(net, X, Y, "hessian")
@@ -66,6 +48,6 @@ def stage_hessian(net, X, Y):
         return model.objective(net, list(torch.split(theta, counts)), X, Y)
 
     theta = torch.cat(model.parameters(net))
-    return _in_forward_mode(lambda: func_hessian(objective)(theta))
+    return model.in_forward_mode(lambda: func_hessian(objective)(theta))
 
 
