@@ -91,7 +91,8 @@ class Setup:
 
 def tensor(array, net):
     t = torch()
-    return t.as_tensor(np.ascontiguousarray(array), dtype=getattr(t, net.dtype.name))
+    # a copy: the suite hands engines read-only arrays, which torch will not wrap without a warning
+    return t.tensor(np.array(array, copy=True), dtype=getattr(t, net.dtype.name))
 
 
 def setup(net, X, Y, targets="probabilities", library="this library"):

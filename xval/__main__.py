@@ -54,7 +54,8 @@ def parser():
     check.add_argument("--against", default="manual,torch,jax", type=_comma_list,
                        help="comma list of reference engines (default manual,torch,jax)")
     check.add_argument("--quantities", type=_comma_list,
-                       help=f"comma list, a subset of: {', '.join(contract.QUANTITIES)} (default all)")
+                       help=f"comma list, a subset of: {', '.join({**contract.QUANTITIES, **contract.PENDING})} "
+                            "(default: every released quantity, and every pending one the engine implements)")
     check.add_argument("--cases", type=_comma_list, help="comma list of case ids (python -m xval cases lists them; default all)")
     check.add_argument("--dtype", choices=("float64", "float32"),
                        help="default: XVAL_DTYPE when set, else float64 (an explicit --dtype wins)")
@@ -112,10 +113,11 @@ class _Printer:
 
 
 def _check(args):
-    unknown = [name for name in args.quantities or [] if name not in contract.QUANTITIES]
+    known = {**contract.QUANTITIES, **contract.PENDING}
+    unknown = [name for name in args.quantities or [] if name not in known]
     if unknown:
         print(f"error: --quantities names unknown quantity {unknown[0]!r}; valid quantities are: "
-              f"{', '.join(contract.QUANTITIES)}", file=sys.stderr)
+              f"{', '.join(known)}", file=sys.stderr)
         return EXIT_USAGE
     if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
         print(f"error: --json {args.json}: the folder {os.path.dirname(os.path.abspath(args.json))} does not exist; "

@@ -124,8 +124,12 @@ def _product_with_v(value, call):
     return value @ np.asarray(call.argument("v"), dtype=np.float64)
 
 
-def _trace_of(value, call):
+def _sum_of(value, call):
     return float(np.sum(value))
+
+
+def _trace_of(value, call):
+    return float(np.trace(value))
 
 
 def _top_eigenvalues_of(value, call):
@@ -323,7 +327,7 @@ _ALL = {
                  derived_from=(Derivation("kfac_factors", _kfac_block_of),)),
         Quantity("hessian_trace", ("X", "Y"), "float, the trace of the Hessian, exact", lambda net, n, args: (),
                  order=2, tangents=_all_columns,
-                 derived_from=(Derivation("hessian_diagonal", _trace_of), Derivation("hessian", _trace_of))),
+                 derived_from=(Derivation("hessian_diagonal", _sum_of), Derivation("hessian", _trace_of))),
         Quantity("top_eigenvalues", ("X", "Y", "k"), "(k,), the k largest eigenvalues of the Hessian, descending",
                  lambda net, n, args: (args["k"],), order=2, tangents=_all_columns,
                  derived_from=(Derivation("hessian", _top_eigenvalues_of),)),
@@ -364,7 +368,7 @@ def derive(call, value_of):
         source = _ALL[derivation.source]
         arguments = {name: call.argument(name) for name in call.quantity.parameters}
         source_arguments = tuple(arguments[name] if name in arguments else None for name in source.parameters)
-        if None in source_arguments:
+        if any(argument is None for argument in source_arguments):  # not `None in`: arrays compare elementwise
             continue
         shape = source.shape(call.net, np.shape(arguments.get("X"))[0], dict(arguments))
         value = value_of(Call(source, source.name, call.net, source_arguments, shape))

@@ -189,7 +189,9 @@ def diagnose(report):
         return ""
     total = len(report.cases)
     bad = list(dict.fromkeys(row.quantity for row in bad_rows))
-    good = [q for q in dict.fromkeys(row.quantity for row in rows) if q not in bad]
+    # only what passed everywhere: a row no reference computed ("not checked") or one the engine refused is no pass
+    good = [q for q in dict.fromkeys(row.quantity for row in rows)
+            if q not in bad and all(row.status == "pass" for row in rows if row.quantity == q)]
     failing_cases = list(dict.fromkeys(row.case for row in bad_rows))
     passing_cases = [case for case in report.cases if case not in failing_cases
                      and any(row.case == case and row.quantity in bad and row.status == "pass" for row in rows)]

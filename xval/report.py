@@ -16,7 +16,7 @@ OUTCOME_WORDS = {"pass": "OK", "fail": "FAIL", "not checked": "NOT CHECKED"}
 
 
 def _order(quantities):
-    known = list(contract.QUANTITIES)
+    known = list(contract.QUANTITIES) + list(contract.PENDING)
     return sorted(set(quantities), key=lambda name: known.index(name) if name in known else len(known))
 
 

@@ -112,6 +112,8 @@ def judge(call, results, tolerance, dtype="float64"):
     except ImportError as exc:  # mpmath missing
         return Verdict(call.label, note=f"the arbiter needs mpmath ({exc}); pip install mpmath")
     arguments = call.arguments
+    if not callable(getattr(arbiter, call.quantity.name, None)):
+        return Verdict(call.label, note=f"the arbiter does not compute {call.quantity.name}")
     try:
         truth = arbiter.compute(call.quantity.name, call.net, *arguments)
         if all(compare.relative_error(values, truth) <= tolerance for values in results.values()):
