@@ -54,18 +54,19 @@ class Peer:
 
     module: str
     library: str
+    distribution: str  # the pip package, for its version
 
 
 # The adapters are part of this project, like the built-in engines, so their names live here rather than in entry
 # points: entry points are read from installed metadata, which a source checkout or a stale editable install lacks.
 PEERS = {
-    "backpack": Peer("peers.backpack", "backpack"),
-    "curvlinops": Peer("peers.curvlinops", "curvlinops"),
-    "nngeometry": Peer("peers.nngeometry", "nngeometry"),
-    "laplace": Peer("peers.laplace", "laplace"),
-    "eigenthings": Peer("peers.eigenthings", "hessian_eigenthings"),
-    "opacus": Peer("peers.opacus", "opacus"),
-    "pyhessian": Peer("peers.pyhessian", "pyhessian"),
+    "backpack": Peer("peers.backpack", "backpack", "backpack-for-pytorch"),
+    "curvlinops": Peer("peers.curvlinops", "curvlinops", "curvlinops-for-pytorch"),
+    "nngeometry": Peer("peers.nngeometry", "nngeometry", "nngeometry"),
+    "laplace": Peer("peers.laplace", "laplace", "laplace-torch"),
+    "eigenthings": Peer("peers.eigenthings", "hessian_eigenthings", "hessian-eigenthings"),
+    "opacus": Peer("peers.opacus", "opacus", "opacus"),
+    "pyhessian": Peer("peers.pyhessian", "pyhessian", "pyhessian"),
 }
 
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -97,6 +98,17 @@ def available_names():
 def peer_names():
     """The short names of the field's libraries (``PEERS``), installed or not."""
     return list(PEERS)
+
+
+def version(spec):
+    """The installed version of the library behind a peer name (``backpack`` -> ``1.7.1``), else ``""``."""
+    peer = PEERS.get(spec.strip()) if isinstance(spec, str) else None
+    if peer is None:
+        return ""
+    try:
+        return importlib.metadata.version(peer.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
 def _entry_points():
@@ -143,6 +155,8 @@ def _from_module_name(spec):
                                    f"that name can be imported; {_forms_hint()}") from None
         raise EngineUnavailableError(f"engine module {spec!r} needs the package {exc.name!r}, which is not installed; "
                                      f"run: pip install {exc.name}") from None
+    except EngineUnavailableError:  # the engine's own word on what to install (the peers' --no-deps line)
+        raise
     except Exception as exc:
         raise EngineImportError(f"engine module {spec!r} raised while being imported: {type(exc).__name__}: {exc}") from exc
 

@@ -134,6 +134,13 @@ def functions_of(engine):
     return own_functions(engine, implemented(engine))
 
 
+def conventions_of(engine):
+    """The engine's ``CONVENTIONS`` (``declared_conventions``), wherever it runs."""
+    if isinstance(engine, IsolatedEngine):
+        return dict(engine.conventions)
+    return declared_conventions(engine)
+
+
 def failure_type(exc):
     """The name of the type of the exception an engine raised, wherever it ran (``MemoryGuardError``)."""
     return exc.type_name if isinstance(exc, RemoteError) else type(exc).__name__
@@ -196,7 +203,7 @@ class IsolatedEngine:
     def __init__(self, spec, timeout=DEFAULT_TIMEOUT):
         self.spec, self.timeout = spec, float(timeout)
         self._process = self._replies = None
-        self.functions, self.__name__, self.file, self.others = self._start()
+        self.functions, self.__name__, self.file, self.others, self.conventions = self._start()
         for name in self.functions:
             setattr(self, name, self._remote(name))
 
@@ -356,7 +363,17 @@ def _load(spec):
         return ("raised", "EngineImportError", f"engine {spec!r} raised while being imported: {kind}: {text}"), None
     functions = engines.implemented(module)
     return ("loaded", functions, getattr(module, "__name__", spec), getattr(module, "__file__", None),
-            own_functions(module, functions)), module
+            own_functions(module, functions), declared_conventions(module)), module
+
+
+def declared_conventions(module):
+    """``CONVENTIONS``, when the engine declares it: ``{quantity: what differs}`` for contract quantities it computes
+    in another form than the contract's (a library's own layout or scaling, kept out of the contract functions), as
+    plain strings; ``{}`` otherwise."""
+    declared = getattr(module, "CONVENTIONS", None)
+    if not isinstance(declared, dict):
+        return {}
+    return {str(name): str(text) for name, text in declared.items()}
 
 
 def own_functions(module, skip=()):
