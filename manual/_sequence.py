@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xval.contract import kfac_block_from_factors
-from xval.errors import ArgumentError
+from xval.errors import UnsupportedNetworkError
 
 from . import layers
 from .losses import get_loss
@@ -162,7 +162,7 @@ class Sequence:
             if i in self._parametric_set:
                 value = step.param_grad_sum(caches[i], rg)
                 if r[i] is not None:
-                    value = value + self.xp.sum(step.mixed_param_grad(r[i], gs[i + 1]), axis=0)
+                    value = value + step.mixed_param_grad_sum(r[i], gs[i + 1])
                 self._add(out, self._at(i), value)
             if i == self.first:
                 break
@@ -222,29 +222,49 @@ class Sequence:
         return self._assemble(self.ggn_columns(X, Y, rows, cols), l, m)
 
     def ggn_diagonal(self, X, Y):
-        caches, gs, lam = self._jacobian_parts(X, Y)
-        out = self.lib.zeros((self.n_params,), self.dtype)
+        """``diag(G)`` without a ``P x P`` array: per parameter step ``c sum_n diag(J_theta^T B^T Lambda B J_theta)``,
+        ``B^T Lambda B`` the loss Hessian backpropagated without second-order terms (``curvature(gauss_newton=True)``)
+        where the step has a fast diagonal, else from its Jacobian rows."""
         if self.tied:  # shared columns need the cross blocks: from the (small) GGN itself
             return self.xp.linalg.diagonal(self.ggn(X, Y))
+        out = self.lib.zeros((self.n_params,), self.dtype)
+        caches, rows = self._factor_rows(X, Y)
         for i in self.parametric:
-            jac = self._step_jacobian(caches, gs, i)
-            self._add(out, self._at(i), self.xp.sum(jac * (lam @ jac), axis=(0, 1)))
+            step, g = self.steps[i], rows[i + 1]  # (N, C, *out): the factor's columns backpropagated
+            if self._fast_diagonal(i):
+                value = step.param_diagonal_of_rows(caches[i], g)
+            else:
+                jac = step.param_grad(caches[i], g)  # (N, C, P_step)
+                value = self.xp.sum(jac * jac, axis=(0, 1))
+            self._add(out, self._at(i), value)
         return out * self.weight(X.shape[0])
+
+    def _factor_rows(self, X, Y, lowest=None):
+        """``(caches, rows)``: the columns of the loss Hessian's square root ``S`` (``Lambda = S S^T``) backpropagated,
+        ``rows[i + 1]`` ``(N, C, *shape)`` at step ``i``'s output: ``B^T S``, so ``B^T Lambda B = rows^T rows``."""
+        xs, caches = self.forward(X)
+        S = self.loss.hessian_factor(self.flat(xs[-1]), Y, self.xp)  # (N, K, C)
+        n, c = S.shape[0], S.shape[-1]
+        top = self.xp.reshape(self.xp.matrix_transpose(S), (n, c, *self.out_shape))
+        return caches, self.backward(caches, top, lowest)
+
+    def _fast_diagonal(self, i):
+        step = self.steps[i]
+        return hasattr(step, "param_diagonal_of_rows") and not getattr(step, "positions", 0)
 
     def kfac_factors(self, X, Y, l):
         """``(A_l, G_l)`` of the Dense layer ``l`` (``net.layer_fan``): ``A = (1/N) sum a a^T`` over ``a = [x; 1]``,
         ``G = c sum B^T Lambda B`` with ``B`` the output rows backpropagated to the layer's output."""
         xp = self.xp
         i = self._kfac_step(l)
-        xs, caches = self.forward(X)
         n = X.shape[0]
-        ones = xp.ones((n, 1), dtype=xs[i].dtype, device=xs[i].device)
-        a = xp.concat([xs[i], ones], axis=1)
+        caches, rows = self._factor_rows(X, Y, lowest=i)
+        x = caches[i]  # the Dense step's cache is its input
+        ones = xp.ones((n, 1), dtype=x.dtype, device=x.device)
+        a = xp.concat([x, ones], axis=1)
         A = (xp.matrix_transpose(a) @ a) / n
-        lam = self.loss.hessian(self.flat(xs[-1]), Y, self.xp)
-        gs = self.backward(caches, self._output_rows(n), lowest=i)
-        B = gs[i + 1]  # (N, K, n_out)
-        G = xp.sum(xp.matrix_transpose(B) @ (lam @ B), axis=0) * self.weight(n)
+        R = xp.reshape(rows[i + 1], (-1, rows[i + 1].shape[-1]))  # (N C, n_out): B^T S for every sample
+        G = (xp.matrix_transpose(R) @ R) * self.weight(n)
         return A, G
 
     def kfac_block(self, X, Y, l):
@@ -257,15 +277,16 @@ class Sequence:
         steps = self._steps_of(l)
         step = self.steps[steps[0]]
         if len(steps) != 1 or step.positions or not (step.train_weight and step.train_bias) or self.tied:
-            raise ArgumentError(
+            raise UnsupportedNetworkError(
                 f"kfac_factors: layer {l} must be one Dense layer on (N, n_in) inputs with a trainable weight and bias, "
                 "used once (its Kronecker factors are over [x; 1] and the layer's outputs)")
         return steps[0]
 
     # ---- the Hessian ----------------------------------------------------------------------------------------
-    def curvature(self, X, Y, lowest):
+    def curvature(self, X, Y, lowest, gauss_newton=False):
         """``(caches, gs, Gs)``: backprop vectors and the Hessian of the loss at the output of every step from
-        ``lowest`` on (``Gs[i + 1]`` ``(N, D, D)``)."""
+        ``lowest`` on (``Gs[i + 1]`` ``(N, D, D)``); with ``gauss_newton``, without the steps' second-order terms
+        (``Gs[i + 1] = B^T Lambda B``, ``B`` the Jacobian of the outputs)."""
         xp = self.xp
         xs, caches = self.forward(X)
         g_out, flat = self.loss_parts(xs[-1], Y)
@@ -280,7 +301,7 @@ class Sequence:
             half = step.vjp(caches[i], xp.reshape(G, (n, d_out, *step.out_shape)))  # (N, D_out, *in)
             half = xp.matrix_transpose(xp.reshape(half, (n, d_out, d_in)))
             full = xp.reshape(step.vjp(caches[i], xp.reshape(half, (n, d_in, *step.out_shape))), (n, d_in, d_in))
-            residual = step.residual(caches[i], gs[i + 1])
+            residual = None if gauss_newton else step.residual(caches[i], gs[i + 1])
             if residual is not None:
                 kind, value = residual
                 if kind == "diag":
@@ -442,20 +463,27 @@ class Sizes:
 
 
 def working_entries(net, quantity, n, args):
-    """A conservative count of the entries ``Sequence`` holds for ``quantity`` on ``n`` samples (beyond the result):
-    the activations and their backprop vectors, and for the curvature quantities the output rows (``N K`` per
-    activation entry), the Hessians ``G`` of every step (``N D^2``), the carried rows ``K`` and the products ``M``."""
+    """A conservative count of the entries ``Sequence`` holds for ``quantity`` on ``n`` samples beyond the result:
+    the activations and their backprop vectors; for the Jacobian quantities the output rows (``N K`` per activation
+    entry) and their parameter rows; for the curvature quantities the loss Hessian backpropagated (``N D^2`` per
+    step), the carried rows ``K``, the products ``M`` and a step's Jacobian rows."""
     shapes = [math.prod(shape) for shape in net.shapes]
     tape = 3 * n * sum(shapes)
-    k = net.output_size
-    widest = max(shapes)
-    if quantity.order < 2 and quantity.name not in ("output_jacobian", "empirical_fisher"):
-        return tape + 2 * n * net.n_params if quantity.name == "per_sample_gradients" else tape + 4 * net.n_params
-    jacobian = n * k * (sum(shapes) + 2 * net.n_params)
-    if quantity.name in ("ggn", "ggn_block", "ggn_diagonal", "kfac_factors", "kfac_block", "output_jacobian",
-                         "empirical_fisher", "ggnvp"):
-        return tape + jacobian + n * net.n_params
+    k, p = net.output_size, net.n_params
+    widest, biggest = max(shapes), max(net.layer_param_counts)
+    name = quantity.name
+    if name in ("forward", "loss", "gradient", "hvp", "ggnvp"):
+        return 2 * tape + 4 * p
+    if name == "per_sample_gradients":
+        return tape + 2 * n * p
+    rows = n * k * sum(shapes) + n * k * k
+    if name in ("output_jacobian", "empirical_fisher", "ggn", "ggn_block"):
+        return tape + rows + 3 * n * k * p
+    if name in ("kfac_factors", "kfac_block"):
+        return tape + rows + 3 * n * widest * widest
     curvature = 3 * n * sum(s * s for s in shapes)
-    biggest = max(net.layer_param_counts)
-    products = 3 * n * widest * (widest + biggest) + n * biggest * biggest
-    return tape + curvature + products + n * k * k
+    jacobian_rows = 2 * n * widest * biggest  # a step's rows (N, D, P_step) where it has no fast diagonal
+    if name in ("hessian_diagonal", "ggn_diagonal", "hessian_trace"):
+        return tape + curvature + rows + jacobian_rows
+    products = 3 * n * widest * (widest + biggest) + n * biggest * biggest  # M and the block of one pair per sample
+    return tape + curvature + products + rows

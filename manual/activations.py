@@ -251,28 +251,28 @@ _GELU_A = 0.044715
 
 
 def _gelu_tanh_parts(x, xp):
+    """``(u, u', u'')`` of ``u = sqrt(2/pi) (x + 0.044715 x^3)``."""
     u = _GELU_C * (x + _GELU_A * x * x * x)
-    t = xp.tanh(u)
-    du = _GELU_C * (1.0 + 3.0 * _GELU_A * x * x)
-    return t, du
+    return u, _GELU_C * (1.0 + 3.0 * _GELU_A * x * x), _GELU_C * 6.0 * _GELU_A * x
 
 
 def _gelu_tanh(x, xp=np):
-    """x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2."""
-    t, _ = _gelu_tanh_parts(x, xp)
-    return 0.5 * x * (1.0 + t)
+    """x (1 + tanh u) / 2 = x sigma(2u): written with sigma, which keeps its digits where tanh u is near -1."""
+    u, _, _ = _gelu_tanh_parts(x, xp)
+    return x * _sigmoid(2.0 * u, xp)
 
 
 def _gelu_tanh_d1(x, xp=np):
-    t, du = _gelu_tanh_parts(x, xp)
-    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
+    """sigma(2u) + 2 x u' sigma'(2u)."""
+    u, du, _ = _gelu_tanh_parts(x, xp)
+    return _sigmoid(2.0 * u, xp) + 2.0 * x * du * _sigmoid_d1(2.0 * u, xp)
 
 
 def _gelu_tanh_d2(x, xp=np):
-    t, du = _gelu_tanh_parts(x, xp)
-    sech2 = 1.0 - t * t
-    d2u = _GELU_C * 6.0 * _GELU_A * x
-    return sech2 * du + 0.5 * x * (sech2 * d2u - 2.0 * t * sech2 * du * du)
+    """sigma'(2u) (4 u' + 2 x u'' - 4 x u'^2 tanh u): sigma' = sigma (1 - sigma) and 1 - 2 sigma(2u) = -tanh u
+    without cancellation on either tail."""
+    u, du, d2u = _gelu_tanh_parts(x, xp)
+    return _sigmoid_d1(2.0 * u, xp) * (4.0 * du + 2.0 * x * d2u - 4.0 * x * du * du * xp.tanh(u))
 
 
 def _silu(x, xp=np):

@@ -26,6 +26,9 @@ class Loss:
     formula: str
     hessian_times: Callable = None
     unit_hessian: bool = False  # the Hessian is the identity for every sample (the curvature pass skips forming it)
+    # ``S`` ``(N, K, C)`` with ``S S^T`` the Hessian of each sample (the GGN's square root: backpropagating its ``C``
+    # columns costs ``C`` vectors instead of a ``K x K`` matrix per layer)
+    hessian_factor: Callable = None
 
 
 def _mse_value(y_hat, y, xp=np):
@@ -83,6 +86,28 @@ def _ce_grad(y_hat, y, xp=np):
     return (total - y) - total * one_minus_p
 
 
+def _identity_factor(scale):
+    """``sqrt(scale) I`` per sample."""
+    def factor(y_hat, y, xp=np):
+        n, k = y_hat.shape
+        root = scale(y_hat) ** 0.5
+        return xp.broadcast_to(root * xp.eye(k, dtype=y_hat.dtype, device=y_hat.device), (n, k, k))
+
+    return factor
+
+
+def _ce_factor(y_hat, y, xp=np):
+    """``S (diag(sqrt p) - p sqrt(p)^T)``-style root of ``S (diag p - p p^T)``: ``(diag(r) - p r^T) sqrt(S)`` with
+    ``r = sqrt(p)`` (``(diag r - p r^T)(diag r - r p^T) = diag p - 2 p p^T + p (r.r) p^T = diag p - p p^T``)."""
+    log_p, _, _ = _softmax_parts(y_hat, xp)
+    p = xp.exp(log_p)
+    r = xp.exp(0.5 * log_p)
+    k = p.shape[-1]
+    eye = xp.eye(k, dtype=p.dtype, device=p.device)
+    root = eye * r[:, None, :] - p[:, :, None] * r[:, None, :]
+    return root * xp.sqrt(xp.sum(y, axis=-1))[:, None, None]
+
+
 def _ce_hessian(y_hat, y, xp=np):
     """``S (diag(p) - p p^T)``, its diagonal written ``p (1 - p)`` (no cancellation in saturated rows)."""
     log_p, one_minus_p, _ = _softmax_parts(y_hat, xp)
@@ -115,8 +140,14 @@ def _scaled(loss, name, factor_of, formula):
 
         return scaled
 
+    def scale_root(function):
+        def scaled(y_hat, *rest, **options):
+            return factor_of(y_hat) ** 0.5 * function(y_hat, *rest, **options)
+
+        return scaled
+
     return Loss(name, scale(loss.value), scale(loss.grad), scale(loss.hessian), formula, scale(loss.hessian_times),
-                unit_hessian=False)
+                unit_hessian=False, hessian_factor=scale_root(loss.hessian_factor))
 
 
 def _entries(y_hat):
@@ -147,6 +178,11 @@ def _bce_hessian_times(y_hat, y, r, xp=np):
     return _sigmoid(y_hat, xp)[1] * r
 
 
+def _bce_factor(y_hat, y, xp=np):
+    n, k = y_hat.shape
+    return xp.eye(k, dtype=y_hat.dtype, device=y_hat.device) * xp.sqrt(_sigmoid(y_hat, xp)[1])[:, :, None]
+
+
 def _nll_value(y_hat, y, xp=np):
     return -xp.sum(y * y_hat, axis=-1)
 
@@ -164,19 +200,28 @@ def _nll_hessian_times(y_hat, y, r, xp=np):
     return xp.zeros_like(r)
 
 
-_MSE = Loss("mse", _mse_value, _mse_grad, _mse_hessian, "0.5 * ||y_hat - y||^2", _mse_hessian_times, unit_hessian=True)
-_BCE = Loss("bce_with_logits", _bce_value, _bce_grad, _bce_hessian, "sum_k BCE(sigma(f_k), y_k)", _bce_hessian_times)
+def _nll_factor(y_hat, y, xp=np):
+    n, k = y_hat.shape
+    return xp.zeros((n, k, 1), dtype=y_hat.dtype, device=y_hat.device)
+
+
+_MSE = Loss("mse", _mse_value, _mse_grad, _mse_hessian, "0.5 * ||y_hat - y||^2", _mse_hessian_times, unit_hessian=True,
+            hessian_factor=_identity_factor(lambda y_hat: 1.0))
+_BCE = Loss("bce_with_logits", _bce_value, _bce_grad, _bce_hessian, "sum_k BCE(sigma(f_k), y_k)", _bce_hessian_times,
+            hessian_factor=_bce_factor)
 
 LOSSES = {
     loss.name: loss
     for loss in [
         _MSE,
-        Loss("cross_entropy", _ce_value, _ce_grad, _ce_hessian, "-sum_k y_k log softmax(y_hat)_k", _ce_hessian_times),
+        Loss("cross_entropy", _ce_value, _ce_grad, _ce_hessian, "-sum_k y_k log softmax(y_hat)_k", _ce_hessian_times,
+             hessian_factor=_ce_factor),
         _scaled(_MSE, "squared_error", lambda y_hat: 2.0, "||y_hat - y||^2"),
         _scaled(_MSE, "mean_squared_error", lambda y_hat: 2.0 / y_hat.shape[-1], "||y_hat - y||^2 / K"),
         _BCE,
         _scaled(_BCE, "mean_bce_with_logits", _entries, "sum_k BCE(sigma(f_k), y_k) / K"),
-        Loss("nll", _nll_value, _nll_grad, _nll_hessian, "-sum_k y_k f_k", _nll_hessian_times),
+        Loss("nll", _nll_value, _nll_grad, _nll_hessian, "-sum_k y_k f_k", _nll_hessian_times,
+             hessian_factor=_nll_factor),
     ]
 }
 

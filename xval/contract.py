@@ -124,12 +124,10 @@ def _product_with_v(value, call):
     return value @ np.asarray(call.argument("v"), dtype=np.float64)
 
 
-def _sum_of(value, call):
-    return float(np.sum(value))
-
-
 def _trace_of(value, call):
-    return float(np.trace(value))
+    """The trace: the sum of a diagonal, or of a square matrix's diagonal."""
+    value = np.asarray(value)
+    return float(np.trace(value) if value.ndim == 2 else np.sum(value))
 
 
 def _top_eigenvalues_of(value, call):
@@ -327,7 +325,7 @@ _ALL = {
                  derived_from=(Derivation("kfac_factors", _kfac_block_of),)),
         Quantity("hessian_trace", ("X", "Y"), "float, the trace of the Hessian, exact", lambda net, n, args: (),
                  order=2, tangents=_all_columns,
-                 derived_from=(Derivation("hessian_diagonal", _sum_of), Derivation("hessian", _trace_of))),
+                 derived_from=(Derivation("hessian_diagonal", _trace_of), Derivation("hessian", _trace_of))),
         Quantity("top_eigenvalues", ("X", "Y", "k"), "(k,), the k largest eigenvalues of the Hessian, descending",
                  lambda net, n, args: (args["k"],), order=2, tangents=_all_columns,
                  derived_from=(Derivation("hessian", _top_eigenvalues_of),)),
@@ -368,7 +366,7 @@ def derive(call, value_of):
         source = _ALL[derivation.source]
         arguments = {name: call.argument(name) for name in call.quantity.parameters}
         source_arguments = tuple(arguments[name] if name in arguments else None for name in source.parameters)
-        if any(argument is None for argument in source_arguments):  # not `None in`: arrays compare elementwise
+        if any(argument is None for argument in source_arguments):
             continue
         shape = source.shape(call.net, np.shape(arguments.get("X"))[0], dict(arguments))
         # the label names the layers: callers cache by it (kfac_factors(0) and kfac_factors(1) are two values)

@@ -205,11 +205,13 @@ class Network:
         return cls.from_arrays(weights, biases, activations, loss, dtype=dtype)
 
     @classmethod
-    def from_torch(cls, module, loss, dtype=None):
-        """The network of a torch module and its loss (``xval.torch_io``). torch is imported here, not before."""
+    def from_torch(cls, module, loss, dtype=None, input_shape=None):
+        """The network computing exactly a torch module and its loss (a torch loss module, a loss name, or ``None``);
+        ``input_shape``: one sample's shape, when the model's first layer does not tell it (``xval.torch_io``).
+        torch is imported here, not before."""
         from . import torch_io
 
-        return torch_io.from_torch(cls, module, loss, dtype)
+        return torch_io.from_torch(cls, module, loss, dtype, input_shape)
 
     def to_torch(self):
         """The equivalent torch module, in this dtype (``xval.torch_io``)."""
@@ -276,8 +278,9 @@ class Network:
                 or self._reduction != "mean":
             return False
         for l, (dense, act) in enumerate(zip(layers[::2], layers[1::2])):
-            if not (type(dense) is Dense and type(act) is Activation and dense.weight == 2 * l
-                    and dense.bias == 2 * l + 1 and not act.options):
+            if not (type(dense) is Dense and type(act) is Activation and _is_index(dense.weight)
+                    and dense.weight == 2 * l and _is_index(dense.bias) and dense.bias == 2 * l + 1
+                    and not act.options):
                 return False
         return True
 
@@ -336,8 +339,8 @@ class Network:
         the Kronecker factors of ``kfac_factors`` are over."""
         dense = self.owner(l)
         if not isinstance(dense, Dense):
-            raise ArgumentError(f"layer {l} is {describe_layer(dense, self)}; Kronecker factors are defined here for "
-                                "Dense layers only")
+            raise UnsupportedNetworkError(f"layer {l} is {describe_layer(dense, self)}; Kronecker factors are defined "
+                                          "here for Dense layers only")
         n_out, n_in = self.tensor(dense.weight).shape
         return n_in, n_out
 

@@ -114,12 +114,14 @@ def judge(call, results, tolerance, dtype="float64"):
     arguments = call.arguments
     if not callable(getattr(arbiter, call.quantity.name, None)):
         return Verdict(call.label, note=f"the arbiter does not compute {call.quantity.name}")
+    results = {name: compare.flat_parts(values) for name, values in results.items()}  # (A, G) as one array
     try:
-        truth = arbiter.compute(call.quantity.name, call.net, *arguments)
+        truth = compare.flat_parts(arbiter.compute(call.quantity.name, call.net, *arguments))
         if all(compare.relative_error(values, truth) <= tolerance for values in results.values()):
             bound = np.zeros_like(truth)  # nobody to judge below the floor: skip its cost
         else:
             _, bound = arbiter.with_error_bound(call.quantity.name, call.net, *arguments, unit=UNIT_ROUNDOFF[dtype])
+            bound = compare.flat_parts(bound)
     except (arbiter.ArbiterLimitError, arbiter.KinkError, arbiter.ArbiterPrecisionError, NonFiniteError) as exc:
         return Verdict(call.label, note=str(exc))  # NonFiniteError: the truth itself overflows the dtype
     if not (np.isfinite(truth).all() and np.isfinite(bound).all()):  # nothing finite to judge against

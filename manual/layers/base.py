@@ -139,3 +139,6 @@ class ParameterStep(Step):
 
     def mixed_param_grad(self, u, g):
         raise NotImplementedError
+
+    def mixed_param_grad_sum(self, u, g):
+        return self.xp.sum(self.mixed_param_grad(u, g), axis=0)

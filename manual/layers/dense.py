@@ -65,6 +65,30 @@ class Dense(ParameterStep):
             parts.append(xp.sum(xp.reshape(g, (-1, self.n_out)), axis=0))
         return parts[0] if len(parts) == 1 else xp.concat(parts)
 
+    def param_diagonal(self, x, G):
+        """``sum_n diag(J_theta^T G_n J_theta)`` for per-sample matrices ``G`` ``(N, n_out, n_out)`` over the output,
+        from ``G``'s diagonal alone on a plain ``(N, n_in)`` batch: ``sum_n G_n[p, p] x_n[q]^2`` for ``W[p, q]`` and
+        ``sum_n G_n[p, p]`` for ``b[p]``. ``None`` over positions (the cross terms between positions need all of
+        ``G``)."""
+        if self.positions:
+            return None
+        return self.param_diagonal_from(self.xp.linalg.diagonal(G), x)
+
+    def param_diagonal_of_rows(self, x, rows):
+        """``sum_n diag(J_theta^T R_n^T R_n J_theta)`` for backpropagated rows ``R`` ``(N, C, n_out)`` (the GGN's square
+        root at the output), on a plain ``(N, n_in)`` batch: ``sum_n (sum_c R[n, c, p]^2) x_n[q]^2``."""
+        return self.param_diagonal_from(self.xp.sum(rows * rows, axis=1), x)
+
+    def param_diagonal_from(self, diagonal, x):
+        """The same sum from the diagonals ``(N, n_out)`` of the per-sample matrices."""
+        xp = self.xp
+        parts = []
+        if self.train_weight:
+            parts.append(xp.reshape(xp.matrix_transpose(diagonal) @ (x * x), (-1,)))
+        if self.train_bias:
+            parts.append(xp.sum(diagonal, axis=0))
+        return parts[0] if len(parts) == 1 else xp.concat(parts)
+
     def param_jvp(self, x, v):
         V, vb = self.split(v)
         y = x @ self.xp.matrix_transpose(V)
@@ -73,6 +97,14 @@ class Dense(ParameterStep):
     def mixed_vjp(self, v, g):
         V, _ = self.split(v)
         return g @ V
+
+    def mixed_param_grad_sum(self, u, g):
+        xp, parts = self.xp, []
+        if self.train_weight:
+            parts.append(xp.reshape(xp.reshape(g, (-1, self.n_out)).T @ xp.reshape(u, (-1, self.n_in)), (-1,)))
+        if self.train_bias:
+            parts.append(xp.zeros((self.n_out,), dtype=g.dtype, device=g.device))
+        return parts[0] if len(parts) == 1 else xp.concat(parts)
 
     def mixed_param_grad(self, u, g):
         weight = self._outer(g, u) if self.train_weight else None

@@ -2,38 +2,46 @@
 ``XVAL_ARBITER_DIGITS`` digits, default 40) from the forward definition alone, and returns float64 numpy arrays
 rounded from its high-precision values. It decides who is right when engines disagree.
 
-How: ``formulas`` writes the activations and losses of ``xval.definitions`` over a reverse-mode ``tape``; the
-gradient is the tape's backward pass over ``mpf`` values, and second derivatives are the same backward pass over
-``Dual`` values (forward over reverse: the tangent of the gradient along ``v`` is ``H v``; with the P unit vectors as
-tangents it is ``H``). No derivative code of any other engine is used; the only rules are those of ``numbers``.
+How: ``passes`` writes every layer kind of ``xval.layers`` and ``formulas`` the activations and losses of
+``xval.definitions`` over a reverse-mode ``tape``; the gradient is the tape's backward pass over ``mpf`` values, and
+second derivatives are the same backward pass over ``Dual`` values (forward over reverse: the tangent of the gradient
+along ``v`` is ``H v``; with unit vectors as tangents, columns of ``H``). ``quantities`` computes a few primitives per
+sample (outputs, gradients, the output Jacobian, the loss's Hessian in the outputs, Hessian columns) and derives the
+rest, through the contract's derivations where they hold in high precision. No derivative code of any other engine is
+used; the only rules are those of ``numbers``.
 
 Checked precision: every result is computed at ``d`` and at ``2 d`` digits; while any entry's float64 rounding
 differs between the last two (cancellation ate the margin) the precision doubles again, up to
 ``MAX_DIGITS_FACTOR * d``. So each entry is the correctly rounded float64 of the exact value, except an entry that
 cancels to (nearly) zero and still moves at the highest precision: it is returned when it is below
-``10**-(8 d - 5)`` of the largest entry, and otherwise ``ArbiterPrecisionError`` says so.
+``10**-(8 d - 5)`` of the largest entry, and otherwise ``ArbiterPrecisionError`` says so. A value beyond float64's
+range raises ``OverflowResultError``, as every engine does.
 
-relu: where a pre-activation is exactly 0 the derivative is a convention, not a value; the arbiter raises
-``KinkError`` naming the unit rather than pick one. Sizes beyond ``LIMITS`` raise ``ArbiterLimitError``.
+Kinks: where a piecewise function (relu, leaky_relu, elu, selu, softplus's threshold, max pooling's ties) is exactly
+at its kink and the derivatives a call needs do not exist there, the arbiter raises ``KinkError`` naming the layer,
+sample and unit rather than pick a convention; values (forward, loss) are computed there. Calls whose cost is beyond
+``LIMITS`` raise ``ArbiterLimitError``, and calls whose high-precision working set would not fit raise the memory
+guard's ``MemoryGuardError``, before any work.
 """
+import threading
 from dataclasses import dataclass
 
 import mpmath
 import numpy as np
 
-from .. import checks, config, memory
-from ..errors import XvalError
-from . import formulas, numbers
-from .tape import KinkError, Tape, linear
+from .. import checks, config, contract, memory
+from ..errors import UnsupportedError, XvalError
+from . import eigen, formulas, numbers, passes, quantities
+from .tape import KinkError
 
 MAX_DIGITS_FACTOR = 16
 
 
 class ArbiterLimitError(XvalError, ValueError):
-    """A problem too large for the arbiter (its cost grows like N P for first derivatives, N P K for K columns)."""
+    """A problem too costly for the arbiter (about N x tape entries x passes x tangents number operations)."""
 
 
-class ArbiterUnsupportedError(ArbiterLimitError):
+class ArbiterUnsupportedError(ArbiterLimitError, UnsupportedError):
     """A network the arbiter has no formulas for (a layer kind, activation or loss it does not write out)."""
 
 
@@ -45,194 +53,225 @@ class ArbiterPrecisionError(XvalError, ArithmeticError):
 class Limits:
     """The largest problems the arbiter takes (measured on 2 CPU cores: docs/findings.md, "The arbiter").
 
-    ``first_order``: N * P for forward, loss, gradient, per-sample gradients and hvp. ``columns``: N * P * K for
-    ``hessian`` (K = P) and ``hessian_block`` (K = P_m). ``parameters``: P for anything second order."""
+    ``operations``: high-precision number operations of one call at the set precision, estimated as
+    ``N x E x (B + 1) x (T + 1)`` (E: parent entries of one sample's tape, B: backward passes per sample, T: tangents
+    per number) plus the matrix products outside the tape."""
 
-    first_order: int = 64_000
-    columns: int = 800_000
-    parameters: int = 5_000
+    operations: int = 3_000_000
 
 
 LIMITS = Limits()
 
 
+# ---- arguments, and what a call will cost ------------------------------------------------------------------
+def _arguments(quantity, net, arguments):
+    """``{name: checked value}`` of a contract call's arguments after ``net``."""
+    checks.check_network(net)
+    if len(arguments) != len(quantity.parameters):
+        raise TypeError(f"arbiter.{quantity.signature} takes {len(quantity.parameters)} arguments after net, "
+                        f"got {len(arguments)}")
+    given = dict(zip(quantity.parameters, arguments))
+    if "Y" in given:
+        given["X"], given["Y"] = checks.check_data(net, given["X"], given["Y"])
+    else:
+        given["X"] = checks.check_inputs(net, given["X"])
+    if "v" in given:
+        given["v"] = checks.check_direction(net, given["v"])
+    for name in ("l", "m"):
+        if name in given:
+            given[name] = checks.check_layer(net, given[name], name)
+    if "k" in given:
+        given["k"] = checks.check_count(net, given["k"])
+    return given
+
+
 def _check_supported(net, what):
     """Refuse, by name, a network the arbiter has no formulas for."""
-    if not net.is_mlp:
-        raise ArbiterUnsupportedError(f"{what}: the arbiter writes out plain MLPs only, not {net.describe()}")
-    missing = sorted({name for name in net.activations if name not in formulas.ACTIVATIONS}
-                     | ({net.loss} - set(formulas.LOSSES)))
+    missing = passes.unsupported(net)
     if missing:
         raise ArbiterUnsupportedError(f"{what}: the arbiter has no formula for {', '.join(missing)}")
 
 
-def _check_size(net, n, columns, what):
+@dataclass(frozen=True)
+class Cost:
+    """A call's estimated ``operations`` (what ``LIMITS`` bounds) and the parts of its high-precision working set:
+    ``nodes`` and ``entries`` of one sample's tape, ``tangents`` per number, ``cells`` held beside the tape, the
+    backward ``passes`` per sample. ``at_least``: without the dry run, from ``entries >= P`` only."""
+
+    operations: int
+    nodes: int
+    entries: int
+    tangents: int
+    cells: int
+    passes: int
+    at_least: bool = False
+
+
+def _tape_size(net, arguments):
+    """``(nodes, entries)`` of one sample's tape: a dry run of the first sample (values only)."""
+    first = {name: value[:1] if name in ("X", "Y") else value for name, value in arguments.items()}
+    problem = quantities.Problem(net, first, None)
+    run, _, _ = problem.sample(0, problem.theta, 0, loss=problem.targets is not None)
+    return len(run.tape.parents), run.tape.entries
+
+
+def cost(quantity, net, arguments):
+    """The ``Cost`` of ``quantity`` on checked ``arguments`` (``{name: value}``), from the plan of methods it runs."""
+    n, p = arguments["X"].shape[0], net.n_params
+    steps = quantities.plan(quantity)
+    tangents = max(step.tangents(net, arguments) for step in steps)
+    backward = max(step.passes(net, arguments) for step in steps)
+    cells = max(step.cells(net, n, arguments) for step in steps)
+    at_least = n * p * (backward + 1) * (tangents + 1) > LIMITS.operations  # every parameter is used at least once
+    nodes, entries = (p, p) if at_least else _tape_size(net, arguments)
+    operations = sum(n * entries * (step.passes(net, arguments) + 1) * (step.tangents(net, arguments) + 1)
+                     + n * step.dense(net, arguments) + step.once(net, arguments) for step in steps)
+    return Cost(int(operations), nodes, entries, tangents, cells, backward, at_least)
+
+
+def _check_cost(quantity, net, arguments, what):
     _check_supported(net, what)
-    p = net.n_params
-    if columns is None:
-        if n * p > LIMITS.first_order or p > LIMITS.parameters:
-            raise ArbiterLimitError(
-                f"{what}: the arbiter takes N * P <= {LIMITS.first_order} (and P <= {LIMITS.parameters}); this problem "
-                f"has N = {n}, P = {p}, N * P = {n * p}; use fewer samples or a smaller network to arbitrate it"
-            )
-    elif n * p * columns > LIMITS.columns:
+    estimate = cost(quantity, net, arguments)
+    if estimate.operations > LIMITS.operations:
+        n, about = arguments["X"].shape[0], "at least" if estimate.at_least else "about"
+        growth = f"N * P * K for K = {estimate.tangents} Hessian columns" if estimate.tangents else "N * P"
         raise ArbiterLimitError(
-            f"{what}: the arbiter takes N * P * K <= {LIMITS.columns} for second derivatives (K Hessian columns); this "
-            f"problem has N = {n}, P = {p}, K = {columns}, N * P * K = {n * p * columns}; use fewer samples, a smaller "
-            "network or hvp (K = 1)"
-        )
+            f"{what}: {about} {estimate.operations:.3g} high-precision operations (N = {n} samples x {about} "
+            f"{estimate.entries} tape entries per sample x {estimate.passes + 1} passes x {estimate.tangents + 1} for "
+            f"{estimate.tangents} tangents, P = {net.n_params}: it grows like {growth}); the arbiter takes at most "
+            f"{LIMITS.operations:.3g} (about a minute on 2 cores); use fewer samples or a smaller network to arbitrate "
+            "it")
+    return estimate
 
 
-# ---- one pass over the samples ----------------------------------------------------------------------------
-def _sample(net, parameters, x, y, n, gradient):
-    """Outputs, loss and (when ``gradient``) the adjoint of every parameter for sample ``n`` on a fresh tape."""
-    tape = Tape()
-    leaves = [tape.leaf(p) for p in parameters]
-    z, offset = list(x), 0
-    for l, (w, name) in enumerate(zip(net.weights, net.activations)):
-        rows, cols = w.shape
-        weights, biases = leaves[offset:offset + rows * cols], leaves[offset + rows * cols:offset + rows * (cols + 1)]
-        offset += rows * (cols + 1)
-        activation = formulas.ACTIVATIONS[name]
-        z = [activation(linear(weights[i * cols:(i + 1) * cols], z, biases[i]), (l, n, i)) for i in range(rows)]
-    loss = formulas.LOSSES[net.loss](z, y)
-    adjoints = tape.backward(loss) if gradient else None
-    return [o.value for o in z], loss.value, (None if adjoints is None else [adjoints[leaf.index] for leaf in leaves])
+# ---- the memory guard: mpmath numbers are Python objects ------------------------------------------------------
+def mpf_bytes(digits):
+    """Bytes of one ``mpf`` at ``digits`` decimal digits with the pointer that holds it (its object, the tuple of its
+    parts and the mantissa's integer: measured 212 + 0.28 digits bytes; the guard takes 240 + 0.45 digits)."""
+    return int(240 + 0.45 * digits)
 
 
-def _passes(net, X, Y, parameters, gradient):
-    return [_sample(net, parameters, x, y, n, gradient) for n, (x, y) in enumerate(zip(X, Y))]
+def number_bytes(digits, tangents, bounded):
+    """Bytes of one number of the tape: an ``mpf`` (a ``Bounded`` holds two and itself), and for ``Dual`` numbers
+    the ``Dual``, its tangent array and the ``tangents`` numbers in it."""
+    base = mpf_bytes(digits) * (2 if bounded else 1) + (64 if bounded else 0)
+    return base + (64 + 112 + tangents * base if tangents else 0)
 
 
-def _mp(array):
-    return [mpmath.mpf(float(value)) for value in np.asarray(array, dtype=np.float64).reshape(-1)]
+def memory_estimate(estimate, digits, bounded):
+    """Bytes of a call's peak working set: per sample, three numbers per tape node (its value, a local derivative,
+    its adjoint), the tape's entries and nodes themselves, and beside the tape the ``cells`` numbers held."""
+    tape = estimate.nodes * (3 * number_bytes(digits, estimate.tangents, bounded) + 160) + estimate.entries * 80
+    return int(tape + estimate.cells * number_bytes(digits, 0, bounded) + BASE_BYTES)
 
 
-def _inputs(net, X, Y):
-    X, Y = checks.check_data(net, X, Y)
-    return [_mp(row) for row in X], [_mp(row) for row in Y]
+BASE_BYTES = 200_000  # what any call allocates beside its numbers (the dry run's tape, arrays of references)
 
 
-def _tangents(tangent, count):
-    """The tangent array ``(count,)`` of an adjoint (zeros where it is not a ``Dual``: no dependence)."""
-    if isinstance(tangent, numbers.Dual):
-        tangent = tangent.tangent
-        return tangent if isinstance(tangent, np.ndarray) else np.array([tangent], dtype=object)
-    return np.array([mpmath.mpf(0)] * count, dtype=object)
+def _guard(estimate, digits, bounded, what):
+    cached = _cached_cells()
+    needed = memory_estimate(estimate, digits, bounded) + cached * number_bytes(digits, 0, True)
+    memory.check(needed, f"{what} at {digits} digits",
+                 f"{estimate.nodes} tape nodes of numbers with {estimate.tangents} tangents, {estimate.cells} numbers "
+                 f"held and {cached} kept from the last call on these data, at "
+                 f"{number_bytes(digits, estimate.tangents, bounded)} bytes per number (xval.arbiter.memory_estimate)")
 
 
-# ---- the quantities, in high precision (lists / object arrays of mpf or Bounded) --------------------------
-def _leaf_values(net, unit):
-    theta = _mp(net.to_vector())
-    return theta if unit is None else [numbers.Bounded(t, mpmath.mpf(0), unit) for t in theta]
+# ---- values ---------------------------------------------------------------------------------------------------
+def _parts(result):
+    return result if isinstance(result, tuple) else (result,)
 
 
-def _exact(quantity, net, X, Y, arguments, unit):
-    """``quantity`` in high precision at the current mpmath precision, as an object array of numbers."""
-    X, Y = _inputs(net, X, Y)
-    n, p = len(X), net.n_params
-    theta = _leaf_values(net, unit)
-    zero = numbers.Bounded(mpmath.mpf(0), mpmath.mpf(0), unit) if unit else mpmath.mpf(0)
-    if quantity in ("forward", "loss"):
-        runs = _passes(net, X, Y, theta, gradient=False)
-        if quantity == "forward":
-            return np.array([outputs for outputs, _, _ in runs], dtype=object)
-        return np.array(sum((loss for _, loss, _ in runs), zero) / n, dtype=object)
-    if quantity in ("gradient", "per_sample_gradients"):
-        rows = [[zero if a is None else a for a in adjoints] for _, _, adjoints in _passes(net, X, Y, theta, True)]
-        rows = np.array(rows, dtype=object)
-        return rows if quantity == "per_sample_gradients" else rows.sum(axis=0) / n
-    if quantity == "hvp":
-        v = _mp(checks.check_direction(net, arguments[0]))
-        parameters = [numbers.Dual(t, vj) for t, vj in zip(theta, v)]
-        runs = _passes(net, X, Y, parameters, True)
-        return sum(np.array([_tangents(a, 1)[0] for a in adjoints], dtype=object) for _, _, adjoints in runs) / n
-    if quantity in ("hessian", "hessian_block"):
-        rows, cols = _block_slices(net, *arguments) if quantity == "hessian_block" else (slice(0, p), slice(0, p))
-        k = cols.stop - cols.start
-        zeros = np.array([zero] * k, dtype=object)
-        parameters = []
-        for j, t in enumerate(theta):
-            tangent = zeros
-            if cols.start <= j < cols.stop:
-                tangent = zeros.copy()
-                tangent[j - cols.start] = mpmath.mpf(1) if unit is None else numbers.Bounded(mpmath.mpf(1), mpmath.mpf(0), unit)
-            parameters.append(numbers.Dual(t, tangent))
-        total = np.array([[zero] * k for _ in range(rows.stop - rows.start)], dtype=object)
-        for _, _, adjoints in _passes(net, X, Y, parameters, True):
-            total = total + np.array([_tangents(a, k) for a in adjoints[rows]], dtype=object)
-        return total / n
-    raise ValueError(f"unknown quantity {quantity!r}")
-
-
-def _block_slices(net, l, m):
-    l, m = checks.check_layer(net, l, "l"), checks.check_layer(net, m, "m")
-    return net.param_slices[l], net.param_slices[m]
-
-
-def _columns(quantity, net, arguments):
-    """K, the Hessian columns a second-order call computes (None for first order), after the memory guard."""
-    if quantity == "hessian":
-        p = net.n_params
-        _guard(p, p, net, "arbiter.hessian")
-        return p
-    if quantity == "hessian_block":
-        l, m = checks.check_layer(net, arguments[0], "l"), checks.check_layer(net, arguments[1], "m")
-        rows, cols = net.layer_param_counts[l], net.layer_param_counts[m]
-        _guard(rows, cols, net, f"arbiter.hessian_block(l={l}, m={m})")
-        return cols
-    return None
-
-
-def _guard(rows, cols, net, what):
-    """The memory guard on a ``(rows, cols)`` result (its working memory, mpmath numbers for one sample at a time,
-    is far smaller within ``LIMITS``)."""
-    result = memory.result_bytes(rows * cols, net.dtype)
-    memory.check(result, f"{what} (a {rows} x {cols} array)", f"{result} bytes for the result")
+def _shaped(parts, paired):
+    return tuple(parts) if paired else parts[0]
 
 
 def _to_float(array):
-    return np.vectorize(lambda x: float(numbers.real(x)), otypes=[np.float64])(np.asarray(array, dtype=object))
+    """float64 of every number (infinite beyond float64's range: ``_finished`` reports it)."""
+    with np.errstate(over="ignore"):
+        return np.vectorize(lambda x: float(numbers.real(x)), otypes=[np.float64])(np.asarray(array, dtype=object))
 
 
 def _settled(low, high):
     """Entries whose float64 roundings at two precisions agree (equal, or 1 unit apart in the last place)."""
-    return (low == high) | (np.abs(low - high) <= np.spacing(np.abs(high)))
+    with np.errstate(invalid="ignore"):  # inf - inf where both overflowed: equal, so settled
+        return (low == high) | (np.abs(low - high) <= np.spacing(np.abs(high)))
 
 
-def _split(quantity, net, arguments):
-    """``(X, Y, rest)`` from a contract call's arguments after ``net`` (``forward`` has no ``Y``: a neutral one)."""
-    if quantity == "forward":
-        X = checks.check_inputs(net, arguments[0])
-        neutral = 1.0 / net.sizes[-1] if net.loss == "cross_entropy" else 0.0  # probability rows for the target check
-        return X, np.full((X.shape[0], net.sizes[-1]), neutral, dtype=net.dtype), ()
-    return arguments[0], arguments[1], tuple(arguments[2:])
+def _prepare(name, net, arguments):
+    quantity = contract.quantity(name)
+    what = f"arbiter.{quantity.name}"
+    arguments = _arguments(quantity, net, arguments)
+    estimate = _check_cost(quantity, net, arguments, what)
+    return quantity, what, arguments, estimate
+
+
+# The values of quantities of X and Y alone computed on the last problem (network and data), per precision and unit
+# roundoff: a trace, a diagonal and the eigenvalues read one Hessian, every GGN block one GGN, across calls.
+_LAST = {"key": None, "net": None, "levels": {}}
+_LAST_LOCK = threading.Lock()
+
+
+def _shared(net, arguments, unit):
+    X, Y = arguments["X"], arguments.get("Y")
+    key = (id(net), X.dtype.str, X.shape, X.tobytes(), None if Y is None else (Y.dtype.str, Y.shape, Y.tobytes()))
+    with _LAST_LOCK:
+        if _LAST["key"] != key:  # a new problem: the last one's values go (the network is held, so ids stay unique)
+            _LAST.update(key=key, net=net, levels={})
+        return _LAST["levels"].setdefault((mpmath.mp.dps, unit), {})
+
+
+def _cached_cells():
+    """High-precision numbers the last problem's values hold (what the memory guard adds to a call's own)."""
+    with _LAST_LOCK:
+        levels = list(_LAST["levels"].values())
+    return sum(sum(np.size(part) for part in _parts(v)) for values in levels for v in list(values.values()))
+
+
+def _exact(quantity, net, arguments, unit):
+    try:
+        problem = quantities.Problem(net, arguments, unit, _shared(net, arguments, unit))
+        return quantities.value(problem, quantity)
+    except eigen.NotConverged as exc:
+        raise ArbiterPrecisionError(f"arbiter.{quantity.name}: {exc}") from None
+
+
+def _finished(quantity, net, arguments, what, parts, paired):
+    """The float64 result, or the engines' ``OverflowResultError`` where it is not finite."""
+    result = _shaped(parts, paired)
+    if not checks.finite(result):
+        raise checks.overflow_error(net, arguments["X"], what, result)
+    return result
 
 
 def compute(quantity, net, *arguments, digits=None):
-    """``quantity`` (a contract name; ``arguments`` as in the contract, after ``net``) as a float64 array, correctly
-    rounded from the checked high precision."""
+    """``quantity`` (a contract name; ``arguments`` as in the contract, after ``net``) as a float64 array (0-d for a
+    scalar, a pair for ``kfac_factors``), correctly rounded from the checked high precision."""
     start = config.arbiter_digits() if digits is None else digits
-    X, Y, arguments = _split(quantity, net, arguments)
-    _check_size(net, np.shape(X)[0] if np.ndim(X) == 2 else 1, _columns(quantity, net, arguments), f"arbiter.{quantity}")
+    quantity, what, arguments, estimate = _prepare(quantity, net, arguments)
     digits = start
+    _guard(estimate, digits, False, what)
     with mpmath.workdps(digits):
-        low = _to_float(_exact(quantity, net, X, Y, arguments, None))
+        result = _exact(quantity, net, arguments, None)
+        paired, low = isinstance(result, tuple), [_to_float(part) for part in _parts(result)]
+        del result  # only its float64 rounding is kept across precisions
     while True:
         digits *= 2
+        _guard(estimate, digits, False, what)
         with mpmath.workdps(digits):
-            high = _to_float(_exact(quantity, net, X, Y, arguments, None))
-        unsettled = ~_settled(low, high)
-        if not unsettled.any():
-            return high
+            high = [_to_float(part) for part in _parts(_exact(quantity, net, arguments, None))]
+        unsettled = [~_settled(a, b) for a, b in zip(low, high)]
+        if not any(u.any() for u in unsettled):
+            return _finished(quantity, net, arguments, what, high, paired)
         if digits >= MAX_DIGITS_FACTOR * start:
             # What still moves at the highest precision is, to 10**-(digits/2 - 5) of the largest entry, zero.
-            floor = 10.0 ** -(digits // 2 - 5) * np.max(np.abs(high), initial=0.0)
-            if np.all(np.abs(high[unsettled]) <= floor):
-                return high
+            floors = [10.0 ** -(digits // 2 - 5) * np.max(np.abs(h), initial=0.0) for h in high]
+            if all(np.all(np.abs(h[u]) <= f) for h, u, f in zip(high, unsettled, floors)):
+                return _finished(quantity, net, arguments, what, high, paired)
+            count = sum(int(u.sum()) for u in unsettled)
             raise ArbiterPrecisionError(
-                f"arbiter.{quantity}: {int(unsettled.sum())} float64 entries still change between {digits // 2} and "
-                f"{digits} digits; raise XVAL_ARBITER_DIGITS (now {start}) to arbitrate this problem"
+                f"{what}: {count} float64 entries still change between {digits // 2} and {digits} digits; raise "
+                f"XVAL_ARBITER_DIGITS (now {start}) to arbitrate this problem"
             )
         low = high
 
@@ -240,48 +279,34 @@ def compute(quantity, net, *arguments, digits=None):
 def with_error_bound(quantity, net, *arguments, unit=2.0 ** -53, digits=None):
     """``(value, bound)``: ``quantity`` in float64 and, per entry, the first-order bound on the error that a
     floating-point evaluation (unit roundoff ``unit``) of the same formulas makes; the rounding floor of
-    ``xval.verdict``. Not precision-checked: the bound is an estimate of float64's reach, not a value."""
+    ``xval.verdict``. Not precision-checked: the bound is an estimate of float64's reach, not a value. For
+    ``kfac_factors`` both are pairs."""
     digits = config.arbiter_digits() if digits is None else digits
-    X, Y, arguments = _split(quantity, net, arguments)
-    _check_size(net, np.shape(X)[0] if np.ndim(X) == 2 else 1, _columns(quantity, net, arguments), f"arbiter.{quantity}")
+    quantity, what, arguments, estimate = _prepare(quantity, net, arguments)
+    _guard(estimate, digits, True, what)
     with mpmath.workdps(digits):
-        result = _exact(quantity, net, X, Y, arguments, mpmath.mpf(unit))
-        values = np.vectorize(numbers.value_part, otypes=[object])(result)
-        bounds = np.vectorize(numbers.error_part, otypes=[object])(result)
-        return _to_float(values), _to_float(bounds)
+        result = _exact(quantity, net, arguments, mpmath.mpf(unit))
+        paired = isinstance(result, tuple)
+        values = [_to_float(np.vectorize(numbers.value_part, otypes=[object])(part)) for part in _parts(result)]
+        bounds = [_to_float(np.vectorize(numbers.error_part, otypes=[object])(part)) for part in _parts(result)]
+    values = _finished(quantity, net, arguments, what, values, paired)
+    return values, _shaped(bounds, paired)
 
 
-# ---- the contract ---------------------------------------------------------------------------------------
-def forward(net, X):
-    """``(N, n_L)`` outputs."""
-    return compute("forward", net, X)
+# ---- the contract: one function per quantity, made from the contract's records ---------------------------------
+def _contract_function(quantity):
+    def function(net, *arguments):
+        result = compute(quantity.name, net, *arguments)
+        return result if isinstance(result, tuple) or np.ndim(result) else float(result)
+
+    function.__name__ = function.__qualname__ = quantity.name
+    function.__doc__ = (f"``{quantity.signature}``: {quantity.returns}; correctly rounded from the checked high "
+                        "precision.")
+    return function
 
 
-def loss(net, X, Y):
-    """``E = (1/N) sum_n loss_n``, a float."""
-    return float(compute("loss", net, X, Y))
+CONTRACT = tuple(q.name for q in (*contract.QUANTITIES.values(), *contract.PENDING.values()))
+globals().update({q.name: _contract_function(q) for q in (*contract.QUANTITIES.values(), *contract.PENDING.values())})
 
-
-def gradient(net, X, Y):
-    """``(P,)``, ``dE/dtheta``."""
-    return compute("gradient", net, X, Y)
-
-
-def per_sample_gradients(net, X, Y):
-    """``(N, P)``, row ``n`` = ``d loss_n / dtheta``."""
-    return compute("per_sample_gradients", net, X, Y)
-
-
-def hvp(net, X, Y, v):
-    """``(P,)``, ``H v``: the tangent of the gradient along ``v``."""
-    return compute("hvp", net, X, Y, v)
-
-
-def hessian_block(net, X, Y, l, m):
-    """``(P_l, P_m)``: rows of layer ``l``, columns of layer ``m``."""
-    return compute("hessian_block", net, X, Y, l, m)
-
-
-def hessian(net, X, Y):
-    """``(P, P)``, ``d2E/dtheta2``."""
-    return compute("hessian", net, X, Y)
+__all__ = ["ArbiterLimitError", "ArbiterPrecisionError", "ArbiterUnsupportedError", "KinkError", "LIMITS", "Limits",
+           "compute", "cost", "formulas", "memory_estimate", "numbers", "with_error_bound", *CONTRACT]

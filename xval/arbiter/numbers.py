@@ -3,28 +3,37 @@ along one or several directions) and ``Bounded`` (a value and a bound on the err
 operations would make). They nest: a ``Dual`` whose parts are ``Bounded`` carries the float64 error bound of a
 second derivative.
 
-The elementary functions (``exp``, ``log``, ``log1p``, ``tanh``) dispatch on the type, so the tape and the network
-code are written once for every type. These derivative rules are the only calculus in the arbiter:
-``d exp = exp``, ``d log x = 1/x``, ``d log1p x = 1/(1+x)``, ``d tanh = 1 - tanh^2`` and the product and quotient rules.
+The elementary functions (``exp``, ``expm1``, ``log``, ``log1p``, ``tanh``, ``erf``) dispatch on the type, so the tape
+and the network code are written once for every type (the tape's ``Var`` has the same methods). These derivative
+rules are the only calculus in the arbiter: ``d exp = exp``, ``d expm1 = exp``, ``d log x = 1/x``,
+``d log1p x = 1/(1+x)``, ``d tanh = 1 - tanh^2``, ``d erf x = 2/sqrt(pi) exp(-x^2)`` and the product and quotient
+rules.
 """
 import mpmath
 import numpy as np
 
-
-def exp(x):
-    return x.exp() if isinstance(x, (Dual, Bounded)) else mpmath.exp(x)
+_PLAIN = (mpmath.mpf, int, float)
 
 
-def log(x):
-    return x.log() if isinstance(x, (Dual, Bounded)) else mpmath.log(x)
+def _dispatch(name, function):
+    def elementary(x):
+        return function(x) if isinstance(x, _PLAIN) else getattr(x, name)()
+
+    elementary.__name__ = name
+    return elementary
 
 
-def log1p(x):
-    return x.log1p() if isinstance(x, (Dual, Bounded)) else mpmath.log1p(x)
+exp = _dispatch("exp", mpmath.exp)
+expm1 = _dispatch("expm1", mpmath.expm1)
+log = _dispatch("log", mpmath.log)
+log1p = _dispatch("log1p", mpmath.log1p)
+tanh = _dispatch("tanh", mpmath.tanh)
+erf = _dispatch("erf", mpmath.erf)
 
 
-def tanh(x):
-    return x.tanh() if isinstance(x, (Dual, Bounded)) else mpmath.tanh(x)
+def erf_slope(x):
+    """``d erf(x) / dx = 2 / sqrt(pi) exp(-x^2)`` for any number type."""
+    return exp(-(x * x)) * (2 / mpmath.sqrt(mpmath.pi))
 
 
 def real(x):
@@ -97,6 +106,12 @@ class Dual:
         value = tanh(self.value)
         return Dual(value, self.tangent * (1 - value * value))
 
+    def expm1(self):
+        return Dual(expm1(self.value), self.tangent * exp(self.value))
+
+    def erf(self):
+        return Dual(erf(self.value), self.tangent * erf_slope(self.value))
+
 
 class Bounded:
     """A value and ``error``, a first-order bound on the error of evaluating the same operations in floating point
@@ -133,7 +148,8 @@ class Bounded:
 
     def __mul__(self, other):
         if isinstance(other, Bounded):
-            return self._rounded(self.value * other.value, abs(self.value) * other.error + abs(other.value) * self.error)
+            error = abs(self.value) * other.error + abs(other.value) * self.error
+            return self._rounded(self.value * other.value, error)
         if isinstance(other, (Dual, np.ndarray)):
             return NotImplemented
         return self._rounded(self.value * other, abs(other) * self.error)
@@ -164,6 +180,16 @@ class Bounded:
         value = mpmath.tanh(self.value)
         return self._rounded(value, (1 - value * value) * self.error)
 
+    def expm1(self):
+        return self._rounded(mpmath.expm1(self.value), mpmath.exp(self.value) * self.error)
+
+    def erf(self):
+        return self._rounded(mpmath.erf(self.value), erf_slope(self.value) * self.error)
+
+
+def _each(function, tangent):
+    return np.vectorize(function, otypes=[object])(tangent) if isinstance(tangent, np.ndarray) else function(tangent)
+
 
 def value_part(x):
     """``x`` without its error bound (``Bounded -> mpf``, ``Dual`` of ``Bounded`` -> ``Dual`` of ``mpf``)."""
@@ -171,7 +197,7 @@ def value_part(x):
         return x.value
     if isinstance(x, Dual):
         tangent = x.tangent
-        tangent = np.vectorize(value_part, otypes=[object])(tangent) if isinstance(tangent, np.ndarray) else value_part(tangent)
+        tangent = _each(value_part, tangent)
         return Dual(value_part(x.value), tangent)
     return x
 
@@ -182,6 +208,6 @@ def error_part(x):
         return x.error
     if isinstance(x, Dual):
         tangent = x.tangent
-        tangent = np.vectorize(error_part, otypes=[object])(tangent) if isinstance(tangent, np.ndarray) else error_part(tangent)
+        tangent = _each(error_part, tangent)
         return Dual(error_part(x.value), tangent)
     return mpmath.mpf(0)
