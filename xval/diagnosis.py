@@ -49,7 +49,9 @@ def analyse(call, ours, theirs, tolerance):
     """``(tensors, relations)`` for one failing call: the labels of the parameter tensors whose entries are off
     (``layer 0 W``), and what relates ``ours`` to ``theirs``: ``negated``, ``scaled by 5`` (and ``= N``),
     ``zeros``, ``transposed layer 0 W``."""
-    ours, theirs = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
+    # a pair (kfac_factors' (A, G)) as one array, as compare reads it
+    ours = np.asarray(compare.flat_parts(ours), dtype=np.float64)
+    theirs = np.asarray(compare.flat_parts(theirs), dtype=np.float64)
     tensors, relations = set(), []
     for axis, layer in _parameter_axes(call):
         for span in _tensor_spans(call, layer):

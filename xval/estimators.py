@@ -9,7 +9,9 @@ The verdict (``judge``): over ``seeds`` independent runs, one fixed positive lin
 w`` for a matrix, so that a positive semi-definite signal adds up instead of cancelling) has its mean within ``Z``
 standard errors (from the runs' own spread) of the functional of the exact value. A factor 2, a missing ``1/N`` or a
 wrong loss Hessian lies far outside; an estimate so noisy that ``Z`` standard errors reach half the value could hide a
-factor 2, so it gets no verdict ("not checked") rather than a pass.
+factor 2, so it gets no verdict ("not checked") rather than a pass, and so do runs that all gave the same value (a
+saturated softmax whose other labels have probability below 1 / (runs x samples): no draw reaches them, so the
+spread, and with it the statistic, says nothing about them).
 """
 import re
 from dataclasses import dataclass
@@ -48,6 +50,9 @@ class Statistic:
     runs: int
 
     def text(self):
+        if self.status == "not checked" and self.standard_error == 0:
+            return (f"every one of the {self.runs} runs gave {self.mean:.6g} (exact {self.target:.6g}): the random "
+                    "draws never varied it, so there is no spread to judge a bias by")
         if self.status == "not checked":
             return (f"too noisy to judge: relative standard error {self.relative_standard_error:.2g} over {self.runs} "
                     f"runs (at most {MAX_RELATIVE_STANDARD_ERROR:g} to see a factor 2)")
@@ -85,7 +90,11 @@ def judge(values, exact, rtol=1e-10):
         z = abs(mean - target) / standard_error if standard_error > 0 else (0.0 if abs(mean - target) <= slack
                                                                            else float("inf"))
         relative = standard_error / abs(target) if target != 0 else float("inf")
-        if abs(mean - target) > Z * standard_error + slack:
+        if standard_error == 0 and abs(mean - target) > slack:
+            # every run gave the same value: the draws never reached what the exact value is made of (labels of a
+            # saturated softmax with probability below 1 / (runs x samples)), so there is no spread to judge by
+            status = "not checked"
+        elif abs(mean - target) > Z * standard_error + slack:
             status = "fail"
         elif relative > MAX_RELATIVE_STANDARD_ERROR:
             status = "not checked"
