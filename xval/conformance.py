@@ -23,7 +23,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import cases as case_table, check, config, contract, engines, estimators, isolation
+from . import cases as case_table, check, compare, config, contract, engines, estimators, isolation
 from .errors import ArgumentError, EngineUnavailableError, XvalError
 
 DTYPES = ("float64", "float32")
@@ -245,7 +245,7 @@ def run(libraries=None, cases=None, dtypes=DTYPES, against=AGAINST, seeds=estima
         raise ArgumentError("no case selected (--cases is empty); python -m xval cases lists them")
     started, notes, opened = time.monotonic(), [], {}
     matrix = Matrix([], list(dtypes), [], families(chosen), seeds=seeds,
-                    tolerances={dtype: compare_tolerance(dtype) for dtype in dtypes})
+                    tolerances={dtype: compare.TOLERANCES[dtype] for dtype in dtypes})
     modules = {}
     try:
         for name in names:
@@ -277,12 +277,6 @@ def run(libraries=None, cases=None, dtypes=DTYPES, against=AGAINST, seeds=estima
     finally:
         for engine in [*opened.values(), *modules.values()]:
             isolation.close(engine)
-
-
-def compare_tolerance(dtype):
-    from . import compare
-
-    return compare.TOLERANCES[dtype]
 
 
 # ---- JSON -------------------------------------------------------------------------------------------------------

@@ -46,11 +46,12 @@ class _Notes:
     def __init__(self):
         self.items = {}
 
-    def mark(self, entry):
-        detail = " ".join(entry.detail.split())
+    def mark(self, entry, detail=None):
+        detail = " ".join((entry.detail if detail is None else detail).split())
         if len(detail) > 400:
             detail = detail[:400] + " ..."
-        key = (entry.status, entry.quantity if entry.status in ("fail", "error", "not checked") else "", detail)
+        by_quantity = entry.status in ("fail", "error", "not checked", "pass")
+        key = (entry.status, entry.quantity if by_quantity else "", detail)
         if key not in self.items:
             self.items[key] = (len(self.items) + 1, [])
         number, cases = self.items[key]
@@ -68,17 +69,33 @@ class _Notes:
         return out
 
 
-def _cell(entries, notes, total):
+FLOOR_NOTE = ("passed on the arbiter's verdict: the error exceeds the tolerance, but every entry is within the "
+              "rounding floor of its formula (digits float64 cannot resolve here, lost by the references too; a "
+              "precision loss, not a bug)")
+
+
+def _passed(passed, notes, tolerance):
+    """The worst passing error, with the note of a pass the arbiter granted (an error above the tolerance)."""
+    kind = passed[0].kind
+    text = _number(_worst(passed, "pass"), kind)
+    floored = [entry for entry in passed if kind == CONTRACT and entry.error is not None and entry.error > tolerance]
+    if floored:
+        numbers = sorted({notes.mark(entry, FLOOR_NOTE) for entry in floored})
+        text += f" [{', '.join(map(str, numbers))}]"
+    return text
+
+
+def _cell(entries, notes, total, tolerance):
     """One dtype's result of one (library, quantity, family): the worst passing error when all pass, else each
     status with its count and note number."""
     by_status = _group(entries, "status")
     kind = entries[0].kind
     passed = by_status.get(("pass",), [])
     if len(passed) == len(entries) == total:
-        return _number(_worst(passed, "pass"), kind)
+        return _passed(passed, notes, tolerance)
     parts = []
     if passed:
-        parts.append(f"{_number(_worst(passed, 'pass'), kind)} ({len(passed)}/{total})")
+        parts.append(f"{_passed(passed, notes, tolerance)} ({len(passed)}/{total})")
     for status in ORDER:
         group = by_status.get((status,), [])
         if not group:
@@ -103,8 +120,8 @@ def _library_section(matrix, library):
     for name, case_ids in matrix.families.items():
         row = []
         for quantity in quantities:
-            shown = [_cell(cells[(name, quantity, dtype)], notes, len(case_ids)) if (name, quantity, dtype) in cells
-                     else "-" for dtype in matrix.dtypes]
+            shown = [_cell(cells[(name, quantity, dtype)], notes, len(case_ids), matrix.tolerances[dtype])
+                     if (name, quantity, dtype) in cells else "-" for dtype in matrix.dtypes]
             row.append(" / ".join(shown))
         lines.append(f"| {name} ({len(case_ids)}) | " + " | ".join(row) + " |")
     lines.append("")
@@ -148,23 +165,31 @@ def headline(matrix):
     judged = {key: group for key, group in pairs.items() if group[0].kind != CONVENTION}
     failing = sorted(f"{library} {quantity}" for (library, quantity), group in judged.items()
                      if any(entry.status in ("fail", "error") for entry in group))
-    passing = [key for key, group in judged.items() if any(entry.status == "pass" for entry in group)
-               and all(entry.status in ("pass", "unsupported") for entry in group)]
+    agreeing = [group for key, group in judged.items() if f"{key[0]} {key[1]}" not in failing
+                and any(entry.status == "pass" for entry in group)]
+    partly = sum(1 for group in agreeing if any(entry.status != "pass" for entry in group))
     refused = [key for key, group in judged.items() if all(entry.status == "unsupported" for entry in group)]
+    unjudged = len(judged) - len(failing) - len(agreeing) - len(refused)
     conventions = [key for key, group in pairs.items() if group[0].kind == CONVENTION]
-    worst = {dtype: _worst([entry for entry in matrix.entries if entry.dtype == dtype and entry.kind == CONTRACT],
-                           "pass") for dtype in matrix.dtypes}
+    within = {dtype: [entry for entry in matrix.entries if entry.dtype == dtype and entry.kind == CONTRACT
+                      and entry.status == "pass" and entry.error is not None] for dtype in matrix.dtypes}
+    worst = {dtype: max((e.error for e in within[dtype] if e.error <= matrix.tolerances[dtype]), default=None)
+             for dtype in matrix.dtypes}
+    floored = sum(1 for dtype in matrix.dtypes for e in within[dtype] if e.error > matrix.tolerances[dtype])
     checked = matrix.checked()
     missing = [library.name for library in matrix.libraries if library.status != "checked"]
     cases = sum(len(ids) for ids in matrix.families.values())
     text = (f"{len(checked)} libraries ({', '.join(f'{lib.name} {lib.version}'.strip() for lib in checked)}) on "
-            f"{cases} cases in {len(matrix.families)} families, {' and '.join(matrix.dtypes)}: "
-            f"{len(judged)} (library, quantity) pairs judged. {len(passing)} agree with the reference on every case "
-            f"they accept (worst relative error "
-            + ", ".join(f"{_number(worst[dtype], CONTRACT)} in {dtype}" for dtype in matrix.dtypes) + "); "
-            f"{_count(failing, 'fails', 'fail')} somewhere ({', '.join(failing) or 'none'}: each a finding in docs/findings.md, "
-            f"\"The field's libraries\"); {_count(refused, 'is', 'are')} refused by the library on every case; "
-            f"{_count(conventions, 'is', 'are')} computed only in the library's own convention.")
+            f"{cases} cases in {len(matrix.families)} families, {' and '.join(matrix.dtypes)}, "
+            f"{len(judged)} (library, quantity) pairs. {len(agreeing)} agree with the exact value wherever they were "
+            f"compared ({partly} of them refuse some cases or are too noisy to judge on some); "
+            f"{_count(failing, 'fails', 'fail')} somewhere ({', '.join(failing) or 'none'}: each a finding in "
+            f"docs/findings.md, \"The field's libraries\"); {_count(refused, 'is', 'are')} refused by the library "
+            f"on every case" + (f"; {unjudged} could not be judged anywhere" if unjudged else "")
+            + f"; {_count(conventions, 'is', 'are')} computed only in the library's own convention. Worst error "
+            "of a pass: " + ", ".join(f"{_number(worst[dtype], CONTRACT)} in {dtype}" for dtype in matrix.dtypes)
+            + (f" ({floored} more passed on the arbiter's verdict, below the rounding floor)" if floored else "")
+            + ".")
     if missing:
         text += f" Not run: {', '.join(missing)} (see below)."
     return text
@@ -185,7 +210,8 @@ def markdown(matrix):
              f"(tolerance {', '.join(f'{t:g} in {d}' for d, t in matrix.tolerances.items())}); for a stochastic "
              f"estimator (`mc_*`, `hutchinson_*`, ...) `z` is the distance of its mean over {matrix.seeds} seeds from "
              "the exact value, in standard errors (it fails beyond 5). `✗` failed (with the error), `✗ raised` "
-             "raised an error, `unsup.` the library refuses (its own message in the note), `n/c` not checked (no "
+             "raised an error (a number above the tolerance without `✗` passed on the arbiter's verdict, its note "
+             "says so), `unsup.` the library refuses (its own message in the note), `n/c` not checked (no "
              "reference computed it, or an estimate too noisy to judge), `conv.` computed only in the library's own "
              "form (the note says what differs), `k/n` on k of the family's n cases, `[i]` the library's note i, "
              "`-` not run.", "", "## Overview (worst over the case table)", ""]
