@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from xval.checks import check_data, check_direction, check_inputs, check_layer, check_network
-from xval.errors import ArgumentError, EngineUnavailableError, UnsupportedError, XvalError, check_seed  # noqa: F401
+from xval.errors import (ArgumentError, EngineUnavailableError, UnsupportedError, UnsupportedNetworkError,  # noqa: F401
+                         XvalError, check_seed)
 
 
 @contextlib.contextmanager
@@ -91,7 +92,8 @@ class Setup:
 
 def tensor(array, net):
     t = torch()
-    return t.as_tensor(np.ascontiguousarray(array), dtype=getattr(t, net.dtype.name))
+    # a copy: the suite hands engines read-only arrays, which torch will not wrap without a warning
+    return t.tensor(np.array(array, copy=True), dtype=getattr(t, net.dtype.name))
 
 
 def setup(net, X, Y, targets="probabilities", library="this library"):
@@ -99,6 +101,7 @@ def setup(net, X, Y, targets="probabilities", library="this library"):
     probability rows (torch's ``CrossEntropyLoss`` takes them directly); ``"classes"`` gives class indices, for
     libraries that take nothing else (one-hot rows only: other rows are refused, naming ``library``)."""
     t = torch()
+    plain_mlp(net, library)
     X, Y = check_data(net, X, Y)
     model = net.to_torch()
     if net.loss == "mse":
@@ -134,12 +137,23 @@ def default_dtype(net):
         t.set_default_dtype(previous)
 
 
-def inputs(net, X):
+def plain_mlp(net, library="this library"):
+    """``UnsupportedNetworkError`` unless ``net`` is a plain MLP with the mean of mse or cross_entropy: the adapters map
+    those two losses' scales and the MLP's ``nn.Sequential`` (``net.is_mlp``), nothing else yet."""
+    check_network(net)
+    if not net.is_mlp:
+        raise UnsupportedNetworkError(f"the {library} adapter maps plain MLPs with the batch mean of mse or "
+                                      f"cross_entropy only, and this network is not one ({net.describe()})")
+
+
+def inputs(net, X, library="this library"):
+    plain_mlp(net, library)
     return tensor(check_inputs(net, X), net)
 
 
 def direction(net, v):
     """``v`` as one tensor per parameter (``W_l`` and ``b_l`` of each layer), in the contract's order."""
+    plain_mlp(net)
     v = check_direction(net, v)
     shapes = [p.shape for w, b in zip(net.weights, net.biases) for p in (w, b)]
     pieces, start = [], 0

@@ -18,8 +18,9 @@ Not in the contract's form: BackPACK's KFLR keeps the weight and the bias apart 
 with the per-parameter diagonal blocks) give ``hessian_parameter_block``/``ggn_parameter_block`` (the ``W_l``-``W_l``
 or ``b_l``-``b_l`` sub-block of the layer's block), not the contract's layer blocks, which have weight-bias terms.
 
-Stochastic (Monte-Carlo) estimators, for statistical checks: ``mc_ggn_diagonal`` (``DiagGGNMC``), ``mc_kfac_factors``
-(``KFAC``), ``mc_ggn`` (``SqrtGGNMC``), each with an explicit ``seed`` and number of ``samples``.
+Stochastic (Monte-Carlo) estimators, for statistical checks: ``mc_ggn_diagonal`` (``DiagGGNMC``), ``mc_ggn``
+(``SqrtGGNMC``), each with an explicit ``seed`` and number of ``samples``; ``mc_kflr_factors`` (``KFAC``: the
+Monte-Carlo twin of ``kflr_factors``, in BackPACK's layout, so not an estimator of the contract's ``kfac_factors``).
 
 Cross-entropy targets: BackPACK's second-order extensions take torch's ``CrossEntropyLoss``; the adapter passes the
 suite's probability rows as torch's probability targets where BackPACK accepts them, class indices otherwise.
@@ -37,6 +38,16 @@ from backpack.hessianfree.ggnvp import ggn_vector_product  # noqa: E402
 from backpack.hessianfree.hvp import hessian_vector_product  # noqa: E402
 
 LIBRARY = "BackPACK"
+# Contract quantities BackPACK computes only in its own form (xval.conformance lists them as conventions).
+CONVENTIONS = {
+    "kfac_factors": "KFLR keeps weight and bias apart: A over z without the homogeneous 1 (the contract's "
+                    "A_l[:-1, :-1]), G as the contract's G_l (kflr_factors; its KFAC extension is the Monte-Carlo "
+                    "twin, mc_kflr_factors)",
+    "kfac_block": "KFLR's layer block is weight kron(G, A_z) and bias G, without the weight-bias terms of the "
+                  "contract's kron(G_l, A_l) (kflr_block)",
+    "hessian_block": "HMP multiplies by one parameter's block (W_l with W_l, or b_l with b_l), not a layer's block "
+                     "with its weight-bias terms (hessian_parameter_block)",
+}
 
 
 def _extended(net, X, Y, targets="classes"):
@@ -202,7 +213,7 @@ def mc_ggn(net, X, Y, seed, samples):
     return S.T @ S * problem.mean_scale
 
 
-def mc_kfac_factors(net, X, Y, l, seed, samples):
+def mc_kflr_factors(net, X, Y, l, seed, samples):
     """``(A_z, G_l)`` from BackPACK's ``KFAC`` (Monte-Carlo ``G_l``; ``A_z`` as in ``kflr_factors``)."""
     seed, samples = _common.seed(seed), _common.positive_count("samples", samples)
     _common.torch().manual_seed(seed)

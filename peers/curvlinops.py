@@ -38,6 +38,8 @@ LIBRARY = "curvlinops"
 def _operator(kind, problem, **options):
     """``kind`` (a curvlinops operator class name) over the problem's model, summed loss, parameters and one batch."""
     cls = getattr(curvlinops, kind)
+    # its self-check (the operator applied twice must agree) costs a second pass; the suite compares the results
+    options.setdefault("check_deterministic", False)
     return cls(problem.model, problem.loss_function, problem.params, [(problem.X, problem.Y)], **options)
 
 
@@ -123,11 +125,11 @@ def empirical_fisher(net, X, Y):
 def output_jacobian(net, X):
     """``(N, n_L, P)`` from ``JacobianLinearOperator`` (rows ordered ``(n, c)``)."""
     t = _common.torch()
-    X = _common.inputs(net, X)
+    X = _common.inputs(net, X, LIBRARY)
     model = net.to_torch()
     params = list(model.parameters())
     # The operator wants (X, y) pairs; the Jacobian does not read y.
-    operator = curvlinops.JacobianLinearOperator(model, params, [(X, t.zeros(X.shape[0]))])
+    operator = curvlinops.JacobianLinearOperator(model, params, [(X, t.zeros(X.shape[0]))], check_deterministic=False)
     J = numpy(operator @ t.eye(net.n_params, dtype=X.dtype))
     return J.reshape(X.shape[0], net.sizes[-1], net.n_params)
 
@@ -137,9 +139,9 @@ def _kfac(net, X, Y, l, **options):
     problem = _problem(net, X, Y)
     layer = problem.linear(l)
     operator = curvlinops.KFACLinearOperator(problem.model, problem.loss_function, [layer.weight, layer.bias],
-                                             [(problem.X, problem.Y)], **options)
-    # compute_kronecker_factors() adds to factors already there, and the default deterministic check in the
-    # constructor has computed them once: compute only when absent (docs/findings: calling it again doubles them)
+                                             [(problem.X, problem.Y)], check_deterministic=False, **options)
+    # compute_kronecker_factors() adds to factors already there, and the constructor's deterministic check (when on)
+    # has computed them once: compute only when absent (docs/findings: calling it again doubles them)
     if not operator.state_dict()["gradient_covariances"]:
         operator.compute_kronecker_factors()
     state = operator.state_dict()
@@ -207,6 +209,10 @@ def mc_kfac_factors(net, X, Y, l, seed, samples):
 def _estimate(function, net, X, Y, seed, samples):
     seed, samples = _common.seed(seed), _common.positive_count("samples", samples)
     problem = _problem(net, X, Y)
+    if samples >= net.n_params:  # its estimators refuse as many products as the dimension (then form the matrix)
+        raise _common.UnsupportedError(f"curvlinops' trace and diagonal estimators take fewer products than the "
+                                       f"number of parameters, but samples = {samples} >= P = {net.n_params}; use "
+                                       "hessian_trace or hessian_diagonal for the exact value")
     _common.torch().manual_seed(seed)
     return numpy(function(_operator("HessianLinearOperator", problem), samples)) * problem.mean_scale
 

@@ -30,6 +30,10 @@ _common.require("laplace", "laplace-torch")
 from laplace import curvature as _curvature  # noqa: E402
 
 LIBRARY = "laplace-torch"
+CONVENTIONS = {
+    "kfac_block": "its Kron structure is per parameter: weight kron(G, A_z) and bias G, without the homogeneous "
+                  "coordinate or the weight-bias terms of the contract's kron(G_l, A_l) (curvature(..., 'kron'))",
+}
 LIKELIHOOD = {"mse": "regression", "cross_entropy": "classification"}
 # The interface classes of each backend, by kind of curvature.
 BACKENDS = {
@@ -114,7 +118,7 @@ def per_sample_gradients(net, X, Y):
 
 def output_jacobian(net, X):
     """``(N, n_L, P)`` from ``CurvlinopsGGN.jacobians``."""
-    X = _common.inputs(net, X)
+    X = _common.inputs(net, X, LIBRARY)
     interface = _curvature.CurvlinopsGGN(net.to_torch(), LIKELIHOOD[net.loss])
     jacobians, _ = interface.jacobians(X)
     return np.asarray(numpy(jacobians))

@@ -6,7 +6,8 @@ Each contract function, what computes it in nngeometry, and the mapping.
   ``"classif_logits"`` for cross_entropy (``diag(p) - p p^T``, exactly, through a Cholesky factor); already the
   batch mean.
 - ``ggn_diagonal``: ``FIM(..., PMatDiag)``; as above.
-- ``ggn_block(l, l)``: ``FIM(..., PMatBlockDiag)`` (same-layer blocks only); as above.
+- ``ggn_block(l, l)``: ``FIM(..., PMatBlockDiag)``; ``ggn_block(l, m)``, ``l != m``: ``FIM(..., PMatDense)``'s block
+  (nngeometry keeps cross-layer blocks nowhere else); as above.
 - ``kfac_factors``, ``kfac_block``: ``FIM(..., PMatKFAC)``; the bias is ``A``'s last row and column (homogeneous);
   the factors come scaled by ``sqrt(n_outputs)`` and ``1/sqrt(n_outputs)``.
 - ``hessian``: ``Hessian(..., PMatDense, function=loss)`` of torch's summed loss, divided by TERM_SCALE N.
@@ -59,17 +60,13 @@ def ggn_diagonal(net, X, Y):
 
 
 def ggn_block(net, X, Y, l, m):
-    """``(P_l, P_l)``: layer ``l``'s block of the block-diagonal FIM (``PMatBlockDiag``); only ``l == m`` (nngeometry
-    keeps no cross-layer blocks outside ``PMatDense``)."""
+    """``(P_l, P_m)``: a same-layer block from the block-diagonal FIM (``PMatBlockDiag``); a cross-layer block from the
+    dense FIM (``PMatDense``: nngeometry keeps cross-layer blocks nowhere else)."""
     l, m = _common.layer(net, l), _common.layer(net, m, "m")
-    if l != m:
-        raise _common.UnsupportedError(f"nngeometry's block-diagonal FIM has same-layer blocks only, but (l, m) = "
-                                       f"({l}, {m}); pass l == m, or use ggn for the whole matrix")
-    _, matrix = _fim(net, X, Y, pspace.PMatBlockDiag)
+    _, matrix = _fim(net, X, Y, pspace.PMatBlockDiag if l == m else pspace.PMatDense)
     with _common.default_dtype(net):
-        block = numpy(matrix.to_torch())
-    rows = net.param_slices[l]
-    return block[rows, rows]
+        full = numpy(matrix.to_torch())
+    return full[net.param_slices[l], net.param_slices[m]]
 
 
 def _kfac(net, X, Y, l):
@@ -113,7 +110,7 @@ def hessian(net, X, Y):
 def output_jacobian(net, X):
     """``(N, n_L, P)`` from nngeometry's ``Jacobian`` (``(n_L, N, P)`` there)."""
     t = _common.torch()
-    X = _common.inputs(net, X)
+    X = _common.inputs(net, X, LIBRARY)
     model = net.to_torch()
     loader = t.utils.data.DataLoader(t.utils.data.TensorDataset(X), batch_size=X.shape[0], shuffle=False)
     jacobian = nngeometry.Jacobian(model, loader, function=lambda x: model(x))

@@ -8,6 +8,8 @@ backpropagated gradients by the batch size to undo the mean. The adapter backpro
 ``per_sample_gradients_functorch`` is the same through opacus' functorch path (``force_functorch=True``), and
 ``per_sample_gradients_expanded_weights`` through torch's ExpandedWeights (``GradSampleModuleExpandedWeights``).
 """
+import warnings
+
 from . import _common
 from ._common import rows
 
@@ -21,7 +23,10 @@ def _grad_samples(net, X, Y, wrap):
     problem = _common.setup(net, X, Y, library=LIBRARY)
     module = wrap(problem.model)
     loss = problem.loss_function(module(problem.X), problem.Y)
-    loss.backward()
+    with warnings.catch_warnings():
+        # torch warns that the hooks fire for outputs when X needs no gradient: that is how opacus works here
+        warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+        loss.backward()
     return rows([p.grad_sample for p in problem.model.parameters()], problem.n) / problem.term_scale
 
 

@@ -14,6 +14,8 @@ Not in the contract's form, for statistical checks:
 PyHessian draws its random vectors with torch's default dtype (float32) and defaults to ``cuda=True``: it runs here
 on the CPU with the default dtype set to the network's, so a float64 network's iterations are float64 throughout.
 """
+import warnings
+
 import numpy as np
 
 from . import _common
@@ -23,10 +25,18 @@ pyhessian = _common.require("pyhessian", "pyhessian")
 from pyhessian.utils import hessian_vector_product  # noqa: E402
 
 LIBRARY = "PyHessian"
+CONVENTIONS = {
+    "top_eigenvalues": "power iteration finds the eigenvalues of largest magnitude (the contract's are the largest "
+                       "algebraic ones), in the order found, each to a relative-change stopping rule, not a residual "
+                       "(power_top_eigenvalues)",
+}
 
 
 def _hessian(problem):
-    return pyhessian.hessian(problem.model, problem.loss_function, data=(problem.X, problem.Y), cuda=False)
+    with warnings.catch_warnings():
+        # torch warns that backward(create_graph=True) keeps a reference cycle: PyHessian's way, harmless here
+        warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True", category=UserWarning)
+        return pyhessian.hessian(problem.model, problem.loss_function, data=(problem.X, problem.Y), cuda=False)
 
 
 def hvp(net, X, Y, v):

@@ -178,6 +178,75 @@ def test_eigenthings_lanczos_returns_fewer_than_k_without_saying_so():
     assert result.eigenvalues.shape[0] < k
 
 
+def test_eigenthings_float32_lanczos_returns_a_value_that_is_no_eigenvalue_and_calls_it_converged():
+    """hessian-eigenthings 1.0.0a5: ``lanczos`` in float32 run to the full Krylov dimension (one Gram-Schmidt pass
+    per step) returns 5.99 among the top three of a Hessian whose top eigenvalues are 8.08, 5.80, 0.79, with a
+    residual estimate of 5e-18 where the true relative residual is 0.55; at 40 steps it is right."""
+    eigenthings = library("hessian_eigenthings")
+    from xval import cases
+
+    net, X, Y = cases.make(cases.select(["mlp-4x8x3-sigmoid-cross_entropy-onehot-N7"])[0], "float32")
+    model = net.to_torch()
+    classes = torch.as_tensor(Y.argmax(axis=1))
+    operator = eigenthings.HessianOperator(model, [(torch.as_tensor(X), classes)],
+                                           eigenthings.supervised_loss(torch.nn.CrossEntropyLoss(reduction="sum")))
+    dense = torch.stack([operator.matvec(e) for e in torch.eye(operator.size)], dim=1).double()
+    spectrum = np.linalg.eigvalsh(((dense + dense.T) / 2).numpy())
+
+    def run(steps):
+        result = eigenthings.lanczos(operator, k=3, max_iter=steps, tol=1e-5, reorthogonalize=True, which="LA",
+                                     seed=0)
+        distance = [np.min(np.abs(spectrum - value.item())) for value in result.eigenvalues]
+        return result, np.array(distance)
+
+    full, distance = run(operator.size)
+    ghost = int(np.argmax(distance))
+    value, vector = full.eigenvalues[ghost], full.eigenvectors[ghost]
+    true_residual = ((operator.matvec(vector) - value * vector).norm() / value.abs()).item()
+    assert distance[ghost] > 0.1 and full.residuals[ghost].item() < 1e-10 and true_residual > 0.1
+    assert bool(full.converged[ghost])
+    _, short = run(40)
+    assert short.max() < 1e-4
+
+
+def test_nngeometry_classification_fisher_breaks_down_on_a_saturated_softmax():
+    """nngeometry 0.4: ``FIM(variant="classif_logits")`` factors ``diag(p) - p p^T`` through ``q = 1 - cumsum(p)``
+    (Tanabe and Sagae's Cholesky factor) and divides by ``q``: on a saturated softmax (``1 - max p`` below 3e-5)
+    float32 gives NaN in every entry, and float64 is 2e-10 off in relative norm with 581 of 2601 entries beyond the
+    arbiter's rounding floor (curvlinops: 8e-12, within it)."""
+    nngeometry = library("nngeometry")
+    from nngeometry.object.pspace import PMatDense
+    from xval import arbiter, cases, compare
+
+    case = cases.select(["mlp-4x6x3-tanh-cross_entropy-onehot-N5-saturated"])[0]
+    errors = {}
+    for dtype in ("float32", "float64"):
+        net, X, Y = cases.make(case, dtype)
+        model = net.to_torch()
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(torch.as_tensor(X), torch.as_tensor(Y.argmax(axis=1))), batch_size=len(X))
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(getattr(torch, dtype))  # L4: its helper matrices follow the default dtype
+        try:
+            fisher = nngeometry.FIM(model, loader, PMatDense, variant="classif_logits").to_torch()
+        finally:
+            torch.set_default_dtype(previous)
+        value = fisher.double().numpy()
+        errors[dtype] = (np.isnan(value).all(), compare.relative_error(np.nan_to_num(value), arbiter.ggn(net, X, Y)))
+    assert errors["float32"][0]
+    assert not errors["float64"][0] and 5e-11 < errors["float64"][1] < 1e-8, errors
+
+
+def test_opacus_installs_top_level_benchmarks_and_examples_packages():
+    """opacus 1.6.0's wheel puts ``benchmarks/`` and ``examples/`` at the top of site-packages (unfoldNd 0.2.3:
+    ``test/``): outside this repository's root ``import benchmarks`` finds opacus' instead of this project's."""
+    library("opacus")
+    import importlib.metadata
+
+    files = {str(path).split("/")[0] for path in importlib.metadata.files("opacus") or []}
+    assert {"benchmarks", "examples"} <= files
+
+
 # ---- conventions and reports that do not reproduce on these versions ------------------------------------------------
 def test_relu_derivative_at_zero_is_zero_everywhere():
     """torch, BackPACK (``gt(input, 0)``), curvlinops, nngeometry and opacus all take ReLU'(0) = 0: a unit whose

@@ -273,12 +273,20 @@ def case_info(problem, case):
 
 
 def _quantities(names):
+    """The quantities named (released or pending), or ``None`` for the default (``default_quantities``)."""
     if names is None:
-        return list(contract.QUANTITIES.values())
+        return None
     if not names:
         raise ArgumentError("no quantity selected (--quantities is empty); name at least one of: "
                             f"{', '.join(contract.QUANTITIES)}, or leave --quantities out for all")
     return [contract.QUANTITIES[name] if name in contract.QUANTITIES else contract.quantity(name) for name in names]
+
+
+def default_quantities(engine):
+    """Every released quantity (those the engine lacks are reported as skipped) and every pending one the engine
+    implements (``contract.PENDING``: checked wherever the engine has it, not counted against it where it has not)."""
+    return list(contract.QUANTITIES.values()) + [quantity for quantity in contract.PENDING.values()
+                                                 if quantity.implemented_by(engine)]
 
 
 def _dtype(dtype):
@@ -332,14 +340,14 @@ def run_check(engine_spec, against=("manual", "torch", "jax"), quantities=None, 
     engine = isolation.open_engine(engine_spec, timeout)
     notes, modules = [], {}
     try:
+        quantities = default_quantities(engine) if quantities is None else quantities
         modules = _open_references(against, engine_spec, engine, timeout, notes)
         if not modules:
             raise XvalError(f"no reference engine could be loaded from --against {','.join(against)}; "
                             + ("; ".join(notes) if notes else "name at least one, e.g. --against manual,torch,jax"))
         report = Report(engines.label(engine_spec), list(modules), dtype, [], notes, timeout=timeout,
                         requested=[quantity.name for quantity in quantities], total_cases=len(chosen_cases),
-                        implemented=[name for name, quantity in contract.QUANTITIES.items()
-                                     if quantity.implemented_by(engine)])
+                        implemented=engines.implemented(engine))
         if on_start is not None:
             on_start(report)
         references, timed_out = _References(modules), {}

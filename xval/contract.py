@@ -381,7 +381,10 @@ def derive(call, value_of):
         if any(argument is None for argument in source_arguments):  # not ``None in``: that compares arrays
             continue
         shape = source.shape(call.net, np.shape(arguments.get("X"))[0], dict(arguments))
-        value = value_of(Call(source, source.name, call.net, source_arguments, shape))
+        # the label names the layers: callers cache by it (kfac_factors(0) and kfac_factors(1) are two values)
+        layers = ", ".join(str(arguments[name]) for name in source.layers)
+        label = f"{source.name}({layers})" if layers else source.name
+        value = value_of(Call(source, label, call.net, source_arguments, shape))
         if value is not None:
             return derivation.derive(value, call)
     return None

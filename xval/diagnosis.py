@@ -58,7 +58,9 @@ def analyse(call, ours, theirs, tolerance):
     """``(tensors, relations)`` for one failing call: the labels of the parameter tensors whose entries are off
     (``layer 0 W``), and what relates ``ours`` to ``theirs``: ``negated``, ``scaled by 5`` (and ``= N``),
     ``zeros``, ``transposed layer 0 W``."""
-    ours, theirs = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
+    # a pair (kfac_factors' (A, G)) as one array, as compare reads it
+    ours = np.asarray(compare.flat_parts(ours), dtype=np.float64)
+    theirs = np.asarray(compare.flat_parts(theirs), dtype=np.float64)
     tensors, relations = set(), []
     for axis, layer in _parameter_axes(call):
         for span in _tensor_spans(call, layer):
@@ -198,7 +200,9 @@ def diagnose(report):
         return ""
     total = len(report.cases)
     bad = list(dict.fromkeys(row.quantity for row in bad_rows))
-    good = [q for q in dict.fromkeys(row.quantity for row in rows) if q not in bad]
+    # only what passed everywhere: a row no reference computed ("not checked") or one the engine refused is no pass
+    good = [q for q in dict.fromkeys(row.quantity for row in rows)
+            if q not in bad and all(row.status == "pass" for row in rows if row.quantity == q)]
     failing_cases = list(dict.fromkeys(row.case for row in bad_rows))
     passing_cases = [case for case in report.cases if case not in failing_cases
                      and any(row.case == case and row.quantity in bad and row.status == "pass" for row in rows)]

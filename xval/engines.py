@@ -4,6 +4,9 @@ An engine is any module exposing any subset of the contract functions (``xval.co
 named (``XVAL_BACKEND``, ``--backend``, ``python -m xval check``) these forms work, tried in this order:
 
 - a built-in name: ``manual``, ``torch``, ``jax`` (and ``arbiter`` when the arbiter is present);
+- the short name of one of the field's libraries, whose adapter ships with the suite in ``peers/`` (``PEERS``:
+  ``backpack``, ``curvlinops``, ``nngeometry``, ``laplace``, ``eigenthings``, ``opacus``, ``pyhessian``); a library
+  that is not installed is an ``EngineUnavailableError`` with the install line that keeps the pinned torch;
 - a short name that an installed package registers in the entry-point group ``xval.engines``
   (``[project.entry-points."xval.engines"] myengine = "mypkg.engine"``);
 - a path to a ``.py`` file (``path/to/engine.py``), imported under a private module name;
@@ -43,6 +46,29 @@ BUILT_IN = {
     "arbiter": BuiltIn("xval.arbiter", "mpmath", "pip install mpmath"),
 }
 
+
+@dataclass(frozen=True)
+class Peer:
+    """One of the field's libraries: its adapter module (in ``peers/``, shipped with the suite) and the import name of
+    the library itself (whether it is installed decides whether the name is available)."""
+
+    module: str
+    library: str
+    distribution: str  # the pip package, for its version
+
+
+# The adapters are part of this project, like the built-in engines, so their names live here rather than in entry
+# points: entry points are read from installed metadata, which a source checkout or a stale editable install lacks.
+PEERS = {
+    "backpack": Peer("peers.backpack", "backpack", "backpack-for-pytorch"),
+    "curvlinops": Peer("peers.curvlinops", "curvlinops", "curvlinops-for-pytorch"),
+    "nngeometry": Peer("peers.nngeometry", "nngeometry", "nngeometry"),
+    "laplace": Peer("peers.laplace", "laplace", "laplace-torch"),
+    "eigenthings": Peer("peers.eigenthings", "hessian_eigenthings", "hessian-eigenthings"),
+    "opacus": Peer("peers.opacus", "opacus", "opacus"),
+    "pyhessian": Peer("peers.pyhessian", "pyhessian", "pyhessian"),
+}
+
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -54,10 +80,35 @@ def _forms_hint():
     )
 
 
+def _present(module):
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def available_names():
-    """Built-in names whose module is present, and the names registered through the ``xval.engines`` entry points."""
-    names = {name for name, entry in BUILT_IN.items() if importlib.util.find_spec(entry.module) is not None}
+    """Built-in names whose module is present, the peers whose library is installed, and the names registered
+    through the ``xval.engines`` entry points."""
+    names = {name for name, entry in BUILT_IN.items() if _present(entry.module)}
+    names |= {name for name, peer in PEERS.items() if _present(peer.module) and _present(peer.library)}
     return names | set(_entry_points())
+
+
+def peer_names():
+    """The short names of the field's libraries (``PEERS``), installed or not."""
+    return list(PEERS)
+
+
+def version(spec):
+    """The installed version of the library behind a peer name (``backpack`` -> ``1.7.1``), else ``""``."""
+    peer = PEERS.get(spec.strip()) if isinstance(spec, str) else None
+    if peer is None:
+        return ""
+    try:
+        return importlib.metadata.version(peer.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
 def _entry_points():
@@ -104,6 +155,8 @@ def _from_module_name(spec):
                                    f"that name can be imported; {_forms_hint()}") from None
         raise EngineUnavailableError(f"engine module {spec!r} needs the package {exc.name!r}, which is not installed; "
                                      f"run: pip install {exc.name}") from None
+    except EngineUnavailableError:  # the engine's own word on what to install (the peers' --no-deps line)
+        raise
     except Exception as exc:
         raise EngineImportError(f"engine module {spec!r} raised while being imported: {type(exc).__name__}: {exc}") from exc
 
@@ -114,6 +167,9 @@ def _module(spec):
     spec = spec.strip()
     if spec in BUILT_IN and importlib.util.find_spec(BUILT_IN[spec].module) is not None:
         return _built_in(spec)
+    if spec in PEERS and _present(PEERS[spec].module):
+        # the adapter raises EngineUnavailableError, with the install line, when its library is missing
+        return _from_module_name(PEERS[spec].module)
     points = _entry_points()
     if spec in points:
         try:
@@ -137,12 +193,21 @@ def load(spec):
     from . import contract  # the contract names every function an engine may expose
 
     module = _module(spec)
-    if not any(quantity.implemented_by(module) for quantity in contract.QUANTITIES.values()):
+    if not implemented(module):
         raise EngineImportError(
             f"engine {spec!r} ({getattr(module, '__file__', module.__name__)}) exposes none of the contract's functions "
             f"({', '.join(contract.QUANTITIES)}); define at least one, e.g. def gradient(net, X, Y): ..."
         )
     return module
+
+
+def implemented(module):
+    """The names of the contract's quantities, released or pending (``contract.QUANTITIES``, ``contract.PENDING``),
+    that ``module`` implements, in the contract's order."""
+    from . import contract
+
+    return [name for name, quantity in {**contract.QUANTITIES, **contract.PENDING}.items()
+            if quantity.implemented_by(module)]
 
 
 def label(spec):

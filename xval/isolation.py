@@ -110,6 +110,37 @@ def evaluate(engine, call):
     return guarded_call(function, call.label, call.net, call.arguments, call.shape, _names(call))
 
 
+def evaluate_function(engine, name, label, net, arguments, shape=None):
+    """``engine.<name>(net, *arguments)`` for a function outside the contract (an estimator, a library's own layout),
+    on read-only copies wherever the engine runs; the result checked to be a real floating array (of ``shape`` unless
+    ``None``) as float64 numpy. ``AttributeError`` when the engine has no such function."""
+    if isinstance(engine, IsolatedEngine):
+        if name not in engine.functions and name not in engine.others:
+            raise AttributeError(f"{engine.spec!r} has no function {name}")
+        value = engine._request(("call", name, label, net, tuple(arguments), shape, None), label)
+        return checked_result(label, value, shape)
+    function = getattr(engine, name, None)
+    if not callable(function):
+        raise AttributeError(f"{getattr(engine, '__name__', engine)!r} has no function {name}")
+    return guarded_call(function, label, net, tuple(arguments), shape)
+
+
+def functions_of(engine):
+    """The public functions of ``engine`` outside the contract (``own_functions``), wherever it runs."""
+    if isinstance(engine, IsolatedEngine):
+        return list(engine.others)
+    from .engines import implemented
+
+    return own_functions(engine, implemented(engine))
+
+
+def conventions_of(engine):
+    """The engine's ``CONVENTIONS`` (``declared_conventions``), wherever it runs."""
+    if isinstance(engine, IsolatedEngine):
+        return dict(engine.conventions)
+    return declared_conventions(engine)
+
+
 def failure_type(exc):
     """The name of the type of the exception an engine raised, wherever it ran (``MemoryGuardError``)."""
     return exc.type_name if isinstance(exc, RemoteError) else type(exc).__name__
@@ -172,7 +203,7 @@ class IsolatedEngine:
     def __init__(self, spec, timeout=DEFAULT_TIMEOUT):
         self.spec, self.timeout = spec, float(timeout)
         self._process = self._replies = None
-        self.functions, self.__name__, self.file = self._start()
+        self.functions, self.__name__, self.file, self.others, self.conventions = self._start()
         for name in self.functions:
             setattr(self, name, self._remote(name))
 
@@ -320,7 +351,7 @@ def _raised(exc):
 
 def _load(spec):
     """``(reply, module)``: the engine ``spec`` imported here, or the reply saying why it could not be."""
-    from . import contract, engines
+    from . import engines
 
     try:
         module = engines.load(spec)
@@ -330,8 +361,28 @@ def _load(spec):
     except BaseException as exc:  # SystemExit or KeyboardInterrupt at import too: the parent reports them
         _, kind, text = _raised(exc)
         return ("raised", "EngineImportError", f"engine {spec!r} raised while being imported: {kind}: {text}"), None
-    functions = [name for name, quantity in contract.QUANTITIES.items() if quantity.implemented_by(module)]
-    return ("loaded", functions, getattr(module, "__name__", spec), getattr(module, "__file__", None)), module
+    functions = engines.implemented(module)
+    return ("loaded", functions, getattr(module, "__name__", spec), getattr(module, "__file__", None),
+            own_functions(module, functions), declared_conventions(module)), module
+
+
+def declared_conventions(module):
+    """``CONVENTIONS``, when the engine declares it: ``{quantity: what differs}`` for contract quantities it computes
+    in another form than the contract's (a library's own layout or scaling, kept out of the contract functions), as
+    plain strings; ``{}`` otherwise."""
+    declared = getattr(module, "CONVENTIONS", None)
+    if not isinstance(declared, dict):
+        return {}
+    return {str(name): str(text) for name, text in declared.items()}
+
+
+def own_functions(module, skip=()):
+    """The public functions ``module`` defines itself, other than ``skip`` (an adapter's variants and estimators:
+    ``mc_ggn``, ``kflr_factors``), sorted."""
+    name = getattr(module, "__name__", None)
+    return sorted(attribute for attribute, value in vars(module).items()
+                  if not attribute.startswith("_") and attribute not in skip and callable(value)
+                  and getattr(value, "__module__", None) == name and not isinstance(value, type))
 
 
 def _call(module, name, label, net, arguments, shape, names):

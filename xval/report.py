@@ -16,7 +16,7 @@ OUTCOME_WORDS = {"pass": "OK", "fail": "FAIL", "not checked": "NOT CHECKED"}
 
 
 def _order(quantities):
-    known = list(contract.QUANTITIES)
+    known = list(contract.QUANTITIES) + list(contract.PENDING)
     return sorted(set(quantities), key=lambda name: known.index(name) if name in known else len(known))
 
 
@@ -44,7 +44,8 @@ def case_verdict(rows):
     for row in rows:
         by_status.setdefault(row.status, []).append(row.quantity)
     parts = []
-    for status, word in (("fail", "FAIL"), ("error", "ERROR (raised)"), ("not checked", "NOT CHECKED")):
+    for status, word in (("fail", "FAIL"), ("error", "ERROR (raised)"), ("not checked", "NOT CHECKED"),
+                         ("unsupported", "unsupported")):
         if by_status.get(status):
             parts.append(f"{word} {', '.join(by_status[status])}")
     passed = len(by_status.get("pass", []))
@@ -147,6 +148,12 @@ def tail(report, verbose=False):
             for quantity, group in _groups(unchecked):
                 lines.append(f"  {quantity} on {len(group)} case{'s' if len(group) > 1 else ''} "
                              f"(first {group[0].case}): {group[0].detail}")
+    refused = [row for row in report.rows if row.status == "unsupported"]
+    if refused:
+        lines += ["", "unsupported (the engine declined these calls: no verdict, not counted as checks):"]
+        for quantity, group in _groups(refused):
+            lines.append(f"  {quantity} on {len(group)} case{'s' if len(group) > 1 else ''} "
+                         f"(first {group[0].case}): {group[0].detail}")
     lines += _absent_references(report)
     arbitrated = [row for row in report.rows if row.status == "pass" and row.detail]
     if arbitrated:
@@ -181,6 +188,9 @@ def summary(report):
     if counts["not checked"]:
         unchecked = _order(row.quantity for row in report.rows if row.status == "not checked")
         text += f"; {counts['not checked']} not checked ({', '.join(unchecked)}: no reference produced a value)"
+    if counts["unsupported"]:
+        refused = _order(row.quantity for row in report.rows if row.status == "unsupported")
+        text += f"; {counts['unsupported']} unsupported ({', '.join(refused)}: the engine declined)"
     if missing:
         text += f"; not implemented (skipped): {', '.join(missing)}"
     return text

@@ -112,6 +112,8 @@ def judge(call, results, tolerance, dtype="float64"):
     except ImportError as exc:  # mpmath missing
         return Verdict(call.label, note=f"the arbiter needs mpmath ({exc}); pip install mpmath")
     arguments = call.arguments
+    if not callable(getattr(arbiter, call.quantity.name, None)):
+        return Verdict(call.label, note=f"the arbiter does not compute {call.quantity.name}")
     results = {name: compare.flat_parts(values) for name, values in results.items()}  # (A, G) as one array
     try:
         truth = compare.flat_parts(arbiter.compute(call.quantity.name, call.net, *arguments))
