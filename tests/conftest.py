@@ -40,9 +40,10 @@ def case(request, dtype):
     return (case_id(request.param), *make(request.param, dtype))
 
 
-@pytest.fixture(params=CASES, ids=[case_id(c) for c in CASES])
+@pytest.fixture(params=CASES + cases.LAYER_CASES, ids=[case_id(c) for c in CASES + cases.LAYER_CASES])
 def problem(request, dtype):
-    """The ``contract.Problem`` of one case of the table, in ``XVAL_DTYPE`` (network, data, targets, a direction)."""
+    """The ``contract.Problem`` of one case of the table, the multilayer perceptrons and the networks of every layer
+    kind (``cases.LAYER_CASES``), in ``XVAL_DTYPE`` (network, data, targets, a direction)."""
     return cases.problem(request.param, dtype)
 
 

@@ -20,6 +20,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import checks, compare
+from .errors import UnsupportedError
 
 # Arguments after ``net`` and what they are (signatures, docs and the malformed-input catalogue read this).
 ARGUMENTS = {
@@ -274,16 +275,29 @@ class Quantity:
             return [Call(self, self.name, problem.net, arguments, shape)]
         layers = range(problem.net.n_layers)
         if self.layers == ("l",):
-            chosen = [(l,) for l in layers] if every_block else [(problem.block or same_layer_block(problem.net))[0:1]]
+            every = [(l,) for l in layers]
+            chosen = every if every_block else [(problem.block or same_layer_block(problem.net))[0:1]]
         else:
-            pairs = [(l, m) for l in layers for m in layers]
-            chosen = pairs if every_block else [problem.block or same_layer_block(problem.net)]
-        calls = []
-        for indices in chosen:
+            every = [(l, m) for l in layers for m in layers]
+            chosen = every if every_block else [problem.block or same_layer_block(problem.net)]
+        # a layer the quantity is not defined for (KFAC of a convolution) has no call; without every_block, the
+        # first layer it is defined for stands in for a chosen one it is not; none at all: the refusal is raised
+        candidates = chosen if every_block else chosen + [indices for indices in every if indices not in chosen]
+        calls, refusal = [], None
+        for indices in candidates:
             args = dict(zip(self.layers, indices), k=values["k"])
+            try:
+                shape = self.shape(problem.net, n, args)
+            except UnsupportedError as exc:
+                refusal = refusal or exc
+                continue
             arguments = tuple(args[name] if name in args else values[name] for name in self.parameters)
             label = f"{self.name}({', '.join(map(str, indices))})"
-            calls.append(Call(self, label, problem.net, arguments, self.shape(problem.net, n, args)))
+            calls.append(Call(self, label, problem.net, arguments, shape))
+            if not every_block:
+                break
+        if not calls and refusal is not None:
+            raise refusal
         return calls
 
 
@@ -343,9 +357,10 @@ _ALL = {
     ]
 }
 
-# The quantities every engine is checked on. The curvature quantities join as soon as every built-in engine has
-# them; until then they live in ``PENDING`` (``quantity`` and ``complete`` know them, the tests do not iterate them).
-RELEASED = ("forward", "loss", "gradient", "per_sample_gradients", "hvp", "hessian_block", "hessian")
+# The quantities every engine is checked on: all of them, now that every built-in engine (manual, torch_ref, jax_ref,
+# the arbiter) computes each. A quantity added later stays in ``PENDING`` until they do (``quantity`` and
+# ``complete`` know it, check runs it for an engine that has it, the comparison tests do not iterate it).
+RELEASED = tuple(_ALL)
 QUANTITIES = {name: q for name, q in _ALL.items() if name in RELEASED}
 PENDING = {name: q for name, q in _ALL.items() if name not in RELEASED}
 
