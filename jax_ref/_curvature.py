@@ -107,6 +107,7 @@ def stage_ggnvp(net, X, Y, v):
     return model.staged(_ggnvp, net, model.array(net.to_vector(), net.dtype), X, Y, v)
 
 
+@model.pushes(1)
 def stage_ggn_diagonal(net, X, Y):
     """``ggn_diagonal`` staged: ``(P,)``, ``e_i^T G e_i`` from ``ggnvp`` products on unit vectors (``P`` products of
     ``O(N |W|)`` each, in chunks; no ``(P, P)`` array)."""

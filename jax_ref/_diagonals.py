@@ -51,12 +51,14 @@ def _hessian_trace(arch):
     return hessian_trace
 
 
+@model.pushes(1)
 def stage_hessian_diagonal(net, X, Y):
     """``hessian_diagonal`` staged: ``(P,)``, ``(H e_i)_i`` from ``jvp`` of ``grad`` on each unit vector."""
     X, Y = model.data(net, X, Y, "hessian_diagonal")
     return model.staged(_hessian_diagonal, net, model.array(net.to_vector(), net.dtype), X, Y)
 
 
+@model.pushes(1)
 def stage_hessian_trace(net, X, Y):
     """``hessian_trace`` staged: a 0-d array, ``sum_i d2/dt2 E(theta + t e_i)`` by ``jvp`` of ``jvp``."""
     X, Y = model.data(net, X, Y, "hessian_trace")

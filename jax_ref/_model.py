@@ -198,22 +198,40 @@ def measured(factor):
     return mark
 
 
+def pushes(tangents):
+    """Decorate a staged function that pushes at most ``tangents`` tangents at a time (``in_flight``)."""
+
+    def mark(stage):
+        stage.in_flight = tangents
+        return stage
+
+    return mark
+
+
+def _stage(quantity):
+    return getattr(importlib.import_module(__package__), f"stage_{quantity}", None)
+
+
 def peak_factor(quantity):
     """The factor of this engine's ``stage_<quantity>``: its measured one, else ``DEFAULT_PEAK_FACTOR``."""
-    stage = getattr(importlib.import_module(__package__), f"stage_{quantity}", None)
-    return getattr(stage, "peak_factor", DEFAULT_PEAK_FACTOR)
+    return getattr(_stage(quantity), "peak_factor", DEFAULT_PEAK_FACTOR)
+
+
+def in_flight(quantity):
+    """How many tangents this engine's ``stage_<quantity>`` pushes at a time (``None``: all of the contract's)."""
+    return getattr(_stage(quantity), "in_flight", None)
 
 
 def memory_estimate(quantity, net, n_samples, **args):
     """Bytes this engine's call of ``quantity`` (a contract name) needs at its peak: result and working memory."""
     return sum(memory.peak_parts(QUANTITIES.get(quantity) or contract.quantity(quantity), net, n_samples, args,
-                                 peak_factor(quantity), FIRST_CALL_BYTES))
+                                 peak_factor(quantity), FIRST_CALL_BYTES, in_flight(quantity)))
 
 
 def guard(net, quantity, n_samples, **args):
     """The memory guard of this engine's call of ``quantity`` (a contract name), before any work."""
     check_memory(net, contract.quantity(quantity), n_samples, args, peak_factor(quantity),
-                 FIRST_CALL_BYTES, engine="jax_ref")
+                 FIRST_CALL_BYTES, engine="jax_ref", in_flight=in_flight(quantity))
 
 
 def inputs(net, X, quantity):

@@ -70,7 +70,8 @@ top_eigenvalues = _generic.top_eigenvalues
 
 PLAIN = contract.complete(globals(), to_numpy)
 # top_eigenvalues holds a dense Hessian (or, beyond DENSE_EIGEN_PARAMETERS, a Lanczos basis of k + a few vectors).
-top_eigenvalues.estimate = lambda net, n_samples, **args: memory_estimate("hessian", net, n_samples)
+top_eigenvalues.estimate = lambda net, n_samples, **args: (memory_estimate("hessian", net, n_samples)
+                                                           + 2 * net.n_params**2 * net.dtype.itemsize)  # eigh's copies
 
 # The analyses of the problem set use the contract functions above.
 from ._diagnose import Diagnosis, diagnose  # noqa: E402

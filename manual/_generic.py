@@ -19,7 +19,10 @@ def estimate(name, method, net, n, **args):
     quantity = contract.quantity(name)
     memory_kind = getattr(_sequence.Sequence, method).memory
     working = int(PEAK_FACTOR * _sequence.working_entries(net, memory_kind, n)) * net.dtype.itemsize
-    return quantity.result_cells(net, n, args) * net.dtype.itemsize, working
+    result = quantity.result_cells(net, n, args) * net.dtype.itemsize
+    if quantity.dense:  # a dense result is assembled from blocks held beside it: twice its size at the peak (measured)
+        working += 2 * result
+    return result, working
 
 
 def _guard(net, name, n, method=None, **args):

@@ -226,10 +226,11 @@ class Sequence:
         blocks = {}
         for u in rows_of:
             left = lam @ jac[u]  # (N, K, P_u): Lambda J_u
+            n, k, p_u = left.shape
+            # one product over samples and outputs together: (P_u, N K) @ (N K, P_v), never an (N, P_u, P_v) array
+            left = xp.matrix_transpose(xp.reshape(left, (n * k, p_u)))
             for v in cols_of:
-                n, k, p_u = left.shape
-                blocks[u, v] = (xp.reshape(xp.matrix_transpose(left), (n, p_u, k)) @ jac[v])
-                blocks[u, v] = xp.sum(blocks[u, v], axis=0) * c
+                blocks[u, v] = (left @ xp.reshape(jac[v], (n * k, jac[v].shape[-1]))) * c
         return blocks
 
     @uses("jacobian")

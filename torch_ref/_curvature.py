@@ -16,7 +16,7 @@ from xval.errors import UnsupportedNetworkError
 from xval.layers import parameter_indices
 
 from . import _model as model
-from ._diagonals import diagonal
+from ._diagonals import CHUNK, diagonal
 
 
 def _jacobians(net, params, X, selected):
@@ -96,6 +96,7 @@ def stage_ggnvp(net, X, Y, v):
     return model.in_forward_mode(lambda: product(v))
 
 
+@model.pushes(CHUNK)
 def stage_ggn_diagonal(net, X, Y):
     """``ggn_diagonal`` staged: ``(P,)``, ``e_i^T G e_i`` from ``ggnvp`` products on unit vectors (``P`` products of
     ``O(N |W|)`` each, in chunks; no ``(P, P)`` array)."""

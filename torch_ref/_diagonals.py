@@ -33,6 +33,7 @@ def _objective_of_vector(net, X, Y):
     return lambda theta: model.objective(net, model.groups(net, theta), X, Y)
 
 
+@model.pushes(CHUNK)
 def stage_hessian_diagonal(net, X, Y):
     """``hessian_diagonal`` staged: ``(P,)``, ``(H e_i)_i`` from ``jvp`` of ``grad`` on each unit vector."""
     X, Y = model.data(net, X, Y, "hessian_diagonal")
@@ -45,6 +46,7 @@ def stage_hessian_diagonal(net, X, Y):
     return model.in_forward_mode(lambda: diagonal(product, net.n_params, net.dtype))
 
 
+@model.pushes(CHUNK)
 def stage_hessian_trace(net, X, Y):
     """``hessian_trace`` staged: a 0-d tensor, ``sum_i d2/dt2 E(theta + t e_i)`` by ``jvp`` of ``jvp``."""
     X, Y = model.data(net, X, Y, "hessian_trace")

@@ -126,10 +126,11 @@ def check_count(net, k):
     return value
 
 
-def check_memory(net, quantity, n_samples, args=None, factor=1.0, first_call=0, what=None, engine="engine"):
-    """The memory guard for ``quantity`` (a ``contract.Quantity``) of an engine whose peak model is ``factor`` and
-    ``first_call`` (``memory.peak_parts``), before any work; ``engine`` names it in the message."""
-    result, working = memory.peak_parts(quantity, net, n_samples, args, factor, first_call)
+def check_memory(net, quantity, n_samples, args=None, factor=1.0, first_call=0, what=None, engine="engine",
+                 in_flight=None):
+    """The memory guard for ``quantity`` (a ``contract.Quantity``) of an engine whose peak model is ``factor``,
+    ``first_call`` and ``in_flight`` (``memory.peak_parts``), before any work; ``engine`` names it in the message."""
+    result, working = memory.peak_parts(quantity, net, n_samples, args, factor, first_call, in_flight)
     if what is None:
         layers = ", ".join(f"{key}={value}" for key, value in (args or {}).items() if key in ("l", "m"))
         shape = quantity.shape(net, n_samples, args or {})

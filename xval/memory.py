@@ -92,15 +92,17 @@ def tape_bytes(net, n_samples):
     return n_samples * net.activation_entries * itemsize(net.dtype)
 
 
-def peak_parts(quantity, net, n_samples, args=None, factor=1.0, first_call=0):
+def peak_parts(quantity, net, n_samples, args=None, factor=1.0, first_call=0, in_flight=None):
     """``(result, working)`` bytes of an engine's call of ``quantity`` (a ``contract.Quantity``) on ``n_samples``
     samples: its result (``Quantity.result_cells``), and ``factor x (max(tangents, 1) x tape + result)`` plus
     ``first_call``, the model every engine sizes itself by, with its own ``factor`` and ``first_call`` (measured:
     each engine states them beside its code). An autodiff engine pushes ``Quantity.tangents`` tangents (one per
-    column of a block, ``P`` for the Hessian) through a reverse pass of ``tape_bytes``; a hand-written one keeps its
-    intermediates, a few tapes, beside the result."""
+    column of a block, ``P`` for the Hessian) through a reverse pass of ``tape_bytes``, or at most ``in_flight`` at
+    a time where it splits them (a diagonal read off unit-vector products, a chunk at a time); a hand-written one
+    keeps its intermediates, a few tapes, beside the result."""
     cells = quantity.result_cells(net, n_samples, args)
-    tangents = max(quantity.tangents(net, n_samples, args or {}), 1)
+    tangents = quantity.tangents(net, n_samples, args or {})
+    tangents = max(min(tangents, in_flight) if in_flight else tangents, 1)
     work = tangents * tape_bytes(net, n_samples) + cells * itemsize(net.dtype)
     return result_bytes(cells, net.dtype), int(factor * work) + int(first_call)
 
