@@ -23,7 +23,6 @@ Run: ``python -m benchmarks.ratios [--quick] [--threads N]``; exit code 0 when e
 import argparse
 import sys
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 

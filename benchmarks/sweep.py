@@ -356,7 +356,7 @@ def remeasure_outliers(points, runner, max_slope, factor=fit.OUTLIER_FACTOR):
     points = results.unique_points(points)
     while True:
         worst = None
-        for (engine, quantity, sweep_name), group in _series(points).items():
+        for (_engine, quantity, sweep_name), group in _series(points).items():
             sizes = [p["n_params"] for p in group]
             values = [p["time_per_sample_s"] for p in group]
             for index, trend, off in fit.outliers(sizes, values, max_slope(quantity, sweep_name), factor):

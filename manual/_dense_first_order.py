@@ -13,7 +13,6 @@ from xval.checks import check_data, check_inputs
 
 from . import arrays
 from .activations import get_activation
-from .losses import get_loss
 from ._prepared import guard, prepare
 
 

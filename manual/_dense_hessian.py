@@ -127,7 +127,7 @@ def _strip_rows(model, cur, part, factors, start, stop):
     """``M[p, n, :] = d2 loss_n / da_l[p] dtheta_m`` for the units ``start:stop`` of layer ``l``, block after block
     over the strip's columns: for ``W_m[j, i]`` it is ``A[p, n, j] z_m[n, i]`` (``+ Kt[p, n, i] delta_m[n, j]`` across
     layers), for ``b_m[j]`` it is ``A[p, n, j]`` (``factors``: ``_strip_factors``)."""
-    xp, lib, n = model.xp, model.lib, cur.z[0].shape[0]
+    lib, n = model.lib, cur.z[0].shape[0]
     M = lib.empty((stop - start, n, part.cols), model.dtype)
     col = 0
     for m, A, Kt in factors:
@@ -217,7 +217,7 @@ def _one_sample_hessian(model, cur, strips):
     units = max(n_out for n_out, _ in model.shapes)
 
     def write(k0, k1):  # the units [n_out k0 / units, n_out k1 / units) of every layer
-        for l, (start, _, end) in enumerate(model.bounds):
+        for l, (start, _, _end) in enumerate(model.bounds):
             n_out, n_in = model.shapes[l]
             p0, p1 = n_out * k0 // units, n_out * k1 // units
             if p1 <= p0:

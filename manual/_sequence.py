@@ -394,7 +394,7 @@ class Sequence:
     def hessian_diagonal(self, X, Y):
         """The diagonal of each parameter step's own block ``c sum_n diag(J^T G J)`` (``param_diagonal``), never a
         ``P x P`` array; weights shared between steps add their cross blocks' diagonals too."""
-        xp, n = self.xp, X.shape[0]
+        n = X.shape[0]
         caches, gs, Gs = self.curvature(X, Y, self.first)
         out = self.lib.zeros((self.n_params,), self.dtype)
         for i in self.parametric:

@@ -29,7 +29,7 @@ def measure(engine_name):
     import numpy as np
 
     from benchmarks.memory import cpu_peak_growth
-    from xval import Network, engines, memory
+    from xval import Network, engines
 
     engine = engines.load(engine_name)
     rows = []

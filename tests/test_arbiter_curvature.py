@@ -110,7 +110,7 @@ def test_kronecker_factors_against_torch_func():
     W, b = theta[:8].reshape(2, 2, 2), theta[8:10]
     V, c_, U, d = theta[10:28].reshape(3, 6), theta[28:31], theta[31:37].reshape(2, 3), theta[37:39]
     A, G = 0, 0
-    for x, y in zip(torch.tensor(X), torch.tensor(Y)):
+    for x, _y in zip(torch.tensor(X), torch.tensor(Y)):
         z = torch.tanh(torch.nn.functional.conv1d(x[None], W, b)[0]).reshape(-1)
         a = torch.cat([z, torch.ones(1, dtype=z.dtype)])
         A = A + torch.outer(a, a) / len(X)

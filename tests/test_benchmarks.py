@@ -54,7 +54,7 @@ def test_fit_interval_covers_the_true_exponent_under_noise():
     rng = np.random.default_rng(0)
     sizes = np.logspace(2, 6, 12)
     covered = 0
-    for trial in range(200):
+    for _trial in range(200):
         values = 1e-8 * sizes**1.5 * np.exp(0.05 * rng.standard_normal(sizes.size))
         result = fit.fit_slope(sizes, values, fraction=1.0)
         assert abs(result["slope"] - 1.5) < 0.1
@@ -434,7 +434,6 @@ def test_ratio_rows_measure_each_peer_and_judge_it_by_its_bound():
 
 def test_on_two_threads_each_write_floor_is_also_timed_split_and_judged_by_no_target(monkeypatch):
     from benchmarks import ratios
-    from manual import arrays
 
     monkeypatch.setattr(writes, "PARALLEL_BYTES", 0)  # split even this small floor
     floor = ratios.write_floor((6, 2, 5), threads=2)()

@@ -215,7 +215,7 @@ def test_one_sample_hessian_by_rows_is_the_strips_result_bit_for_bit(monkeypatch
     diagonal block as the same products as the strips above it) equals, bit for bit, the strips and their transposed
     copies, split over threads or not. More samples, another library, or ``M`` beyond the scratch budget take the
     strips."""
-    from manual._dense_hessian import _hessian_values, hessian_strips, one_sample_rows
+    from manual._dense_hessian import _hessian_values, hessian_strips
     from manual._prepared import prepare
 
     monkeypatch.setattr(writes, "PARALLEL_BYTES", 0)

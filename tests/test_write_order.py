@@ -2,7 +2,6 @@
 written sample by sample (``manual._dense_first_order.ROW_ORDER_BYTES``), and Hessian strips cut into one-unit chunks
 (``manual._dense_hessian.WORKSPACE_BYTES``), which the comparison suite's small cases never reach."""
 import importlib
-import sys
 
 import numpy as np
 import pytest

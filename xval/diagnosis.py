@@ -81,7 +81,7 @@ def analyse(call, ours, theirs, tolerance):
             n = call.arguments[0].shape[0] if call.arguments and hasattr(call.arguments[0], "shape") else None
             named = {n: " (= N)", 1 / n if n else None: " (= 1/N)"}.get(round(scale, 9), "") if n else ""
             relations.append(f"scaled by {scale:.6g}{named}")
-    for axis, layer in _parameter_axes(call)[:1]:
+    for _axis, layer in _parameter_axes(call)[:1]:
         for span in _tensor_spans(call, layer):
             label, _, name, shape, _ = span
             if name != "W" or min(shape) < 2 or label not in tensors:

@@ -36,7 +36,7 @@ class Windows:
 def sliding(in_spatial, out_spatial, kernel, stride, padding, dilation):
     """The ``Windows`` of a convolution or pooling over spatial axes ``in_spatial`` -> ``out_spatial``."""
     axes = []
-    for n, o, k, s, p, d in zip(in_spatial, out_spatial, kernel, stride, padding, dilation):
+    for _n, o, k, s, p, d in zip(in_spatial, out_spatial, kernel, stride, padding, dilation):
         positions = np.arange(o)[None, :] * s - p + np.arange(k)[:, None] * d  # (k, o)
         axes.append(positions)
     return _tables(in_spatial, out_spatial, kernel, axes)
@@ -46,7 +46,7 @@ def ranges(in_spatial, out_spatial, starts, ends):
     """The ``Windows`` of windows ``[starts[a][o], ends[a][o])`` per axis ``a`` (adaptive pooling); windows shorter
     than the longest read the sentinel in their extra offsets."""
     kernel, axes = [], []
-    for n, o, start, end in zip(in_spatial, out_spatial, starts, ends):
+    for _n, _o, start, end in zip(in_spatial, out_spatial, starts, ends):
         length = int(np.max(end - start))
         offsets = np.arange(length)[:, None]
         positions = start[None, :] + offsets
