@@ -5,7 +5,7 @@ import numpy as np
 
 import manual
 from xval import engines
-from xval.compare import flat_parts, relative_error
+from xval.compare import relative_error
 from xval.contract import QUANTITIES, Problem
 from xval.errors import EngineUnavailableError
 
@@ -24,12 +24,12 @@ for name in ("torch", "jax"):
         print(f"note: {exc}")
 
 print(net)
-print(f"{'quantity':<20} {'shape':>20}" + "".join(f" {'vs ' + name:>10}" for name in references))
+print(f"{'quantity':<22} {'shape':>18}" + "".join(f" {'vs ' + name:>10}" for name in references))
 for quantity in QUANTITIES.values():
     for call in quantity.calls(problem):
-        ours = flat_parts(call.evaluate(manual))  # kfac_factors' pair (A, G) as one array
-        errors = "".join(f" {relative_error(ours, flat_parts(call.evaluate(module))):>10.1e}"
-                         for module in references.values())
-        print(f"{call.label:<20} {str(call.shape):>20}{errors}")
+        ours = call.evaluate(manual)
+        errors = "".join(f" {relative_error(ours, call.evaluate(module)):>10.1e}" for module in references.values())
+        shape = " ".join(str(np.shape(part)) for part in ours) if isinstance(ours, tuple) else str(np.shape(ours))
+        print(f"{call.label:<22} {shape:>18}{errors}")
 H = manual.hessian(net, X, Y)
 print(f"hvp vs H @ v: {relative_error(manual.hvp(net, X, Y, v), H @ v):.1e};  H vs H.T: {relative_error(H, H.T):.1e}")

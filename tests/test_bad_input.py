@@ -59,8 +59,10 @@ def test_unknown_loss_lists_the_valid_ones():
 def test_unknown_engine_lists_the_valid_ones():
     from xval import engines
 
-    with pytest.raises(manual.UnknownNameError, match=r"unknown engine 'tensorflow': .* built-in or registered name \(arbiter, jax, manual, torch\)"):
+    with pytest.raises(manual.UnknownNameError, match=r"unknown engine 'tensorflow': .* built-in or registered name") as raised:
         engines.load("tensorflow")
+    listed = re.search(r"registered name \(([^)]*)\)", str(raised.value)).group(1).split(", ")
+    assert listed == sorted(set(engines.BUILT_IN) | set(engines.PEERS)), listed
 
 
 def test_missing_engine_package_says_what_to_install(monkeypatch):

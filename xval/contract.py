@@ -302,8 +302,13 @@ class Quantity:
 
 
 def _kfac_shape(net, n, args):
-    n_in, n_out = net.layer_fan(args["l"])
+    n_in, n_out = net.layer_fan(args["l"])  # UnsupportedNetworkError unless layer l is a Dense layer
     return ((n_in + 1, n_in + 1), (n_out, n_out))
+
+
+def _kfac_block_shape(net, n, args):
+    _kfac_shape(net, n, args)  # defined where its factors are
+    return _layer_square(net, n, args)
 
 
 _ALL = {
@@ -346,7 +351,7 @@ _ALL = {
                  "G_l = (1/N) sum_n B_n^T Lambda_n B_n, B_n = df/ds_l", _kfac_shape, order=2,
                  slopes=OUTPUT_ROWS, tangents=_outputs_per_sample, axes=None),
         Quantity("kfac_block", ("X", "Y", "l"), "(P_l, P_l), kron(G_l, A_l) in the contract's order of layer l",
-                 _layer_square, order=2, dense=True, slopes=BLOCK, tangents=_outputs_per_sample,
+                 _kfac_block_shape, order=2, dense=True, slopes=BLOCK, tangents=_outputs_per_sample,
                  derived_from=(Derivation("kfac_factors", _kfac_block_of),), axes=("parameter of l", "parameter of l")),
         Quantity("hessian_trace", ("X", "Y"), "float, the trace of the Hessian, exact", lambda net, n, args: (),
                  order=2, slopes=OUTPUT_ROWS, tangents=_all_columns,

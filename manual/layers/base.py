@@ -94,6 +94,9 @@ class ParameterStep(Step):
         self.bias = next((a for n, a, _ in self.tensors if n == "bias"), None)
         self.train_weight = any(n == "weight" and t for n, _, t in self.tensors)
         self.train_bias = any(n == "bias" and t for n, _, t in self.tensors)
+        # entry counts from the shapes (a torch tensor's .size is a method)
+        self.weight_size = math.prod(self.weight.shape) if self.weight is not None else 0
+        self.bias_size = math.prod(self.bias.shape) if self.bias is not None else 0
 
     def split(self, v):
         """``(V, v_b)``: a direction over this step's trainable entries as a weight-shaped array (zeros when the
@@ -102,12 +105,12 @@ class ParameterStep(Step):
         V = vb = None
         if self.weight is not None:
             if self.train_weight:
-                V = xp.reshape(v[..., :self.weight.size], tuple(v.shape[:-1]) + tuple(self.weight.shape))
-                start = self.weight.size
+                V = xp.reshape(v[..., :self.weight_size], tuple(v.shape[:-1]) + tuple(self.weight.shape))
+                start = self.weight_size
             else:
                 V = xp.zeros(tuple(v.shape[:-1]) + tuple(self.weight.shape), dtype=v.dtype, device=v.device)
         if self.bias is not None:
-            vb = v[..., start:start + self.bias.size] if self.train_bias else xp.zeros(
+            vb = v[..., start:start + self.bias_size] if self.train_bias else xp.zeros(
                 tuple(v.shape[:-1]) + tuple(self.bias.shape), dtype=v.dtype, device=v.device)
         return V, vb
 
@@ -117,10 +120,10 @@ class ParameterStep(Step):
         xp, parts = self.xp, []
         if self.train_weight:
             lead = tuple(weight_part.shape[:weight_part.ndim - self.weight.ndim])
-            parts.append(xp.reshape(weight_part, lead + (self.weight.size,)))
+            parts.append(xp.reshape(weight_part, lead + (self.weight_size,)))
         if self.train_bias:
             lead = tuple(bias_part.shape[:bias_part.ndim - self.bias.ndim])
-            parts.append(xp.reshape(bias_part, lead + (self.bias.size,)))
+            parts.append(xp.reshape(bias_part, lead + (self.bias_size,)))
         if len(parts) == 1:
             return parts[0]
         return xp.concat(parts, axis=-1)
