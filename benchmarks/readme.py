@@ -124,8 +124,8 @@ def conformance_headline(path=os.path.join(ROOT, "docs", "conformance.md")):
         line = next((line for line in handle if line.startswith("**Headline.** ")), None)
     if line is None:
         raise RuntimeError(f"{os.path.relpath(path, ROOT)} has no '**Headline.**' line; run python -m xval conformance")
-    return textwrap.fill(line[len("**Headline.** "):].strip(), width=116, break_long_words=False,
-                         break_on_hyphens=False) + "\n"
+    text = line[len("**Headline.** ") :].strip()
+    return textwrap.fill(text, width=116, break_long_words=False, break_on_hyphens=False) + "\n"
 
 
 def _load(folder):
