@@ -116,6 +116,18 @@ def baseline_output(folder=BASELINE):
     return _block("\n".join(line for line in lines if not line.startswith("wrote ")))
 
 
+def conformance_headline(path=os.path.join(ROOT, "docs", "conformance.md")):
+    """The headline of the conformance matrix (written by ``python -m xval conformance``), wrapped for the README."""
+    import textwrap
+
+    with open(path) as handle:
+        line = next((line for line in handle if line.startswith("**Headline.** ")), None)
+    if line is None:
+        raise RuntimeError(f"{os.path.relpath(path, ROOT)} has no '**Headline.**' line; run python -m xval conformance")
+    text = line[len("**Headline.** ") :].strip()
+    return textwrap.fill(text, width=116, break_long_words=False, break_on_hyphens=False) + "\n"
+
+
 def _load(folder):
     with open(os.path.join(folder, "results.json")) as handle:
         return json.load(handle)
@@ -189,6 +201,7 @@ def sources():
         "gpu-rows": Source(gpu_rows_table, EXACT, "the GPU rows of benchmarks/baseline/gpu/results.json"),
         "gpu-baseline-output": Source(lambda: baseline_output(GPU_BASELINE), EXACT,
                                       "benchmarks/baseline/gpu/output.txt"),
+        "conformance-headline": Source(conformance_headline, EXACT, "the headline of docs/conformance.md"),
     }
 
 
