@@ -1,5 +1,5 @@
 """A minimal engine: forward, loss and gradient in numpy. Check it with python -m xval check examples/minimal_engine.py
-(what it leaves out, per_sample_gradients, hvp, hessian_block and hessian, is reported as not implemented)."""
+(every other function of the contract, from per_sample_gradients on, is reported as not implemented)."""
 import numpy as np
 
 # f and f' per activation name (net.activations holds one name per layer; the last is the output's).

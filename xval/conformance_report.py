@@ -179,10 +179,13 @@ def headline(matrix):
     checked = matrix.checked()
     missing = [library.name for library in matrix.libraries if library.status != "checked"]
     cases = sum(len(ids) for ids in matrix.families.values())
-    text = (f"{len(checked)} libraries ({', '.join(f'{lib.name} {lib.version}'.strip() for lib in checked)}) on "
-            f"{cases} cases in {len(matrix.families)} families, {' and '.join(matrix.dtypes)}, "
+    text = (f"{_count(checked, 'library', 'libraries')} ("
+            f"{', '.join(f'{lib.name} {lib.version}'.strip() for lib in checked)}) on "
+            f"{cases} case{'s' if cases != 1 else ''} in {_count(matrix.families, 'family', 'families')}, "
+            f"{' and '.join(matrix.dtypes)}, "
             f"{len(judged)} (library, quantity) pairs. {len(agreeing)} agree with the exact value wherever they were "
-            f"compared ({partly} of them refuse some cases or are too noisy to judge on some); "
+            f"compared ({partly} of them {'refuses' if partly == 1 else 'refuse'} some cases or "
+            f"{'is' if partly == 1 else 'are'} too noisy to judge on some); "
             f"{_count(failing, 'fails', 'fail')} somewhere ({', '.join(failing) or 'none'}: each a finding in "
             f"docs/findings.md, \"The field's libraries\"); {_count(refused, 'is', 'are')} refused by the library "
             f"on every case" + (f"; {unjudged} could not be judged anywhere" if unjudged else "")
