@@ -1,5 +1,6 @@
 """``python -m benchmarks``: time per sample and peak memory versus |W| for every selected engine, fitted
 scaling exponents, the speed-ratio rows with their targets, JSON/CSV of every point and PNG plots."""
+
 import argparse
 import os
 import sys
@@ -8,34 +9,52 @@ import time
 from xval.errors import ConfigError
 
 EXIT_WRITE_FAILED, EXIT_USAGE, EXIT_TARGET_MISSED = 1, 2, 3  # EXIT_TARGET_MISSED is ratios.EXIT_TARGET_MISSED
-EXIT_CODES = ("exit codes: 0 the run finished and every target it judged was met; 1 an output could not be written "
-              "(a full disk: the error line says what was saved); 2 a bad flag, setting or --out, before any work; "
-              f"{EXIT_TARGET_MISSED} a ratio row or GPU row missed its target (the summary line names them); 130, 143 "
-              "interrupted by SIGINT, SIGTERM (what was measured is saved; --resume continues)")
+EXIT_CODES = (
+    "exit codes: 0 the run finished and every target it judged was met; 1 an output could not be written "
+    "(a full disk: the error line says what was saved); 2 a bad flag, setting or --out, before any work; "
+    f"{EXIT_TARGET_MISSED} a ratio row or GPU row missed its target (the summary line names them); 130, 143 "
+    "interrupted by SIGINT, SIGTERM (what was measured is saved; --resume continues)"
+)
 
 
 def build_parser():
     """The command line (the README's flag table is generated from it: ``python -m benchmarks.readme``)."""
     from .plan import QUANTITIES
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.replace("``", ""),
-                                     epilog=EXIT_CODES)
-    parser.add_argument("--backend", metavar="NAMES",
-                        help="comma list of engines (overrides XVAL_BACKEND; default manual,torch,jax)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.replace("``", ""), epilog=EXIT_CODES
+    )
+    parser.add_argument(
+        "--backend", metavar="NAMES", help="comma list of engines (overrides XVAL_BACKEND; default manual,torch,jax)"
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides XVAL_DEVICE (default auto)")
     parser.add_argument("--out", metavar="DIR", default="bench-results", help="output folder (default bench-results/)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a small sweep without the ratio rows (under a minute): the CI smoke test")
+    parser.add_argument(
+        "--quick", action="store_true", help="a small sweep without the ratio rows (under a minute): the CI smoke test"
+    )
     parser.add_argument("--resume", action="store_true", help="keep the points already in --out and skip them")
     parser.add_argument("--quantities", metavar="Q1,Q2", help=f"comma list, a subset of: {', '.join(QUANTITIES)}")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="BLAS/OpenMP/torch threads and manual's write threads for every timed row, pinned "
-                             "(default: the physical cores)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="BLAS/OpenMP/torch threads and manual's write threads for every timed row, pinned "
+        "(default: the physical cores)",
+    )
     parser.add_argument("--no-peers", action="store_true", help="leave out BackPACK and curvlinops even if installed")
-    parser.add_argument("--no-ratios", action="store_true",
-                        help="skip the speed-ratio rows of benchmarks.ratios (always skipped with --quick)")
-    parser.add_argument("--max-call-seconds", type=float, default=None, metavar="S",
-                        help="skip larger sizes of a series once one call takes longer (default 4, quick 1)")
+    parser.add_argument(
+        "--no-ratios",
+        action="store_true",
+        help="skip the speed-ratio rows of benchmarks.ratios (always skipped with --quick)",
+    )
+    parser.add_argument(
+        "--max-call-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="skip larger sizes of a series once one call takes longer (default 4, quick 1)",
+    )
     return parser
 
 
@@ -119,30 +138,38 @@ def run_settings(args, engines, peer_names, dtype, device, device_note, threads)
     from . import fit, memory
 
     return {
-        "quick": args.quick, "engines": engines, "threads": threads, "peers": peer_names, "dtype": dtype,
+        "quick": args.quick,
+        "engines": engines,
+        "threads": threads,
+        "peers": peer_names,
+        "dtype": dtype,
         "device": device,
-        "device_note": device_note, "repeats": 5, "min_repeat_s": 0.002 if args.quick else 0.02,
-        "max_call_s": args.max_call_seconds or (1.0 if args.quick else 4.0), "quantities": list(args.quantities),
+        "device_note": device_note,
+        "repeats": 5,
+        "min_repeat_s": 0.002 if args.quick else 0.02,
+        "max_call_s": args.max_call_seconds or (1.0 if args.quick else 4.0),
+        "quantities": list(args.quantities),
         "network": "width and depth sweeps: MLPs of equal widths, tanh hidden layers, identity output; channels "
-                   "sweep: 2 x (Conv2d(C, C, 3, padding 1), tanh) on (C, 8, 8) inputs, AvgPool2d(4), flatten, "
-                   "Linear(4 C, 10); "
-                   "mse loss, seed 0",
+        "sweep: 2 x (Conv2d(C, C, 3, padding 1), tanh) on (C, 8, 8) inputs, AvgPool2d(4), flatten, "
+        "Linear(4 C, 10); "
+        "mse loss, seed 0",
         "memory_method_cpu": "rss-growth (clear_refs + VmHWM)" if memory.cpu_method_available() else "unavailable",
         "threads_note": "BLAS/OpenMP pools and torch intra-op threads pinned; XLA (jax) keeps its own pool",
         "timed": "each engine's staged call: parameters and data placed on its device before timing, the result "
-                 "left there and waited for (host-device copies are not timed), manual included (arrays of its "
-                 "library)",
+        "left there and waited for (host-device copies are not timed), manual included (arrays of its "
+        "library)",
         "fit": "least squares of log(time per sample) on log(|W|), from the first size taking 2x the series' smallest "
-               "time on (where the work dominates); 95% t interval from 5 points up",
+        "time on (where the work dominates); 95% t interval from 5 points up",
         "remeasured": f"a point whose time is more than {fit.OUTLIER_FACTOR:g}x off its neighbours' trend "
-                      "(fit.outliers) "
-                      "is measured once more before the fit, which uses the second time; the point keeps the first in "
-                      "'remeasured'",
+        "(fit.outliers) "
+        "is measured once more before the fit, which uses the second time; the point keeps the first in "
+        "'remeasured'",
     }
 
 
-def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran, gpu_records=(), dtype="float64",
-                  left_out=None):
+def summary_lines(
+    points, ratio_note, threads, elapsed, sweep_s, ratios_ran, gpu_records=(), dtype="float64", left_out=None
+):
     """What the run prints after measuring: the fitted table, the ratios, the peak memory against its bound (and the
     GPU rows' ``gpu_records``, if any), the counts and the thread count; ``left_out``: ``{quantity: [engines]}`` the
     run did not plan because the engine lacks the function."""
@@ -150,19 +177,36 @@ def summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratios_ran, gpu
 
     counts = sweep.summary_counts(points)
     ratios_s = f", ratio rows {elapsed - sweep_s:.0f} s" if ratios_ran else ""
-    lines = ["", report.slope_table(points), "", report.ratio_table(points), "",
-             report.memory_table(report.memory_records(points), dtype), "",
-             "speed-ratio rows (python -m benchmarks.ratios):", ratio_note, ""]
+    lines = [
+        "",
+        report.slope_table(points),
+        "",
+        report.ratio_table(points),
+        "",
+        report.memory_table(report.memory_records(points), dtype),
+        "",
+        "speed-ratio rows (python -m benchmarks.ratios):",
+        ratio_note,
+        "",
+    ]
     if gpu_records:
-        lines += [f"GPU rows ({dtype}; width sweep, depth 3, one sample; time median, peak device memory):",
-                  gpu_rows.format_table(gpu_records), ""]
-    lines += [f"points: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; {elapsed:.0f} s "
-              f"(sweep {sweep_s:.0f} s{ratios_s})",
-              timing.threads_line(threads, "every timed row (sweep and ratio rows)")]
-    lines += [f"  not measured, no such function in the engine (yet): {quantity}: {', '.join(engines)}"
-              for quantity, engines in (left_out or {}).items()]
-    return (lines + sweep.failure_lines(points) + sweep.failure_lines(points, "skipped")
-            + sweep.unvalidated_lines(points))
+        lines += [
+            f"GPU rows ({dtype}; width sweep, depth 3, one sample; time median, peak device memory):",
+            gpu_rows.format_table(gpu_records),
+            "",
+        ]
+    lines += [
+        f"points: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}; {elapsed:.0f} s "
+        f"(sweep {sweep_s:.0f} s{ratios_s})",
+        timing.threads_line(threads, "every timed row (sweep and ratio rows)"),
+    ]
+    lines += [
+        f"  not measured, no such function in the engine (yet): {quantity}: {', '.join(engines)}"
+        for quantity, engines in (left_out or {}).items()
+    ]
+    return (
+        lines + sweep.failure_lines(points) + sweep.failure_lines(points, "skipped") + sweep.unvalidated_lines(points)
+    )
 
 
 def gpu_targets(records):
@@ -198,12 +242,18 @@ def verdict_lines(ratio_rows, ratio_line, gpu_records, memory_records=()):
         missed = memory_missed
     if ratio_line is not None:
         lines.append(ratio_line)
-        missed = missed or ratio_rows is None or any(
-            r["bound"] is not None and r.get("judged", True) and not r["passed"] for r in ratio_rows)
+        missed = (
+            missed
+            or ratio_rows is None
+            or any(r["bound"] is not None and r.get("judged", True) and not r["passed"] for r in ratio_rows)
+        )
     if gpu_records:
         gpu_missed, judged, unjudged = gpu_targets(gpu_records)
-        lines.append(f"{len(gpu_missed)} of {judged} GPU row targets miss: {'; '.join(gpu_missed)}" if gpu_missed
-                     else f"all {judged} GPU row targets judged are met")
+        lines.append(
+            f"{len(gpu_missed)} of {judged} GPU row targets miss: {'; '.join(gpu_missed)}"
+            if gpu_missed
+            else f"all {judged} GPU row targets judged are met"
+        )
         if unjudged:
             lines.append(f"GPU row targets not judged (a point missing or out of memory): {'; '.join(unjudged)}")
         missed = missed or bool(gpu_missed)
@@ -227,8 +277,10 @@ def run(args, engines, dtype, device, device_note, session):
         print(text, flush=True)
         printed.append(text)
 
-    say(f"device: {device} ({device_note}); dtype: {dtype}; engines: {', '.join(engines)}; "
-        f"peers: {', '.join(peer_names) or 'none'}")
+    say(
+        f"device: {device} ({device_note}); dtype: {dtype}; engines: {', '.join(engines)}; "
+        f"peers: {', '.join(peer_names) or 'none'}"
+    )
     for name, reason in missing_peers.items():
         if not args.no_peers:
             say(f"  peer {name} left out: {reason}")
@@ -238,8 +290,9 @@ def run(args, engines, dtype, device, device_note, session):
     started = time.perf_counter()
     with timing.pinned_threads(threads):
         machine = machine_info(device, threads)
-        points, left_out = sweep_phase(args, engines, peer_names, device, dtype, threads, settings, session, machine,
-                                       kept)
+        points, left_out = sweep_phase(
+            args, engines, peer_names, device, dtype, threads, settings, session, machine, kept
+        )
         sweep_s = time.perf_counter() - started
         ratio_rows, ratio_note, ratio_line = ratio_phase(args, threads)
     elapsed = time.perf_counter() - started
@@ -260,12 +313,18 @@ def run(args, engines, dtype, device, device_note, session):
     session.save(machine, settings, points)
     print("plots: writing the time and memory figures (a few seconds)", file=sys.stderr, flush=True)
     written = session.write_plots(points, f"{device}, {dtype}", device)
-    for line in summary_lines(points, ratio_note, threads, elapsed, sweep_s, ratio_rows is not None, gpu_records,
-                              dtype, left_out) + verdicts:
+    for line in (
+        summary_lines(
+            points, ratio_note, threads, elapsed, sweep_s, ratio_rows is not None, gpu_records, dtype, left_out
+        )
+        + verdicts
+    ):
         say(line)
     report_path = os.path.join(args.out, results.REPORT_NAME)
-    say(f"wrote {os.path.join(args.out, results.JSON_NAME)}, {os.path.join(args.out, results.CSV_NAME)}, "
-        + ", ".join(written + [report_path]))
+    say(
+        f"wrote {os.path.join(args.out, results.JSON_NAME)}, {os.path.join(args.out, results.CSV_NAME)}, "
+        + ", ".join(written + [report_path])
+    )
     session.write_report("\n".join(printed) + "\n")
     return EXIT_TARGET_MISSED if missed else 0
 
@@ -285,11 +344,14 @@ def sweep_phase(args, engines, peer_names, device, dtype, threads, settings, ses
         session.save(machine, settings, kept + points)
 
     runner = sweep.Runner(engines + peer_names, device, dtype, threads, settings, save, done=[p["key"] for p in kept])
-    items = plan.plan(engines, quick=args.quick, quantities=args.quantities, peers=peer_names, device=device,
-                      provides=runner.provides)
+    items = plan.plan(
+        engines, quick=args.quick, quantities=args.quantities, peers=peer_names, device=device, provides=runner.provides
+    )
     left_out = plan.left_out(engines, args.quantities, runner.provides)
-    groups = [((s.name, quantity), s.n_params(value), runner.pending(s, value, quantity, names))
-              for s, value, quantity, names in items]
+    groups = [
+        ((s.name, quantity), s.n_params(value), runner.pending(s, value, quantity, names))
+        for s, value, quantity, names in items
+    ]
     estimate = progress.SeriesEstimate(groups, lambda key: report.expected_slope(key[1], key[0]))
     with progress.Progress("benchmarks", sum(len(names) for *_, names in items), estimate) as bar:
         runner.progress = bar
@@ -306,8 +368,11 @@ def ratio_phase(args, threads):
     if args.no_ratios or args.quick:
         why = "--no-ratios" if args.no_ratios else "--quick leaves them out; run python -m benchmarks.ratios --quick"
         return None, f"  skipped ({why})", None
-    print(f"ratio rows: {len(ratios.ROWS)} rows, each peer timed against manual in interleaved pairs", file=sys.stderr,
-          flush=True)
+    print(
+        f"ratio rows: {len(ratios.ROWS)} rows, each peer timed against manual in interleaved pairs",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         measured, settings = ratios.run(quick=False, threads=threads, use_peers=not args.no_peers)
     except Exception as exc:  # noqa: BLE001 - the sweep's own results still print

@@ -1,14 +1,39 @@
 """Scaling exponents: the slope of log(time) against log(|W|), fitted by least squares where the work dominates
 (``work_part``) or over the upper part of a sweep, with a 95% confidence interval from Student's t when there
 are enough points for one to mean something (``MIN_POINTS_FOR_CI``)."""
+
 import math
 
 import numpy as np
 
 # Two-sided 95% quantiles of Student's t, by degrees of freedom (beyond the table: the normal 1.96).
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
-         20: 2.086, 25: 2.060, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+_T975 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    11: 2.201,
+    12: 2.179,
+    13: 2.160,
+    14: 2.145,
+    15: 2.131,
+    16: 2.120,
+    17: 2.110,
+    18: 2.101,
+    19: 2.093,
+    20: 2.086,
+    25: 2.060,
+    30: 2.042,
+    40: 2.021,
+    60: 2.000,
+    120: 1.980,
+}
 
 
 def t_quantile_975(dof):
@@ -115,8 +140,11 @@ def outliers(sizes, values, max_slope, factor=OUTLIER_FACTOR):
         elif k == last:
             trends, high_only = [y[k - 1] + max_slope * (x[k] - x[k - 1])], True
         else:
-            trends = [line(k - 1, k + 1, k)] + ([line(k - 2, k - 1, k)] if k >= 2 else []) + (
-                [line(k + 1, k + 2, k)] if k + 2 <= last else [])
+            trends = (
+                [line(k - 1, k + 1, k)]
+                + ([line(k - 2, k - 1, k)] if k >= 2 else [])
+                + ([line(k + 1, k + 2, k)] if k + 2 <= last else [])
+            )
             high_only = False
         beyond = [y[k] - trend if high_only else abs(y[k] - trend) for trend in trends]
         nearest = min(range(len(trends)), key=lambda i: beyond[i])

@@ -13,6 +13,7 @@ timed on its own (median of the sweep's repeats, device work waited for), not in
 GPU's caching allocators hand back warm memory, so no contender meets the page faults that rotation evens out on
 the CPU.
 """
+
 from dataclasses import dataclass
 
 from xval import contract
@@ -49,9 +50,14 @@ ROWS = (
 
 def _points(points, row):
     """The width-sweep points of ``row``'s quantity and width, by engine."""
-    return {p["engine"]: p for p in points
-            if p.get("sweep") == "width" and p.get("quantity") == row.quantity and p.get("width") == row.width
-            and p.get("depth") == 3}
+    return {
+        p["engine"]: p
+        for p in points
+        if p.get("sweep") == "width"
+        and p.get("quantity") == row.quantity
+        and p.get("width") == row.width
+        and p.get("depth") == 3
+    }
 
 
 def _state(point):
@@ -75,14 +81,24 @@ def measure(points, row):
         if point is None:
             engines[name] = {"state": "not measured"}
             continue
-        engines[name] = {"state": _state(point), "time_s": point.get("time_median_s"),
-                         "peak_bytes": point.get("peak_bytes"),
-                         "planned": point.get("memory_method", "").startswith("jax compiled memory_analysis"),
-                         "reason": point.get("reason", "")}
+        engines[name] = {
+            "state": _state(point),
+            "time_s": point.get("time_median_s"),
+            "peak_bytes": point.get("peak_bytes"),
+            "planned": point.get("memory_method", "").startswith("jax compiled memory_analysis"),
+            "reason": point.get("reason", ""),
+        }
     any_point = next(iter(found.values()), {})
-    record = {"row": row.name, "quantity": row.quantity, "width": row.width, "n_params": any_point.get("n_params"),
-              "output_bytes": any_point.get("output_bytes"), "engines": engines,
-              "time_target": row.time_target, "peak_target": row.peak_target}
+    record = {
+        "row": row.name,
+        "quantity": row.quantity,
+        "width": row.width,
+        "n_params": any_point.get("n_params"),
+        "output_bytes": any_point.get("output_bytes"),
+        "engines": engines,
+        "time_target": row.time_target,
+        "peak_target": row.peak_target,
+    }
     manual, jax = engines["manual"], engines["jax"]
     both = manual["state"] == jax["state"] == "ok" and manual["time_s"] and jax["time_s"]
     record["time_ratio"] = manual["time_s"] / jax["time_s"] if both else None
@@ -135,8 +151,10 @@ def verdicts(record):
 def format_table(rows):
     """The GPU rows as a fixed-width table: each engine's time (and peak), manual / jax against its target, and
     manual's peak over the block's bytes."""
-    head = (f"  {'row':<27} {'|W| (block GB)':<16} {'manual':<20} {'jax':<31} {'torch':<20} {'manual/jax':<31} "
-            "manual peak/block")
+    head = (
+        f"  {'row':<27} {'|W| (block GB)':<16} {'manual':<20} {'jax':<31} {'torch':<20} {'manual/jax':<31} "
+        "manual peak/block"
+    )
     lines = [head]
     for r in rows:
         size = f"{r['n_params']:,}" if r["n_params"] else "?"
@@ -144,8 +162,9 @@ def format_table(rows):
             size += f" ({r['output_bytes'] / 1e9:.3g})"
         time_cell, peak_cell = verdicts(r)
         cells = [cell(r["engines"][name]) for name in ENGINES]
-        lines.append(f"  {r['row']:<27} {size:<16} {cells[0]:<20} {cells[1]:<31} {cells[2]:<20} {time_cell:<31} "
-                     f"{peak_cell}")
+        lines.append(
+            f"  {r['row']:<27} {size:<16} {cells[0]:<20} {cells[1]:<31} {cells[2]:<20} {time_cell:<31} {peak_cell}"
+        )
     peers = dict.fromkeys((row.label or row.quantity, row.peers) for row in ROWS)
     lines.append("  peers: " + "; ".join(f"{label}: {words}" for label, words in peers))
     return "\n".join(lines)

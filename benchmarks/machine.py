@@ -1,4 +1,5 @@
 """Where a run happens: the device it measures on, and the machine facts recorded beside every result."""
+
 import importlib
 import os
 import platform
@@ -121,7 +122,10 @@ def machine_info(device, threads):
         "gpu_names": gpu_names(),
         "blas_threads_pinned": threads,
         "blas_pools": blas_info(),
-        "openblas_env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS")
-                         if k in os.environ},
+        "openblas_env": {
+            k: os.environ[k]
+            for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS")
+            if k in os.environ
+        },
         "libraries": library_versions(),
     }

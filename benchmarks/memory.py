@@ -9,6 +9,7 @@ GPU: ``torch.cuda.max_memory_allocated`` after a reset (torch and the peers), gr
 ``memory_stats()['peak_bytes_in_use']`` (jax, whose peak cannot be reset: when a call does not raise the process's
 peak, the memory XLA plans for it instead, labelled so).
 """
+
 import ctypes
 import ctypes.util
 import re
@@ -107,8 +108,12 @@ def out_of_memory(exc):
     before allocating, is one too: callers that tell them apart check it first), torch's and cupy's
     ``OutOfMemoryError`` (CUDA), or XLA's ``RESOURCE_EXHAUSTED`` (jax)."""
     text = str(exc)
-    return (isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__ or "RESOURCE_EXHAUSTED" in text
-            or "out of memory" in text.lower())
+    return (
+        isinstance(exc, MemoryError)
+        or "OutOfMemory" in type(exc).__name__
+        or "RESOURCE_EXHAUSTED" in text
+        or "out of memory" in text.lower()
+    )
 
 
 def release_device_memory():

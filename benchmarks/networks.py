@@ -8,6 +8,7 @@ convolutions, so that ``|W|`` grows like their work (``C^2``) from a few channel
 fed to the head whole, its ``640 C`` parameters outnumbered the convolutions' up to 35 channels, while the
 convolutions (64 products per weight) did the work, and the time grew like ``|W|^1.9``.
 """
+
 import numpy as np
 
 from xval import Network, layers
@@ -26,12 +27,17 @@ def conv(channels, depth=CONV_DEPTH, side=CONV_SIDE, outputs=CONV_OUTPUTS, dtype
     parameters, records = [], []
     for _ in range(depth):
         weight = rng.standard_normal((channels, channels, 3, 3)) / np.sqrt(9 * channels)
-        records += [layers.Conv(len(parameters), len(parameters) + 1, dims=2, stride=(1, 1), padding=(1, 1),
-                                dilation=(1, 1)), layers.Activation("tanh")]
+        records += [
+            layers.Conv(len(parameters), len(parameters) + 1, dims=2, stride=(1, 1), padding=(1, 1), dilation=(1, 1)),
+            layers.Activation("tanh"),
+        ]
         parameters += [weight, 0.1 * rng.standard_normal(channels)]
     fan_in = channels * (side // pool) ** 2
-    records += [layers.Pool("avg", 2, (pool, pool), (pool, pool), (0, 0)), layers.Flatten(0, -1),
-                layers.Dense(len(parameters), len(parameters) + 1)]
+    records += [
+        layers.Pool("avg", 2, (pool, pool), (pool, pool), (0, 0)),
+        layers.Flatten(0, -1),
+        layers.Dense(len(parameters), len(parameters) + 1),
+    ]
     parameters += [rng.standard_normal((outputs, fan_in)) / np.sqrt(fan_in), 0.1 * rng.standard_normal(outputs)]
     return Network.from_layers(records, parameters, (channels, side, side), loss="mse", dtype=dtype)
 

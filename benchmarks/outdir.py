@@ -12,6 +12,7 @@
 - An output that cannot be written (a full disk) ends the run with one line, ``Session.write_failed``: the file, the
   system's reason and what the folder holds (exit code 1).
 """
+
 import datetime
 import errno
 import fcntl
@@ -51,8 +52,10 @@ class Interrupted(BaseException):
 def check_flags(args):
     """Numeric flags: ``--threads`` a whole number >= 1, ``--max-call-seconds`` a finite number > 0."""
     if args.threads is not None and args.threads < 1:
-        raise StartError(f"--threads {args.threads} is not valid; pass a whole number of threads >= 1, or leave it out "
-                         "to use every core")
+        raise StartError(
+            f"--threads {args.threads} is not valid; pass a whole number of threads >= 1, or leave it out "
+            "to use every core"
+        )
     seconds = args.max_call_seconds
     if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
         raise StartError(f"--max-call-seconds {seconds} is not valid; pass a number of seconds > 0, e.g. 4")
@@ -85,8 +88,10 @@ def check_out(out):
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
-        raise StartError(f"--out {out!r} cannot be created: {exc.strerror or exc} (is a parent a file, or read-only?); "
-                         "pass a folder you can write") from None
+        raise StartError(
+            f"--out {out!r} cannot be created: {exc.strerror or exc} (is a parent a file, or read-only?); "
+            "pass a folder you can write"
+        ) from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise StartError(f"--out {out!r} is not writable; pass a folder you can write")
     return path
@@ -109,21 +114,31 @@ def load_earlier(folder):
         with open(path) as handle:
             document = json.load(handle)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StartError(f"{path} cannot be resumed: it is not valid JSON ({exc}); it was left untouched: move it away "
-                         "or choose another --out") from None
+        raise StartError(
+            f"{path} cannot be resumed: it is not valid JSON ({exc}); it was left untouched: move it away "
+            "or choose another --out"
+        ) from None
     points = document.get("points") if isinstance(document, dict) else None
     settings = document.get("settings") if isinstance(document, dict) else None
-    if not (isinstance(points, list) and isinstance(settings, dict)
-            and all(isinstance(p, dict) and isinstance(p.get("key"), str) for p in points)):
-        raise StartError(f"{path} cannot be resumed: it is not a results file of python -m benchmarks (no settings and "
-                         "points with keys); it was left untouched: move it away or choose another --out")
+    if not (
+        isinstance(points, list)
+        and isinstance(settings, dict)
+        and all(isinstance(p, dict) and isinstance(p.get("key"), str) for p in points)
+    ):
+        raise StartError(
+            f"{path} cannot be resumed: it is not a results file of python -m benchmarks (no settings and "
+            "points with keys); it was left untouched: move it away or choose another --out"
+        )
     return settings, results.unique_points(points)
 
 
 def settings_differences(earlier, current):
     """``["dtype: float32 then, float64 now", ...]`` for the ``RESUME_SETTINGS`` that differ."""
-    return [f"{name}: {earlier.get(name)!r} then, {current.get(name)!r} now"
-            for name in RESUME_SETTINGS if earlier.get(name) != current.get(name)]
+    return [
+        f"{name}: {earlier.get(name)!r} then, {current.get(name)!r} now"
+        for name in RESUME_SETTINGS
+        if earlier.get(name) != current.get(name)
+    ]
 
 
 # ---- the lock and the interruption ---------------------------------------------------------------------------
@@ -161,8 +176,10 @@ class Session:
             self.clean_temporaries(say)
         except OSError as exc:
             self.release()
-            raise StartError(f"--out {self.folder}: a temporary file of an interrupted write cannot be removed: "
-                             f"{exc.strerror or exc}; remove the .tmp-* files there or pass another --out") from None
+            raise StartError(
+                f"--out {self.folder}: a temporary file of an interrupted write cannot be removed: "
+                f"{exc.strerror or exc}; remove the .tmp-* files there or pass another --out"
+            ) from None
 
     def _take_lock(self, say):
         """Hold ``--out/.lock`` by an OS lock (``flock``), which a dead run's process gives back by itself, so taking a
@@ -171,14 +188,17 @@ class Session:
             try:
                 handle = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o644)
             except OSError as exc:
-                raise StartError(f"--out {self.folder} cannot be written: {exc.strerror or exc}; pass a folder you "
-                                 "can write") from None
+                raise StartError(
+                    f"--out {self.folder} cannot be written: {exc.strerror or exc}; pass a folder you can write"
+                ) from None
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 os.close(handle)
-                raise StartError(f"--out {self.folder} is in use by another benchmark run ({self._owner_text()}); "
-                                 "wait for it to finish or pass another --out") from None
+                raise StartError(
+                    f"--out {self.folder} is in use by another benchmark run ({self._owner_text()}); "
+                    "wait for it to finish or pass another --out"
+                ) from None
             if not self._is_current(handle):  # a run releasing it unlinked this file after we opened it: retry
                 os.close(handle)
                 continue
@@ -186,11 +206,15 @@ class Session:
             if owner is not None and owner[0] != os.getpid() and _alive(owner[0]):
                 # a live process named in a lock nobody holds: a run of a version that only wrote its pid
                 os.close(handle)
-                raise StartError(f"--out {self.folder} is in use by another benchmark run (pid {owner[0]}, started "
-                                 f"{owner[1]}); wait for it to finish or pass another --out")
+                raise StartError(
+                    f"--out {self.folder} is in use by another benchmark run (pid {owner[0]}, started "
+                    f"{owner[1]}); wait for it to finish or pass another --out"
+                )
             if owner is not None and owner[0] != os.getpid():
-                say(f"note: took over the lock of {self.folder} left by a run that is no longer running "
-                    f"(pid {owner[0]})")
+                say(
+                    f"note: took over the lock of {self.folder} left by a run that is no longer running "
+                    f"(pid {owner[0]})"
+                )
             text = f"{os.getpid()} {datetime.datetime.now().isoformat(timespec='seconds')}\n".encode()
             try:
                 os.ftruncate(handle, 0)
@@ -198,8 +222,9 @@ class Session:
             except OSError as exc:
                 self._unlink_if_ours(handle)
                 os.close(handle)
-                raise StartError(f"--out {self.folder} cannot be written: {exc.strerror or exc}; pass a folder you "
-                                 "can write") from None
+                raise StartError(
+                    f"--out {self.folder} cannot be written: {exc.strerror or exc}; pass a folder you can write"
+                ) from None
             self._handle, self.owned = handle, True
             return
         raise StartError(f"--out {self.folder}: other runs kept taking and releasing its lock; pass another --out")
@@ -240,8 +265,10 @@ class Session:
         """Remove the temporary files of writes that a kill cut short (this run holds the lock: nobody else writes)."""
         removed = results.remove_temporary_files(self.folder)
         if removed:
-            say(f"note: removed {len(removed)} unfinished temporary file(s) of an interrupted write from {self.folder} "
-                f"({', '.join(removed)})")
+            say(
+                f"note: removed {len(removed)} unfinished temporary file(s) of an interrupted write from {self.folder} "
+                f"({', '.join(removed)})"
+            )
 
     def catch_signals(self):
         """SIGINT and SIGTERM raise ``Interrupted`` in the main thread from now on."""
@@ -302,8 +329,12 @@ class Session:
             saved = f"nothing of this run was saved in {self.folder} (its files are as they were before the run)"
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         fix = "free some space" if full else "make the folder writable"
-        print(f"\nerror: could not write {exc.filename}: {exc.strerror}; {saved}; {fix}, then run again with --resume "
-              "to continue", file=sys.stderr, flush=True)
+        print(
+            f"\nerror: could not write {exc.filename}: {exc.strerror}; {saved}; {fix}, then run again with --resume "
+            "to continue",
+            file=sys.stderr,
+            flush=True,
+        )
         return WRITE_FAILED
 
     def interrupted(self, signum, write_outputs):
@@ -324,8 +355,12 @@ class Session:
             self.write_failed(exc)
             print(f"interrupted by {name}", file=sys.stderr, flush=True)
             return 128 + signum
-        print(f"\ninterrupted by {name}: {kept} points kept in {self.folder} (results.json, results.csv, plots and "
-              "output.txt agree); run again with --resume to continue", file=sys.stderr, flush=True)
+        print(
+            f"\ninterrupted by {name}: {kept} points kept in {self.folder} (results.json, results.csv, plots and "
+            "output.txt agree); run again with --resume to continue",
+            file=sys.stderr,
+            flush=True,
+        )
         return 128 + signum
 
 
@@ -343,8 +378,10 @@ def resumed_points(folder, settings, say=print):
         return []
     differences = settings_differences(earlier, settings)
     if differences:
-        raise StartError(f"--resume: {path} was measured with other settings ({'; '.join(differences)}); run with "
-                         "the same settings, or pass another --out")
+        raise StartError(
+            f"--resume: {path} was measured with other settings ({'; '.join(differences)}); run with "
+            "the same settings, or pass another --out"
+        )
     return points
 
 
@@ -354,7 +391,11 @@ def write_outputs(session, machine, settings, points):
 
     session.save(machine, settings, points)
     session.write_plots(points, f"{settings.get('device')}, {settings.get('dtype')}", settings.get("device"))
-    lines = session.printed + ["", report.slope_table(points), "",
-                               f"interrupted by {settings.get('interrupted_by')} after {len(points)} points; run again "
-                               "with --resume to continue"]
+    lines = session.printed + [
+        "",
+        report.slope_table(points),
+        "",
+        f"interrupted by {settings.get('interrupted_by')} after {len(points)} points; run again "
+        "with --resume to continue",
+    ]
     session.write_report("\n".join(lines) + "\n")

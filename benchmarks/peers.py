@@ -21,13 +21,16 @@ mask of the entries the peer computes (``None``: all), so that validation compar
 Install them without letting pip replace torch: ``peers._common.INSTALL``. A peer that is missing, or cannot take the
 network, is reported with the reason.
 """
+
 import warnings
 
 import numpy as np
 
 PEERS = ("backpack", "curvlinops")
-INSTALL = ("pip install --no-deps backpack-for-pytorch curvlinops-for-pytorch einops unfoldNd einconv "
-           "linear_operator jaxtyping wadler_lindig")
+INSTALL = (
+    "pip install --no-deps backpack-for-pytorch curvlinops-for-pytorch einops unfoldNd einconv "
+    "linear_operator jaxtyping wadler_lindig"
+)
 
 
 class PeerUnavailableError(RuntimeError):
@@ -228,8 +231,9 @@ class Curvlinops:
     def _operator(kind, problem, params, **options):
         import curvlinops
 
-        return getattr(curvlinops, kind)(problem.model, problem.loss_function, params, [(problem.X, problem.Y)],
-                                         check_deterministic=False, **options)
+        return getattr(curvlinops, kind)(
+            problem.model, problem.loss_function, params, [(problem.X, problem.Y)], check_deterministic=False, **options
+        )
 
     @staticmethod
     @_labelled("curvlinops HessianLinearOperator on the identity")
@@ -263,8 +267,13 @@ class Curvlinops:
     @_labelled("curvlinops KFACLinearOperator (type-2)")
     def stage_kfac_factors(problem, call):
         layer = problem.linear(call.argument("l"))
-        operator = Curvlinops._operator("KFACLinearOperator", problem, [layer.weight, layer.bias],
-                                        fisher_type="type-2", separate_weight_and_bias=False)
+        operator = Curvlinops._operator(
+            "KFACLinearOperator",
+            problem,
+            [layer.weight, layer.bias],
+            fisher_type="type-2",
+            separate_weight_and_bias=False,
+        )
 
         def compute():
             # compute_kronecker_factors adds to the factors it holds: start from none, as a fresh operator does

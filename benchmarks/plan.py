@@ -12,6 +12,7 @@ the contract's (``xval.contract.Quantity``).
 ``|W|`` of an MLP of ``depth`` layers of equal ``width`` is ``depth * (width**2 + width)``; of the convolutional
 network, ``networks.conv_parameters(channels)``.
 """
+
 from dataclasses import dataclass, field, replace
 
 from . import networks
@@ -19,9 +20,22 @@ from . import networks
 # What the MLP sweeps measure, in the order they run and are printed: the contract's quantities, with the
 # central-difference oracle after the gradient. top_eigenvalues is left out: manual switches from the dense Hessian
 # to Lanczos at 2000 parameters, so its time is no single power law; hessian_trace is hessian_diagonal's sum.
-MLP_QUANTITIES = ("forward", "gradient", "finite_difference_gradient", "per_sample_gradients", "hvp", "hessian_block",
-                  "hessian", "ggnvp", "ggn_diagonal", "hessian_diagonal", "kfac_factors", "output_jacobian",
-                  "empirical_fisher", "ggn")
+MLP_QUANTITIES = (
+    "forward",
+    "gradient",
+    "finite_difference_gradient",
+    "per_sample_gradients",
+    "hvp",
+    "hessian_block",
+    "hessian",
+    "ggnvp",
+    "ggn_diagonal",
+    "hessian_diagonal",
+    "kfac_factors",
+    "output_jacobian",
+    "empirical_fisher",
+    "ggn",
+)
 # What the channels sweep measures (the convolutional network).
 CONV_QUANTITIES = ("forward", "gradient", "per_sample_gradients", "hvp", "ggn_diagonal", "hessian_diagonal")
 QUANTITIES = tuple(dict.fromkeys(MLP_QUANTITIES + CONV_QUANTITIES))
@@ -37,13 +51,13 @@ MEMORY_PEAK_MIN_BYTES = 16 << 20
 
 @dataclass(frozen=True)
 class Sweep:
-    name: str            # "width", "depth" or "channels"
-    fixed: int           # the fixed depth (width and channels sweeps) or width (depth sweep)
-    values: tuple        # the widths, depths or channel counts swept
+    name: str  # "width", "depth" or "channels"
+    fixed: int  # the fixed depth (width and channels sweeps) or width (depth sweep)
+    values: tuple  # the widths, depths or channel counts swept
     quantities: tuple = MLP_QUANTITIES  # what it measures
     limits: dict = field(default_factory=dict)  # quantity -> largest value swept for it (default: all)
     engine_limits: dict = field(default_factory=dict)  # (quantity, engine) -> largest value
-    start: int = 0       # the smallest value swept, unless ``starts`` names another for the quantity
+    start: int = 0  # the smallest value swept, unless ``starts`` names another for the quantity
     starts: dict = field(default_factory=dict)  # quantity -> smallest value
 
     def sizes(self, value):
@@ -81,22 +95,53 @@ class Sweep:
 # Cheap quantities go to width 1024 (|W| = 3.1e6); the dense ones, and those that carry n_L output rows of every
 # parameter, stop where a point costs about a second. Widths from 2 only where the largest size is small, to keep two
 # decades. Peers stop earlier: curvlinops takes seconds per block at width 64.
-WIDTH_LIMITS = {"finite_difference_gradient": 64, "per_sample_gradients": 256, "hessian_block": 64, "hessian": 32,
-                "ggn_diagonal": 128, "hessian_diagonal": 128, "kfac_factors": 512, "output_jacobian": 32,
-                "empirical_fisher": 32, "ggn": 32}
+WIDTH_LIMITS = {
+    "finite_difference_gradient": 64,
+    "per_sample_gradients": 256,
+    "hessian_block": 64,
+    "hessian": 32,
+    "ggn_diagonal": 128,
+    "hessian_diagonal": 128,
+    "kfac_factors": 512,
+    "output_jacobian": 32,
+    "empirical_fisher": 32,
+    "ggn": 32,
+}
 WIDTH_STARTS = {"finite_difference_gradient": 2, "hessian": 2, "output_jacobian": 2, "empirical_fisher": 2, "ggn": 2}
 DEFAULT = (
-    Sweep("width", 3, (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), start=4, starts=WIDTH_STARTS, limits=WIDTH_LIMITS,
-          # curvlinops' type-2 KFAC backpropagates the n_L output rows one at a time: 4 s a call at width 512
-          engine_limits={("hessian_block", "curvlinops"): 32, ("hessian_diagonal", "backpack"): 64,
-                         ("kfac_factors", "curvlinops"): 64, ("ggnvp", "curvlinops"): 256}),
-    Sweep("depth", 16, (1, 2, 4, 8, 16, 32, 64),
-          limits={"finite_difference_gradient": 4, "hessian_block": 16, "hessian": 8, "empirical_fisher": 8,
-                  "ggn": 4},
-          engine_limits={("hessian_block", "curvlinops"): 8, ("hessian", "torch"): 4,
-                         ("hessian_diagonal", "backpack"): 16}),
-    Sweep("channels", networks.CONV_DEPTH, (2, 4, 8, 16, 32, 64), quantities=CONV_QUANTITIES,
-          limits={"per_sample_gradients": 32, "hessian_diagonal": 16}),
+    Sweep(
+        "width",
+        3,
+        (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+        start=4,
+        starts=WIDTH_STARTS,
+        limits=WIDTH_LIMITS,
+        # curvlinops' type-2 KFAC backpropagates the n_L output rows one at a time: 4 s a call at width 512
+        engine_limits={
+            ("hessian_block", "curvlinops"): 32,
+            ("hessian_diagonal", "backpack"): 64,
+            ("kfac_factors", "curvlinops"): 64,
+            ("ggnvp", "curvlinops"): 256,
+        },
+    ),
+    Sweep(
+        "depth",
+        16,
+        (1, 2, 4, 8, 16, 32, 64),
+        limits={"finite_difference_gradient": 4, "hessian_block": 16, "hessian": 8, "empirical_fisher": 8, "ggn": 4},
+        engine_limits={
+            ("hessian_block", "curvlinops"): 8,
+            ("hessian", "torch"): 4,
+            ("hessian_diagonal", "backpack"): 16,
+        },
+    ),
+    Sweep(
+        "channels",
+        networks.CONV_DEPTH,
+        (2, 4, 8, 16, 32, 64),
+        quantities=CONV_QUANTITIES,
+        limits={"per_sample_gradients": 32, "hessian_diagonal": 16},
+    ),
 )
 
 # A GPU run (``--device cuda``) goes further where the GPU's memory and speed allow, and reaches the sizes of the GPU
@@ -104,9 +149,12 @@ DEFAULT = (
 # gradients to width 1024. BackPACK needs an identity the size of the block besides it, and curvlinops applies the
 # operator column by column, so they stop earlier.
 GPU = (
-    replace(DEFAULT[0], values=(2, 4, 8, 16, 32, 64, 128, 192, 256, 512, 1024),
-            limits={**WIDTH_LIMITS, "hessian_block": 192, "per_sample_gradients": None},
-            engine_limits={**DEFAULT[0].engine_limits, ("hessian_block", "backpack"): 128}),
+    replace(
+        DEFAULT[0],
+        values=(2, 4, 8, 16, 32, 64, 128, 192, 256, 512, 1024),
+        limits={**WIDTH_LIMITS, "hessian_block": 192, "per_sample_gradients": None},
+        engine_limits={**DEFAULT[0].engine_limits, ("hessian_block", "backpack"): 128},
+    ),
     DEFAULT[1],
     DEFAULT[2],
 )
@@ -114,10 +162,16 @@ GPU = (
 # The smoke test: every quantity, engine and code path, on sizes small enough for well under a minute
 # (most of it is jax compiling one function per architecture and quantity).
 QUICK = (
-    Sweep("width", 2, (4, 8, 16), limits={"finite_difference_gradient": 8, "hessian": 8, "empirical_fisher": 8,
-                                          "ggn": 8}),
-    Sweep("depth", 6, (1, 2, 3), limits={"finite_difference_gradient": 1, "hessian": 2},
-          engine_limits={("hessian_block", "backpack"): 2, ("hessian_block", "curvlinops"): 2}),
+    Sweep(
+        "width", 2, (4, 8, 16), limits={"finite_difference_gradient": 8, "hessian": 8, "empirical_fisher": 8, "ggn": 8}
+    ),
+    Sweep(
+        "depth",
+        6,
+        (1, 2, 3),
+        limits={"finite_difference_gradient": 1, "hessian": 2},
+        engine_limits={("hessian_block", "backpack"): 2, ("hessian_block", "curvlinops"): 2},
+    ),
     Sweep("channels", networks.CONV_DEPTH, (2, 3, 4), quantities=CONV_QUANTITIES),
 )
 

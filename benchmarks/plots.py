@@ -6,6 +6,7 @@ is drawn on the labelled measurement floor as a hollow marker. On a GPU it is th
 allocators hand out blocks of 512 bytes, the floor there. A point below its own series' previous size (memory the
 process already held, such as XLA's buffer pool, was reused) is drawn as a cross, off the line.
 """
+
 import math
 import os
 
@@ -28,11 +29,23 @@ BOUND_COLOR = "goldenrod"  # the memory target, apart from the grey slope guides
 FLOOR_BYTES = 4096  # one page: the resolution of the resident-set measurement
 # The floor and the memory title for each device: resident-set pages on the CPU, allocator blocks on a GPU (torch's
 # caching allocator and cupy's pool both round every allocation up to 512 bytes).
-FLOORS = {"cpu": (FLOOR_BYTES, "1 page (4 KiB)", "growth of the resident set during the call"),
-          "cuda": (512, "one 512-byte block", "peak device memory above what was in use before it (each library's "
-                   "counter; jax's, where not raised: XLA's plan)")}
-FONT = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 11, "xtick.labelsize": 10,
-        "ytick.labelsize": 10}
+FLOORS = {
+    "cpu": (FLOOR_BYTES, "1 page (4 KiB)", "growth of the resident set during the call"),
+    "cuda": (
+        512,
+        "one 512-byte block",
+        "peak device memory above what was in use before it (each library's "
+        "counter; jax's, where not raised: XLA's plan)",
+    ),
+}
+FONT = {
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "legend.fontsize": 11,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+}
 
 
 def _reference_slopes(ax, sizes, values):
@@ -86,7 +99,8 @@ def _bounds(points):
     for p in points:
         if p.get("memory_bound_bytes"):
             by_series.setdefault((p["quantity"], p["sweep"]), {})[p["n_params"]] = (
-                MEMORY_BOUND_FACTOR * p["memory_bound_bytes"])
+                MEMORY_BOUND_FACTOR * p["memory_bound_bytes"]
+            )
     return {key: (sorted(by), [by[s] for s in sorted(by)]) for key, by in by_series.items()}
 
 
@@ -109,8 +123,15 @@ def _panel(ax, data, quantity, ylabel, title, floor=None, bounds=None):
         ax.set_ylim(low / 3, high * 3)  # the reference lines may not stretch the axis past the data
     if floor is not None and (not drawn or floor[0] >= ax.get_ylim()[0]):  # a floor under every point is left out
         ax.axhline(floor[0], color="0.3", lw=0.8)
-        ax.annotate(f"floor: {floor[1]}", (0.02, floor[0]), xycoords=("axes fraction", "data"),
-                    textcoords="offset points", xytext=(0, 3), fontsize=9, color="0.3")
+        ax.annotate(
+            f"floor: {floor[1]}",
+            (0.02, floor[0]),
+            xycoords=("axes fraction", "data"),
+            textcoords="offset points",
+            xytext=(0, 3),
+            fontsize=9,
+            color="0.3",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.xaxis.set_minor_formatter(NullFormatter())  # over less than a decade they overlap one another
@@ -124,15 +145,26 @@ def _legend(ax, engines, sweeps, floor=None, bounded=False):
     """The figure's one legend, in the spare panel: engines by colour, sweeps by line style, the guides."""
     handles = [Line2D([], [], color=COLORS.get(e, "k"), marker="o", lw=2.5, label=e) for e in engines]
     handles += [Line2D([], [], color="k", ls=STYLES[s], lw=1.6, label=text) for s, text in sweeps]
-    handles += [Line2D([], [], color="0.55", ls=":", lw=1.2, label="slope 1 (grows like |W|)"),
-                Line2D([], [], color="0.55", ls="-.", lw=1.2, label="slope 2 (grows like |W|^2)")]
+    handles += [
+        Line2D([], [], color="0.55", ls=":", lw=1.2, label="slope 1 (grows like |W|)"),
+        Line2D([], [], color="0.55", ls="-.", lw=1.2, label="slope 2 (grows like |W|^2)"),
+    ]
     if bounded:
-        handles.append(Line2D([], [], color=BOUND_COLOR, lw=2.4, alpha=0.6,
-                              label=f"target: {MEMORY_BOUND_FACTOR:g} x P N n_L entries (the diagonals)"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=BOUND_COLOR,
+                lw=2.4,
+                alpha=0.6,
+                label=f"target: {MEMORY_BOUND_FACTOR:g} x P N n_L entries (the diagonals)",
+            )
+        )
     if floor is not None:
-        handles += [Line2D([], [], color="k", marker="o", mfc="none", ls="none",
-                           label=f"at or under the floor ({floor[1]})"),
-                    Line2D([], [], color="k", marker="x", ls="none", label="dip: reused memory already held")]
+        handles += [
+            Line2D([], [], color="k", marker="o", mfc="none", ls="none", label=f"at or under the floor ({floor[1]})"),
+            Line2D([], [], color="k", marker="x", ls="none", label="dip: reused memory already held"),
+        ]
     ax.axis("off")
     ax.legend(handles=handles, loc="center", frameon=False, title="engine (colour), sweep (line)")
 
@@ -142,9 +174,11 @@ def _sweeps(points):
     out = {}
     for p in points:
         if p.get("status") == "ok" and p["sweep"] not in out:
-            out[p["sweep"]] = {"width": f"width sweep (depth {p['depth']})",
-                               "depth": f"depth sweep (width {p['width']})",
-                               "channels": f"channels sweep (conv, {p['depth']} layers)"}.get(p["sweep"], p["sweep"])
+            out[p["sweep"]] = {
+                "width": f"width sweep (depth {p['depth']})",
+                "depth": f"depth sweep (width {p['width']})",
+                "channels": f"channels sweep (conv, {p['depth']} layers)",
+            }.get(p["sweep"], p["sweep"])
     return sorted(out.items(), key=lambda item: list(STYLES).index(item[0]) if item[0] in STYLES else 99)
 
 
@@ -173,7 +207,7 @@ def _figure(points, field, ylabel, title, path, floor=None):
             else:
                 label, axis = f"{quantity}\n(call on 1 sample)", "seconds per call"
             _panel(ax, data, quantity, axis, label, floor, bounds)
-        spare = list(axes.flat)[len(quantities):]
+        spare = list(axes.flat)[len(quantities) :]
         engines = sorted({key[0] for key in data}, key=lambda e: list(COLORS).index(e) if e in COLORS else 99)
         _legend(spare[0], engines, _sweeps(points), floor, bounded=bool(bounds))
         for ax in spare[1:]:
@@ -192,10 +226,21 @@ def write_plots(points, folder, subtitle="", device="cpu"):
     where = f" ({subtitle})" if subtitle else ""
     batched = " and ".join(q for q in QUANTITIES if contract.quantity(q).batch)
     written = [
-        _figure(points, "time_per_sample_s", None,
-                f"Time vs |W|{where}: median of repeated calls, each on one sample, except {batched} (a batch; its "
-                "time divided by the batch)", os.path.join(folder, TIME_PNG)),
-        _figure(points, "peak_bytes", "peak growth (bytes)", f"Peak memory of one call vs |W|{where}: {floor[2]}",
-                os.path.join(folder, MEMORY_PNG), floor=floor),
+        _figure(
+            points,
+            "time_per_sample_s",
+            None,
+            f"Time vs |W|{where}: median of repeated calls, each on one sample, except {batched} (a batch; its "
+            "time divided by the batch)",
+            os.path.join(folder, TIME_PNG),
+        ),
+        _figure(
+            points,
+            "peak_bytes",
+            "peak growth (bytes)",
+            f"Peak memory of one call vs |W|{where}: {floor[2]}",
+            os.path.join(folder, MEMORY_PNG),
+            floor=floor,
+        ),
     ]
     return [path for path in written if path]

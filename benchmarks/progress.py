@@ -11,6 +11,7 @@ time left learned from the work done so far, never from a fixed guess.
 - ``Progress``: the bar, refreshed by a ticker thread every ``interval`` seconds, so that it moves (elapsed time,
   the time left counting down) within long steps too.
 """
+
 import math
 import sys
 import threading
@@ -109,15 +110,21 @@ class Progress:
     ``interval`` seconds by a ticker thread. ``estimate`` has ``learn(index, seconds)`` and ``left(current,
     current_s)``; ``begin(index)`` and ``end(index)`` bracket each step, ``advance(n, label)`` counts finished items."""
 
-    def __init__(self, desc, total, estimate, unit="points", file=None, interval=1.0, clock=time.monotonic,
-                 disable=False):
+    def __init__(
+        self, desc, total, estimate, unit="points", file=None, interval=1.0, clock=time.monotonic, disable=False
+    ):
         self.estimate, self.clock, self.interval = estimate, clock, interval
         self.label, self.current, self.started_at = "", None, None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self.bar = tqdm(total=total, desc=desc, file=file or sys.stderr, disable=disable, mininterval=0.5,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} " + unit
-                                   + ", {elapsed} elapsed{postfix}")
+        self.bar = tqdm(
+            total=total,
+            desc=desc,
+            file=file or sys.stderr,
+            disable=disable,
+            mininterval=0.5,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} " + unit + ", {elapsed} elapsed{postfix}",
+        )
         self._ticker = None
         if not disable and interval:
             self._ticker = threading.Thread(target=self._tick, name="progress", daemon=True)

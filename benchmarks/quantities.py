@@ -5,6 +5,7 @@ Every quantity is timed on one sample except those the contract times on a batch
 ``PER_SAMPLE_BATCH`` samples and report the time per sample. A layer quantity is measured on the same-layer block
 of the second layer (the first when there is one only): ``contract.same_layer_block``.
 """
+
 from typing import Any, Callable, NamedTuple
 
 import numpy as np

@@ -20,6 +20,7 @@ torch are pinned to one thread count, by default the physical cores, which is al
 Run: ``python -m benchmarks.ratios [--quick] [--threads N]``; exit code 0 when every row meets its target, 3
 (``EXIT_TARGET_MISSED``) when one misses it or could not be measured.
 """
+
 import argparse
 import sys
 from dataclasses import asdict, dataclass
@@ -103,7 +104,6 @@ def peer_label(peer, row, threads=None):
     return {"torch": "torch eager autograd", "write floor": "numpy writing the output"}[peer]
 
 
-
 ROWS = (
     Row("per_sample_gradients", _width(256), 32, {"jax": 1.0, "write floor": 1.3}, 4, jax="jax.jit(vmap(grad))"),
     Row("per_sample_gradients", _width(1024), 32, {"jax": 1.0, "write floor": 1.3}, 15, jax="jax.jit(vmap(grad))"),
@@ -179,8 +179,12 @@ class Result:
     @property
     def close(self):
         """Whether the target lies within the pairs' interquartile range: another run may judge the row otherwise."""
-        return (self.bound is not None and self.ratio_q1 is not None
-                and self.ratio_q1 <= self.bound <= self.ratio_q3 and self.ratio_q1 < self.ratio_q3)
+        return (
+            self.bound is not None
+            and self.ratio_q1 is not None
+            and self.ratio_q1 <= self.bound <= self.ratio_q3
+            and self.ratio_q1 < self.ratio_q3
+        )
 
     @property
     def target(self):
@@ -280,8 +284,10 @@ def _first_calls(row, runs, dtype="float64"):
         seconds[label] = 0.0 if label == "jax" else time.perf_counter() - start
         if seconds[label] > MAX_FIRST_CALL_S:
             who = "manual" if label == "manual" else peer_label(label, row)
-            raise TimeoutError(f"{who}'s first call took {seconds[label]:.0f} s, over the "
-                               f"{MAX_FIRST_CALL_S:.0f} s a ratio row allows one call (its pairs would take minutes)")
+            raise TimeoutError(
+                f"{who}'s first call took {seconds[label]:.0f} s, over the "
+                f"{MAX_FIRST_CALL_S:.0f} s a ratio row allows one call (its pairs would take minutes)"
+            )
         if label == "manual":
             expected = fetch(value)
         elif fetch is not None:
@@ -303,25 +309,70 @@ def measure(row, pairs, threads=1, dtype="float64", use_peers=True):
     results = []
     for peer, bound in peers(row, threads).items():
         if isinstance(runs[peer], PeerUnavailable):
-            results.append(Result(row.name, peer_label(peer, row, threads), None, None, None, None, None,
-                                  bound, None, note=f"not judged: {runs[peer]}", dtype=dtype, judged=False))
+            results.append(
+                Result(
+                    row.name,
+                    peer_label(peer, row, threads),
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    bound,
+                    None,
+                    note=f"not judged: {runs[peer]}",
+                    dtype=dtype,
+                    judged=False,
+                )
+            )
             continue
-        timed = timing.time_pairs(runs["manual"][0], runs[peer][0], first=[first["manual"], first[peer]],
-                                  jitted=(False, peer == "jax"), **pairs)
+        timed = timing.time_pairs(
+            runs["manual"][0],
+            runs[peer][0],
+            first=[first["manual"], first[peer]],
+            jitted=(False, peer == "jax"),
+            **pairs,
+        )
         ours, theirs, ratio = timed["a"], timed["b"], timed["ratio"]
-        results.append(Result(row.name, peer_label(peer, row, threads), ours["median"], ours["min"],
-                              theirs["median"], theirs["min"], ratio, bound, None if bound is None else ratio <= bound,
-                              ratio_q1=timed["ratio_q1"], ratio_q3=timed["ratio_q3"], pairs=timed["pairs"],
-                              dtype=dtype))
+        results.append(
+            Result(
+                row.name,
+                peer_label(peer, row, threads),
+                ours["median"],
+                ours["min"],
+                theirs["median"],
+                theirs["min"],
+                ratio,
+                bound,
+                None if bound is None else ratio <= bound,
+                ratio_q1=timed["ratio_q1"],
+                ratio_q3=timed["ratio_q3"],
+                pairs=timed["pairs"],
+                dtype=dtype,
+            )
+        )
     return results
 
 
 def failed(row, exc, threads=1, dtype="float64"):
     """The results of a row that could not be measured: one per peer, failing (unless it has no target), with the
     reason."""
-    return [Result(row.name, peer_label(peer, row, threads), None, None, None, None, None, bound,
-                   None if bound is None else False, note=f"not measured: {type(exc).__name__}: {exc}", dtype=dtype)
-            for peer, bound in peers(row, threads).items()]
+    return [
+        Result(
+            row.name,
+            peer_label(peer, row, threads),
+            None,
+            None,
+            None,
+            None,
+            None,
+            bound,
+            None if bound is None else False,
+            note=f"not measured: {type(exc).__name__}: {exc}",
+            dtype=dtype,
+        )
+        for peer, bound in peers(row, threads).items()
+    ]
 
 
 def pair_settings(quick, row):
@@ -329,8 +380,13 @@ def pair_settings(quick, row):
     spread is over 10% of the median and the pairs have taken under the row's nominal seconds."""
     if quick:
         return dict(min_pairs=row.min_pairs, budget_s=None, min_repeat_s=0.01)
-    return dict(min_pairs=row.min_pairs, max_pairs=timing.MAX_PAIRS, spread_limit=timing.SPREAD_LIMIT,
-                budget_s=row.seconds, min_repeat_s=0.02)
+    return dict(
+        min_pairs=row.min_pairs,
+        max_pairs=timing.MAX_PAIRS,
+        spread_limit=timing.SPREAD_LIMIT,
+        budget_s=row.seconds,
+        min_repeat_s=0.02,
+    )
 
 
 def run(quick=False, threads=None, rows=ROWS, progress=True, dtype=None, use_peers=True):
@@ -342,8 +398,10 @@ def run(quick=False, threads=None, rows=ROWS, progress=True, dtype=None, use_pee
     dtype = dtype or config.dtype()
     results = []
     estimate = RateEstimate([r.seconds for r in rows])
-    with timing.pinned_threads(threads) as pools, Progress("ratio rows", len(rows), estimate, unit="rows",
-                                                          disable=not progress) as bar:
+    with (
+        timing.pinned_threads(threads) as pools,
+        Progress("ratio rows", len(rows), estimate, unit="rows", disable=not progress) as bar,
+    ):
         for index, row in enumerate(rows):
             bar.begin(index, row.name)
             try:
@@ -352,11 +410,22 @@ def run(quick=False, threads=None, rows=ROWS, progress=True, dtype=None, use_pee
                 results += failed(row, exc, threads, dtype)
             bar.end(index)
             bar.advance(1)
-    extra = "" if quick else (f", more (up to {timing.MAX_PAIRS}) while their interquartile range is over "
-                              f"{timing.SPREAD_LIMIT:.0%} of the median and time allows")
-    settings = dict(threads=threads, pools=pools, dtype=dtype, min_pairs=timing.MIN_PAIRS,
-                    timing=f"manual and the peer in interleaved pairs (A B, B A, ...), {_pairs_text(rows)}"
-                           f"{extra}; fresh outputs for every call")
+    extra = (
+        ""
+        if quick
+        else (
+            f", more (up to {timing.MAX_PAIRS}) while their interquartile range is over "
+            f"{timing.SPREAD_LIMIT:.0%} of the median and time allows"
+        )
+    )
+    settings = dict(
+        threads=threads,
+        pools=pools,
+        dtype=dtype,
+        min_pairs=timing.MIN_PAIRS,
+        timing=f"manual and the peer in interleaved pairs (A B, B A, ...), {_pairs_text(rows)}"
+        f"{extra}; fresh outputs for every call",
+    )
     return results, settings
 
 
@@ -364,8 +433,10 @@ def _pairs_text(rows):
     fewer = sorted({row.min_pairs for row in rows if row.min_pairs != timing.MIN_PAIRS})
     if not fewer:
         return f"{timing.MIN_PAIRS} pairs"
-    return (f"{timing.MIN_PAIRS} pairs ({' or '.join(map(str, fewer))} in rows whose calls take seconds; the pairs "
-            "column gives each row's)")
+    return (
+        f"{timing.MIN_PAIRS} pairs ({' or '.join(map(str, fewer))} in rows whose calls take seconds; the pairs "
+        "column gives each row's)"
+    )
 
 
 def as_records(results):
@@ -398,26 +469,33 @@ def format_table(results, settings):
     dtype = settings.get("dtype", "float64")
     width = max(len("row"), *(len(r.row) for r in results))
     peer_width = max(24, *(len(r.peer) for r in results))
-    lines = [f"speed-ratio rows, {dtype}: ratio = manual time / peer time, the median over interleaved pairs, with "
-             "the interquartile range of the pairs' ratios as its spread",
-             f"{'row':<{width}} {'peer':<{peer_width}} {'manual':>9} {'peer':>9} {'ratio':>6} {'spread':>11} "
-             f"{'pairs':>5}  {'target':<20} result"]
+    lines = [
+        f"speed-ratio rows, {dtype}: ratio = manual time / peer time, the median over interleaved pairs, with "
+        "the interquartile range of the pairs' ratios as its spread",
+        f"{'row':<{width}} {'peer':<{peer_width}} {'manual':>9} {'peer':>9} {'ratio':>6} {'spread':>11} "
+        f"{'pairs':>5}  {'target':<20} result",
+    ]
     for r in results:
         ratio = ratio_text(r.ratio, r.bound)
         verdict = "-" if r.passed is None else ("pass" if r.passed else "FAIL") + (" (close)" if r.close else "")
-        lines.append(f"{r.row:<{width}} {r.peer:<{peer_width}} {_seconds(r.manual_s):>9} {_seconds(r.peer_s):>9} "
-                     f"{ratio:>6} {_spread(r):>11} {r.pairs or '-':>5}  {r.target:<20} {verdict}")
+        lines.append(
+            f"{r.row:<{width}} {r.peer:<{peer_width}} {_seconds(r.manual_s):>9} {_seconds(r.peer_s):>9} "
+            f"{ratio:>6} {_spread(r):>11} {r.pairs or '-':>5}  {r.target:<20} {verdict}"
+        )
         if r.note:
             lines.append(f"{'':<{width}} {r.note}")
     lines.append("manual, peer: each side's median time per call over the pairs; the target applies to the ratio")
     if any(r.close for r in results):
-        lines.append("(close): the target lies within the spread of the pairs' ratios; another run may judge it "
-                     "otherwise")
+        lines.append(
+            "(close): the target lies within the spread of the pairs' ratios; another run may judge it otherwise"
+        )
     lines.append(f"timed: {settings['timing']}; sigmoid MLPs, mse, {dtype}, one process")
     if any(r.peer == peer_label(THREADED_FLOOR, None, settings["threads"]) for r in results):
-        lines.append(f"manual splits a large write over the {settings['threads']} pinned threads; numpy writes on "
-                     f"one, so each write floor is also shown with its rows split over {settings['threads']} threads "
-                     "(no target)")
+        lines.append(
+            f"manual splits a large write over the {settings['threads']} pinned threads; numpy writes on "
+            f"one, so each write floor is also shown with its rows split over {settings['threads']} threads "
+            "(no target)"
+        )
     return "\n".join(lines)
 
 
@@ -436,27 +514,37 @@ def verdict_line(results):
     if not misses:
         line = f"all {len(judged)} ratio rows meet their target"
     else:
-        named = "; ".join(f"{r.row} against {r.peer} ("
-                          f"{'not measured' if r.ratio is None else ratio_text(r.ratio, r.bound)}, target {r.target})"
-                          for r in misses)
+        named = "; ".join(
+            f"{r.row} against {r.peer} ("
+            f"{'not measured' if r.ratio is None else ratio_text(r.ratio, r.bound)}, target {r.target})"
+            for r in misses
+        )
         line = f"{len(misses)} of {len(judged)} ratio rows miss their target: {named}"
     if unjudged:
-        line += (f"; {len(unjudged)} not judged (the peer cannot run here): "
-                 + "; ".join(f"{r.row} against {r.peer}" for r in unjudged))
+        line += f"; {len(unjudged)} not judged (the peer cannot run here): " + "; ".join(
+            f"{r.row} against {r.peer}" for r in unjudged
+        )
     return line
 
 
-EXIT_CODES = (f"exit codes: 0 every row meets its target; {EXIT_TARGET_MISSED} a row misses its target (or could "
-              "not be measured); 2 a bad flag or setting")
+EXIT_CODES = (
+    f"exit codes: 0 every row meets its target; {EXIT_TARGET_MISSED} a row misses its target (or could "
+    "not be measured); 2 a bad flag or setting"
+)
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.ratios", epilog=EXIT_CODES,
-                                     description=__doc__.split("\n\n")[0].replace("``", ""))
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.ratios", epilog=EXIT_CODES, description=__doc__.split("\n\n")[0].replace("``", "")
+    )
     parser.add_argument("--quick", action="store_true", help="5 pairs per row, no more (about a minute)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="BLAS/OpenMP/torch threads and manual's write threads, pinned (default: the physical "
-                             "cores, as XLA uses)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="BLAS/OpenMP/torch threads and manual's write threads, pinned (default: the physical cores, as XLA uses)",
+    )
     return parser
 
 

@@ -19,6 +19,7 @@ part that drifted beyond that is rewritten (``--force`` rewrites them all).
 After a new baseline (``python -m benchmarks --out benchmarks/baseline``), or a change to what a command prints,
 run ``python -m benchmarks.readme``.
 """
+
 import argparse
 import difflib
 import glob
@@ -37,9 +38,11 @@ BASELINE = os.path.join(ROOT, "benchmarks", "baseline")
 GPU_BASELINE = os.path.join(BASELINE, "gpu")
 SECTION = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated: (?P=name) -->)", re.S)
 OUTPUT_BLOCK = re.compile(r"^```\n\$ (?P<command>python [^\n]+)\n(?P<body>.*?)^```", re.M | re.S)
-REGENERATE = ("If the change is intended (a new output format, new figures, a new baseline), regenerate the docs' "
-              "generated parts with: python -m benchmarks.readme (then review the diff). If not, the code now gives "
-              "something other than what the docs show, and that change is what to look at.")
+REGENERATE = (
+    "If the change is intended (a new output format, new figures, a new baseline), regenerate the docs' "
+    "generated parts with: python -m benchmarks.readme (then review the diff). If not, the code now gives "
+    "something other than what the docs show, and that change is what to look at."
+)
 
 EXACT, PRINTED = "exact", "printed"
 ROUNDING = 1e-13  # float64 rounding-level errors sit near 1e-16; the comparison tolerance is 1e-10
@@ -47,8 +50,10 @@ RELATIVE = 1e-6
 _UNITS = r"min|ms|us|µs|ns|s|h|KiB|MiB|GiB|KB|kB|MB|GB|TB|B"
 _TIME_UNITS = {"min", "ms", "us", "µs", "ns", "s", "h"}
 # A number standing alone (not part of a name such as N7, 4x8x3, float64 or a version such as 2.13.0), with its unit.
-NUMBER = re.compile(r"(?<![\w.])(?P<number>[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?)"
-                    rf"(?:(?P<space> ?)(?P<unit>{_UNITS})\b)?(?!\w|\.\d)")
+NUMBER = re.compile(
+    r"(?<![\w.])(?P<number>[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?)"
+    rf"(?:(?P<space> ?)(?P<unit>{_UNITS})\b)?(?!\w|\.\d)"
+)
 
 
 def documents():
@@ -65,8 +70,9 @@ def command_output(command):
     """What ``command`` (``python ...``, as a user would type it in the repository root) prints on stdout."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     arguments = shlex.split(command)
-    done = subprocess.run([sys.executable, *arguments[1:]], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env=env)
+    done = subprocess.run(
+        [sys.executable, *arguments[1:]], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env
+    )
     if done.returncode not in (0, 1):  # 1: a check that found a failure, which the docs may show on purpose
         raise RuntimeError(f"`{command}` exited with status {done.returncode}:\n{done.stderr[-3000:]}")
     return done.stdout
@@ -138,8 +144,10 @@ def baseline_run():
     document = _load(BASELINE)
     info, settings = document["machine"], document["settings"]
     cores = info.get("cpu_cores_logical")
-    return (f"Committed CPU baseline: {info.get('cpu_model', 'unknown CPU')}, {cores} logical cores, "
-            f"{settings.get('dtype', 'float64')}, {settings.get('elapsed_s', 0):.0f} s.\n")
+    return (
+        f"Committed CPU baseline: {info.get('cpu_model', 'unknown CPU')}, {cores} logical cores, "
+        f"{settings.get('dtype', 'float64')}, {settings.get('elapsed_s', 0):.0f} s.\n"
+    )
 
 
 def gpu_baseline_run():
@@ -150,10 +158,12 @@ def gpu_baseline_run():
     manual_on = sorted({p["device"] for p in document["points"] if p["engine"] == "manual"})
     with open(os.path.join(GPU_BASELINE, "machine.txt")) as handle:
         driver = next((line.split(",")[-1].strip() for line in handle if line.count(",") == 2), "unknown")
-    return (f"Committed GPU baseline: {', '.join(info.get('gpu_names') or ['unknown GPU'])} (driver {driver}), "
-            f"{settings.get('dtype', 'float64')}, torch {versions.get('torch')}, jax {versions.get('jax')}, "
-            f"manual on {', '.join(manual_on)}, {len(document['points'])} points in "
-            f"{settings.get('elapsed_s', 0):.0f} s.\n")
+    return (
+        f"Committed GPU baseline: {', '.join(info.get('gpu_names') or ['unknown GPU'])} (driver {driver}), "
+        f"{settings.get('dtype', 'float64')}, torch {versions.get('torch')}, jax {versions.get('jax')}, "
+        f"manual on {', '.join(manual_on)}, {len(document['points'])} points in "
+        f"{settings.get('elapsed_s', 0):.0f} s.\n"
+    )
 
 
 def gpu_rows_table():
@@ -162,9 +172,11 @@ def gpu_rows_table():
 
     document = _load(GPU_BASELINE)
     rows = gpu_rows.records(document["points"], document["settings"]["device"])  # the rows as this code reads them
-    lines = ["| row (depth 3, one sample) | parameters | manual | jax | torch | manual / jax (target) "
-             "| manual peak / block (target) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| row (depth 3, one sample) | parameters | manual | jax | torch | manual / jax (target) "
+        "| manual peak / block (target) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         cells = [gpu_rows.cell(r["engines"][name]) for name in gpu_rows.ENGINES]
         time_text, peak_text = gpu_rows.verdicts(r)
@@ -190,8 +202,9 @@ def sources():
 
     return {
         "compare-engines-output": Source(example_output, PRINTED, "what `python examples/compare_engines.py` prints"),
-        "minimal-engine": Source(lambda: source_file("examples/minimal_engine.py"), EXACT,
-                                 "examples/minimal_engine.py"),
+        "minimal-engine": Source(
+            lambda: source_file("examples/minimal_engine.py"), EXACT, "examples/minimal_engine.py"
+        ),
         "benchmark-flags": Source(lambda: flag_table(build_parser()), EXACT, "`python -m benchmarks --help`"),
         "ratio-rows": Source(ratio_rows_table, EXACT, "the rows of benchmarks.ratios and their targets"),
         "ratio-flags": Source(lambda: flag_table(ratios.build_parser()), EXACT, "`python -m benchmarks.ratios --help`"),
@@ -199,8 +212,9 @@ def sources():
         "baseline-output": Source(baseline_output, EXACT, "benchmarks/baseline/output.txt"),
         "gpu-baseline-run": Source(gpu_baseline_run, EXACT, "benchmarks/baseline/gpu/results.json and machine.txt"),
         "gpu-rows": Source(gpu_rows_table, EXACT, "the GPU rows of benchmarks/baseline/gpu/results.json"),
-        "gpu-baseline-output": Source(lambda: baseline_output(GPU_BASELINE), EXACT,
-                                      "benchmarks/baseline/gpu/output.txt"),
+        "gpu-baseline-output": Source(
+            lambda: baseline_output(GPU_BASELINE), EXACT, "benchmarks/baseline/gpu/output.txt"
+        ),
         "conformance-headline": Source(conformance_headline, EXACT, "the headline of docs/conformance.md"),
     }
 
@@ -262,18 +276,26 @@ def drift(documented, printed, first_line=1):
                 for k, (old, new) in enumerate(zip(old_shapes[i][1], new_shapes[j][1])):
                     why = _number_drift(old, new)
                     if why:
-                        return (f"line {first_line + i}, number {k + 1} ({old[0]} documented, {new[0]} printed now): "
-                                f"{why}\n  documented:  {old_lines[i].strip()}\n  printed now: {new_lines[j].strip()}")
+                        return (
+                            f"line {first_line + i}, number {k + 1} ({old[0]} documented, {new[0]} printed now): "
+                            f"{why}\n  documented:  {old_lines[i].strip()}\n  printed now: {new_lines[j].strip()}"
+                        )
         elif tag == "delete":
-            return (f"line {first_line + i1} is no longer printed ({i2 - i1} line{'s' * (i2 - i1 > 1)} missing)\n"
-                    f"  documented:  {old_lines[i1].strip()}")
+            return (
+                f"line {first_line + i1} is no longer printed ({i2 - i1} line{'s' * (i2 - i1 > 1)} missing)\n"
+                f"  documented:  {old_lines[i1].strip()}"
+            )
         elif tag == "insert":
             more = f"{j2 - j1} line{'s' * (j2 - j1 > 1)} more"
-            return (f"a new line is printed after line {first_line + i1 - 1} ({more})\n"
-                    f"  printed now: {new_lines[j1].strip()}")
+            return (
+                f"a new line is printed after line {first_line + i1 - 1} ({more})\n"
+                f"  printed now: {new_lines[j1].strip()}"
+            )
         else:
-            return (f"line {first_line + i1} changed its words, labels, verdicts or layout\n"
-                    f"  documented:  {old_lines[i1].strip()}\n  printed now: {new_lines[j1].strip()}")
+            return (
+                f"line {first_line + i1} changed its words, labels, verdicts or layout\n"
+                f"  documented:  {old_lines[i1].strip()}\n  printed now: {new_lines[j1].strip()}"
+            )
     return None
 
 
@@ -311,10 +333,29 @@ def parts(path):
     """Every generated part of the document at ``path``, in order."""
     with open(path) as handle:
         text = handle.read()
-    found = [Part(path, text.count("\n", 0, m.start("body")) + 1, m.group("name"), m.group("body"), m.start("body"),
-                  m.end("body")) for m in SECTION.finditer(text)]
-    found += [Part(path, text.count("\n", 0, m.start("body")) + 1, m.group("command"), m.group("body"),
-                   m.start("body"), m.end("body"), m.group("command")) for m in OUTPUT_BLOCK.finditer(text)]
+    found = [
+        Part(
+            path,
+            text.count("\n", 0, m.start("body")) + 1,
+            m.group("name"),
+            m.group("body"),
+            m.start("body"),
+            m.end("body"),
+        )
+        for m in SECTION.finditer(text)
+    ]
+    found += [
+        Part(
+            path,
+            text.count("\n", 0, m.start("body")) + 1,
+            m.group("command"),
+            m.group("body"),
+            m.start("body"),
+            m.end("body"),
+            m.group("command"),
+        )
+        for m in OUTPUT_BLOCK.finditer(text)
+    ]
     return sorted(found, key=lambda part: part.start)
 
 
@@ -340,8 +381,10 @@ class Sources:
 def check_part(part, made):
     """A problem report for ``part`` against its source, or None when it holds."""
     if not part.command and part.name not in made.table:
-        return (f"{part.where} has no source; the sections with one: {', '.join(made.table)} "
-                "(benchmarks/readme.py, sources())")
+        return (
+            f"{part.where} has no source; the sections with one: {', '.join(made.table)} "
+            "(benchmarks/readme.py, sources())"
+        )
     compare = drift if made.kind(part) == PRINTED else exact_drift
     why = compare(part.body, made.text(part), part.line)
     return None if why is None else f"{part.where} drifted: {why}\n{REGENERATE}"
@@ -350,9 +393,12 @@ def check_part(part, made):
 def unplaced(paths, table):
     """Sources that no document holds."""
     text = "".join(open(path).read() for path in paths)
-    return [f"no document holds the generated section {name!r} (add <!-- generated: {name} --> ... "
-            f"<!-- end generated: {name} --> where it belongs, or drop its source in benchmarks/readme.py)"
-            for name in table if f"<!-- generated: {name} -->" not in text]
+    return [
+        f"no document holds the generated section {name!r} (add <!-- generated: {name} --> ... "
+        f"<!-- end generated: {name} --> where it belongs, or drop its source in benchmarks/readme.py)"
+        for name in table
+        if f"<!-- generated: {name} -->" not in text
+    ]
 
 
 def update(paths=None, rewrite=True, force=False, progress=None):
@@ -375,7 +421,7 @@ def update(paths=None, rewrite=True, force=False, progress=None):
             with open(path) as handle:
                 text = handle.read()
             for part, new in sorted(rewrites, key=lambda item: -item[0].start):
-                text = text[:part.start] + new + text[part.end:]
+                text = text[: part.start] + new + text[part.end :]
             with open(path, "w") as handle:
                 handle.write(text)
             print(f"{os.path.relpath(path, ROOT)}: rewrote {', '.join(repr(p.name) for p, _ in rewrites)}")
@@ -383,11 +429,15 @@ def update(paths=None, rewrite=True, force=False, progress=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.readme",
-                                     description=__doc__.split("\n\n")[0].replace("``", ""))
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.readme", description=__doc__.split("\n\n")[0].replace("``", "")
+    )
     parser.add_argument("--check", action="store_true", help="only report the parts that drifted (exit 1 if any)")
-    parser.add_argument("--force", action="store_true",
-                        help="rewrite every printed part, also those within tolerance of what is printed now")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="rewrite every printed part, also those within tolerance of what is printed now",
+    )
     args = parser.parse_args(argv)
     problems = update(rewrite=not args.check, force=args.force, progress=lambda line: print(line, file=sys.stderr))
     for line in problems:

@@ -1,6 +1,7 @@
 """The printed summary: fitted scaling exponents per (engine, quantity, sweep), with the reason under every slope
 off its expectation (the contract's ``Quantity.slopes``), the speed ratios read off the sweep, and the peak memory of
 the quantities judged against ``P N n_L`` entries."""
+
 from collections import defaultdict
 
 from xval import contract
@@ -69,16 +70,16 @@ def _ci_text(fit):
 
 REASONS = {
     "overhead": "per-call overhead: the fixed cost of each call (checks, dispatch, allocation, tracing) still weighs "
-                "at the small end of the fitted range, so the time grows slower than the work",
+    "at the small end of the fitted range, so the time grows slower than the work",
     "hardware": "better use of the hardware at size: larger arrays fill the cores and BLAS kernels better, so the "
-                "time grows slower than the operation count",
+    "time grows slower than the operation count",
     "cache": "cache effects: at the largest sizes the working set no longer fits in the CPU caches, so each "
-             "operation waits on main memory",
+    "operation waits on main memory",
     "noise": "noise: few points under a shared machine's load, so the step between neighbouring sizes weighs "
-             "heavily in the fit",
+    "heavily in the fit",
     "more work": "more work than the operation count: the time grows faster than the expected exponent by more than "
-                 "the noise of the fit allows, with a working set that fits the caches; the engine's algorithm does "
-                 "more than the quantity needs at these sizes (worth a profile)",
+    "the noise of the fit allows, with a working set that fits the caches; the engine's algorithm does "
+    "more than the quantity needs at these sizes (worth a profile)",
 }
 BELOW = "below: "  # a reason key for the quantity's own reason (``Quantity.below_because``)
 
@@ -107,7 +108,7 @@ def _reason(fit, point_at):
 
 def _note(key, figures):
     """The note under the table for one reason, with the range of the figures that back it."""
-    text = contract.quantity(key[len(BELOW):]).below_because if key.startswith(BELOW) else REASONS[key]
+    text = contract.quantity(key[len(BELOW) :]).below_because if key.startswith(BELOW) else REASONS[key]
     figures = [f for f in figures if f is not None]
     if figures and key == "overhead":
         text += f" (smallest fitted calls: {_short(min(figures))} to {_short(max(figures))})"
@@ -123,8 +124,11 @@ def _short(seconds):
 
 
 def _point_finder(points, engine, quantity, sweep):
-    by_size = {p["n_params"]: p for p in points if p.get("status") == "ok" and p["engine"] == engine
-               and p["quantity"] == quantity and p["sweep"] == sweep}
+    by_size = {
+        p["n_params"]: p
+        for p in points
+        if p.get("status") == "ok" and p["engine"] == engine and p["quantity"] == quantity and p["sweep"] == sweep
+    }
     return lambda size: by_size[min(by_size, key=lambda s: abs(s - size))]
 
 
@@ -149,9 +153,11 @@ def slope_table(points):
         if found:
             reasons.setdefault(found[0], []).append(found[1])
             mark = f" ({list(reasons).index(found[0]) + 1})"
-        lines.append(f"{fit['quantity']:<27} {fit['engine']:<11} {fit['sweep']:<8} {fit['slope']:>6.2f} "
-                     f"{_expected_text(fit['quantity'], fit['sweep']):>9}  {_ci_text(fit):<15} {span:<18} "
-                     f"{fit['points']}{mark}")
+        lines.append(
+            f"{fit['quantity']:<27} {fit['engine']:<11} {fit['sweep']:<8} {fit['slope']:>6.2f} "
+            f"{_expected_text(fit['quantity'], fit['sweep']):>9}  {_ci_text(fit):<15} {span:<18} "
+            f"{fit['points']}{mark}"
+        )
     if reasons:
         lines.append(f"slopes off their expectation by more than {OFF_BY:g}, and why:")
         lines += [f"  ({i}) {_note(key, figures)}" for i, (key, figures) in enumerate(reasons.items(), 1)]
@@ -164,13 +170,17 @@ def remeasured_lines(points):
     again = [p for p in points if p.get("status") == "ok" and isinstance(p.get("remeasured"), dict)]
     if not again:
         return []
-    lines = [f"measured twice before the fit, the first time being more than {OUTLIER_FACTOR:g}x off its neighbours' "
-             "trend (the fit uses the second; time per sample):"]
+    lines = [
+        f"measured twice before the fit, the first time being more than {OUTLIER_FACTOR:g}x off its neighbours' "
+        "trend (the fit uses the second; time per sample):"
+    ]
     for p in again:
         first = p["remeasured"]
-        text = (f"  {p['quantity']} / {p['engine']}, {p['sweep']} sweep, |W|={p['n_params']}: "
-                f"{_short(first['time_per_sample_s'])} ({first['off_by']:.1f}x off the trend, "
-                f"{_short(first['trend_per_sample_s'])})")
+        text = (
+            f"  {p['quantity']} / {p['engine']}, {p['sweep']} sweep, |W|={p['n_params']}: "
+            f"{_short(first['time_per_sample_s'])} ({first['off_by']:.1f}x off the trend, "
+            f"{_short(first['trend_per_sample_s'])})"
+        )
         if first.get("failed"):
             text += f"; measuring it again failed ({first['failed']}), so the first time stays"
         else:
@@ -180,8 +190,11 @@ def remeasured_lines(points):
 
 
 def _times(points, quantity, engine, sweep):
-    return {p["n_params"]: p["time_per_sample_s"] for p in points if p.get("status") == "ok"
-            and p["quantity"] == quantity and p["engine"] == engine and p["sweep"] == sweep}
+    return {
+        p["n_params"]: p["time_per_sample_s"]
+        for p in points
+        if p.get("status") == "ok" and p["quantity"] == quantity and p["engine"] == engine and p["sweep"] == sweep
+    }
 
 
 def sweep_ratios(points):
@@ -202,8 +215,10 @@ def sweep_ratios(points):
 
 def ratio_table(points):
     rows = sweep_ratios(points)
-    lines = [f"speed ratios from this sweep ({dtypes_text(points)}, width sweep, largest |W| both measured, one point "
-             "each, no target; < 1 means the first is faster)"]
+    lines = [
+        f"speed ratios from this sweep ({dtypes_text(points)}, width sweep, largest |W| both measured, one point "
+        "each, no target; < 1 means the first is faster)"
+    ]
     if not rows:
         lines.append("  (no pair measured)")
     for label, size, ratio in rows:
@@ -242,17 +257,35 @@ def memory_records(points):
             groups[p["quantity"], p["engine"], p["sweep"]].append(p)
     order = {q: i for i, q in enumerate(QUANTITIES)}
     records = []
-    for (quantity, engine, sweep), group in sorted(groups.items(), key=lambda item: (order.get(item[0][0], 99),
-                                                                                      item[0][1], item[0][2])):
-        judged = [p for p in group if p["memory_bound_bytes"] >= MEMORY_BOUND_MIN_BYTES
-                  or p["peak_bytes"] >= MEMORY_PEAK_MIN_BYTES]
-        record = {"quantity": quantity, "engine": engine, "sweep": sweep, "points": len(judged), "ratio": None,
-                  "met": None, "n_params": None, "peak_bytes": None, "bound_bytes": None}
+    for (quantity, engine, sweep), group in sorted(
+        groups.items(), key=lambda item: (order.get(item[0][0], 99), item[0][1], item[0][2])
+    ):
+        judged = [
+            p
+            for p in group
+            if p["memory_bound_bytes"] >= MEMORY_BOUND_MIN_BYTES or p["peak_bytes"] >= MEMORY_PEAK_MIN_BYTES
+        ]
+        record = {
+            "quantity": quantity,
+            "engine": engine,
+            "sweep": sweep,
+            "points": len(judged),
+            "ratio": None,
+            "met": None,
+            "n_params": None,
+            "peak_bytes": None,
+            "bound_bytes": None,
+        }
         if judged:
             worst = max(judged, key=lambda p: p["peak_bytes"] / p["memory_bound_bytes"])
             ratio = worst["peak_bytes"] / worst["memory_bound_bytes"]
-            record.update(ratio=ratio, met=ratio <= MEMORY_BOUND_FACTOR, n_params=worst["n_params"],
-                          peak_bytes=worst["peak_bytes"], bound_bytes=worst["memory_bound_bytes"])
+            record.update(
+                ratio=ratio,
+                met=ratio <= MEMORY_BOUND_FACTOR,
+                n_params=worst["n_params"],
+                peak_bytes=worst["peak_bytes"],
+                bound_bytes=worst["memory_bound_bytes"],
+            )
         records.append(record)
     return records
 
@@ -263,9 +296,11 @@ def _mib(nbytes):
 
 def memory_table(records, dtype="float64"):
     """The records of ``memory_records`` as text, with the target."""
-    lines = [f"peak memory against P N n_L entries ({dtype}; every parameter's per-sample output rows, the most an "
-             f"exact diagonal may hold), target <= {MEMORY_BOUND_FACTOR:g}x, judged where the bound is at least "
-             f"{_mib(MEMORY_BOUND_MIN_BYTES)} or the peak at least {_mib(MEMORY_PEAK_MIN_BYTES)}:"]
+    lines = [
+        f"peak memory against P N n_L entries ({dtype}; every parameter's per-sample output rows, the most an "
+        f"exact diagonal may hold), target <= {MEMORY_BOUND_FACTOR:g}x, judged where the bound is at least "
+        f"{_mib(MEMORY_BOUND_MIN_BYTES)} or the peak at least {_mib(MEMORY_PEAK_MIN_BYTES)}:"
+    ]
     if not records:
         return "\n".join(lines + ["  (no point measured)"])
     unjudged = [f"{r['quantity']} / {r['engine']} ({r['sweep']})" for r in records if r["ratio"] is None]
@@ -274,12 +309,16 @@ def memory_table(records, dtype="float64"):
             continue
         head = f"  {r['quantity']:<17} {r['engine']:<11} {r['sweep']:<9}"
         verdict = "pass" if r["met"] else "FAIL"
-        lines.append(f"{head} largest peak / bound {r['ratio']:6.3f} at |W|={r['n_params']:<8} (peak "
-                     f"{_mib(r['peak_bytes'])}, bound {_mib(r['bound_bytes'])}; {r['points']} points judged)  "
-                     f"{verdict}")
+        lines.append(
+            f"{head} largest peak / bound {r['ratio']:6.3f} at |W|={r['n_params']:<8} (peak "
+            f"{_mib(r['peak_bytes'])}, bound {_mib(r['bound_bytes'])}; {r['points']} points judged)  "
+            f"{verdict}"
+        )
     if unjudged:
-        lines.append(f"  not judged (no point with a bound of at least {_mib(MEMORY_BOUND_MIN_BYTES)} or a peak of at "
-                     f"least {_mib(MEMORY_PEAK_MIN_BYTES)}): " + ", ".join(unjudged))
+        lines.append(
+            f"  not judged (no point with a bound of at least {_mib(MEMORY_BOUND_MIN_BYTES)} or a peak of at "
+            f"least {_mib(MEMORY_PEAK_MIN_BYTES)}): " + ", ".join(unjudged)
+        )
     return "\n".join(lines)
 
 
@@ -291,7 +330,12 @@ def memory_verdict(records):
     misses = [r for r in judged if not r["met"]]
     if not misses:
         return f"all {len(judged)} peak-memory targets judged are met (P N n_L entries)", False
-    named = "; ".join(f"{r['quantity']} / {r['engine']}, {r['sweep']} sweep ({r['ratio']:.3g}x at |W|={r['n_params']})"
-                      for r in misses)
-    return (f"{len(misses)} of {len(judged)} peak-memory targets miss (<= {MEMORY_BOUND_FACTOR:g}x P N n_L entries): "
-            f"{named}", True)
+    named = "; ".join(
+        f"{r['quantity']} / {r['engine']}, {r['sweep']} sweep ({r['ratio']:.3g}x at |W|={r['n_params']})"
+        for r in misses
+    )
+    return (
+        f"{len(misses)} of {len(judged)} peak-memory targets miss (<= {MEMORY_BOUND_FACTOR:g}x P N n_L entries): "
+        f"{named}",
+        True,
+    )

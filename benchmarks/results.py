@@ -5,6 +5,7 @@ flat; ``output.txt`` what the run printed (the fitted table and the ratios), wri
 ``key`` names what was measured (sweep, size, quantity, engine, device, dtype), so that ``--resume`` can skip
 points already in the file.
 """
+
 import csv
 import io
 import json
@@ -13,10 +14,37 @@ import tempfile
 
 JSON_NAME, CSV_NAME, REPORT_NAME = "results.json", "results.csv", "output.txt"
 CSV_FIELDS = (
-    "key", "status", "reason", "sweep", "quantity", "engine", "device", "dtype", "width", "depth", "sizes",
-    "n_params", "batch", "time_median_s", "time_min_s", "time_max_s", "time_per_sample_s", "first_call_s",
-    "compile_s", "repeats", "number", "peak_bytes", "memory_method", "output_bytes", "validated_against",
-    "validated_rows", "max_relative_error", "tolerance", "blas_threads", "wall_s", "remeasured_from_s",
+    "key",
+    "status",
+    "reason",
+    "sweep",
+    "quantity",
+    "engine",
+    "device",
+    "dtype",
+    "width",
+    "depth",
+    "sizes",
+    "n_params",
+    "batch",
+    "time_median_s",
+    "time_min_s",
+    "time_max_s",
+    "time_per_sample_s",
+    "first_call_s",
+    "compile_s",
+    "repeats",
+    "number",
+    "peak_bytes",
+    "memory_method",
+    "output_bytes",
+    "validated_against",
+    "validated_rows",
+    "max_relative_error",
+    "tolerance",
+    "blas_threads",
+    "wall_s",
+    "remeasured_from_s",
 )
 
 

@@ -11,6 +11,7 @@ not validated (``validated_against`` None), never as agreeing. An engine that re
 (``UnsupportedError``, ``ArgumentError``, a peer that cannot take the network) is skipped with its reason, at that
 size and the larger ones of the series.
 """
+
 import time
 import traceback
 
@@ -86,8 +87,17 @@ class Runner:
     # ---- one record ---------------------------------------------------------------------------
     def _record(self, base, engine, status, reason="", **fields):
         key = results.point_key(base["sweep"], base["sizes"], base["quantity"], engine, self.device, self.dtype)
-        point = dict(key=key, status=status, reason=reason, engine=engine, device=engine_device(engine, self.device),
-                     dtype=self.dtype, blas_threads=self.threads, **base, **fields)
+        point = dict(
+            key=key,
+            status=status,
+            reason=reason,
+            engine=engine,
+            device=engine_device(engine, self.device),
+            dtype=self.dtype,
+            blas_threads=self.threads,
+            **base,
+            **fields,
+        )
         self.points.append(point)
         self.save(self.points)
         if self.progress is not None:
@@ -100,8 +110,10 @@ class Runner:
     def pending(self, sweep, value, quantity, names):
         """How many of a planned group's points are still to measure (not in ``done``)."""
         sizes = sweep.sizes(value)
-        return sum(results.point_key(sweep.name, sizes, quantity, name, self.device, self.dtype) not in self.done
-                   for name in names)
+        return sum(
+            results.point_key(sweep.name, sizes, quantity, name, self.device, self.dtype) not in self.done
+            for name in names
+        )
 
     # ---- one (sweep, size, quantity) group ------------------------------------------------------
     def run_group(self, sweep, value, quantity, names):
@@ -109,8 +121,16 @@ class Runner:
         net = sweep.network(value, self.dtype)
         batch = quantities.batch_size(quantity, self.settings.get("quick", False))
         width, depth = sweep.shape(value)
-        base = dict(sweep=sweep.name, quantity=quantity, width=width, depth=depth, sizes=sizes,
-                    n_params=net.n_params, batch=batch, output_bytes=quantities.output_bytes(quantity, net, batch))
+        base = dict(
+            sweep=sweep.name,
+            quantity=quantity,
+            width=width,
+            depth=depth,
+            sizes=sizes,
+            n_params=net.n_params,
+            batch=batch,
+            output_bytes=quantities.output_bytes(quantity, net, batch),
+        )
         if quantity in plan.MEMORY_BOUNDED:  # P N n_L entries: every parameter's per-sample output rows
             base["memory_bound_bytes"] = net.n_params * batch * net.output_size * net.dtype.itemsize
         todo = [name for name in names if self.key(base, name) not in self.done]
@@ -122,8 +142,13 @@ class Runner:
         dense = contract.quantity(quantity).dense
         if dense and not _fits(base["output_bytes"], budget):
             for name in todo:
-                self._record(base, name, "skipped", f"dense output of {base['output_bytes'] / 1e9:.2f} GB would "
-                             f"not fit (budget {budget / 1e9:.2f} GB: XVAL_MAX_BYTES or a quarter of available memory)")
+                self._record(
+                    base,
+                    name,
+                    "skipped",
+                    f"dense output of {base['output_bytes'] / 1e9:.2f} GB would "
+                    f"not fit (budget {budget / 1e9:.2f} GB: XVAL_MAX_BYTES or a quarter of available memory)",
+                )
             return
         X, Y, v = quantities.data(net, batch)
         stride = validation_stride(base["output_bytes"]) if dense else 1
@@ -140,12 +165,17 @@ class Runner:
             if name in names and name not in todo:
                 runs[name] = dict(self._first_call(name, quantity, net, X, Y, v, stride), measure=False)
         call = quantities.call_of(quantity, net, batch, X, Y, v)
-        verdicts = {name: self._validate(name, call, run, runs, stride)
-                    for name, run in runs.items() if run.get("measure", True) and "output" in run}
+        verdicts = {
+            name: self._validate(name, call, run, runs, stride)
+            for name, run in runs.items()
+            if run.get("measure", True) and "output" in run
+        }
         if stride > 1:
             for fields, _ in verdicts.values():
-                fields["validated_rows"] = (f"rows 0, {stride}, {2 * stride}, ... (1 in {stride}; the output has "
-                                            f"{base['output_bytes'] / 1e9:.3g} GB)")
+                fields["validated_rows"] = (
+                    f"rows 0, {stride}, {2 * stride}, ... (1 in {stride}; the output has "
+                    f"{base['output_bytes'] / 1e9:.3g} GB)"
+                )
         for run in runs.values():
             run.pop("output", None)  # free the outputs before timing
         for name, run in runs.items():
@@ -157,8 +187,9 @@ class Runner:
                 self._record(base, name, "skipped", reason)
                 continue
             if "error" in run:
-                self._record(base, name, "failed", run["error"],
-                             **({"first_call_s": run["first"]} if "first" in run else {}))
+                self._record(
+                    base, name, "failed", run["error"], **({"first_call_s": run["first"]} if "first" in run else {})
+                )
                 continue
             checked, problem = verdicts[name]
             if problem:
@@ -294,24 +325,38 @@ class Runner:
         max_call = self.settings["max_call_s"]
         began = time.perf_counter()
         try:
-            stats = timing.time_call(call, repeats=self.settings["repeats"],
-                                     min_repeat_s=self.settings["min_repeat_s"], first=first, jitted=name == "jax")
+            stats = timing.time_call(
+                call,
+                repeats=self.settings["repeats"],
+                min_repeat_s=self.settings["min_repeat_s"],
+                first=first,
+                jitted=name == "jax",
+            )
             peak, method, _ = self._peak(call, name)
         except Exception as exc:  # noqa: BLE001 - a failing point is recorded and the sweep goes on
             return self._record(base, name, "failed", _describe(exc), **checked)
         if stats["median"] > max_call:  # not the first call: it holds one-time set-up and compilation
             self.too_slow[(sweep_name, base["quantity"], name)] = (
                 f"skipped: a smaller point took {stats['median']:.1f} s per call, over this run's "
-                f"{max_call:.0f} s (--max-call-seconds)")
+                f"{max_call:.0f} s (--max-call-seconds)"
+            )
         compile_s = max(0.0, first - stats["median"]) if name == "jax" else None
         return self._record(
-            base, name, "ok",
-            time_median_s=stats["median"], time_min_s=stats["min"], time_max_s=stats["max"],
-            time_per_sample_s=stats["median"] / base["batch"], compile_s=compile_s,
-            repeats=stats["repeats"], number=stats["number"], peak_bytes=peak, memory_method=method, **checked,
+            base,
+            name,
+            "ok",
+            time_median_s=stats["median"],
+            time_min_s=stats["min"],
+            time_max_s=stats["max"],
+            time_per_sample_s=stats["median"] / base["batch"],
+            compile_s=compile_s,
+            repeats=stats["repeats"],
+            number=stats["number"],
+            peak_bytes=peak,
+            memory_method=method,
+            **checked,
             wall_s=first + time.perf_counter() - began,
         )
-
 
     # ---- one point again ------------------------------------------------------------------------
     def remeasure(self, point, trend_s, off_by):
@@ -321,8 +366,12 @@ class Runner:
         name, quantity, batch = point["engine"], point["quantity"], point["batch"]
         net = plan.network_of(point["sweep"], point["sizes"], self.dtype)
         X, Y, v = quantities.data(net, batch)
-        first = {"time_per_sample_s": point["time_per_sample_s"], "time_median_s": point["time_median_s"],
-                 "trend_per_sample_s": trend_s, "off_by": off_by}
+        first = {
+            "time_per_sample_s": point["time_per_sample_s"],
+            "time_median_s": point["time_median_s"],
+            "trend_per_sample_s": trend_s,
+            "off_by": off_by,
+        }
         self._release()
         began = time.perf_counter()
         run = self._first_call(name, quantity, net, X, Y, v, stride=0)
@@ -331,15 +380,25 @@ class Runner:
             first["failed"] = run["error"]
         else:
             try:
-                stats = timing.time_call(run["call"], repeats=self.settings["repeats"],
-                                         min_repeat_s=self.settings["min_repeat_s"], first=run["first"],
-                                         jitted=name == "jax")
+                stats = timing.time_call(
+                    run["call"],
+                    repeats=self.settings["repeats"],
+                    min_repeat_s=self.settings["min_repeat_s"],
+                    first=run["first"],
+                    jitted=name == "jax",
+                )
             except Exception as exc:  # noqa: BLE001 - the first measurement stays
                 first["failed"] = _describe(exc)
             else:
-                fields = dict(time_median_s=stats["median"], time_min_s=stats["min"], time_max_s=stats["max"],
-                              time_per_sample_s=stats["median"] / batch, repeats=stats["repeats"],
-                              number=stats["number"], wall_s=time.perf_counter() - began)
+                fields = dict(
+                    time_median_s=stats["median"],
+                    time_min_s=stats["min"],
+                    time_max_s=stats["max"],
+                    time_per_sample_s=stats["median"] / batch,
+                    repeats=stats["repeats"],
+                    number=stats["number"],
+                    wall_s=time.perf_counter() - began,
+                )
         new = dict(point, **fields, remeasured=first, remeasured_from_s=point["time_median_s"])
         self.points.append(new)
         self.save(self.points)
@@ -420,8 +479,10 @@ def failure_lines(points, status="failed"):
             found = groups.setdefault((point["engine"], point["reason"]), ({}, set()))
             found[0][point["quantity"]] = True
             found[1].add(point["n_params"])
-    return [f"  {status}: {', '.join(names)} / {engine} at |W| = {', '.join(str(s) for s in sorted(sizes))}: {reason}"
-            for (engine, reason), (names, sizes) in groups.items()]
+    return [
+        f"  {status}: {', '.join(names)} / {engine} at |W| = {', '.join(str(s) for s in sorted(sizes))}: {reason}"
+        for (engine, reason), (names, sizes) in groups.items()
+    ]
 
 
 def unvalidated_lines(points):
@@ -431,6 +492,8 @@ def unvalidated_lines(points):
     for point in points:
         if point["status"] == "ok" and point.get("validated_against", "") is None:
             groups.setdefault((point["quantity"], point["engine"]), []).append(point["n_params"])
-    return [f"  not validated (no other engine, peer or derivation gives it there): {quantity} / {engine} at "
-            f"{len(sizes)} size{'s' * (len(sizes) > 1)}, |W| = {min(sizes)} to {max(sizes)}"
-            for (quantity, engine), sizes in groups.items()]
+    return [
+        f"  not validated (no other engine, peer or derivation gives it there): {quantity} / {engine} at "
+        f"{len(sizes)} size{'s' * (len(sizes) > 1)}, |W| = {min(sizes)} to {max(sizes)}"
+        for (quantity, engine), sizes in groups.items()
+    ]

@@ -4,6 +4,7 @@ against each other in interleaved pairs, their ratio the median of the pairs' ra
 The timed calls wait for their own device work (the engines' staged calls synchronise), so the timed region
 holds the whole computation.
 """
+
 import gc
 import math
 import statistics
@@ -61,8 +62,14 @@ def time_calls(calls, repeats=5, min_repeat_s=0.02, max_number=1000, first=None,
                     call()
                 samples[index].append((time.perf_counter() - start) / number)
     return [
-        {"median": statistics.median(out), "min": min(out), "max": max(out), "first_call": warm, "number": number,
-         "repeats": repeats}
+        {
+            "median": statistics.median(out),
+            "min": min(out),
+            "max": max(out),
+            "first_call": warm,
+            "number": number,
+            "repeats": repeats,
+        }
         for out, warm, number in zip(samples, firsts, numbers)
     ]
 
@@ -77,8 +84,14 @@ def ratio_summary(ratios):
     "pairs"}`` (``q1``, ``q3``: the quartiles, statistics.quantiles' inclusive method)."""
     ratios = sorted(ratios)
     q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
-    return {"ratio": statistics.median(ratios), "ratio_q1": q1, "ratio_q3": q3, "ratio_min": ratios[0],
-            "ratio_max": ratios[-1], "pairs": len(ratios)}
+    return {
+        "ratio": statistics.median(ratios),
+        "ratio_q1": q1,
+        "ratio_q3": q3,
+        "ratio_min": ratios[0],
+        "ratio_max": ratios[-1],
+        "pairs": len(ratios),
+    }
 
 
 def relative_spread(summary):
@@ -86,8 +99,19 @@ def relative_spread(summary):
     return (summary["ratio_q3"] - summary["ratio_q1"]) / summary["ratio"] if summary["ratio"] > 0 else math.inf
 
 
-def time_pairs(call_a, call_b, min_pairs=MIN_PAIRS, max_pairs=MAX_PAIRS, spread_limit=SPREAD_LIMIT, budget_s=None,
-               min_repeat_s=0.02, max_number=1000, first=None, jitted=(False, False), clock=time.perf_counter):
+def time_pairs(
+    call_a,
+    call_b,
+    min_pairs=MIN_PAIRS,
+    max_pairs=MAX_PAIRS,
+    spread_limit=SPREAD_LIMIT,
+    budget_s=None,
+    min_repeat_s=0.02,
+    max_number=1000,
+    first=None,
+    jitted=(False, False),
+    clock=time.perf_counter,
+):
     """Time ``call_a`` against ``call_b`` in interleaved pairs, A B, then B A, and so on: each pair gives one ratio
     ``seconds of a / seconds of b``, its two halves timed moments apart on the same state of the machine, so that a
     busy moment slows both halves of one pair instead of one contender's whole figure.
@@ -102,14 +126,16 @@ def time_pairs(call_a, call_b, min_pairs=MIN_PAIRS, max_pairs=MAX_PAIRS, spread_
     """
     calls = (call_a, call_b)
     firsts = [_once(call, clock) for call in calls] if first is None else list(first)
-    numbers = [_numbers([call], [warm], min_repeat_s, max_number, jit, clock)[0]
-               for call, warm, jit in zip(calls, firsts, jitted)]
+    numbers = [
+        _numbers([call], [warm], min_repeat_s, max_number, jit, clock)[0]
+        for call, warm, jit in zip(calls, firsts, jitted)
+    ]
     seconds, ratios = ([], []), []
     began = clock()
     with _no_gc():
         while True:
             pair = [0.0, 0.0]
-            for index in ((0, 1) if len(ratios) % 2 == 0 else (1, 0)):  # alternate which goes first
+            for index in (0, 1) if len(ratios) % 2 == 0 else (1, 0):  # alternate which goes first
                 start = clock()
                 for _ in range(numbers[index]):
                     calls[index]()
@@ -126,8 +152,12 @@ def time_pairs(call_a, call_b, min_pairs=MIN_PAIRS, max_pairs=MAX_PAIRS, spread_
     out = ratio_summary(ratios)
     out["ratios"] = ratios
     for name, index in (("a", 0), ("b", 1)):
-        out[name] = {"median": statistics.median(seconds[index]), "min": min(seconds[index]), "number": numbers[index],
-                     "first_call": firsts[index]}
+        out[name] = {
+            "median": statistics.median(seconds[index]),
+            "min": min(seconds[index]),
+            "number": numbers[index],
+            "first_call": firsts[index],
+        }
     return out
 
 
@@ -195,6 +225,9 @@ class pinned_threads:
 def threads_line(threads, what):
     """The one line that states the thread count of ``what``, and whether XLA (jax's own pool) matches it."""
     cores = default_threads()
-    xla = "XLA (jax) uses its own pool of the same cores" if threads == cores else (
-        f"XLA (jax) cannot be pinned and uses its own pool of all {cores} cores")
+    xla = (
+        "XLA (jax) uses its own pool of the same cores"
+        if threads == cores
+        else (f"XLA (jax) cannot be pinned and uses its own pool of all {cores} cores")
+    )
     return f"threads: {threads} for {what}: BLAS/OpenMP pools, torch and manual's large writes pinned; {xla}"

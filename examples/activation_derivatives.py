@@ -1,5 +1,6 @@
 """Problem 1: sigma' = sigma (1 - sigma) by sympy, and every activation's hand-written f', f'' against
 sympy at 30 digits (``python examples/activation_derivatives.py``)."""
+
 import sys
 
 import numpy as np
@@ -9,8 +10,10 @@ import manual
 try:
     import sympy as sp
 except ImportError as exc:
-    sys.exit(f"note: this example checks the derivatives with sympy, which is not importable ({exc}); "
-             "run: pip install sympy  (or: pip install -e '.[test]')")
+    sys.exit(
+        f"note: this example checks the derivatives with sympy, which is not importable ({exc}); "
+        "run: pip install sympy  (or: pip install -e '.[test]')"
+    )
 
 x = sp.Symbol("x", real=True)
 sigma = 1 / (1 + sp.exp(-x))

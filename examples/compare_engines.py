@@ -1,6 +1,7 @@
 """Build a network, compute every quantity of the engine contract with the manual engine, torch and jax,
 and print the relative errors (``python examples/compare_engines.py``). The quantities come from the contract
 table; an engine whose package is missing gets a one-line note instead of a column."""
+
 import numpy as np
 
 import manual

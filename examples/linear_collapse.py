@@ -1,4 +1,5 @@
 """Problem 5: four stacked linear layers are one linear layer (``python examples/linear_collapse.py``)."""
+
 import numpy as np
 
 import manual
@@ -10,8 +11,7 @@ one = manual.collapse_linear(net)
 print(net, "->", one)
 print(f"largest output difference: {np.max(np.abs(manual.forward(one, X) - manual.forward(net, X))):.1e}")
 print(f"loss: {manual.loss(net, X, Y):.15f} (stack) vs {manual.loss(one, X, Y):.15f} (one layer)")
-print(f"rank of the collapsed 5x6 matrix: {np.linalg.matrix_rank(one.weights[0])} "
-      f"(narrowest width: {min(net.sizes)})")
+print(f"rank of the collapsed 5x6 matrix: {np.linalg.matrix_rank(one.weights[0])} (narrowest width: {min(net.sizes)})")
 try:
     manual.collapse_linear(manual.Network.random([6, 10, 5], "tanh", "mse"))
 except manual.NotLinearError as error:

@@ -1,5 +1,6 @@
 """A minimal engine: forward, loss and gradient in numpy. Check it with python -m xval check examples/minimal_engine.py
 (every other function of the contract, from per_sample_gradients on, is reported as not implemented)."""
+
 import numpy as np
 
 # f and f' per activation name (net.activations holds one name per layer; the last is the output's).
@@ -47,8 +48,8 @@ def gradient(net, X, Y):
     end = net.n_params
     for layer in reversed(range(len(net.weights))):  # backprop: last layer first, so fill theta from the end
         n_in, n_out = net.sizes[layer], net.sizes[layer + 1]
-        theta[end - n_out:end] = delta.sum(axis=0)  # dE/db_l
-        theta[end - n_out - n_out * n_in:end - n_out] = (delta.T @ z[layer]).reshape(-1)  # dE/dW_l, row-major
+        theta[end - n_out : end] = delta.sum(axis=0)  # dE/db_l
+        theta[end - n_out - n_out * n_in : end - n_out] = (delta.T @ z[layer]).reshape(-1)  # dE/dW_l, row-major
         end -= n_out * n_in + n_out
         if layer:
             delta = ACTIVATIONS[net.activations[layer - 1]][1](a[layer - 1]) * (delta @ net.weights[layer])

@@ -7,6 +7,7 @@ branch's slope at the joint but its double backward only strictly inside the bra
 threshold``): elu'(0) = alpha and elu''(0) = 0. ``_joined`` builds those with ``jax.custom_jvp``, the derivatives'
 values still jax's own (``jvp`` of the branch). The suite's plain softplus has no threshold.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -52,8 +53,9 @@ def _elu(x, alpha=1.0):
 def _softplus(x, beta=1.0, threshold=None):
     if threshold is None:
         return jax.nn.softplus(beta * x) / beta
-    return _joined(x, lambda u: jax.nn.softplus(beta * u) / beta, lambda u: beta * u > threshold,
-                   lambda u: beta * u < threshold)
+    return _joined(
+        x, lambda u: jax.nn.softplus(beta * u) / beta, lambda u: beta * u > threshold, lambda u: beta * u < threshold
+    )
 
 
 # name -> f(x, **options), elementwise

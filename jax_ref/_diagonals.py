@@ -6,10 +6,12 @@ that ``hessian_trace == sum(hessian_diagonal)`` checks one against the other. Bo
 ``O(N |W|)`` each, one unit vector at a time (``lax.map``: one compiled body, memory of one product): fine for the
 references' sizes, not for P = 10^5.
 """
+
 import jax
 import jax.numpy as jnp
 
 from . import _model as model
+
 
 def _each_unit_vector(function, size, dtype):
     """``[function(e_i, i) for i in 0..size-1]``, ``e_i`` the unit vectors, one after the other."""

@@ -1,4 +1,5 @@
 """Forward, loss, gradient and per-sample gradients from ``jax.grad`` and ``jax.vmap``, jitted."""
+
 import jax
 
 from . import _model as model

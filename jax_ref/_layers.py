@@ -7,6 +7,7 @@ with its channel axes swapped per group); average pools are ``lax.reduce_window`
 pools the first largest entry of each window, as torch; the adaptive pool averages each axis over torch's windows
 ``[floor(i n / o), ceil((i + 1) n / o))``.
 """
+
 import functools
 import itertools
 
@@ -43,9 +44,15 @@ def conv(layer, z, tensor, shape):
     if layer.transposed:
         y = _conv_transpose(layer, z, weight, numbers)
     else:
-        y = lax.conv_general_dilated(z, weight, layer.stride, [(p, p) for p in layer.padding],
-                                     rhs_dilation=layer.dilation, dimension_numbers=numbers,
-                                     feature_group_count=layer.groups)
+        y = lax.conv_general_dilated(
+            z,
+            weight,
+            layer.stride,
+            [(p, p) for p in layer.padding],
+            rhs_dilation=layer.dilation,
+            dimension_numbers=numbers,
+            feature_group_count=layer.groups,
+        )
     return y if bias is None else y + bias.reshape(_channel_shape(z))
 
 
@@ -58,10 +65,19 @@ def _conv_transpose(layer, z, weight, numbers):
     weight = weight.reshape(groups * c_out_per_group, c_in // groups, *kernel)
     weight = jnp.flip(weight, axis=tuple(range(2, 2 + layer.dims)))
     extra = layer.output_padding or (0,) * layer.dims
-    padding = [(d * (k - 1) - p, d * (k - 1) - p + e)
-               for k, p, d, e in zip(kernel, layer.padding, layer.dilation, extra)]
-    return lax.conv_general_dilated(z, weight, (1,) * layer.dims, padding, lhs_dilation=layer.stride,
-                                    rhs_dilation=layer.dilation, dimension_numbers=numbers, feature_group_count=groups)
+    padding = [
+        (d * (k - 1) - p, d * (k - 1) - p + e) for k, p, d, e in zip(kernel, layer.padding, layer.dilation, extra)
+    ]
+    return lax.conv_general_dilated(
+        z,
+        weight,
+        (1,) * layer.dims,
+        padding,
+        lhs_dilation=layer.stride,
+        rhs_dilation=layer.dilation,
+        dimension_numbers=numbers,
+        feature_group_count=groups,
+    )
 
 
 def activation(layer, z, tensor, shape):
@@ -83,15 +99,19 @@ def pool(layer, z, tensor, shape):
     stride = layer.stride or kernel
     dilation = layer.dilation or (1,) * dims
     if layer.mode == "avg" and any(d != 1 for d in dilation):
-        raise ArgumentError(f"average pooling with dilation {layer.dilation}: torch's AvgPool has no dilation; use "
-                            "dilation 1 (or ())")
-    padding = [(p, max((o - 1) * s + d * (k - 1) + 1 - n - p, 0))
-               for n, o, k, s, p, d in zip(sizes, outputs, kernel, stride, layer.padding, dilation)]
+        raise ArgumentError(
+            f"average pooling with dilation {layer.dilation}: torch's AvgPool has no dilation; use dilation 1 (or ())"
+        )
+    padding = [
+        (p, max((o - 1) * s + d * (k - 1) + 1 - n - p, 0))
+        for n, o, k, s, p, d in zip(sizes, outputs, kernel, stride, layer.padding, dilation)
+    ]
     if layer.mode == "max":
         return _max_pool(z, kernel, stride, dilation, padding, outputs)
     # a concrete (numpy) zero lets jax take its differentiable window sum
-    y = lax.reduce_window(z, np.array(0, z.dtype), lax.add, (1, 1, *kernel), (1, 1, *stride),
-                          ((0, 0), (0, 0), *padding))
+    y = lax.reduce_window(
+        z, np.array(0, z.dtype), lax.add, (1, 1, *kernel), (1, 1, *stride), ((0, 0), (0, 0), *padding)
+    )
     y = y[(slice(None), slice(None), *(slice(0, o) for o in outputs))]  # floor mode may leave windows over
     return y / _divisor(layer, sizes, outputs, stride).astype(z.dtype)
 
@@ -154,5 +174,14 @@ def pad(layer, z, tensor, shape):
 
 
 # layer kind -> f(layer, z, tensor, output shape per sample)
-FORWARD = {"dense": dense, "conv": conv, "activation": activation, "log_softmax": log_softmax, "flatten": flatten,
-           "pool": pool, "adaptive_avg_pool": adaptive_avg_pool, "normalization": normalization, "pad": pad}
+FORWARD = {
+    "dense": dense,
+    "conv": conv,
+    "activation": activation,
+    "log_softmax": log_softmax,
+    "flatten": flatten,
+    "pool": pool,
+    "adaptive_avg_pool": adaptive_avg_pool,
+    "normalization": normalization,
+    "pad": pad,
+}

@@ -14,6 +14,7 @@ host-device copies are not timed.
 Matmuls run at "highest" precision: jax's default on NVIDIA GPUs is TF32-like passes (10 mantissa bits), which would
 miss the float32 tolerance of the comparisons (``tests/test_tf32.py``); on the CPU it changes nothing.
 """
+
 import functools
 import importlib
 from dataclasses import fields
@@ -55,8 +56,9 @@ def array(value, dtype):
 def parameters(net):
     """One flat array ``theta_l`` per contract layer (its tensors raveled in order: ``W_l`` row-major, then ``b_l``)."""
     check_network(net)
-    return tuple(array(np.concatenate([net.parameters[i].reshape(-1) for i in group]), net.dtype)
-                 for group in net.groups)
+    return tuple(
+        array(np.concatenate([net.parameters[i].reshape(-1) for i in group]), net.dtype) for group in net.groups
+    )
 
 
 def _value_key(value):
@@ -74,10 +76,19 @@ class Architecture:
         self.parameter_shapes = tuple(p.shape for p in net.parameters)
         self.counts = tuple(net.layer_param_counts)
         self.loss, self.reduction, self.dtype = net.loss, net.reduction, net.dtype
-        layers = tuple((type(layer).__name__, tuple(_value_key(getattr(layer, f.name)) for f in fields(layer)))
-                       for layer in net.layers)
-        self.key = (layers, self.groups, self.parameter_shapes, net.input_shape, net.loss, net.reduction,
-                    net.dtype.name)
+        layers = tuple(
+            (type(layer).__name__, tuple(_value_key(getattr(layer, f.name)) for f in fields(layer)))
+            for layer in net.layers
+        )
+        self.key = (
+            layers,
+            self.groups,
+            self.parameter_shapes,
+            net.input_shape,
+            net.loss,
+            net.reduction,
+            net.dtype.name,
+        )
 
     def __hash__(self):
         return hash(self.key)
@@ -104,7 +115,7 @@ def split(arch, params):
         for index in group:
             shape = arch.parameter_shapes[index]
             size = int(np.prod(shape))
-            values[index] = theta[start:start + size].reshape(shape)
+            values[index] = theta[start : start + size].reshape(shape)
             start += size
     return values
 
@@ -224,14 +235,31 @@ def in_flight(quantity):
 
 def memory_estimate(quantity, net, n_samples, **args):
     """Bytes this engine's call of ``quantity`` (a contract name) needs at its peak: result and working memory."""
-    return sum(memory.peak_parts(QUANTITIES.get(quantity) or contract.quantity(quantity), net, n_samples, args,
-                                 peak_factor(quantity), FIRST_CALL_BYTES, in_flight(quantity)))
+    return sum(
+        memory.peak_parts(
+            QUANTITIES.get(quantity) or contract.quantity(quantity),
+            net,
+            n_samples,
+            args,
+            peak_factor(quantity),
+            FIRST_CALL_BYTES,
+            in_flight(quantity),
+        )
+    )
 
 
 def guard(net, quantity, n_samples, **args):
     """The memory guard of this engine's call of ``quantity`` (a contract name), before any work."""
-    check_memory(net, contract.quantity(quantity), n_samples, args, peak_factor(quantity),
-                 FIRST_CALL_BYTES, engine="jax_ref", in_flight=in_flight(quantity))
+    check_memory(
+        net,
+        contract.quantity(quantity),
+        n_samples,
+        args,
+        peak_factor(quantity),
+        FIRST_CALL_BYTES,
+        engine="jax_ref",
+        in_flight=in_flight(quantity),
+    )
 
 
 def inputs(net, X, quantity):

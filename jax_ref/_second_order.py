@@ -5,6 +5,7 @@ compiles once per architecture, pair, batch size and dtype. Blocks differentiate
 own parameter arrays (``argnums``), never by slicing a full Hessian. Each function has a ``stage_`` twin (see
 ``model``).
 """
+
 import functools
 
 import jax

@@ -1,4 +1,5 @@
 """Plain SGD with ``jax.grad``, one jitted step: the same steps and sample order as every engine (``xval.batches``)."""
+
 import jax
 import numpy as np
 

@@ -11,6 +11,7 @@ float64 numpy out, checked finite.
 The network description, the errors, the input checks, the settings and the memory guard are the suite's shared
 kernel, ``xval``; they are re-exported here so that ``manual.Network``, ``manual.ShapeError`` ... keep working.
 """
+
 from xval import config, contract, memory
 from xval.errors import (
     ArgumentError,
@@ -70,8 +71,9 @@ top_eigenvalues = _generic.top_eigenvalues
 
 PLAIN = contract.complete(globals(), to_numpy)
 # top_eigenvalues holds a dense Hessian (or, beyond DENSE_EIGEN_PARAMETERS, a Lanczos basis of k + a few vectors).
-top_eigenvalues.estimate = lambda net, n_samples, **args: (memory_estimate("hessian", net, n_samples)
-                                                           + 2 * net.n_params**2 * net.dtype.itemsize)  # eigh's copies
+top_eigenvalues.estimate = lambda net, n_samples, **args: (
+    memory_estimate("hessian", net, n_samples) + 2 * net.n_params**2 * net.dtype.itemsize
+)  # eigh's copies
 
 # The analyses of the problem set use the contract functions above.
 from ._diagnose import Diagnosis, diagnose  # noqa: E402
@@ -93,14 +95,40 @@ def memory_estimate(quantity, net, n_samples, **args):
 
 __all__ = [
     # the network and its parts
-    "Network", "ACTIVATIONS", "Activation", "get_activation", "LOSSES", "Loss", "get_loss",
+    "Network",
+    "ACTIVATIONS",
+    "Activation",
+    "get_activation",
+    "LOSSES",
+    "Loss",
+    "get_loss",
     # the engine contract, its staged twins, and the way back to numpy
-    *PLAIN, "top_eigenvalues", *(f"stage_{name}" for name in PLAIN), "to_numpy", "arrays", "memory_estimate",
+    *PLAIN,
+    "top_eigenvalues",
+    *(f"stage_{name}" for name in PLAIN),
+    "to_numpy",
+    "arrays",
+    "memory_estimate",
     # oracles and the problem set
-    "finite_difference_gradient", "train", "diagnose", "Diagnosis", "symmetry", "collapse_linear",
+    "finite_difference_gradient",
+    "train",
+    "diagnose",
+    "Diagnosis",
+    "symmetry",
+    "collapse_linear",
     # the kernel's settings and memory guard, re-exported
-    "config", "memory",
+    "config",
+    "memory",
     # errors
-    "XvalError", "ArgumentError", "ShapeError", "NonFiniteError", "UnknownNameError", "TargetError", "ConfigError",
-    "EngineUnavailableError", "MemoryGuardError", "LayerIndexError", "NotLinearError",
+    "XvalError",
+    "ArgumentError",
+    "ShapeError",
+    "NonFiniteError",
+    "UnknownNameError",
+    "TargetError",
+    "ConfigError",
+    "EngineUnavailableError",
+    "MemoryGuardError",
+    "LayerIndexError",
+    "NotLinearError",
 ]

@@ -5,6 +5,7 @@ With ``f_l(a) = a`` for every layer, ``y_hat = W_{L-1}(... W_1 (W_0 x + b_0) + b
 the composition of affine maps is affine. ``W`` factors through every hidden width, so
 ``rank(W) <= min_l n_l``: stacking linear layers never adds representative power, it can only remove it.
 """
+
 from xval.checks import check_network
 from xval.errors import XvalError
 from xval.network import Network

@@ -9,6 +9,7 @@ a zero-argument function computing the quantity there, whose result stays an arr
 function is the staged computation brought back as float64 numpy. Results are written once, straight into their
 final flat array.
 """
+
 from xval.checks import check_data, check_inputs
 
 from . import arrays
@@ -135,13 +136,14 @@ def stage_forward(net, X):
     return model.staged(lambda: forward_values(model, X, slopes=False)[0][-1])
 
 
-
 def stage_loss(net, X, Y):
     """``loss`` staged: ``E`` as a 0-d array of the selected library."""
     X, Y = check_data(net, X, Y)
     guard(net, "loss", X.shape[0])
     model, X, Y = prepare(net).data(X, Y)
-    return model.staged(lambda: model.xp.mean(model.loss.value(forward_values(model, X, slopes=False)[0][-1], Y, model.xp)))
+    return model.staged(
+        lambda: model.xp.mean(model.loss.value(forward_values(model, X, slopes=False)[0][-1], Y, model.xp))
+    )
 
 
 def stage_gradient(net, X, Y):
@@ -150,7 +152,6 @@ def stage_gradient(net, X, Y):
     guard(net, "gradient", X.shape[0])
     model, X, Y = prepare(net).data(X, Y)
     return model.staged(lambda: gradient_values(model, X, Y))
-
 
 
 def _per_sample_inputs(net, X, Y):
@@ -166,7 +167,6 @@ def stage_per_sample_gradients(net, X, Y):
     return model.staged(lambda: per_sample_values(model, X, Y))
 
 
-
 # ---- numpy passes for the analyses ------------------------------------------------------------------------------
 def forward_pass(net, X):
     """Pre-activations ``a`` (``a[l]`` is ``(N, n_{l+1})``) and activations ``z`` (``z[0] = X``, ``z[l+1] = f_l(a[l])``)
@@ -179,9 +179,9 @@ def forward_pass(net, X):
     return a, z
 
 
-
 def _estimate(factor, first_call):
     """The memory model of a dense call: ``factor`` over (tape + result) and ``first_call`` bytes besides."""
+
     def estimate(net, n_samples, **args):
         from xval import contract, memory
 
@@ -193,7 +193,11 @@ def _estimate(factor, first_call):
 
 # A few activations and parameter vectors; per-sample gradients hold numpy's iterator buffers too (0.2-0.3 MiB
 # whatever the size).
-for _stage, _model in ((stage_forward, (4.0, 0)), (stage_loss, (4.0, 0)), (stage_gradient, (4.0, 0)),
-                       (stage_per_sample_gradients, (1.2, 2**19))):
+for _stage, _model in (
+    (stage_forward, (4.0, 0)),
+    (stage_loss, (4.0, 0)),
+    (stage_gradient, (4.0, 0)),
+    (stage_per_sample_gradients, (1.2, 2**19)),
+):
     _stage.estimate = _estimate(*_model)
-    _stage.estimate.quantity = _stage.__name__[len("stage_"):]
+    _stage.estimate.quantity = _stage.__name__[len("stage_") :]

@@ -21,6 +21,7 @@ copies the columns below it from that strip's transpose (one write per entry). F
 whole rows instead (``_one_sample_hessian``): left of the diagonal block the same products as the strips above it,
 from every strip's ``M``, so nothing is read back.
 """
+
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -170,7 +171,7 @@ def _fill_strip(model, cur, part, out, at=(0, 0)):
         rows = slice(r0 + start * n_in_l, r0 + stop * n_in_l)
         lib.write(out, (rows, slice(c0, c0 + part.cols)), op, zt, M)  # (p, q, :)
         bias_rows = slice(r0 + rows_w + start, r0 + rows_w + stop)
-        out[bias_rows, c0:c0 + part.cols] = M[:, 0, :] if n == 1 else xp.mean(M, axis=1)
+        out[bias_rows, c0 : c0 + part.cols] = M[:, 0, :] if n == 1 else xp.mean(M, axis=1)
     return out
 
 
@@ -211,8 +212,12 @@ def _one_sample_hessian(model, cur, strips):
     copies, fresh outputs, 2 threads)."""
     P = model.n_params
     H = np.empty((P, P), dtype=model.dtype)
-    rows = [_strip_rows(model, cur, part, _strip_factors(model, cur, part.l, part.layers), 0, model.shapes[part.l][0])[:, 0, :]
-            for part in strips]
+    rows = [
+        _strip_rows(model, cur, part, _strip_factors(model, cur, part.l, part.layers), 0, model.shapes[part.l][0])[
+            :, 0, :
+        ]
+        for part in strips
+    ]
     z = [cur.z[l][0] for l in range(model.n_layers)]
     units = max(n_out for n_out, _ in model.shapes)
 
@@ -227,15 +232,19 @@ def _one_sample_hessian(model, cur, strips):
             for m in range(l):  # left of the diagonal block: z_m[i] M_m[j, c] (einsum: short rows, in place)
                 m_start, m_split, m_end = model.bounds[m]
                 c = start - m_start
-                for target, cols in ((weight_rows, slice(c + p0 * n_in, c + p1 * n_in)),
-                                     (bias_rows, slice(c + n_out * n_in + p0, c + n_out * n_in + p1))):
+                for target, cols in (
+                    (weight_rows, slice(c + p0 * n_in, c + p1 * n_in)),
+                    (bias_rows, slice(c + n_out * n_in + p0, c + n_out * n_in + p1)),
+                ):
                     source = rows[m][:, cols]
                     np.einsum("jc,i->cji", source, z[m], out=H[target, m_start:m_split].reshape(-1, *model.shapes[m]))
                     H[target, m_split:m_end] = source.T
-            np.multiply(z[l][None, :, None], rows[l][p0:p1, None, :], out=H[weight_rows, start:].reshape(p1 - p0, n_in, -1))
+            np.multiply(
+                z[l][None, :, None], rows[l][p0:p1, None, :], out=H[weight_rows, start:].reshape(p1 - p0, n_in, -1)
+            )
             H[bias_rows, start:] = rows[l][p0:p1]
 
-    with arrays.row_buffer(H[:, model.bounds[-1][0]:]):  # rows as short as the last strip's
+    with arrays.row_buffer(H[:, model.bounds[-1][0] :]):  # rows as short as the last strip's
         arrays.split(units, write, H.nbytes)
     return H
 
@@ -297,19 +306,22 @@ def hessian_bytes(net, n_samples, lib_name="numpy"):
     return output, scratch + buffers + curvature_bytes(net, n_samples, 0)
 
 
-
 # ---- the contract -------------------------------------------------------------------------------
 def _guard(what, sizes, lib):
     output, workspace = sizes
-    memory.check(output + workspace, what, f"{output} bytes for the result and {workspace} bytes of working memory",
-                 available=lib.free_bytes())
+    memory.check(
+        output + workspace,
+        what,
+        f"{output} bytes for the result and {workspace} bytes of working memory",
+        available=lib.free_bytes(),
+    )
 
 
 def _curvature_before(model, X, Y, lowest, nbytes):
     """``curvature_pass``, with BLAS on one thread when the ``nbytes`` result that follows is written by broadcast
     products split over threads and the pass is small (one sample: ``manual.arrays.quiet_blas``; with more, matmul
     writes the result on BLAS's threads)."""
-    widths = model.sizes[lowest + 1:]
+    widths = model.sizes[lowest + 1 :]
     products = 4 * X.shape[0] * sum(w * v * (w + v) for w, v in zip(widths, widths[1:] + widths[-1:]))  # W^T G W
     with arrays.quiet_blas(model.lib, nbytes if X.shape[0] == 1 else 0, products):
         return curvature_pass(model, X, Y, lowest=lowest)
@@ -346,14 +358,16 @@ def stage_hessian_block(net, X, Y, l, m):
     X, Y = check_data(net, X, Y)
     low, high = sorted((l, m))
     rows, cols = net.layer_param_counts[l], net.layer_param_counts[m]
-    _guard(f"hessian_block(l={l}, m={m}) (a {rows} x {cols} {net.dtype.name} array)",
-           block_bytes(net, l, m, X.shape[0]), arrays.library())  # before the network goes to the device
+    _guard(
+        f"hessian_block(l={l}, m={m}) (a {rows} x {cols} {net.dtype.name} array)",
+        block_bytes(net, l, m, X.shape[0]),
+        arrays.library(),
+    )  # before the network goes to the device
     model, X, Y = prepare(net).data(X, Y)
     part = strip(net, low, (high,), X.shape[0])
     if l > m:  # the transpose of the (m, l) block
         return model.staged(lambda: _block_values(model, X, Y, part).T)
     return model.staged(lambda: _block_values(model, X, Y, part))
-
 
 
 def _hessian_estimate(net, n_samples, **args):
@@ -373,7 +387,6 @@ def stage_hessian(net, X, Y):
     model, X, Y = prepare(net).data(X, Y)
     strips, by_rows = hessian_strips(net, X.shape[0]), one_sample_rows(net, X.shape[0], lib.name)
     return model.staged(lambda: _hessian_values(model, X, Y, strips, by_rows))
-
 
 
 stage_hessian.estimate, stage_hessian_block.estimate = _hessian_estimate, _block_estimate

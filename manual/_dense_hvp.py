@@ -9,6 +9,7 @@ layer) at the current parameters. Applying ``R`` to the forward pass and to back
 
 and ``H v = R{grad E}`` is, per layer, ``(1/N) sum_n (R delta_l z_l^T + delta_l R z_l^T)`` and ``(1/N) sum_n R delta_l``.
 """
+
 from xval.checks import check_data, check_direction
 
 from ._dense_first_order import backward_values, forward_values
@@ -19,7 +20,10 @@ def split_direction(model, v):
     """``(V_l, v_l)`` per layer: ``v``'s entries shaped like ``W_l`` and ``b_l`` (views of ``v``, made once when a call
     is staged)."""
     xp = model.xp
-    return [(xp.reshape(v[start:split], shape), v[split:end]) for (start, split, end), shape in zip(model.bounds, model.shapes)]
+    return [
+        (xp.reshape(v[start:split], shape), v[split:end])
+        for (start, split, end), shape in zip(model.bounds, model.shapes)
+    ]
 
 
 def hvp_values(model, X, Y, direction):
@@ -84,7 +88,6 @@ def stage_hvp(net, X, Y, v):
     """``hvp`` staged: ``(P,)`` as an array of the selected library."""
     model, X, Y, direction = _prepared(net, X, Y, v)
     return model.staged(lambda: hvp_values(model, X, Y, direction))
-
 
 
 def _hvp_estimate(net, n_samples, **args):

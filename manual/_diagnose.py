@@ -6,6 +6,7 @@ weight scale; for the whole network the largest Hessian eigenvalue ``lambda_max`
 eigenvector, gradient descent multiplies the error by ``1 - lr * lambda_max`` per step, which shrinks only
 when ``lr < 2 / lambda_max``.
 """
+
 from dataclasses import dataclass
 from typing import Optional
 
@@ -99,11 +100,15 @@ class Diagnosis:
                 f"  {r.gradient_norm:>13.3e}  {r.weight_scale:>12.3g}"
             )
         converged = "converged" if self.power_converged else "NOT converged"
-        lines.append(f"  lambda_max = {self.lambda_max:.6g} (power iteration on hvp, {self.power_iterations} products, {converged})")
+        lines.append(
+            f"  lambda_max = {self.lambda_max:.6g} (power iteration on hvp, {self.power_iterations} products, {converged})"
+        )
         lr = "not given" if self.lr is None else f"{self.lr:.6g}"
         lines.append(f"  stable step: lr < 2 / lambda_max = {self.stable_lr:.6g}; lr = {lr}")
         if self.healthy:
-            lines.append("  no findings: no saturation, dead units, vanishing/exploding gradients or unstable step size")
+            lines.append(
+                "  no findings: no saturation, dead units, vanishing/exploding gradients or unstable step size"
+            )
         else:
             lines.append("  findings:")
             lines.extend(f"  {number}. {finding}" for number, finding in enumerate(self.findings, 1))
@@ -122,7 +127,9 @@ def largest_eigenvalue(net, X, Y, tol=1e-10, max_iter=500, block=8, seed=0):
     """
     X, Y = check_data(net, X, Y)
     _check_iteration(tol, max_iter)
-    check_whole("block", block, 1, "pass the number of vectors iterated together, e.g. block=8 (1: plain power iteration)")
+    check_whole(
+        "block", block, 1, "pass the number of vectors iterated together, e.g. block=8 (1: plain power iteration)"
+    )
     seed = check_seed("seed", seed)
     block = min(int(block), net.n_params)
     max_iter = int(max_iter)
@@ -191,7 +198,9 @@ def _scale_remedies(report, input_rms):
     if report.layer == 0 and input_rms > LARGE_INPUT_RMS:
         remedies.append(f"normalise the inputs to zero mean and unit variance (a feature has RMS {input_rms:.3g})")
     if not remedies:
-        remedies.append("rescale the initialisation or normalise the inputs so that pre-activations stay within a few units of 0")
+        remedies.append(
+            "rescale the initialisation or normalise the inputs so that pre-activations stay within a few units of 0"
+        )
     remedies.append("or change the activation (relu does not saturate for a > 0)")
     return "; ".join(remedies)
 
@@ -200,56 +209,74 @@ def _findings(reports, input_rms, lam, stable_lr, lr):
     found = []
     for r in reports:
         if r.saturated_fraction is not None and r.saturated_fraction > SATURATED_LIMIT:
-            found.append(Finding(
-                "saturated", r.layer,
-                f"{100 * r.saturated_fraction:.0f}% of the {r.activation} units are saturated (f'(a) < "
-                f"{SATURATION_SLOPE:g} x its maximum), so almost no gradient flows through them",
-                _scale_remedies(r, input_rms),
-            ))
+            found.append(
+                Finding(
+                    "saturated",
+                    r.layer,
+                    f"{100 * r.saturated_fraction:.0f}% of the {r.activation} units are saturated (f'(a) < "
+                    f"{SATURATION_SLOPE:g} x its maximum), so almost no gradient flows through them",
+                    _scale_remedies(r, input_rms),
+                )
+            )
         if r.dead_fraction is not None and r.dead_fraction > DEAD_LIMIT:
-            found.append(Finding(
-                "dead", r.layer,
-                f"{100 * r.dead_fraction:.0f}% of the relu units are dead (a <= 0 on every sample): their gradient is "
-                "exactly zero, so gradient descent can never revive them",
-                "re-initialise with small positive biases and the N(0, 2/n_in) (He) scale, lower the learning rate "
-                "(large steps push biases negative), or change the activation (softplus, or a leaky relu)",
-            ))
+            found.append(
+                Finding(
+                    "dead",
+                    r.layer,
+                    f"{100 * r.dead_fraction:.0f}% of the relu units are dead (a <= 0 on every sample): their gradient is "
+                    "exactly zero, so gradient descent can never revive them",
+                    "re-initialise with small positive biases and the N(0, 2/n_in) (He) scale, lower the learning rate "
+                    "(large steps push biases negative), or change the activation (softplus, or a leaky relu)",
+                )
+            )
     first, last = reports[0].gradient_norm, reports[-1].gradient_norm
     # Saturated or dead units already explain small early gradients; report vanishing only without them.
     explained = any(finding.kind in ("saturated", "dead") for finding in found)
     if len(reports) > 1 and last > 0.0:
         ratio = first / last
         if ratio < VANISHING_RATIO and not explained:
-            found.append(Finding(
-                "vanishing", 0,
-                f"the gradient vanishes across depth: ||dE/dtheta_0|| / ||dE/dtheta_{len(reports) - 1}|| = {ratio:.2e}, "
-                "so the first layers barely move",
-                "rescale the initialisation so every layer keeps the signal's variance (N(0, 1/n_in) for tanh, "
-                "N(0, 2/n_in) for relu), change saturating activations to relu, or use fewer layers",
-            ))
+            found.append(
+                Finding(
+                    "vanishing",
+                    0,
+                    f"the gradient vanishes across depth: ||dE/dtheta_0|| / ||dE/dtheta_{len(reports) - 1}|| = {ratio:.2e}, "
+                    "so the first layers barely move",
+                    "rescale the initialisation so every layer keeps the signal's variance (N(0, 1/n_in) for tanh, "
+                    "N(0, 2/n_in) for relu), change saturating activations to relu, or use fewer layers",
+                )
+            )
         elif ratio > EXPLODING_RATIO:
-            found.append(Finding(
-                "exploding", 0,
-                f"the gradient explodes across depth: ||dE/dtheta_0|| / ||dE/dtheta_{len(reports) - 1}|| = {ratio:.2e}",
-                "rescale the initialisation down to N(0, 1/n_in), lower the learning rate, or clip the gradient norm",
-            ))
+            found.append(
+                Finding(
+                    "exploding",
+                    0,
+                    f"the gradient explodes across depth: ||dE/dtheta_0|| / ||dE/dtheta_{len(reports) - 1}|| = {ratio:.2e}",
+                    "rescale the initialisation down to N(0, 1/n_in), lower the learning rate, or clip the gradient norm",
+                )
+            )
     if lr is not None and lam > 0.0:
         if lr > stable_lr:
-            found.append(Finding(
-                "lr_too_large", None,
-                f"lr = {lr:.4g} is above the stable bound 2 / lambda_max = {stable_lr:.4g} (lr * lambda_max = "
-                f"{lr * lam:.3g} > 2): along the top Hessian eigenvector each step multiplies the error by "
-                f"{1 - lr * lam:.3g}, so the loss oscillates or diverges",
-                f"lower the learning rate below {stable_lr:.4g}, e.g. lr = 1 / lambda_max = {1 / lam:.4g}; normalising "
-                "the inputs also lowers lambda_max",
-            ))
+            found.append(
+                Finding(
+                    "lr_too_large",
+                    None,
+                    f"lr = {lr:.4g} is above the stable bound 2 / lambda_max = {stable_lr:.4g} (lr * lambda_max = "
+                    f"{lr * lam:.3g} > 2): along the top Hessian eigenvector each step multiplies the error by "
+                    f"{1 - lr * lam:.3g}, so the loss oscillates or diverges",
+                    f"lower the learning rate below {stable_lr:.4g}, e.g. lr = 1 / lambda_max = {1 / lam:.4g}; normalising "
+                    "the inputs also lowers lambda_max",
+                )
+            )
         elif lr < SMALL_LR_FRACTION * stable_lr:
-            found.append(Finding(
-                "lr_too_small", None,
-                f"lr = {lr:.4g} is below {SMALL_LR_FRACTION:g} x the stable bound 2 / lambda_max = {stable_lr:.4g}: "
-                "each step moves much less than the curvature allows",
-                f"raise the learning rate towards 1 / lambda_max = {1 / lam:.4g}",
-            ))
+            found.append(
+                Finding(
+                    "lr_too_small",
+                    None,
+                    f"lr = {lr:.4g} is below {SMALL_LR_FRACTION:g} x the stable bound 2 / lambda_max = {stable_lr:.4g}: "
+                    "each step moves much less than the curvature allows",
+                    f"raise the learning rate towards 1 / lambda_max = {1 / lam:.4g}",
+                )
+            )
     return found
 
 

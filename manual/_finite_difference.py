@@ -2,6 +2,7 @@
 
 Deliberately ``O(|W|^2)``: two forward passes (each ``O(|W|)``) per parameter.
 """
+
 from types import SimpleNamespace
 
 import numpy as np

@@ -4,8 +4,17 @@ and the memory guard first, then a zero-argument function computing in the selec
 Plain MLPs take the dense paths of ``backprop``, ``hvp`` and ``hessian`` for the seven first quantities (the
 benchmarks' hot paths); every other network and every curvature quantity comes here.
 """
+
 from xval import contract
-from xval.checks import check_count, check_data, check_direction, check_has_loss, check_inputs, check_layer, check_memory
+from xval.checks import (
+    check_count,
+    check_data,
+    check_direction,
+    check_has_loss,
+    check_inputs,
+    check_layer,
+    check_memory,
+)
 
 from . import _sequence, arrays
 from ._prepared import prepare_sequence
@@ -190,6 +199,8 @@ def _lanczos(net, X, Y, k):
     try:
         values = eigsh(operator, k=k, which="LA", tol=1e-12, maxiter=max(1000, 20 * P), return_eigenvectors=False)
     except ArpackNoConvergence:
-        raise ArgumentError(f"top_eigenvalues(k={k}) did not converge to 1e-10 relative in Lanczos iterations on "
-                            f"this P = {P} network; ask for fewer eigenvalues (k smaller) or a smaller network") from None
+        raise ArgumentError(
+            f"top_eigenvalues(k={k}) did not converge to 1e-10 relative in Lanczos iterations on "
+            f"this P = {P} network; ask for fewer eigenvalues (k smaller) or a smaller network"
+        ) from None
     return np.sort(values)[::-1].copy()

@@ -5,6 +5,7 @@ its layout (offsets in the flat parameter vector) computed, so that a call does 
 small networks cost what numpy costs. ``Model.data`` places validated numpy data in the library and
 ``Model.staged`` wraps a computation for timing (waiting for the device when it runs asynchronously).
 """
+
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -73,10 +74,20 @@ def build(net, lib):
         bounds.append((start, start + w.size, start + count))
         start += count
     return Model(
-        lib=lib, xp=lib.xp, dtype=net.dtype, shapes=tuple(w.shape for w in net.weights), weights=weights, weights_t=tuple(w.T for w in weights),
+        lib=lib,
+        xp=lib.xp,
+        dtype=net.dtype,
+        shapes=tuple(w.shape for w in net.weights),
+        weights=weights,
+        weights_t=tuple(w.T for w in weights),
         biases=tuple(lib.asarray(b, net.dtype) for b in net.biases),
-        acts=tuple(get_activation(name) for name in net.activations), loss=get_loss(net.loss),
-        sizes=tuple(net.sizes), counts=counts, bounds=tuple(bounds), n_params=start, n_layers=len(weights),
+        acts=tuple(get_activation(name) for name in net.activations),
+        loss=get_loss(net.loss),
+        sizes=tuple(net.sizes),
+        counts=counts,
+        bounds=tuple(bounds),
+        n_params=start,
+        n_layers=len(weights),
     )
 
 

@@ -15,6 +15,7 @@ with ``K_uv = d x_v / d a_u`` (the Jacobian of the steps between them, carried f
 ``v``'s input Jacobian: the same-layer block is ``J^T G J`` and a cross block adds the mixed term of the bilinear
 step ``v`` (``docs/hessian.md``). Parameter steps that share a tensor add up at its columns.
 """
+
 import math
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from .losses import get_loss
 
 def uses(kind):
     """Mark a ``Sequence`` method with the kind of working memory it holds (``working_entries``)."""
+
     def mark(method):
         method.memory = kind
         return method
@@ -53,8 +55,12 @@ class Sequence:
         self.group_columns = [np.arange(sl.start, sl.stop) for sl in net.param_slices]
         self.first = self.parametric[0] if self.parametric else len(self.steps)
         self._parametric_set = set(self.parametric)
-        self.tied = len(np.unique(np.concatenate([self.steps[i].columns for i in self.parametric]))) != sum(
-            self.steps[i].n_params for i in self.parametric) if self.parametric else False
+        self.tied = (
+            len(np.unique(np.concatenate([self.steps[i].columns for i in self.parametric])))
+            != sum(self.steps[i].n_params for i in self.parametric)
+            if self.parametric
+            else False
+        )
 
     # ---- passes ------------------------------------------------------------------------------------------------
     def forward(self, X):
@@ -154,8 +160,11 @@ class Sequence:
             value = None if r[i] is None else step.jvp(caches[i], r[i])
             if i in self._parametric_set:
                 direction = self._entries(v, i)
-                value = step.param_jvp(caches[i], direction) if value is None else value + step.param_jvp(
-                    caches[i], direction)
+                value = (
+                    step.param_jvp(caches[i], direction)
+                    if value is None
+                    else value + step.param_jvp(caches[i], direction)
+                )
             r[i + 1] = value
         return r
 
@@ -303,7 +312,8 @@ class Sequence:
         if len(steps) != 1 or step.positions or not (step.train_weight and step.train_bias) or self.tied:
             raise UnsupportedNetworkError(
                 f"kfac_factors: layer {l} must be one Dense layer on (N, n_in) inputs with a trainable weight and bias, "
-                "used once (its Kronecker factors are over [x; 1] and the layer's outputs)")
+                "used once (its Kronecker factors are over [x; 1] and the layer's outputs)"
+            )
         return steps[0]
 
     # ---- the Hessian ----------------------------------------------------------------------------------------
@@ -367,8 +377,10 @@ class Sequence:
                     blocks[u, j] = self._contract(caches, u, M, c)
                 K = J
         return {key: value for key, value in blocks.items() if key[0] in rows_of and key[1] in cols_of} | {
-            (v, u): xp.matrix_transpose(value) for (u, v), value in blocks.items()
-            if (v, u) not in blocks and v in rows_of and u in cols_of}
+            (v, u): xp.matrix_transpose(value)
+            for (u, v), value in blocks.items()
+            if (v, u) not in blocks and v in rows_of and u in cols_of
+        }
 
     def _output_rows_of(self, n, step):
         xp = self.xp
@@ -478,7 +490,8 @@ class Sequence:
     def _add_block(self, out, rows, cols, block):
         """``out[rows][:, cols] += block`` for row and column index arrays, through 0/1 matrices."""
         out[...] = out + self.xp.matrix_transpose(self._scatter(rows, out.shape[0])) @ block @ self._scatter(
-            cols, out.shape[1])
+            cols, out.shape[1]
+        )
 
     def _scatter(self, columns, size):
         """``(len(columns), size)``: row ``k`` is the unit vector of ``columns[k]``."""
@@ -522,8 +535,11 @@ def working_entries(net, kind, n):
         return tape + rows + 3 * n * widest * widest
     curvature = 3 * n * sum(s * s for s in shapes)
     if kind == "diagonal":  # a step without a fast diagonal (a convolution) holds its Jacobian rows (N, D, P_step)
-        slow = any(not (isinstance(layer, Dense) and len(net.shapes[i]) == 1) for i, layer in enumerate(net.layers)
-                   if parameter_indices(layer))
+        slow = any(
+            not (isinstance(layer, Dense) and len(net.shapes[i]) == 1)
+            for i, layer in enumerate(net.layers)
+            if parameter_indices(layer)
+        )
         return tape + curvature + rows + (2 * n * widest * biggest if slow else 0)
     products = 3 * n * widest * (widest + biggest) + n * biggest * biggest
     return tape + curvature + products + rows

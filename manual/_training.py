@@ -3,6 +3,7 @@
 ``theta_{k+1} = theta_k - lr * dE_{B_k}/dtheta (theta_k)``, where ``E_{B_k}`` is the mean loss over the
 batch ``B_k`` of step ``k``, taken from ``xval.batches.batch_indices`` (the order every engine uses).
 """
+
 import numpy as np
 
 from xval.batches import check_starting_loss, check_training_arguments, diverged, iter_batches

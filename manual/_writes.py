@@ -4,6 +4,7 @@ whole rows, and BLAS quietened while a split write follows small products.
 
 The measurements behind each threshold are in ``docs/complexity.md`` ("Writing a result").
 """
+
 import contextlib
 import contextvars
 import functools
@@ -47,6 +48,7 @@ def write(lib, out, index, op, a, b):
             function(a, b, out=target)
     return out
 
+
 def assign(lib, out, index, value):
     """``out[index] = value`` (same shape); on numpy split by rows over the write threads when large."""
     if lib.name != "numpy" or value.nbytes < PARALLEL_BYTES:
@@ -60,6 +62,7 @@ def assign(lib, out, index, value):
     split(target.shape[0], part, target.nbytes)
     return out
 
+
 def outer(lib, out, index, a, b):
     """``out[index] = a[:, :, None] * b[:, None, :]`` for ``a`` ``(N, J)`` and ``b`` ``(N, I)``: the outer product of
     every row pair, row-major, written once. On numpy, rows shorter than ``EINSUM_ROW`` entries are written by
@@ -69,6 +72,7 @@ def outer(lib, out, index, a, b):
         numpy_outer(lib.view(out[index], a.shape + b.shape[-1:]), a, b)
         return out
     return write(lib, out, index, "multiply", a[:, :, None], b[:, None, :])
+
 
 def report_outer_overflow(lib, a, b):
     """Make numpy report (to ``np.errstate``, which ``finite_result`` listens to) an overflow that ``outer(a, b)``
@@ -283,5 +287,3 @@ def _product_shape(op, a, b):
     if op == "multiply":
         return tuple([x if y == 1 else y for x, y in zip(a, b)])
     return (a[:-1] if len(a) >= len(b) else b[:-2] + a[-2:-1]) + b[-1:]
-
-

@@ -4,6 +4,7 @@ Adding an activation means adding one ``Activation`` record here, its definition
 and one line in each reference engine's ``activations.py``. Every formula is written to stay finite, without overflow warnings,
 for large ``|x|`` (checked at ``|x| = 1000``).
 """
+
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -185,6 +186,7 @@ def _positive(x, xp):
 
 def _leaky_relu(slope):
     """x for x > 0, slope x otherwise; f'(0) = slope, as torch's backward (``x > 0 ? 1 : slope``)."""
+
     def f(x, xp=np):
         return xp.where(x > 0, x, slope * x)
 
@@ -197,6 +199,7 @@ def _leaky_relu(slope):
 def _elu(alpha, scale=1.0):
     """scale (x for x > 0, alpha (exp(x) - 1) otherwise); at 0, f' takes the exp branch (alpha) and f'' the linear
     one (0), as torch's backward and double backward do."""
+
     def negative(x, xp):
         return xp.where(x > 0, 0.0 * x, x)  # min(x, 0), as the same type as x (no overflow in exp for large x)
 
@@ -309,6 +312,7 @@ def _logsigmoid_d2(x, xp=np):
 def _softplus_with(beta, threshold):
     """torch's Softplus(beta, threshold): log(1 + exp(beta x)) / beta, and x where beta x > threshold (f' = 1 there,
     as torch's backward)."""
+
     def above(x):
         return (beta * x > threshold) if threshold is not None else None
 
@@ -331,16 +335,39 @@ ACTIVATIONS = {
     a.name: a
     for a in [
         Activation("identity", _identity, _ones, _zeros, "f(x) = x", sign_shift=0.0, flat=True),
-        Activation("sigmoid", _sigmoid, _sigmoid_d1, _sigmoid_d2, "f(x) = 1 / (1 + exp(-x))", max_slope=0.25,
-                   sign_shift=1.0, f_df=_sigmoid_f_df, d2f_from=_sigmoid_d2_from),
-        Activation("tanh", _tanh, _tanh_d1, _tanh_d2, "f(x) = tanh(x)", max_slope=1.0, sign_shift=0.0, f_df=_tanh_f_df,
-                   d2f_from=_tanh_d2_from),
+        Activation(
+            "sigmoid",
+            _sigmoid,
+            _sigmoid_d1,
+            _sigmoid_d2,
+            "f(x) = 1 / (1 + exp(-x))",
+            max_slope=0.25,
+            sign_shift=1.0,
+            f_df=_sigmoid_f_df,
+            d2f_from=_sigmoid_d2_from,
+        ),
+        Activation(
+            "tanh",
+            _tanh,
+            _tanh_d1,
+            _tanh_d2,
+            "f(x) = tanh(x)",
+            max_slope=1.0,
+            sign_shift=0.0,
+            f_df=_tanh_f_df,
+            d2f_from=_tanh_d2_from,
+        ),
         Activation("relu", _relu, _step, _zeros, "f(x) = max(x, 0)", can_die=True, flat=True),
         Activation("softplus", _softplus, _sigmoid, _sigmoid_d1, "f(x) = log(1 + exp(x))"),
         Activation("selu", *_elu(SELU_ALPHA, SELU_SCALE), "f(x) = scale (x for x > 0, alpha (exp(x) - 1) otherwise)"),
         Activation("gelu", _gelu, _gelu_d1, _gelu_d2, "f(x) = x Phi(x)"),
-        Activation("gelu_tanh", _gelu_tanh, _gelu_tanh_d1, _gelu_tanh_d2,
-                   "f(x) = x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2"),
+        Activation(
+            "gelu_tanh",
+            _gelu_tanh,
+            _gelu_tanh_d1,
+            _gelu_tanh_d2,
+            "f(x) = x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2",
+        ),
         Activation("silu", _silu, _silu_d1, _silu_d2, "f(x) = x sigma(x)"),
         Activation("logsigmoid", _logsigmoid, _logsigmoid_d1, _logsigmoid_d2, "f(x) = -log(1 + exp(-x))"),
     ]
@@ -349,11 +376,13 @@ ACTIVATIONS = {
 # Activations with options: the record is built per option set (``get_activation(name, options)``); the table above
 # holds each with torch's default options.
 _WITH_OPTIONS = {
-    "leaky_relu": lambda slope=0.01: Activation("leaky_relu", *_leaky_relu(slope), "f(x) = x for x > 0, slope x",
-                                                flat=True),
+    "leaky_relu": lambda slope=0.01: Activation(
+        "leaky_relu", *_leaky_relu(slope), "f(x) = x for x > 0, slope x", flat=True
+    ),
     "elu": lambda alpha=1.0: Activation("elu", *_elu(alpha), "f(x) = x for x > 0, alpha (exp(x) - 1) otherwise"),
     "softplus": lambda beta=1.0, threshold=None: Activation(
-        "softplus", *_softplus_with(beta, threshold), "f(x) = log(1 + exp(beta x)) / beta (x above the threshold)"),
+        "softplus", *_softplus_with(beta, threshold), "f(x) = log(1 + exp(beta x)) / beta (x above the threshold)"
+    ),
 }
 
 

@@ -15,6 +15,7 @@ whose first touch costs more than the arithmetic and is paid per thread. Product
 own threads. Large broadcast products run with numpy's ufunc buffer cut to one row (``row_buffer``): numpy's
 buffered iterator would copy their rows through it.
 """
+
 import functools
 import importlib
 import os
@@ -28,6 +29,7 @@ from xval.checks import finite_result  # noqa: F401 (manual's contract functions
 from xval.errors import ConfigError
 
 from . import _writes
+
 # The write scheduling's knobs, used by the benchmarks and the tests through this public module.
 from ._writes import (  # noqa: F401
     EINSUM_ROW,
@@ -103,7 +105,7 @@ class Library:
         n = values.shape[-1]
         if self.name == "numpy":  # zeros, then the diagonal through a strided view (np.eye costs more than the work)
             out = np.zeros(values.shape + (n,), dtype=values.dtype)
-            out.reshape(values.shape[0], n * n)[:, ::n + 1] = values
+            out.reshape(values.shape[0], n * n)[:, :: n + 1] = values
             return out
         return self.xp.eye(n, dtype=values.dtype, device=values.device) * values[:, :, None]
 
@@ -112,7 +114,7 @@ class Library:
         must be a fresh C-contiguous array)."""
         n = values.shape[-1]
         if self.name == "numpy":
-            diagonal = stack.reshape(stack.shape[0], n * n)[:, ::n + 1]
+            diagonal = stack.reshape(stack.shape[0], n * n)[:, :: n + 1]
             diagonal += values
             return stack
         return stack + self.diag(values)
@@ -143,7 +145,9 @@ class Library:
             pool = self.native.get_default_memory_pool()
             return int(self.native.cuda.runtime.memGetInfo()[0] + pool.free_bytes())
         free, _ = self.native.cuda.mem_get_info(self.device)
-        return int(free + self.native.cuda.memory_reserved(self.device) - self.native.cuda.memory_allocated(self.device))
+        return int(
+            free + self.native.cuda.memory_reserved(self.device) - self.native.cuda.memory_allocated(self.device)
+        )
 
 
 def to_numpy(value):
@@ -212,7 +216,9 @@ def _build(name, device_choice):
     if name == "cupy":
         cupy = _import("cupy")
         if device_choice == "cpu":
-            raise ConfigError("XVAL_ARRAY=cupy runs on a GPU but XVAL_DEVICE=cpu; use XVAL_DEVICE=cuda or auto, or XVAL_ARRAY=numpy")
+            raise ConfigError(
+                "XVAL_ARRAY=cupy runs on a GPU but XVAL_DEVICE=cpu; use XVAL_DEVICE=cuda or auto, or XVAL_ARRAY=numpy"
+            )
         xp = _compat("cupy")
         return Library(name, xp, cupy, cupy.cuda.Device(), f"cuda:{cupy.cuda.Device().id}")
     torch = _import("torch")
@@ -220,7 +226,9 @@ def _build(name, device_choice):
     gpu = torch.cuda.is_available()
     if device_choice == "cuda" and not gpu:
         raise ConfigError("XVAL_ARRAY=torch with XVAL_DEVICE=cuda, but torch sees no GPU; use XVAL_DEVICE=cpu or auto")
-    device = torch.device("cuda", torch.cuda.current_device()) if gpu and device_choice != "cpu" else torch.device("cpu")
+    device = (
+        torch.device("cuda", torch.cuda.current_device()) if gpu and device_choice != "cpu" else torch.device("cpu")
+    )
     return Library(name, xp, torch, device, str(device))
 
 
@@ -246,4 +254,3 @@ def _resolve(env):
 
 
 NUMPY = Library("numpy", np, np, "cpu", "cpu")
-

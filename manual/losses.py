@@ -5,6 +5,7 @@ Every function takes batches: ``y_hat`` and ``y`` are ``(N, K)``; values are ``(
 Adding a loss means adding one ``Loss`` record here, its definition (and target check) in ``xval/definitions.py``
 and one line in each reference engine.
 """
+
 from dataclasses import dataclass
 from typing import Callable
 
@@ -88,6 +89,7 @@ def _ce_grad(y_hat, y, xp=np):
 
 def _identity_factor(scale):
     """``sqrt(scale) I`` per sample."""
+
     def factor(y_hat, y, xp=np):
         n, k = y_hat.shape
         root = scale(y_hat) ** 0.5
@@ -134,6 +136,7 @@ def _ce_hessian_times(y_hat, y, r, xp=np):
 
 def _scaled(loss, name, factor_of, formula):
     """``loss`` times ``factor_of(y_hat)`` (a number fixed by the output's shape), under ``name``."""
+
     def scale(function):
         def scaled(y_hat, *rest, **options):
             return factor_of(y_hat) * function(y_hat, *rest, **options)
@@ -146,8 +149,16 @@ def _scaled(loss, name, factor_of, formula):
 
         return scaled
 
-    return Loss(name, scale(loss.value), scale(loss.grad), scale(loss.hessian), formula, scale(loss.hessian_times),
-                unit_hessian=False, hessian_factor=scale_root(loss.hessian_factor))
+    return Loss(
+        name,
+        scale(loss.value),
+        scale(loss.grad),
+        scale(loss.hessian),
+        formula,
+        scale(loss.hessian_times),
+        unit_hessian=False,
+        hessian_factor=scale_root(loss.hessian_factor),
+    )
 
 
 def _entries(y_hat):
@@ -205,23 +216,46 @@ def _nll_factor(y_hat, y, xp=np):
     return xp.zeros((n, k, 1), dtype=y_hat.dtype, device=y_hat.device)
 
 
-_MSE = Loss("mse", _mse_value, _mse_grad, _mse_hessian, "0.5 * ||y_hat - y||^2", _mse_hessian_times, unit_hessian=True,
-            hessian_factor=_identity_factor(lambda y_hat: 1.0))
-_BCE = Loss("bce_with_logits", _bce_value, _bce_grad, _bce_hessian, "sum_k BCE(sigma(f_k), y_k)", _bce_hessian_times,
-            hessian_factor=_bce_factor)
+_MSE = Loss(
+    "mse",
+    _mse_value,
+    _mse_grad,
+    _mse_hessian,
+    "0.5 * ||y_hat - y||^2",
+    _mse_hessian_times,
+    unit_hessian=True,
+    hessian_factor=_identity_factor(lambda y_hat: 1.0),
+)
+_BCE = Loss(
+    "bce_with_logits",
+    _bce_value,
+    _bce_grad,
+    _bce_hessian,
+    "sum_k BCE(sigma(f_k), y_k)",
+    _bce_hessian_times,
+    hessian_factor=_bce_factor,
+)
 
 LOSSES = {
     loss.name: loss
     for loss in [
         _MSE,
-        Loss("cross_entropy", _ce_value, _ce_grad, _ce_hessian, "-sum_k y_k log softmax(y_hat)_k", _ce_hessian_times,
-             hessian_factor=_ce_factor),
+        Loss(
+            "cross_entropy",
+            _ce_value,
+            _ce_grad,
+            _ce_hessian,
+            "-sum_k y_k log softmax(y_hat)_k",
+            _ce_hessian_times,
+            hessian_factor=_ce_factor,
+        ),
         _scaled(_MSE, "squared_error", lambda y_hat: 2.0, "||y_hat - y||^2"),
         _scaled(_MSE, "mean_squared_error", lambda y_hat: 2.0 / y_hat.shape[-1], "||y_hat - y||^2 / K"),
         _BCE,
         _scaled(_BCE, "mean_bce_with_logits", _entries, "sum_k BCE(sigma(f_k), y_k) / K"),
-        Loss("nll", _nll_value, _nll_grad, _nll_hessian, "-sum_k y_k f_k", _nll_hessian_times,
-             hessian_factor=_nll_factor),
+        Loss(
+            "nll", _nll_value, _nll_grad, _nll_hessian, "-sum_k y_k f_k", _nll_hessian_times, hessian_factor=_nll_factor
+        ),
     ]
 }
 

@@ -13,6 +13,7 @@ Together they form the group of signed permutations, ``2^N N!`` elements. Each m
 linearly, ``theta' = J theta``: for odd activations ``J`` is a signed permutation matrix, so gradients
 map by ``J`` and Hessians by ``J H J^T``; for sigmoid ``J`` also adds outgoing weights to the next bias.
 """
+
 import itertools
 import math
 
@@ -24,7 +25,6 @@ from xval.errors import ArgumentError, LayerIndexError, ShapeError, XvalError, c
 from xval.network import Network
 
 from .activations import ACTIVATIONS, get_activation
-
 
 
 def sign_flip_names():
@@ -63,8 +63,10 @@ def _integers(name, value, width, meaning):
     """``value`` as an integer array, refusing floats (``1.0`` is not an index), booleans and non-numbers."""
     array = real_array(name, value, f"{width} integers ({meaning})")
     if array.dtype.kind not in "iu":
-        raise ArgumentError(f"{name} has dtype {array.dtype}, but it must hold integers ({meaning}); pass e.g. "
-                            f"np.asarray({name}, dtype=int) if the values are whole numbers")
+        raise ArgumentError(
+            f"{name} has dtype {array.dtype}, but it must hold integers ({meaning}); pass e.g. "
+            f"np.asarray({name}, dtype=int) if the values are whole numbers"
+        )
     return array
 
 
@@ -145,14 +147,17 @@ def transform_matrix(net, layer, signs, perm):
     width = net.sizes[layer + 1]
     signs, perm = _check_signs(signs, width), _check_perm(perm, width)
     shift = _sign_shift(net, layer) if np.any(signs < 0) else 0.0
-    memory.check(transform_matrix_bytes(net, layer), f"symmetry.transform_matrix (a {net.n_params} x {net.n_params} array)",
-                 "the identity basis, the rows, the result and copies of the two layers' rows")
+    memory.check(
+        transform_matrix_bytes(net, layer),
+        f"symmetry.transform_matrix (a {net.n_params} x {net.n_params} array)",
+        "the identity basis, the rows, the result and copies of the two layers' rows",
+    )
     basis = np.eye(net.n_params)
     weights, biases = [], []
     for sl, w in zip(net.param_slices, net.weights):
         chunk = basis[sl]
         weights.append(chunk[: w.size].reshape(w.shape + (net.n_params,)))
-        biases.append(chunk[w.size:])
+        biases.append(chunk[w.size :])
     weights, biases = _apply(weights, biases, layer, signs, perm, shift)
     rows = [np.concatenate([w.reshape(-1, net.n_params), b]) for w, b in zip(weights, biases)]
     return np.concatenate(rows)
@@ -211,7 +216,9 @@ def degeneracies(net, layer, atol=0.0):
     found = []
     for j, u in enumerate(units):
         if has_signs and np.all(np.abs(u) <= atol):
-            found.append(f"unit {j} has zero incoming weights, bias and outgoing weights: flipping its sign changes nothing")
+            found.append(
+                f"unit {j} has zero incoming weights, bias and outgoing weights: flipping its sign changes nothing"
+            )
     for i, j in itertools.combinations(range(len(units)), 2):
         if np.all(np.abs(units[i] - units[j]) <= atol):
             found.append(f"units {i} and {j} are identical: swapping them changes nothing")

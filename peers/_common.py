@@ -9,6 +9,7 @@ per-sample quantity the library's value divided by ``TERM_SCALE``. Sum reduction
 mean-reduction conventions (which differ between libraries, and for MSE also divide by ``n_L``) out of the way;
 tests/test_peers_findings.py probes those separately.
 """
+
 import contextlib
 import importlib
 import numbers
@@ -17,8 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from xval.checks import check_data, check_direction, check_inputs, check_layer, check_network
-from xval.errors import (ArgumentError, EngineUnavailableError, UnsupportedError, UnsupportedNetworkError,  # noqa: F401
-                         XvalError, check_seed)
+from xval.errors import (
+    ArgumentError,
+    EngineUnavailableError,
+    UnsupportedError,
+    UnsupportedNetworkError,  # noqa: F401
+    XvalError,
+    check_seed,
+)
 
 
 @contextlib.contextmanager
@@ -28,14 +35,17 @@ def refusals(library, what):
     try:
         yield
     except NotImplementedError as exc:
-        raise UnsupportedError(f"{library} cannot compute {what} for this network: {exc or 'NotImplementedError'}") \
-            from None
+        raise UnsupportedError(
+            f"{library} cannot compute {what} for this network: {exc or 'NotImplementedError'}"
+        ) from None
 
 
 # The one install line that keeps the pinned torch: pip must not resolve the peers' own torch requirement.
-INSTALL = ("pip install --no-deps backpack-for-pytorch curvlinops-for-pytorch nngeometry laplace-torch "
-           "hessian-eigenthings opacus pyhessian einops unfoldNd einconv linear_operator jaxtyping wadler_lindig "
-           "opt-einsum torchmetrics lightning-utilities asdfghjkl")
+INSTALL = (
+    "pip install --no-deps backpack-for-pytorch curvlinops-for-pytorch nngeometry laplace-torch "
+    "hessian-eigenthings opacus pyhessian einops unfoldNd einconv linear_operator jaxtyping wadler_lindig "
+    "opt-einsum torchmetrics lightning-utilities asdfghjkl"
+)
 
 # torch's sum-reduced loss term of sample n over the suite's loss_n: MSELoss sums ||f - y||^2 (no 1/2).
 TERM_SCALE = {"mse": 2.0, "cross_entropy": 1.0}
@@ -46,8 +56,10 @@ def require(module, package):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise EngineUnavailableError(f"this adapter needs {package!r}, which cannot be imported ({exc}); install the "
-                                     f"peers without replacing torch: {INSTALL}") from None
+        raise EngineUnavailableError(
+            f"this adapter needs {package!r}, which cannot be imported ({exc}); install the "
+            f"peers without replacing torch: {INSTALL}"
+        ) from None
 
 
 def torch():
@@ -118,9 +130,11 @@ def class_indices(Y, library):
     Y = np.asarray(Y)
     classes = Y.argmax(axis=1)
     if not np.array_equal(Y, np.eye(Y.shape[1], dtype=Y.dtype)[classes]):
-        raise UnsupportedError(f"{library} takes cross-entropy targets as class indices only, but Y has rows that are "
-                               "not one-hot; pass one-hot rows (np.eye(n_L)[classes]) or use an engine that takes "
-                               "probability targets")
+        raise UnsupportedError(
+            f"{library} takes cross-entropy targets as class indices only, but Y has rows that are "
+            "not one-hot; pass one-hot rows (np.eye(n_L)[classes]) or use an engine that takes "
+            "probability targets"
+        )
     return classes
 
 
@@ -142,8 +156,10 @@ def plain_mlp(net, library="this library"):
     those two losses' scales and the MLP's ``nn.Sequential`` (``net.is_mlp``), nothing else yet."""
     check_network(net)
     if not net.is_mlp:
-        raise UnsupportedNetworkError(f"the {library} adapter maps plain MLPs with the batch mean of mse or "
-                                      f"cross_entropy only, and this network is not one ({net.describe()})")
+        raise UnsupportedNetworkError(
+            f"the {library} adapter maps plain MLPs with the batch mean of mse or "
+            f"cross_entropy only, and this network is not one ({net.describe()})"
+        )
 
 
 def inputs(net, X, library="this library"):
@@ -159,7 +175,7 @@ def direction(net, v):
     pieces, start = [], 0
     for shape in shapes:
         size = int(np.prod(shape))
-        pieces.append(tensor(v[start:start + size].reshape(shape), net))
+        pieces.append(tensor(v[start : start + size].reshape(shape), net))
         start += size
     return pieces
 

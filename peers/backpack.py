@@ -25,6 +25,7 @@ Monte-Carlo twin of ``kflr_factors``, in BackPACK's layout, so not an estimator 
 Cross-entropy targets: BackPACK's second-order extensions take torch's ``CrossEntropyLoss``; the adapter passes the
 suite's probability rows as torch's probability targets where BackPACK accepts them, class indices otherwise.
 """
+
 import warnings
 
 import numpy as np
@@ -41,12 +42,12 @@ LIBRARY = "BackPACK"
 # Contract quantities BackPACK computes only in its own form (xval.conformance lists them as conventions).
 CONVENTIONS = {
     "kfac_factors": "KFLR keeps weight and bias apart: A over z without the homogeneous 1 (the contract's "
-                    "A_l[:-1, :-1]), G as the contract's G_l (kflr_factors; its KFAC extension is the Monte-Carlo "
-                    "twin, mc_kflr_factors)",
+    "A_l[:-1, :-1]), G as the contract's G_l (kflr_factors; its KFAC extension is the Monte-Carlo "
+    "twin, mc_kflr_factors)",
     "kfac_block": "KFLR's layer block is weight kron(G, A_z) and bias G, without the weight-bias terms of the "
-                  "contract's kron(G_l, A_l) (kflr_block)",
+    "contract's kron(G_l, A_l) (kflr_block)",
     "hessian_block": "HMP multiplies by one parameter's block (W_l with W_l, or b_l with b_l), not a layer's block "
-                     "with its weight-bias terms (hessian_parameter_block)",
+    "with its weight-bias terms (hessian_parameter_block)",
 }
 
 

@@ -25,6 +25,7 @@ Stochastic estimators, for statistical checks (explicit ``seed``, counts): ``mc_
 ``mc_kfac_factors`` (KFAC with ``fisher_type="mc"``), ``hutchinson_hessian_trace``, ``hutchpp_hessian_trace``,
 ``xtrace_hessian_trace``, ``hutchinson_hessian_diagonal``, ``xdiag_hessian_diagonal``.
 """
+
 import numpy as np
 
 from . import _common
@@ -119,7 +120,7 @@ def empirical_fisher(net, X, Y):
     # its per-sample loss flattens cross-entropy labels as class indices (probability rows raise a batch-size error)
     problem = _problem(net, X, Y, targets="classes")
     # sum reduction: the operator sums (TERM_SCALE g_n)(TERM_SCALE g_n)^T over the batch
-    return _dense(_operator("EFLinearOperator", problem), problem) / (problem.term_scale ** 2 * problem.n)
+    return _dense(_operator("EFLinearOperator", problem), problem) / (problem.term_scale**2 * problem.n)
 
 
 def output_jacobian(net, X):
@@ -138,8 +139,14 @@ def _kfac(net, X, Y, l, **options):
     l = _common.layer(net, l)
     problem = _problem(net, X, Y)
     layer = problem.linear(l)
-    operator = curvlinops.KFACLinearOperator(problem.model, problem.loss_function, [layer.weight, layer.bias],
-                                             [(problem.X, problem.Y)], check_deterministic=False, **options)
+    operator = curvlinops.KFACLinearOperator(
+        problem.model,
+        problem.loss_function,
+        [layer.weight, layer.bias],
+        [(problem.X, problem.Y)],
+        check_deterministic=False,
+        **options,
+    )
     # compute_kronecker_factors() adds to factors already there, and the constructor's deterministic check (when on)
     # has computed them once: compute only when absent (docs/findings: calling it again doubles them)
     if not operator.state_dict()["gradient_covariances"]:
@@ -210,9 +217,11 @@ def _estimate(function, net, X, Y, seed, samples):
     seed, samples = _common.seed(seed), _common.positive_count("samples", samples)
     problem = _problem(net, X, Y)
     if samples >= net.n_params:  # its estimators refuse as many products as the dimension (then form the matrix)
-        raise _common.UnsupportedError(f"curvlinops' trace and diagonal estimators take fewer products than the "
-                                       f"number of parameters, but samples = {samples} >= P = {net.n_params}; use "
-                                       "hessian_trace or hessian_diagonal for the exact value")
+        raise _common.UnsupportedError(
+            f"curvlinops' trace and diagonal estimators take fewer products than the "
+            f"number of parameters, but samples = {samples} >= P = {net.n_params}; use "
+            "hessian_trace or hessian_diagonal for the exact value"
+        )
     _common.torch().manual_seed(seed)
     return numpy(function(_operator("HessianLinearOperator", problem), samples)) * problem.mean_scale
 

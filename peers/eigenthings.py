@@ -19,6 +19,7 @@ below ``tol |lambda|``) are checked, and a value that did not converge is refuse
 Stochastic, for statistical checks: ``hutchinson_hessian_trace``, ``hutchpp_hessian_trace`` (``trace``) and
 ``power_top_eigenvalues`` (``deflated_power_iteration``), each with its seed and count.
 """
+
 import numpy as np
 
 from . import _common
@@ -46,13 +47,18 @@ def _batches(problem):
 
 
 def _hessian_operator(problem):
-    return eigenthings.HessianOperator(problem.model, _batches(problem),
-                                       eigenthings.supervised_loss(problem.loss_function))
+    return eigenthings.HessianOperator(
+        problem.model, _batches(problem), eigenthings.supervised_loss(problem.loss_function)
+    )
 
 
 def _ggn_operator(problem):
-    return eigenthings.GGNOperator(problem.model, _batches(problem), eigenthings.supervised_forward,
-                                   eigenthings.supervised_loss_of_output(problem.loss_function))
+    return eigenthings.GGNOperator(
+        problem.model,
+        _batches(problem),
+        eigenthings.supervised_forward,
+        eigenthings.supervised_loss_of_output(problem.loss_function),
+    )
 
 
 def _dense(operator, problem):
@@ -90,10 +96,11 @@ def ggn(net, X, Y):
 def empirical_fisher(net, X, Y):
     """``(P, P)``: ``EmpiricalFisherOperator`` applied to each unit vector."""
     problem = _problem(net, X, Y)
-    operator = eigenthings.EmpiricalFisherOperator(problem.model, _batches(problem),
-                                                   eigenthings.supervised_per_sample_loss(problem.loss_function))
+    operator = eigenthings.EmpiricalFisherOperator(
+        problem.model, _batches(problem), eigenthings.supervised_per_sample_loss(problem.loss_function)
+    )
     # it averages over samples already; torch's per-sample term is TERM_SCALE loss_n, squared in g g^T
-    return _dense(operator, problem) / problem.term_scale ** 2
+    return _dense(operator, problem) / problem.term_scale**2
 
 
 def top_eigenvalues(net, X, Y, k):
@@ -102,21 +109,26 @@ def top_eigenvalues(net, X, Y, k):
     problem = _problem(net, X, Y)
     operator = _hessian_operator(problem)
     steps = min(operator.size, max(2 * k, LANCZOS_STEPS))
-    result = eigenthings.lanczos(operator, k=k, max_iter=steps, tol=LANCZOS_TOL[net.dtype.name], reorthogonalize=True,
-                                 which="LA", seed=0)
+    result = eigenthings.lanczos(
+        operator, k=k, max_iter=steps, tol=LANCZOS_TOL[net.dtype.name], reorthogonalize=True, which="LA", seed=0
+    )
     # its own flags test |beta s_i| < tol |lambda_i|, which a zero eigenvalue (a rank-deficient Hessian) never meets:
     # a residual is measured against the spectrum's scale, the largest |lambda| found, instead
     values, residuals = numpy(result.eigenvalues), np.abs(numpy(result.residuals))
     converged = residuals <= LANCZOS_TOL[net.dtype.name] * np.max(np.abs(values), initial=0.0)
     if converged.shape[0] < k:
         # lanczos stops early when the Krylov space is exhausted and then returns fewer than k values, silently
-        raise NotConvergedError(f"hessian-eigenthings' lanczos returned {converged.shape[0]} eigenvalues for k = {k} "
-                                f"(its Krylov space ended after {result.iterations} steps: the Hessian has fewer "
-                                "distinct eigenvalues than that); ask for fewer eigenvalues")
+        raise NotConvergedError(
+            f"hessian-eigenthings' lanczos returned {converged.shape[0]} eigenvalues for k = {k} "
+            f"(its Krylov space ended after {result.iterations} steps: the Hessian has fewer "
+            "distinct eigenvalues than that); ask for fewer eigenvalues"
+        )
     if not converged.all():
-        raise NotConvergedError(f"hessian-eigenthings' lanczos did not converge for {int((~converged).sum())} of the "
-                                f"{k} eigenvalues after {steps} steps (residuals {numpy(result.residuals)}); ask for "
-                                "fewer eigenvalues or a smaller network")
+        raise NotConvergedError(
+            f"hessian-eigenthings' lanczos did not converge for {int((~converged).sum())} of the "
+            f"{k} eigenvalues after {steps} steps (residuals {numpy(result.residuals)}); ask for "
+            "fewer eigenvalues or a smaller network"
+        )
     return _common.descending(values, k) * problem.mean_scale
 
 
@@ -142,6 +154,7 @@ def power_top_eigenvalues(net, X, Y, k, seed, iterations=1000, tol=1e-12):
     """``(k,)``: ``deflated_power_iteration``'s top-``k`` by magnitude (iterative; its own ``tol``)."""
     k, seed = _common.check_k(net, k), _common.seed(seed)
     problem = _problem(net, X, Y)
-    result = eigenthings.deflated_power_iteration(_hessian_operator(problem), k=k, max_iter=iterations, tol=tol,
-                                                  seed=seed)
+    result = eigenthings.deflated_power_iteration(
+        _hessian_operator(problem), k=k, max_iter=iterations, tol=tol, seed=seed
+    )
     return np.asarray(numpy(result.eigenvalues)) * problem.mean_scale

@@ -21,6 +21,7 @@ Every backend and structure: ``curvature(net, X, Y, backend, kind, structure)`` 
 way. ``"kron"`` is laplace-torch's ``Kron.to_matrix()``: per parameter, weight ``kron(G, A_z)`` and bias ``G`` (no
 homogeneous coordinate, no weight-bias terms), not the contract's ``kfac_block``.
 """
+
 import numpy as np
 
 from . import _common
@@ -32,7 +33,7 @@ from laplace import curvature as _curvature  # noqa: E402
 LIBRARY = "laplace-torch"
 CONVENTIONS = {
     "kfac_block": "its Kron structure is per parameter: weight kron(G, A_z) and bias G, without the homogeneous "
-                  "coordinate or the weight-bias terms of the contract's kron(G_l, A_l) (curvature(..., 'kron'))",
+    "coordinate or the weight-bias terms of the contract's kron(G_l, A_l) (curvature(..., 'kron'))",
 }
 LIKELIHOOD = {"mse": "regression", "cross_entropy": "classification"}
 # The interface classes of each backend, by kind of curvature.
@@ -44,17 +45,24 @@ BACKENDS = {
 STRUCTURES = ("full", "diag", "kron")
 # The paths that take cross-entropy targets as probability rows (torch's loss on them as given); the others flatten
 # the labels as class indices (``y.view(-1)`` or curvlinops' EF), so they get classes, and refuse soft targets.
-PROBABILITY_TARGETS = {("curvlinops", "ggn", "full"), ("curvlinops", "ggn", "diag"), ("curvlinops", "ef", "diag"),
-                       ("curvlinops", "hessian", "full"), ("backpack", "ggn", "full"), ("backpack", "ef", "full"),
-                       ("curvlinops", "ggn", "gradients")}
+PROBABILITY_TARGETS = {
+    ("curvlinops", "ggn", "full"),
+    ("curvlinops", "ggn", "diag"),
+    ("curvlinops", "ef", "diag"),
+    ("curvlinops", "hessian", "full"),
+    ("backpack", "ggn", "full"),
+    ("backpack", "ef", "full"),
+    ("curvlinops", "ggn", "gradients"),
+}
 
 
 def _interface(net, X, Y, backend, kind, structure):
     if backend not in BACKENDS:
         raise _common.ArgumentError(f"backend is {backend!r}; laplace-torch's backends are: {', '.join(BACKENDS)}")
     if kind not in BACKENDS[backend]:
-        raise _common.ArgumentError(f"laplace-torch's {backend} backend has no {kind!r} interface; it has: "
-                                    f"{', '.join(BACKENDS[backend])}")
+        raise _common.ArgumentError(
+            f"laplace-torch's {backend} backend has no {kind!r} interface; it has: {', '.join(BACKENDS[backend])}"
+        )
     targets = "probabilities" if (backend, kind, structure) in PROBABILITY_TARGETS else "classes"
     problem = _common.setup(net, X, Y, targets=targets, library=f"{LIBRARY}'s {backend} {kind} {structure}")
     # laplace-torch's Laplace classes set model.output_size before building a backend; the BackPACK and ASDL
@@ -68,7 +76,7 @@ def _scale(problem, interface, kind):
     """laplace-torch's summed log-likelihood curvature -> the contract's batch mean."""
     if kind == "ef":
         # factor * sum_n (TERM_SCALE g_n)(TERM_SCALE g_n)^T
-        return 1.0 / (problem.n * interface.factor * problem.term_scale ** 2)
+        return 1.0 / (problem.n * interface.factor * problem.term_scale**2)
     # factor * TERM_SCALE = 1: the summed log-likelihood's curvature, N times the mean's
     return 1.0 / problem.n
 

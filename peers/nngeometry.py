@@ -21,6 +21,7 @@ nngeometry's FIM is the Fisher of the model's likelihood, which equals the contr
 suite's mse is the Gaussian negative log-likelihood with identity covariance, up to a constant). Stochastic:
 ``mc_ggn`` (``FIM_MonteCarlo``, cross_entropy only: nngeometry has no Monte-Carlo regression variant).
 """
+
 import numpy as np
 
 from . import _common
@@ -122,8 +123,10 @@ def mc_ggn(net, X, Y, seed, samples):
     only)."""
     seed, samples = _common.seed(seed), _common.positive_count("samples", samples)
     if net.loss != "cross_entropy":
-        raise _common.UnsupportedError("nngeometry's FIM_MonteCarlo has classification variants only (no regression); "
-                                    "use a cross_entropy network, or ggn for the exact matrix")
+        raise _common.UnsupportedError(
+            "nngeometry's FIM_MonteCarlo has classification variants only (no regression); "
+            "use a cross_entropy network, or ggn for the exact matrix"
+        )
     problem = _common.setup(net, X, Y, library=LIBRARY)
     _common.torch().manual_seed(seed)
     with _common.default_dtype(net):

@@ -8,6 +8,7 @@ backpropagated gradients by the batch size to undo the mean. The adapter backpro
 ``per_sample_gradients_functorch`` is the same through opacus' functorch path (``force_functorch=True``), and
 ``per_sample_gradients_expanded_weights`` through torch's ExpandedWeights (``GradSampleModuleExpandedWeights``).
 """
+
 import warnings
 
 from . import _common

@@ -14,6 +14,7 @@ Not in the contract's form, for statistical checks:
 PyHessian draws its random vectors with torch's default dtype (float32) and defaults to ``cuda=True``: it runs here
 on the CPU with the default dtype set to the network's, so a float64 network's iterations are float64 throughout.
 """
+
 import warnings
 
 import numpy as np
@@ -27,8 +28,8 @@ from pyhessian.utils import hessian_vector_product  # noqa: E402
 LIBRARY = "PyHessian"
 CONVENTIONS = {
     "top_eigenvalues": "power iteration finds the eigenvalues of largest magnitude (the contract's are the largest "
-                       "algebraic ones), in the order found, each to a relative-change stopping rule, not a residual "
-                       "(power_top_eigenvalues)",
+    "algebraic ones), in the order found, each to a relative-change stopping rule, not a residual "
+    "(power_top_eigenvalues)",
 }
 
 

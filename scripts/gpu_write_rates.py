@@ -8,6 +8,7 @@ rows (``z[q] * M[p, c]``) and the same as a batched matmul with an inner dimensi
 ``manual.stage_hessian_block`` with ``XVAL_ARRAY=cupy`` and ``XVAL_ARRAY=torch``. This is what chose torch for the
 committed GPU baseline (benchmarks/baseline/gpu/write-rates.txt).
 """
+
 import os
 import statistics
 import sys
@@ -53,7 +54,9 @@ def rows(width):
     out = {
         "cupy empty+fill": timed(lambda: cupy.empty((P, P)).fill(1.0), c_wait),
         "cupy broadcast multiply out=": timed(lambda: cupy.multiply(z, M, out=c_rows()), c_wait),
-        "cupy matmul k=1 out=": timed(lambda: cupy.matmul(cupy.broadcast_to(z, (width, width, 1)), M, out=c_rows()), c_wait),
+        "cupy matmul k=1 out=": timed(
+            lambda: cupy.matmul(cupy.broadcast_to(z, (width, width, 1)), M, out=c_rows()), c_wait
+        ),
         "torch empty+fill_": timed(lambda: torch.empty((P, P), device="cuda", dtype=torch.float64).fill_(1.0), t_wait),
         "torch broadcast mul out=": timed(lambda: torch.mul(zt, Mt, out=t_rows()), t_wait),
         "torch matmul k=1 out=": timed(lambda: torch.matmul(zt.expand(width, width, 1), Mt, out=t_rows()), t_wait),
@@ -74,7 +77,9 @@ def main():
         nbytes = (width * (width + 1)) ** 2 * 8
         print(f"width {width}: block {nbytes / 1e9:.3f} GB")
         for what, (median, least) in rows(width).items():
-            print(f"  {what:<34} median {median * 1e3:8.3f} ms  min {least * 1e3:8.3f} ms  {nbytes / median / 1e12:5.2f} TB/s")
+            print(
+                f"  {what:<34} median {median * 1e3:8.3f} ms  min {least * 1e3:8.3f} ms  {nbytes / median / 1e12:5.2f} TB/s"
+            )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Measure the peak memory growth of hessian_block, hessian and per_sample_gradients per engine over a few sizes,
 next to the memory guard's estimate: ``python scripts/measure_peaks.py [ENGINE ...]``. One process per engine,
 each shape measured on its first call (jax's compile included), by ``benchmarks.memory.cpu_peak_growth``."""
+
 import json
 import subprocess
 import sys
@@ -40,8 +41,18 @@ def measure(engine_name):
         args = (net, X, Y) + ((l, m) if quantity == "hessian_block" else ())
         estimate = _estimate(engine, quantity, net, n, l, m)
         peak, _ = cpu_peak_growth(lambda: getattr(engine, quantity)(*args))
-        rows.append({"engine": engine_name, "quantity": quantity, "sizes": sizes, "N": n, "l": l, "m": m,
-                     "peak": peak, "estimate": estimate})
+        rows.append(
+            {
+                "engine": engine_name,
+                "quantity": quantity,
+                "sizes": sizes,
+                "N": n,
+                "l": l,
+                "m": m,
+                "peak": peak,
+                "estimate": estimate,
+            }
+        )
     print(json.dumps(rows))
 
 
@@ -53,6 +64,8 @@ if __name__ == "__main__":
         out = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True, check=True)
         for row in json.loads(out.stdout.strip().splitlines()[-1]):
             ratio = row["peak"] / row["estimate"] if row["estimate"] else float("nan")
-            print(f"{row['engine']:<7} {row['quantity']:<21} {'x'.join(map(str, row['sizes'])):<13} N={row['N']:<4} "
-                  f"l,m={row['l']},{row['m']}  peak {row['peak'] / 2**20:8.1f} MiB  estimate {row['estimate'] / 2**20:8.1f} MiB  "
-                  f"peak/estimate {ratio:.2f}")
+            print(
+                f"{row['engine']:<7} {row['quantity']:<21} {'x'.join(map(str, row['sizes'])):<13} N={row['N']:<4} "
+                f"l,m={row['l']},{row['m']}  peak {row['peak'] / 2**20:8.1f} MiB  estimate {row['estimate'] / 2**20:8.1f} MiB  "
+                f"peak/estimate {ratio:.2f}"
+            )

@@ -1,6 +1,7 @@
 """Throw the catalogue of malformed calls (``tests/malformed.py``) at every public function of the three engines
 and count the outcomes: documented errors, raw exceptions, silent NaN/Inf, silently accepted input, wrong results
 for equivalent input, mutated inputs. ``python scripts/probe_inputs.py [-v]`` (``-v`` lists each failure)."""
+
 import os
 import sys
 import warnings

@@ -1,6 +1,7 @@
 """Fixtures: the case table, the selected engines, tolerances for ``XVAL_DTYPE``, and a closing table of the
 worst relative error per (quantity, engine), with or without pytest-xdist. An invalid ``XVAL_*`` setting or an
 engine that cannot be found stops the run before any test (``pytest_configure``)."""
+
 import json
 import os
 import tempfile
@@ -66,14 +67,20 @@ def record_error():
     """``record_error(quantity, engine, case_id, error, against="reference")`` feeds the closing worst-error table;
     ``against="arbiter"`` fills its arbiter column (the error against the high-precision truth)."""
     return lambda quantity, engine, case, error, against="reference": _RECORDS.append(
-        (quantity, engine, case, float(error), against))
+        (quantity, engine, case, float(error), against)
+    )
 
 
 # ---- the settings, checked once; the closing table, gathered from xdist workers through files -------
 def pytest_configure(config):
     try:
-        for setting in (xval_config.backends, xval_config.dtype, xval_config.device_present, xval_config.max_bytes,
-                        xval_config.arbiter_digits):
+        for setting in (
+            xval_config.backends,
+            xval_config.dtype,
+            xval_config.device_present,
+            xval_config.max_bytes,
+            xval_config.arbiter_digits,
+        ):
             setting()
         for name in selected_engines():  # e.g. XVAL_BACKEND=manual,tensorflow: stop rather than test other engines
             try:
@@ -117,8 +124,10 @@ def pytest_terminal_summary(terminalreporter, config):
         return
     write = terminalreporter.write_line
     terminalreporter.section(f"worst relative error per quantity and engine ({xval_config.dtype()})")
-    write("vs reference: against manual (or the other oracle the row names); vs arbiter: against the high-precision "
-          "truth, - where not compared")
+    write(
+        "vs reference: against manual (or the other oracle the row names); vs arbiter: against the high-precision "
+        "truth, - where not compared"
+    )
     write(f"{'quantity':<34} {'engine':<8} {'vs reference':>12}  {'case':<58} {'vs arbiter':>10}  case")
     for quantity, engine in sorted({(q, e) for q, e, _ in worst}):
         cells = []

@@ -1,6 +1,7 @@
 """Helpers shared by the tests: the selected engines, loading one (or a skip saying what to install), the
 comparison against a reference (arbitrated by the high-precision arbiter when it fails), and the central-difference
 oracle."""
+
 import math
 import os
 import subprocess
@@ -19,8 +20,14 @@ STUDENT = os.path.join(ROOT, "examples", "engines", "student_backprop.py")
 
 def run_cli(*args, env=None, cwd=ROOT, timeout=600):
     """``python -m xval ARGS`` run as a user would (a fresh interpreter), with ``env`` added to the environment."""
-    return subprocess.run([sys.executable, "-m", "xval", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "xval", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def engine_file(folder, name, source, student=False):
@@ -65,6 +72,7 @@ def beyond_arbiter_limits(exc):
 
 def skip_beyond_limits(function, name):
     """``function`` such that the arbiter's refusal of a too-large problem skips the test, naming the limit."""
+
     def call(*args, **kwargs):
         try:
             return function(*args, **kwargs)
@@ -72,6 +80,7 @@ def skip_beyond_limits(function, name):
             if beyond_arbiter_limits(exc):
                 pytest.skip(f"engine {name!r}: {exc}")
             raise
+
     return call
 
 
@@ -138,4 +147,3 @@ def central_difference(f, x, direction, step):
     """``(f(x + step direction) - f(x - step direction)) / (2 step)``: the derivative of ``f`` at ``x`` along
     ``direction``, with an O(step^2) truncation error. The finite-difference oracle of every test."""
     return (f(x + step * direction) - f(x - step * direction)) / (2 * step)
-

@@ -5,6 +5,7 @@ A call is ``(function, arguments)``; a malformed variant replaces one argument a
 another form, a list or an integer array: the result equals the valid call's result on those values) or
 ``"finite"`` (a documented error, or a finite result: inputs so large that the network may overflow).
 """
+
 from dataclasses import dataclass
 from typing import Callable
 
@@ -34,8 +35,18 @@ def valid_arguments(dtype="float64"):
     net = Network.random(SIZES, "tanh", "mse", seed=0, dtype=dtype)
     rng = np.random.default_rng(1)
     X, Y = rng.standard_normal((5, SIZES[0])), rng.standard_normal((5, SIZES[-1]))
-    return {"net": net, "X": X, "Y": Y, "v": rng.standard_normal(net.n_params), "l": 0, "m": 1,
-            "lr": 0.1, "steps": 3, "batch_size": 2, "seed": 0}
+    return {
+        "net": net,
+        "X": X,
+        "Y": Y,
+        "v": rng.standard_normal(net.n_params),
+        "l": 0,
+        "m": 1,
+        "lr": 0.1,
+        "steps": 3,
+        "batch_size": 2,
+        "seed": 0,
+    }
 
 
 # The engine contract and train: the arguments each takes, in order.
@@ -76,12 +87,24 @@ def _array_variants(name):
         Variant("bool array", name, lambda a: a[name] > 0, "error"),
         Variant("ragged list", name, lambda a: _ragged(a[name]), "error"),
         Variant("object array", name, lambda a: a[name].astype(object), "error"),
-        Variant("nan", name, lambda a: np.where(np.arange(a[name].size).reshape(a[name].shape) == 1, np.nan, a[name]), "error"),
+        Variant(
+            "nan",
+            name,
+            lambda a: np.where(np.arange(a[name].size).reshape(a[name].shape) == 1, np.nan, a[name]),
+            "error",
+        ),
         Variant("3-d", name, lambda a: a[name][None], "error"),
         Variant("list", name, lambda a: a[name].tolist(), "same", lambda a: a[name]),
-        Variant("integer array", name, lambda a: _integers(a[name]), "same", lambda a: _integers(a[name]).astype(float)),
-        Variant("float32 array", name, lambda a: a[name].astype(np.float32), "same",
-                lambda a: a[name].astype(np.float32).astype(float)),
+        Variant(
+            "integer array", name, lambda a: _integers(a[name]), "same", lambda a: _integers(a[name]).astype(float)
+        ),
+        Variant(
+            "float32 array",
+            name,
+            lambda a: a[name].astype(np.float32),
+            "same",
+            lambda a: a[name].astype(np.float32).astype(float),
+        ),
         Variant("non-contiguous", name, lambda a: np.asfortranarray(a[name]), "same", lambda a: a[name]),
     ]
 
@@ -95,15 +118,20 @@ def _huge_x():
 
 
 def _scalar_variants(name, bad):
-    return [Variant(repr(value) if not callable(value) else value.__name__, name, (lambda v: lambda a: v)(value), "error")
-            for value in bad]
+    return [
+        Variant(repr(value) if not callable(value) else value.__name__, name, (lambda v: lambda a: v)(value), "error")
+        for value in bad
+    ]
 
 
 _NOT_A_NETWORK = [None, "net", {"weights": []}, object(), 3]
 
 VARIANTS = (
     _scalar_variants("net", _NOT_A_NETWORK)
-    + _array_variants("X") + _array_variants("Y") + _array_variants("v") + _huge_x()
+    + _array_variants("X")
+    + _array_variants("Y")
+    + _array_variants("v")
+    + _huge_x()
     + _scalar_variants("l", [None, 1.0, "0", True, -1, 7, 0.5, [0]])
     + _scalar_variants("m", [None, 1.0, "1", False, 2])
     + _scalar_variants("lr", [None, float("nan"), float("inf"), -0.1, 0, "0.1", 1j, True])
@@ -140,6 +168,7 @@ def snapshot(values):
 
 def unchanged(values, copies):
     """Whether every array in ``values`` still equals its copy (same dtype, same entries, NaN equal to NaN)."""
+
     def same(v, c):
         numeric = np.issubdtype(c.dtype, np.number)
         return v.dtype == c.dtype and np.array_equal(v, c, equal_nan=numeric)
@@ -230,7 +259,10 @@ def extra_calls(manual):
         ("from_arrays complex weights", lambda: Network.from_arrays([w[0] + 0j, w[1]], b, acts, "mse")),
         ("from_arrays bool weights", lambda: Network.from_arrays([w[0] > 0, w[1]], b, acts, "mse")),
         ("from_arrays object weights", lambda: Network.from_arrays([object(), w[1]], b, acts, "mse")),
-        ("from_arrays 1e300 into float32", lambda: Network.from_arrays([w[0] * 1e300, w[1]], b, acts, "mse", dtype="float32")),
+        (
+            "from_arrays 1e300 into float32",
+            lambda: Network.from_arrays([w[0] * 1e300, w[1]], b, acts, "mse", dtype="float32"),
+        ),
         ("from_arrays transposed W_0", lambda: Network.from_arrays(*_transposed_first_weights(), acts, "mse")),
         ("from_arrays activations None", lambda: Network.from_arrays(w, b, None, "mse")),
         ("from_arrays activations 3", lambda: Network.from_arrays(w, b, 3, "mse")),
@@ -290,9 +322,14 @@ def mutation_attempts(net):
         theta[0] = 99.0  # a copy: allowed, must not reach the network
         raise AssertionError("not an attempt on the network")  # counted as refused; the check is the values
 
-    return {"flip flags.writeable then write": flip_and_write, "write a bias": write_bias,
-            "set a private attribute": set_attribute, "set a property": replace_loss,
-            "re-flag the base array": write_base, "write to_vector's copy": write_vector}
+    return {
+        "flip flags.writeable then write": flip_and_write,
+        "write a bias": write_bias,
+        "set a private attribute": set_attribute,
+        "set a property": replace_loss,
+        "re-flag the base array": write_base,
+        "write to_vector's copy": write_vector,
+    }
 
 
 def outcome(thunk, expect, equivalent=None, inputs=()):

@@ -5,14 +5,20 @@ networks: the oracle the peer adapters are compared against (float64, dense, no 
 loss, not from its closed form); ``G = (1/N) sum_n J_n^T Lambda_n J_n``; KFAC ``A_l = (1/N) sum_n [z_l; 1][z_l; 1]^T``,
 ``G_l = (1/N) sum_n B_n^T Lambda_n B_n`` with ``B_n = df/ds_l``.
 """
+
 import functools
 
 import numpy as np
 import torch
 from torch.func import hessian, jacrev, vmap
 
-ACTIVATIONS = {"identity": lambda a: a, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu,
-               "softplus": torch.nn.functional.softplus}
+ACTIVATIONS = {
+    "identity": lambda a: a,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "relu": torch.relu,
+    "softplus": torch.nn.functional.softplus,
+}
 
 
 def sample_loss(kind, f, y):
@@ -31,6 +37,7 @@ def memo(method):
         if name not in self.__dict__:
             self.__dict__[name] = method(self)
         return self.__dict__[name].copy()
+
     return cached
 
 
@@ -47,9 +54,9 @@ class Oracle:
     def layers(self, theta):
         out, start = [], 0
         for w, b in zip(self.net.weights, self.net.biases):
-            W = theta[start:start + w.size].reshape(w.shape)
+            W = theta[start : start + w.size].reshape(w.shape)
             start += w.size
-            out.append((W, theta[start:start + b.size]))
+            out.append((W, theta[start : start + b.size]))
             start += b.size
         return out
 

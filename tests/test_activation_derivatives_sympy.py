@@ -9,6 +9,7 @@ scipy's ``expit`` for sigmoid below ``manual.activations.EXPIT_ENTRIES`` entries
 there on: ways (2) and (3) check both, on the grid and on copies of it that reach that size.
 torch and jax check the same derivatives through the engines (test_comparisons.py).
 """
+
 import functools
 
 import mpmath
@@ -30,8 +31,8 @@ ORACLE = {
     "softplus": sp.log(1 + sp.exp(x)),
     "leaky_relu": sp.Piecewise((x, x > 0), (sp.Rational(1, 100) * x, True)),
     "elu": sp.Piecewise((x, x > 0), (sp.exp(x) - 1, True)),
-    "selu": sp.Float("1.0507009873554804934193349852946", 40) * sp.Piecewise(
-        (x, x > 0), (sp.Float("1.6732632423543772848170429916717", 40) * (sp.exp(x) - 1), True)),
+    "selu": sp.Float("1.0507009873554804934193349852946", 40)
+    * sp.Piecewise((x, x > 0), (sp.Float("1.6732632423543772848170429916717", 40) * (sp.exp(x) - 1), True)),
     "gelu": x * (1 + sp.erf(x / sp.sqrt(2))) / 2,
     "gelu_tanh": x * (1 + sp.tanh(sp.sqrt(2 / sp.pi) * (x + sp.Rational(44715, 1000000) * x**3))) / 2,
     "silu": x / (1 + sp.exp(-x)),

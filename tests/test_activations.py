@@ -2,6 +2,7 @@
 
 (Symbolic checks against sympy: ``test_activation_derivatives_sympy.py``.)
 """
+
 import warnings
 
 import numpy as np

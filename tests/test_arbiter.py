@@ -1,6 +1,7 @@
 """The arbiter (``xval.arbiter``): correctly rounded against sympy's exact derivatives on tiny networks for every
 smooth activation and both losses, right on the saturated softmax where float64 engines lose digits, a clear error
 at a relu kink and beyond its size limits, its precision setting, and selectable like any engine."""
+
 import os
 import subprocess
 import sys
@@ -79,8 +80,10 @@ def assert_correctly_rounded(actual, exact, what):
     if off.any():
         first = tuple(np.argwhere(off)[0])
         ulps = abs(actual[first] - exact[first]) / np.spacing(abs(exact[first]))
-        raise AssertionError(f"{what}: {int(off.sum())} entries not correctly rounded, first at {first}: "
-                             f"{actual[first]!r} != {exact[first]!r} ({ulps:.1f} ulp)")
+        raise AssertionError(
+            f"{what}: {int(off.sum())} entries not correctly rounded, first at {first}: "
+            f"{actual[first]!r} != {exact[first]!r} ({ulps:.1f} ulp)"
+        )
 
 
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
@@ -108,7 +111,7 @@ def test_per_sample_gradients_and_forward_against_sympy():
     X, Y = np.random.default_rng(7).standard_normal((2, 2)), np.random.default_rng(8).standard_normal((2, 2))
     rows = []
     for n in range(2):
-        E, symbols = sympy_objective(net, X[n:n + 1], Y[n:n + 1])
+        E, symbols = sympy_objective(net, X[n : n + 1], Y[n : n + 1])
         point = dict(zip(symbols, [_exact(t) for t in net.to_vector()]))
         rows.append([_evaluate(sympy.diff(E, s), point) for s in symbols])
     rows = np.array(rows, dtype=object)
@@ -121,8 +124,9 @@ def test_saturated_softmax_against_the_closed_form():
     """Identity 4->3, cross-entropy, weights of scale 1000: the Hessian is
     mean_n (sum_k y_nk) (diag p - p p^T) (x) [x;1][x;1]^T (the float64 target rows sum to 1 only to rounding).
     Written with 1 - p_k as the sum of the other probabilities it has no cancellation; 300 digits spare the rest."""
-    problem = cases.problem(dict(sizes=[4, 3], activations=["identity"], loss="cross_entropy", targets="soft", n=5,
-                                 weight_scale=1000.0))
+    problem = cases.problem(
+        dict(sizes=[4, 3], activations=["identity"], loss="cross_entropy", targets="soft", n=5, weight_scale=1000.0)
+    )
     net, X = problem.net, problem.X
     with mpmath.workdps(300):
         W, b = mpmath.matrix(net.weights[0].tolist()), mpmath.matrix(net.biases[0].tolist())
@@ -147,8 +151,9 @@ def test_saturated_softmax_against_the_closed_form():
 
 
 def test_relu_at_the_kink_is_an_error_naming_the_unit_and_its_value_is_defined():
-    net = Network.from_arrays([np.array([[1.0, -1.0]]), np.array([[2.0]])], [np.array([0.0]), np.array([0.0])],
-                              ["relu", "identity"], "mse")
+    net = Network.from_arrays(
+        [np.array([[1.0, -1.0]]), np.array([[2.0]])], [np.array([0.0]), np.array([0.0])], ["relu", "identity"], "mse"
+    )
     X, Y = np.array([[1.0, 2.0], [3.0, 3.0]]), np.full((2, 1), 0.5)  # sample 1: 3 - 3 = 0 exactly
     with pytest.raises(arbiter.KinkError, match=r"relu at layer 1, sample 1, unit 0: its input is exactly 0") as info:
         arbiter.gradient(net, X, Y)
@@ -162,8 +167,9 @@ def test_relu_at_the_kink_is_an_error_naming_the_unit_and_its_value_is_defined()
 def test_beyond_the_limits_is_an_error_naming_the_limit(quantity, sizes, n):
     net = Network.random(sizes, "tanh", "mse")
     X, Y = np.zeros((n, sizes[0])), np.zeros((n, sizes[-1]))
-    with pytest.raises(arbiter.ArbiterLimitError,
-                       match=rf"(about|at least) \S+ high-precision operations \(N = {n} samples .* at most") as info:
+    with pytest.raises(
+        arbiter.ArbiterLimitError, match=rf"(about|at least) \S+ high-precision operations \(N = {n} samples .* at most"
+    ) as info:
         getattr(arbiter, quantity)(net, X, Y)
     assert isinstance(info.value, XvalError) and f"P = {net.n_params}" in str(info.value)
 
@@ -186,9 +192,24 @@ def test_selectable_like_any_engine(tmp_path):
     assert engines.load("arbiter") is arbiter and "arbiter" in engines.available_names()
     env = dict(os.environ, XVAL_BACKEND="manual,arbiter", PYTHONPATH=ROOT)
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-k", "mlp-4x8x3-tanh-mse-N5",
-         os.path.join(ROOT, "tests", "test_comparisons.py")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-n",
+            "0",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "mlp-4x8x3-tanh-mse-N5",
+            os.path.join(ROOT, "tests", "test_comparisons.py"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "hessian_block                      arbiter" in result.stdout  # compared with manual: a row of the table

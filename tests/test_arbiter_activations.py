@@ -2,6 +2,7 @@
 against sympy's exact derivatives on a tiny network, bit for bit, on both sides of each kink; and at a kink, values
 computed, derivatives refused with ``KinkError`` naming the unit, except where the function is smooth enough (elu
 with alpha = 1 is C1: its gradient is a value there, its Hessian is not)."""
+
 import mpmath
 import numpy as np
 import pytest
@@ -13,8 +14,10 @@ from xval.layers import Activation, Dense, Pool
 
 arbiter = pytest.importorskip("xval.arbiter")
 
-SELU_ALPHA, SELU_SCALE = sympy.Rational("1.6732632423543772848170429916717"), sympy.Rational(
-    "1.0507009873554804934193349852946")
+SELU_ALPHA, SELU_SCALE = (
+    sympy.Rational("1.6732632423543772848170429916717"),
+    sympy.Rational("1.0507009873554804934193349852946"),
+)
 
 
 def _exact(value):
@@ -26,7 +29,7 @@ def sympy_activation(name, options):
     o = {key: _exact(value) for key, value in options}
     x = sympy.Symbol("x")
     erf_gelu = x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2
-    tanh_gelu = x * (1 + sympy.tanh(sympy.sqrt(2 / sympy.pi) * (x + sympy.Rational("0.044715") * x ** 3))) / 2
+    tanh_gelu = x * (1 + sympy.tanh(sympy.sqrt(2 / sympy.pi) * (x + sympy.Rational("0.044715") * x**3))) / 2
     beta = o.get("beta", 1)
     softplus = sympy.log(1 + sympy.exp(beta * x)) / beta
     if "threshold" in o:
@@ -35,8 +38,11 @@ def sympy_activation(name, options):
         "leaky_relu": sympy.Piecewise((x, x > 0), (o.get("slope", sympy.Rational(1, 100)) * x, True)),
         "elu": sympy.Piecewise((x, x > 0), (o.get("alpha", 1) * (sympy.exp(x) - 1), True)),
         "selu": SELU_SCALE * sympy.Piecewise((x, x > 0), (SELU_ALPHA * (sympy.exp(x) - 1), True)),
-        "gelu": erf_gelu, "gelu_tanh": tanh_gelu, "silu": x / (1 + sympy.exp(-x)),
-        "logsigmoid": -sympy.log(1 + sympy.exp(-x)), "softplus": softplus,
+        "gelu": erf_gelu,
+        "gelu_tanh": tanh_gelu,
+        "silu": x / (1 + sympy.exp(-x)),
+        "logsigmoid": -sympy.log(1 + sympy.exp(-x)),
+        "softplus": softplus,
     }
     return sympy.Lambda(x, formulas[name])
 
@@ -51,8 +57,12 @@ def tiny(name, options=(), weights=((1.5,), (-0.7,)), biases=(0.3, 0.2)):
 def exact_derivatives(net, X, Y, f):
     """``(E, gradient, Hessian)`` of ``tiny``'s objective from sympy, each entry an mpmath number of 60 digits."""
     symbols = sympy.symbols("t0:7")
-    W, b, V, c = sympy.Matrix(2, 1, symbols[0:2]), sympy.Matrix(symbols[2:4]), sympy.Matrix(1, 2, symbols[4:6]), \
-        symbols[6]
+    W, b, V, c = (
+        sympy.Matrix(2, 1, symbols[0:2]),
+        sympy.Matrix(symbols[2:4]),
+        sympy.Matrix(1, 2, symbols[4:6]),
+        symbols[6],
+    )
     total = 0
     for x, y in zip(X, Y):
         hidden = (W * sympy.Matrix([[_exact(x[0])]]) + b).applyfunc(f)
@@ -73,13 +83,24 @@ def assert_correctly_rounded(actual, exact, what):
     actual = np.asarray(actual, dtype=np.float64)
     exact = np.vectorize(float, otypes=[np.float64])(np.asarray(exact, dtype=object))
     off = actual != exact
-    assert not off.any(), f"{what}: {int(off.sum())} entries not the nearest float64, first at " \
-                          f"{tuple(np.argwhere(off)[0])}: {actual[off][0]!r} != {exact[off][0]!r}"
+    assert not off.any(), (
+        f"{what}: {int(off.sum())} entries not the nearest float64, first at "
+        f"{tuple(np.argwhere(off)[0])}: {actual[off][0]!r} != {exact[off][0]!r}"
+    )
 
 
-CASES = [("leaky_relu", (("slope", 0.2),)), ("elu", ()), ("elu", (("alpha", 0.5),)), ("selu", ()), ("gelu", ()),
-         ("gelu_tanh", ()), ("silu", ()), ("logsigmoid", ()), ("softplus", (("beta", 2.0),)),
-         ("softplus", (("beta", 2.0), ("threshold", 1.0)))]
+CASES = [
+    ("leaky_relu", (("slope", 0.2),)),
+    ("elu", ()),
+    ("elu", (("alpha", 0.5),)),
+    ("selu", ()),
+    ("gelu", ()),
+    ("gelu_tanh", ()),
+    ("silu", ()),
+    ("logsigmoid", ()),
+    ("softplus", (("beta", 2.0),)),
+    ("softplus", (("beta", 2.0), ("threshold", 1.0))),
+]
 
 
 @pytest.mark.parametrize("name, options", CASES, ids=[f"{n}{dict(o) or ''}" for n, o in CASES])
@@ -98,12 +119,17 @@ def test_correctly_rounded_against_sympy(name, options):
 
 
 # (name, options, input at the kink, smoothness there: 0 no derivative, 1 no second derivative)
-KINKS = [("relu", (), 0.0, 0), ("leaky_relu", (("slope", 0.2),), 0.0, 0), ("elu", (("alpha", 0.5),), 0.0, 0),
-         ("elu", (), 0.0, 1), ("selu", (), 0.0, 0), ("softplus", (("beta", 2.0), ("threshold", 1.0)), 0.5, 0)]
+KINKS = [
+    ("relu", (), 0.0, 0),
+    ("leaky_relu", (("slope", 0.2),), 0.0, 0),
+    ("elu", (("alpha", 0.5),), 0.0, 0),
+    ("elu", (), 0.0, 1),
+    ("selu", (), 0.0, 0),
+    ("softplus", (("beta", 2.0), ("threshold", 1.0)), 0.5, 0),
+]
 
 
-@pytest.mark.parametrize("name, options, kink, smoothness", KINKS,
-                         ids=[f"{n}{dict(o) or ''}" for n, o, _, _ in KINKS])
+@pytest.mark.parametrize("name, options, kink, smoothness", KINKS, ids=[f"{n}{dict(o) or ''}" for n, o, _, _ in KINKS])
 def test_at_the_kink_values_are_computed_and_missing_derivatives_refused(name, options, kink, smoothness):
     net = tiny(name, options, weights=((1.0,), (1.0,)), biases=(kink, 0.25))  # unit 0 exactly at the kink
     X, Y = np.array([[0.0]]), np.array([[0.5]])
@@ -131,8 +157,11 @@ def test_max_pooling_ties_are_refused_where_they_depend_on_the_parameters():
     net = Network.from_layers(layers, [np.array([[1.0], [1.0], [-1.0], [-1.0]]), bias], (1, 1), "mse")
     X, Y = np.array([[[2.0]]]), np.zeros((1, 1, 2))  # pre-activations 2.5, 2.5, -2.5, -2.5
     assert arbiter.forward(net, X).tolist() == [[[2.5, 0.0]]]
-    with pytest.raises(arbiter.KinkError, match=r"MaxPool1d.* at layer 2, sample 0, unit \(0, 0\): 2 entries of its "
-                       r"window tie for the maximum"):
+    with pytest.raises(
+        arbiter.KinkError,
+        match=r"MaxPool1d.* at layer 2, sample 0, unit \(0, 0\): 2 entries of its "
+        r"window tie for the maximum",
+    ):
         arbiter.gradient(net, X, Y)
     with pytest.raises(arbiter.KinkError, match=r"unit \(0, 1\)"):  # -1.5, -1.5 (zeros: fine), 1.5, 1.5 (a tie)
         arbiter.gradient(net, -X, Y)

@@ -4,6 +4,7 @@ float64 (an independent computation: Jacobians, the loss's Hessian in the output
 Hessian's eigenvalues), their identities in high precision, every quantity of the contract callable with the
 contract's shapes; and what the arbiter shares with every engine: ``OverflowResultError`` for a result beyond
 float64, a memory guard whose estimate holds the measured peak, refusals by name."""
+
 import os
 import subprocess
 import sys
@@ -28,8 +29,14 @@ ALL = {**contract.QUANTITIES, **contract.PENDING}
 def conv_net(loss="cross_entropy", reduction="mean"):
     """Conv1d(2 -> 2, kernel 2) on (2, 4) samples, tanh, Flatten, Dense(6 -> 3), softplus, Dense(3 -> 2): P = 39."""
     rng = np.random.default_rng(1)
-    layers = [Conv(0, 1, 1, (1,), (0,), (1,)), Activation("tanh"), Flatten(), Dense(2, 3), Activation("softplus"),
-              Dense(4, 5)]
+    layers = [
+        Conv(0, 1, 1, (1,), (0,), (1,)),
+        Activation("tanh"),
+        Flatten(),
+        Dense(2, 3),
+        Activation("softplus"),
+        Dense(4, 5),
+    ]
     shapes = [(2, 2, 2), (2,), (3, 6), (3,), (2, 3), (2,)]
     return Network.from_layers(layers, [rng.standard_normal(s) * 0.7 for s in shapes], (2, 4), loss, reduction)
 
@@ -45,7 +52,7 @@ def torch_outputs(net, theta, x):
     """The network's outputs for one sample ``x`` from a flat ``theta`` (Dense, Conv1d, tanh, softplus, Flatten)."""
     tensors, start = [], 0
     for p in net.parameters:
-        tensors.append(theta[start:start + p.size].reshape(p.shape))
+        tensors.append(theta[start : start + p.size].reshape(p.shape))
         start += p.size
     z = x
     for layer in net.layers:
@@ -71,8 +78,9 @@ def torch_truths(net, X, Y):
     J = torch.stack([torch.func.jacrev(lambda t: torch_outputs(net, t, x))(theta) for x in Xt])
     f = torch.stack([torch_outputs(net, theta, x) for x in Xt])
     Lam = torch.stack([torch.func.hessian(lambda out: torch_loss(net, out, y))(out) for out, y in zip(f, Yt)])
-    g = torch.stack([torch.func.grad(lambda t: torch_loss(net, torch_outputs(net, t, x), y))(theta)
-                     for x, y in zip(Xt, Yt)])
+    g = torch.stack(
+        [torch.func.grad(lambda t: torch_loss(net, torch_outputs(net, t, x), y))(theta) for x, y in zip(Xt, Yt)]
+    )
     objective = lambda t: c * sum(torch_loss(net, torch_outputs(net, t, x), y) for x, y in zip(Xt, Yt))  # noqa: E731
     H = torch.func.hessian(objective)(theta)
     return J.numpy(), Lam.numpy(), g.numpy(), H.numpy(), c
@@ -135,6 +143,7 @@ def test_identities_hold_in_high_precision():
         return arbiter.quantities.value(problem, contract.quantity(name))
 
     with mpmath.workdps(40):
+
         def close(a, b):
             a, b = np.asarray(a, dtype=object), np.asarray(b, dtype=object)
             largest = max(abs(x - y) for x, y in zip(a.ravel(), b.ravel()))
@@ -188,16 +197,22 @@ def test_kronecker_factors_need_a_dense_layer_with_its_own_bias():
     X, Y = data(net, n=1)
     with pytest.raises(ArgumentError, match="Dense layers only"):
         arbiter.kfac_factors(net, X, Y, 0)  # the convolution
-    no_bias = Network.from_layers([Dense(0), Activation("tanh"), Dense(1, 2)],
-                                  [np.ones((2, 2)), np.ones((1, 2)), np.zeros(1)], (2,), "mse")
+    no_bias = Network.from_layers(
+        [Dense(0), Activation("tanh"), Dense(1, 2)], [np.ones((2, 2)), np.ones((1, 2)), np.zeros(1)], (2,), "mse"
+    )
     with pytest.raises(ArgumentError, match=r"its own trainable weight and bias"):
         arbiter.kfac_factors(no_bias, np.ones((1, 2)), np.ones((1, 1)), 0)
-    frozen = Network.from_layers([Dense(np.ones((2, 2)), 0), Activation("tanh"), Dense(1, 2)],
-                                 [np.zeros(2), np.ones((1, 2)), np.zeros(1)], (2,), "mse")
+    frozen = Network.from_layers(
+        [Dense(np.ones((2, 2)), 0), Activation("tanh"), Dense(1, 2)],
+        [np.zeros(2), np.ones((1, 2)), np.zeros(1)],
+        (2,),
+        "mse",
+    )
     with pytest.raises(ArgumentError, match=r"its own trainable weight and bias"):
         arbiter.kfac_factors(frozen, np.ones((1, 2)), np.ones((1, 1)), 0)
-    tied = Network.from_layers([Dense(0, 1), Activation("tanh"), Dense(0, 1)], [np.ones((2, 2)), np.zeros(2)], (2,),
-                               "mse")
+    tied = Network.from_layers(
+        [Dense(0, 1), Activation("tanh"), Dense(0, 1)], [np.ones((2, 2)), np.zeros(2)], (2,), "mse"
+    )
     with pytest.raises(ArgumentError, match=r"used once"):
         arbiter.kfac_factors(tied, np.ones((1, 2)), np.ones((1, 2)), 0)
 
@@ -218,10 +233,13 @@ def _spectrum(eigenvalues, seed):
     return (Q * L) @ Q.T, [float(e) for e in sorted(L, reverse=True)[:3]]
 
 
-SPECTRA = {"separated": list(np.linspace(-1, 3, 30)), "tiny third": [3.0, 1.0, 1e-12, -1e-13] + [-1.5] * 10,
-           "double at the cut": [2.0, 1.5, 1.5, 1.5] + list(np.linspace(-1, 1, 20)),
-           "cluster to the bottom": [1.0, 0.5] + [1e-3] * 12,
-           "1e-30 above a cluster": [1.0, 0.5, "1e-30"] + ["-1e-20"] * 5 + list(np.linspace(-1, -0.5, 10))}
+SPECTRA = {
+    "separated": list(np.linspace(-1, 3, 30)),
+    "tiny third": [3.0, 1.0, 1e-12, -1e-13] + [-1.5] * 10,
+    "double at the cut": [2.0, 1.5, 1.5, 1.5] + list(np.linspace(-1, 1, 20)),
+    "cluster to the bottom": [1.0, 0.5] + [1e-3] * 12,
+    "1e-30 above a cluster": [1.0, 0.5, "1e-30"] + ["-1e-20"] * 5 + list(np.linspace(-1, -0.5, 10)),
+}
 
 
 @pytest.mark.parametrize("spectrum", list(SPECTRA))
@@ -233,9 +251,16 @@ def test_top_eigenvalues_are_correctly_rounded_on_hard_spectra(spectrum):
         assert [float(e) for e in arbiter.eigen.top_eigenvalues(H, 3)] == exact
 
 
-SIZES = [("hessian", [2, 6, 2], 2, ()), ("hessian", [3, 6, 4, 2], 1, ()), ("hessian_block", [3, 6, 4, 2], 2, (1, 1)),
-         ("gradient", [10, 30, 10], 3, ()), ("ggn", [3, 6, 4, 2], 2, ()), ("empirical_fisher", [3, 6, 2], 3, ()),
-         ("output_jacobian", [4, 8, 3], 2, ()), ("top_eigenvalues", [2, 5, 2], 1, (2,))]
+SIZES = [
+    ("hessian", [2, 6, 2], 2, ()),
+    ("hessian", [3, 6, 4, 2], 1, ()),
+    ("hessian_block", [3, 6, 4, 2], 2, (1, 1)),
+    ("gradient", [10, 30, 10], 3, ()),
+    ("ggn", [3, 6, 4, 2], 2, ()),
+    ("empirical_fisher", [3, 6, 2], 3, ()),
+    ("output_jacobian", [4, 8, 3], 2, ()),
+    ("top_eigenvalues", [2, 5, 2], 1, (2,)),
+]
 
 
 @pytest.mark.parametrize("name, sizes, n, extra", SIZES, ids=[f"{s[0]}-{'x'.join(map(str, s[1]))}" for s in SIZES])
@@ -282,7 +307,8 @@ def test_resident_set_growth_within_the_estimate():
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
         "arbiter.hessian(net, X, Y)\n"
         "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
-        "print(after - before, estimate)\n")
+        "print(after - before, estimate)\n"
+    )
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     growth, estimate = map(int, result.stdout.split())
@@ -292,8 +318,9 @@ def test_resident_set_growth_within_the_estimate():
 def test_a_network_without_a_loss_has_outputs_and_their_jacobian_only():
     net = conv_net().with_loss(None)
     X, Y = data(conv_net(), n=2)
-    J = torch.stack([torch.func.jacrev(lambda t: torch_outputs(net, t, x))(torch.tensor(net.to_vector()))
-                     for x in torch.tensor(X)]).numpy()
+    J = torch.stack(
+        [torch.func.jacrev(lambda t: torch_outputs(net, t, x))(torch.tensor(net.to_vector())) for x in torch.tensor(X)]
+    ).numpy()
     assert relative(arbiter.output_jacobian(net, X), J) <= 1e-12 and arbiter.forward(net, X).shape == (2, 2)
     with pytest.raises(ArgumentError, match="needs a loss"):
         arbiter.gradient(net, X, Y)
@@ -305,7 +332,7 @@ def test_values_of_the_same_data_are_shared_across_calls_and_never_stale():
     net = Network.random([2, 3, 2], "tanh", "mse", seed=3)
     X, Y = data(net, n=2)
     H = arbiter.hessian(net, X, Y)
-    assert arbiter._cached_cells() >= 2 * net.n_params ** 2  # at 40 and at 80 digits
+    assert arbiter._cached_cells() >= 2 * net.n_params**2  # at 40 and at 80 digits
     assert np.array_equal(arbiter.hessian_diagonal(net, X, Y), np.diag(H))
     X[0, 0] += 0.5  # in place: the same array object, other data
     changed = arbiter.hessian(net, X, Y)

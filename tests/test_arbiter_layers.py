@@ -2,6 +2,7 @@
 built in torch, its records made here from the modules (weights copied), the arbiter's forward equal to the torch
 module's to 1e-15 and its loss, gradient and Hessian equal to ``torch.func`` on float64 to 1e-12; every loss and
 both reductions; tied parameters (one module used twice) and frozen ones (``requires_grad=False``: constants)."""
+
 import numpy as np
 import pytest
 
@@ -13,8 +14,15 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch.func's
 
-PLAIN = {nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.ReLU: "relu", nn.SELU: "selu", nn.SiLU: "silu",
-         nn.LogSigmoid: "logsigmoid", nn.Identity: "identity"}
+PLAIN = {
+    nn.Tanh: "tanh",
+    nn.Sigmoid: "sigmoid",
+    nn.ReLU: "relu",
+    nn.SELU: "selu",
+    nn.SiLU: "silu",
+    nn.LogSigmoid: "logsigmoid",
+    nn.Identity: "identity",
+}
 
 
 def _axes(value, dims):
@@ -31,22 +39,51 @@ def _record(module, field):
         return Dense(field(module.weight), field(module.bias))
     if isinstance(module, nn.modules.conv._ConvNd):
         transposed = module.transposed
-        return Conv(field(module.weight), field(module.bias), len(module.kernel_size), tuple(module.stride),
-                    tuple(module.padding), tuple(module.dilation), module.groups, transposed,
-                    tuple(module.output_padding) if transposed else ())
+        return Conv(
+            field(module.weight),
+            field(module.bias),
+            len(module.kernel_size),
+            tuple(module.stride),
+            tuple(module.padding),
+            tuple(module.dilation),
+            module.groups,
+            transposed,
+            tuple(module.output_padding) if transposed else (),
+        )
     if isinstance(module, nn.modules.pooling._MaxPoolNd):
         d = _dims(module)
-        return Pool("max", d, _axes(module.kernel_size, d), _axes(module.stride, d), _axes(module.padding, d),
-                    _axes(module.dilation, d), module.ceil_mode)
+        return Pool(
+            "max",
+            d,
+            _axes(module.kernel_size, d),
+            _axes(module.stride, d),
+            _axes(module.padding, d),
+            _axes(module.dilation, d),
+            module.ceil_mode,
+        )
     if isinstance(module, nn.modules.pooling._AvgPoolNd):
         d = _dims(module)
-        return Pool("avg", d, _axes(module.kernel_size, d), _axes(module.stride, d), _axes(module.padding, d), (),
-                    module.ceil_mode, module.count_include_pad, getattr(module, "divisor_override", None))
+        return Pool(
+            "avg",
+            d,
+            _axes(module.kernel_size, d),
+            _axes(module.stride, d),
+            _axes(module.padding, d),
+            (),
+            module.ceil_mode,
+            module.count_include_pad,
+            getattr(module, "divisor_override", None),
+        )
     if isinstance(module, nn.modules.pooling._AdaptiveAvgPoolNd):
         return AdaptiveAvgPool(_dims(module), _axes(module.output_size, _dims(module)))
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return Normalization(field(module.weight), field(module.bias), module.running_mean.numpy().copy(),
-                             module.running_var.numpy().copy(), module.eps)
+        return Normalization(
+            field(module.weight),
+            field(module.bias),
+            module.running_mean.numpy().copy(),
+            module.running_var.numpy().copy(),
+            module.eps,
+        )
     if isinstance(module, nn.modules.padding._ConstantPadNd):
         return Pad(tuple(module.padding), module.value)
     if isinstance(module, nn.Flatten):
@@ -86,11 +123,15 @@ def torch_losses(name, f, y):
     """Per-sample losses of ``xval.definitions.LOSSES``, in torch."""
     f, y = f.reshape(len(f), -1), y.reshape(len(y), -1)
     bce = nn.functional.binary_cross_entropy_with_logits(f, y, reduction="none")
-    return {"mse": lambda: 0.5 * ((f - y) ** 2).sum(1), "squared_error": lambda: ((f - y) ** 2).sum(1),
-            "mean_squared_error": lambda: ((f - y) ** 2).mean(1),
-            "cross_entropy": lambda: -(y * f.log_softmax(1)).sum(1),
-            "nll": lambda: -(y * f).sum(1), "bce_with_logits": lambda: bce.sum(1),
-            "mean_bce_with_logits": lambda: bce.mean(1)}[name]()
+    return {
+        "mse": lambda: 0.5 * ((f - y) ** 2).sum(1),
+        "squared_error": lambda: ((f - y) ** 2).sum(1),
+        "mean_squared_error": lambda: ((f - y) ** 2).mean(1),
+        "cross_entropy": lambda: -(y * f.log_softmax(1)).sum(1),
+        "nll": lambda: -(y * f).sum(1),
+        "bce_with_logits": lambda: bce.sum(1),
+        "mean_bce_with_logits": lambda: bce.mean(1),
+    }[name]()
 
 
 def torch_objective(model, net):
@@ -102,7 +143,7 @@ def torch_objective(model, net):
         parts, start = {}, 0
         for name, shape in zip(names, shapes):
             size = int(np.prod(shape))
-            parts[name] = theta[start:start + size].reshape(shape)
+            parts[name] = theta[start : start + size].reshape(shape)
             start += size
         losses = torch_losses(net.loss, torch.func.functional_call(model, parts, (X,), strict=False), Y)
         return losses.mean() if net.reduction == "mean" else losses.sum()
@@ -134,34 +175,102 @@ def _tied_and_frozen():
 
 # id: (model builder, input shape, loss, reduction, targets)
 MODELS = {
-    "dense-over-positions-no-bias-sum": (lambda: nn.Sequential(nn.Linear(4, 3), nn.SiLU(), nn.Linear(3, 2, bias=False),
-                                                               nn.Flatten()), (3, 4), "squared_error", "sum", "real"),
-    "conv1d-stride-padding-dilation-groups": (lambda: nn.Sequential(
-        nn.Conv1d(4, 2, 3, stride=2, padding=1, dilation=2, groups=2), nn.ELU(0.7), nn.Flatten(), nn.Linear(6, 2)),
-        (4, 7), "mse", "mean", "real"),
-    "conv2d-maxpool-batchnorm-avgpool": (lambda: nn.Sequential(
-        nn.Conv2d(1, 2, 2), nn.MaxPool2d(2, stride=1, padding=1), _batchnorm(2),
-        nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False, padding=1), nn.Flatten(), nn.Linear(18, 3)),
-        (1, 4, 4), "cross_entropy", "mean", "probabilities"),
-    "conv3d-adaptive-avgpool": (lambda: nn.Sequential(
-        nn.Conv3d(1, 2, 2), nn.Sigmoid(), nn.AdaptiveAvgPool3d((1, 2, 1)), nn.Flatten()), (1, 3, 3, 3),
-        "mean_squared_error", "mean", "real"),
-    "convtranspose1d-groups-output-padding": (lambda: nn.Sequential(
-        nn.ConvTranspose1d(2, 4, 3, stride=2, padding=1, output_padding=1, groups=2), nn.Tanh(), nn.Flatten()),
-        (2, 3), "bce_with_logits", "sum", "unit"),
-    "convtranspose2d-dilation": (lambda: nn.Sequential(
-        nn.ConvTranspose2d(1, 2, 2, stride=2, dilation=2, bias=False), nn.LeakyReLU(0.1), nn.Flatten()),
-        (1, 2, 2), "mean_bce_with_logits", "mean", "unit"),
-    "convtranspose3d": (lambda: nn.Sequential(nn.ConvTranspose3d(1, 1, 2), nn.Softplus(2.0, 1.5), nn.Flatten()),
-                        (1, 2, 1, 2), "mse", "sum", "real"),
-    "pad-maxpool-dilation-ceil-logsoftmax-nll": (lambda: nn.Sequential(
-        nn.ConstantPad1d((1, -1), 0.5), nn.Conv1d(1, 2, 2), nn.MaxPool1d(2, stride=2, dilation=2, ceil_mode=True),
-        nn.Flatten(), nn.LogSoftmax(-1)), (1, 6), "nll", "sum", "probabilities"),
-    "avgpool-divisor-batchnorm-no-affine": (lambda: nn.Sequential(
-        nn.Conv2d(1, 2, (1, 2)), _batchnorm(2, affine=False), nn.AvgPool2d((1, 3), 1, (0, 1), divisor_override=2),
-        nn.SELU(), nn.AdaptiveAvgPool2d((1, 2)), nn.Flatten()), (1, 1, 5), "mse", "mean", "real"),
-    "avgpool1d-padding-counted": (lambda: nn.Sequential(nn.Conv1d(1, 1, 2), nn.AvgPool1d(3, stride=2, padding=1),
-                                                        nn.Flatten()), (1, 6), "mse", "mean", "real"),
+    "dense-over-positions-no-bias-sum": (
+        lambda: nn.Sequential(nn.Linear(4, 3), nn.SiLU(), nn.Linear(3, 2, bias=False), nn.Flatten()),
+        (3, 4),
+        "squared_error",
+        "sum",
+        "real",
+    ),
+    "conv1d-stride-padding-dilation-groups": (
+        lambda: nn.Sequential(
+            nn.Conv1d(4, 2, 3, stride=2, padding=1, dilation=2, groups=2), nn.ELU(0.7), nn.Flatten(), nn.Linear(6, 2)
+        ),
+        (4, 7),
+        "mse",
+        "mean",
+        "real",
+    ),
+    "conv2d-maxpool-batchnorm-avgpool": (
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 2, 2),
+            nn.MaxPool2d(2, stride=1, padding=1),
+            _batchnorm(2),
+            nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False, padding=1),
+            nn.Flatten(),
+            nn.Linear(18, 3),
+        ),
+        (1, 4, 4),
+        "cross_entropy",
+        "mean",
+        "probabilities",
+    ),
+    "conv3d-adaptive-avgpool": (
+        lambda: nn.Sequential(nn.Conv3d(1, 2, 2), nn.Sigmoid(), nn.AdaptiveAvgPool3d((1, 2, 1)), nn.Flatten()),
+        (1, 3, 3, 3),
+        "mean_squared_error",
+        "mean",
+        "real",
+    ),
+    "convtranspose1d-groups-output-padding": (
+        lambda: nn.Sequential(
+            nn.ConvTranspose1d(2, 4, 3, stride=2, padding=1, output_padding=1, groups=2), nn.Tanh(), nn.Flatten()
+        ),
+        (2, 3),
+        "bce_with_logits",
+        "sum",
+        "unit",
+    ),
+    "convtranspose2d-dilation": (
+        lambda: nn.Sequential(
+            nn.ConvTranspose2d(1, 2, 2, stride=2, dilation=2, bias=False), nn.LeakyReLU(0.1), nn.Flatten()
+        ),
+        (1, 2, 2),
+        "mean_bce_with_logits",
+        "mean",
+        "unit",
+    ),
+    "convtranspose3d": (
+        lambda: nn.Sequential(nn.ConvTranspose3d(1, 1, 2), nn.Softplus(2.0, 1.5), nn.Flatten()),
+        (1, 2, 1, 2),
+        "mse",
+        "sum",
+        "real",
+    ),
+    "pad-maxpool-dilation-ceil-logsoftmax-nll": (
+        lambda: nn.Sequential(
+            nn.ConstantPad1d((1, -1), 0.5),
+            nn.Conv1d(1, 2, 2),
+            nn.MaxPool1d(2, stride=2, dilation=2, ceil_mode=True),
+            nn.Flatten(),
+            nn.LogSoftmax(-1),
+        ),
+        (1, 6),
+        "nll",
+        "sum",
+        "probabilities",
+    ),
+    "avgpool-divisor-batchnorm-no-affine": (
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 2, (1, 2)),
+            _batchnorm(2, affine=False),
+            nn.AvgPool2d((1, 3), 1, (0, 1), divisor_override=2),
+            nn.SELU(),
+            nn.AdaptiveAvgPool2d((1, 2)),
+            nn.Flatten(),
+        ),
+        (1, 1, 5),
+        "mse",
+        "mean",
+        "real",
+    ),
+    "avgpool1d-padding-counted": (
+        lambda: nn.Sequential(nn.Conv1d(1, 1, 2), nn.AvgPool1d(3, stride=2, padding=1), nn.Flatten()),
+        (1, 6),
+        "mse",
+        "mean",
+        "real",
+    ),
     "tied-and-frozen": (_tied_and_frozen, (3,), "mse", "mean", "real"),
 }
 
@@ -199,11 +308,13 @@ def test_tied_parameters_sum_over_their_uses():
     torch.manual_seed(0)
     shared = nn.Linear(2, 2).double()
     tied = network_of(nn.Sequential(shared, nn.Tanh(), shared), (2,), "mse", "mean")
-    separate = network_of(nn.Sequential(shared, nn.Tanh(), nn.Linear(2, 2).double().requires_grad_(True)), (2,),
-                          "mse", "mean")
+    separate = network_of(
+        nn.Sequential(shared, nn.Tanh(), nn.Linear(2, 2).double().requires_grad_(True)), (2,), "mse", "mean"
+    )
     separate = separate.from_vector(np.concatenate([tied.to_vector(), tied.to_vector()]))
     X, Y = np.array([[0.3, -0.8]]), np.array([[0.1, 0.2]])
     both = arbiter.gradient(separate, X, Y)
-    np.testing.assert_allclose(arbiter.gradient(tied, X, Y), both[:6] + both[6:], rtol=0,
-                               atol=4e-16 * np.abs(both).max())
+    np.testing.assert_allclose(
+        arbiter.gradient(tied, X, Y), both[:6] + both[6:], rtol=0, atol=4e-16 * np.abs(both).max()
+    )
     assert tied.n_params == 6

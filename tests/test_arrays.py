@@ -5,6 +5,7 @@ the device-aware memory guard.
 With ``XVAL_ARRAY`` set to another library than numpy, the comparison runs on that library only (the CI lines do
 that, together with the comparison table against the references); unset, it runs on each CPU library installed.
 """
+
 import tracemalloc
 
 import numpy as np
@@ -68,8 +69,9 @@ def test_every_quantity_agrees_with_numpy(problem, quantity, library, rtol, reco
             assert str(value) == str(expected), call.label
             continue
         shapes = [np.shape(part) for part in (value if isinstance(value, tuple) else (value,))]
-        assert shapes == [np.shape(part) for part in (expected if isinstance(expected, tuple) else (expected,))], \
+        assert shapes == [np.shape(part) for part in (expected if isinstance(expected, tuple) else (expected,))], (
             call.label
+        )
         assert tuple(shapes) == call.shape or shapes == [call.shape], call.label
         value, expected = compare.flat_parts(value), compare.flat_parts(expected)  # kfac_factors' pair as one
         error = compare.assert_close(value, expected, rtol, f"{call.label} on {library} vs numpy, {problem.name}")
@@ -95,14 +97,21 @@ def test_numpy_is_the_default_and_each_name_selects_its_library():
     torch = pytest.importorskip("torch")
     chosen = arrays.library({"XVAL_ARRAY": "torch", "XVAL_DEVICE": "cpu"})
     assert (chosen.name, chosen.xp.__name__, chosen.native, chosen.device_name) == (
-        "torch", "array_api_compat.torch", torch, "cpu")
+        "torch",
+        "array_api_compat.torch",
+        torch,
+        "cpu",
+    )
 
 
 @pytest.mark.parametrize(
     "env, message",
     [
         ({"XVAL_ARRAY": "jax"}, "XVAL_ARRAY='jax' is not valid; use one of: numpy, cupy, torch, array_api_strict"),
-        ({"XVAL_ARRAY": "numpy", "XVAL_DEVICE": "cuda"}, "XVAL_ARRAY=numpy runs on the CPU but XVAL_DEVICE=cuda; use XVAL_ARRAY=cupy"),
+        (
+            {"XVAL_ARRAY": "numpy", "XVAL_DEVICE": "cuda"},
+            "XVAL_ARRAY=numpy runs on the CPU but XVAL_DEVICE=cuda; use XVAL_ARRAY=cupy",
+        ),
         ({"XVAL_ARRAY": "array_api_strict", "XVAL_DEVICE": "cuda"}, "runs on the CPU but XVAL_DEVICE=cuda"),
     ],
 )
@@ -125,7 +134,10 @@ def test_a_missing_library_says_what_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_cupy)
     arrays._build.cache_clear()
     arrays._from_settings.cache_clear()
-    with pytest.raises(ConfigError, match=r"XVAL_ARRAY=cupy needs the cupy package, which is not installed; install it \(pip install cupy-cuda12x"):
+    with pytest.raises(
+        ConfigError,
+        match=r"XVAL_ARRAY=cupy needs the cupy package, which is not installed; install it \(pip install cupy-cuda12x",
+    ):
         arrays.library({"XVAL_ARRAY": "cupy", "XVAL_DEVICE": "cuda"})
     # On a CUDA device without XVAL_ARRAY, manual takes torch when cupy is missing, and says so when torch sees no GPU.
     torch = pytest.importorskip("torch")
@@ -145,7 +157,13 @@ def test_write_puts_a_reshaped_product_into_part_of_the_result(name):
     out = lib.empty((2, 30), "float64")
     out[...] = xp.zeros((2, 30), dtype=xp.float64)
     same = lib.write(out, (slice(None), slice(5, 17)), "multiply", a, b)
-    lib.write(out, (slice(0, 1), slice(20, 30)), "matmul", xp.ones((1, 2), dtype=xp.float64), xp.ones((2, 10), dtype=xp.float64))
+    lib.write(
+        out,
+        (slice(0, 1), slice(20, 30)),
+        "matmul",
+        xp.ones((1, 2), dtype=xp.float64),
+        xp.ones((2, 10), dtype=xp.float64),
+    )
     expected = np.zeros((2, 30))
     expected[:, 5:17] = (a_np * b_np).reshape(2, 12)  # products written by hand: row n is a_n (outer) b_n
     expected[0, 20:] = 2.0
@@ -198,7 +216,7 @@ def test_numpy_results_are_written_once(monkeypatch):
         ("per_sample_gradients", batch, (X[:, :64], Y), 16 * batch.n_params),
         ("gradient", wide, (X[:1], Y[:1]), wide.n_params),
         ("hvp", wide, (X[:1], Y[:1], v), wide.n_params),
-        ("hessian", small, (X[:1, :16], Y[:1]), small.n_params ** 2),
+        ("hessian", small, (X[:1, :16], Y[:1]), small.n_params**2),
     ]:
         function = getattr(manual, name)
         function(net, *arguments)  # caches the prepared network
@@ -213,7 +231,9 @@ def test_numpy_results_are_written_once(monkeypatch):
 
 def test_the_memory_guard_uses_the_free_memory_of_the_device():
     assert memory.fits(1000, env={}, available=1000) and not memory.fits(1001, env={}, available=1000)
-    with pytest.raises(MemoryGuardError, match=r"needs 2000 bytes .* but only 1000 bytes \(1000 bytes\) free on the device"):
+    with pytest.raises(
+        MemoryGuardError, match=r"needs 2000 bytes .* but only 1000 bytes \(1000 bytes\) free on the device"
+    ):
         memory.check(2000, "the block", env={}, available=1000)
     # The tighter of the device and XVAL_MAX_BYTES wins.
     with pytest.raises(MemoryGuardError, match="allowed by XVAL_MAX_BYTES"):
@@ -224,8 +244,12 @@ def test_the_memory_guard_uses_the_free_memory_of_the_device():
 def test_to_numpy_gives_numpy_of_the_same_float_dtype_from_every_library():
     strict = pytest.importorskip("array_api_strict")
     torch = pytest.importorskip("torch")
-    for value, dtype in ((np.arange(3, dtype=np.float32), np.float32), (strict.asarray([0.0, 1.0, 2.0]), np.float64),
-                         (torch.arange(3, dtype=torch.float32), np.float32), (np.arange(3), np.float64)):
+    for value, dtype in (
+        (np.arange(3, dtype=np.float32), np.float32),
+        (strict.asarray([0.0, 1.0, 2.0]), np.float64),
+        (torch.arange(3, dtype=torch.float32), np.float32),
+        (np.arange(3), np.float64),
+    ):
         out = manual.to_numpy(value)
         assert isinstance(out, np.ndarray) and out.dtype == dtype
         np.testing.assert_array_equal(out, [0.0, 1.0, 2.0])

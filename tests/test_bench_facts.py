@@ -3,6 +3,7 @@ a table of their own outside the row tables and the plan; the curvature quantiti
 peers (BackPACK, curvlinops) and against values derived from a reference's other quantities, and judged by their
 peak memory; an engine that refuses a network is skipped with its reason. Synthetic timings and small networks:
 nothing here asserts a speed."""
+
 import ast
 import os
 
@@ -56,17 +57,22 @@ def test_no_quantity_is_keyed_in_a_table_of_the_benchmarks():
                 found = misplaced(name, handle.read())
             if found:
                 offenders[name] = found
-    assert not offenders, ("quantity names written outside the plan and the row tables (read the fact from "
-                           f"xval.contract.quantity(name) instead): {offenders}")
+    assert not offenders, (
+        "quantity names written outside the plan and the row tables (read the fact from "
+        f"xval.contract.quantity(name) instead): {offenders}"
+    )
 
 
-@pytest.mark.parametrize("source, module", [
-    ('EXPECTED = {"hvp": {"width": (1, 1)}}', "report.py"),  # a table keyed by a quantity
-    ('DENSE = ("hessian", "per_sample_gradients")', "sweep.py"),  # a list of quantities with a property
-    ('if quantity == "finite_difference_gradient": pass', "sweep.py"),  # a special case by name
-    ('LABELS = {"hvp": "jax.jit(jvp of grad)"}', "ratios.py"),  # a table beside the rows
-    ('ROWS = (GpuRow("hvp", 1024, 1.5),)\nif q == "hvp": pass', "gpu_rows.py"),
-])
+@pytest.mark.parametrize(
+    "source, module",
+    [
+        ('EXPECTED = {"hvp": {"width": (1, 1)}}', "report.py"),  # a table keyed by a quantity
+        ('DENSE = ("hessian", "per_sample_gradients")', "sweep.py"),  # a list of quantities with a property
+        ('if quantity == "finite_difference_gradient": pass', "sweep.py"),  # a special case by name
+        ('LABELS = {"hvp": "jax.jit(jvp of grad)"}', "ratios.py"),  # a table beside the rows
+        ('ROWS = (GpuRow("hvp", 1024, 1.5),)\nif q == "hvp": pass', "gpu_rows.py"),
+    ],
+)
 def test_the_scan_finds_a_planted_table_or_name(source, module):
     assert misplaced(module, source), f"the scan missed {source!r} in {module}"
 
@@ -88,14 +94,24 @@ def test_every_measured_quantity_has_its_expected_slope_in_the_contract_for_each
 
 def test_the_slope_table_reads_the_expectation_and_the_reason_below_it_from_the_contract(monkeypatch):
     sizes = [10**k for k in range(2, 8)]
-    points = [{"status": "ok", "engine": "manual", "quantity": "ggn_diagonal", "sweep": "width", "n_params": n,
-               "time_per_sample_s": 1e-9 * n, "time_median_s": 1e-9 * n, "output_bytes": 8 * n} for n in sizes]
+    points = [
+        {
+            "status": "ok",
+            "engine": "manual",
+            "quantity": "ggn_diagonal",
+            "sweep": "width",
+            "n_params": n,
+            "time_per_sample_s": 1e-9 * n,
+            "time_median_s": 1e-9 * n,
+            "output_bytes": 8 * n,
+        }
+        for n in sizes
+    ]
     quantity = contract.quantity("ggn_diagonal")
     table = report.slope_table(points)
     assert "ggn_diagonal                manual      width      1.00       1.5" in table  # 1 against the contract's 1.5
     because = "a planted reason for this quantity's low slope"
-    changed = contract.Quantity(**{**quantity.__dict__, "below_because": because,
-                                   "slopes": {"width": (2, 2)}})
+    changed = contract.Quantity(**{**quantity.__dict__, "below_because": because, "slopes": {"width": (2, 2)}})
     monkeypatch.setitem(contract._ALL, "ggn_diagonal", changed)
     table = report.slope_table(points)
     assert "1.00         2" in table and f"(1) {because}" in table
@@ -107,8 +123,14 @@ def test_batch_and_dense_come_from_the_contract(monkeypatch):
     flipped = contract.Quantity(**{**contract.quantity("gradient").__dict__, "batch": True, "dense": True})
     monkeypatch.setitem(contract._ALL, "gradient", flipped)
     assert quantities.batch_size("gradient") == 16 and quantities.batch_size("gradient", quick=True) == 4
-    runner = sweep.Runner(["manual"], "cpu", "float64", 1, {"quick": True, "repeats": 5, "min_repeat_s": 0.0,
-                                                           "max_call_s": 10.0}, lambda points: None)
+    runner = sweep.Runner(
+        ["manual"],
+        "cpu",
+        "float64",
+        1,
+        {"quick": True, "repeats": 5, "min_repeat_s": 0.0, "max_call_s": 10.0},
+        lambda points: None,
+    )
     monkeypatch.setattr(sweep, "dense_budget_bytes", lambda: 1)  # a dense output never fits: skipped, not attempted
     (point,) = sweep.run([(plan.Sweep("width", 1, (3,)), 3, "gradient", ["manual"])], runner)
     assert point["batch"] == 4 and point["status"] == "skipped" and point["reason"].startswith("dense output")
@@ -212,8 +234,18 @@ def test_a_peer_that_cannot_take_the_network_is_refused_with_its_reason():
 
 # ---- peak memory against P N n_L entries ----------------------------------------------------------------------------
 def _memory_points(peaks, bound):
-    return [{"status": "ok", "engine": "manual", "quantity": "ggn_diagonal", "sweep": "width",
-             "n_params": 100 * (i + 1), "peak_bytes": peak, "memory_bound_bytes": bound} for i, peak in enumerate(peaks)]
+    return [
+        {
+            "status": "ok",
+            "engine": "manual",
+            "quantity": "ggn_diagonal",
+            "sweep": "width",
+            "n_params": 100 * (i + 1),
+            "peak_bytes": peak,
+            "memory_bound_bytes": bound,
+        }
+        for i, peak in enumerate(peaks)
+    ]
 
 
 def test_peak_memory_is_judged_against_a_few_times_p_n_nl_entries_where_the_bound_is_large_enough():
@@ -258,9 +290,11 @@ def test_a_row_against_manuals_own_gradient_and_a_peer_left_out_is_not_judged():
     assert ours.peer == "manual's gradient (same data)" and ours.passed and ours.pairs == 5 and ours.judged
     assert not theirs.judged and theirs.passed is None and theirs.note.startswith("not judged: left out")
     assert ratios.missed(results) == []
-    assert ratios.verdict_line(results) == ("all 1 ratio rows meet their target; 1 not judged (the peer cannot run "
-                                            "here): ggnvp, [3, 4, 2], N=4 (P=26) against curvlinops "
-                                            "GGNLinearOperator @ v")
+    assert ratios.verdict_line(results) == (
+        "all 1 ratio rows meet their target; 1 not judged (the peer cannot run "
+        "here): ggnvp, [3, 4, 2], N=4 (P=26) against curvlinops "
+        "GGNLinearOperator @ v"
+    )
 
 
 def test_a_contender_whose_first_call_is_too_slow_ends_its_row_unmeasured(monkeypatch):
@@ -272,8 +306,11 @@ def test_a_contender_whose_first_call_is_too_slow_ends_its_row_unmeasured(monkey
 
 
 def test_the_curvature_rows_are_the_issues_rows():
-    rows = {row.quantity: row for row in ratios.ROWS if row.quantity in ("ggn_diagonal", "hessian_diagonal",
-                                                                          "kfac_factors", "ggnvp")}
+    rows = {
+        row.quantity: row
+        for row in ratios.ROWS
+        if row.quantity in ("ggn_diagonal", "hessian_diagonal", "kfac_factors", "ggnvp")
+    }
     for row in rows.values():
         assert row.sizes == (256,) * 4 and row.batch == 32  # width 256, depth 3, N = 32
     assert rows["ggn_diagonal"].targets == {"backpack": 1.0} and rows["hessian_diagonal"].targets == {"backpack": 1.0}

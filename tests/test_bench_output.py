@@ -1,6 +1,7 @@
 """Benchmark output that cannot be corrupted: one run per folder (a lock with the owner's pid), --resume only with the
 same settings and a readable results file, unusable --out and bad flags refused before any work, and SIGINT/SIGTERM
 ending with one consistent final write."""
+
 import csv
 import errno
 import json
@@ -20,8 +21,9 @@ SMALL = ["--quick", "--backend", "manual", "--no-peers"]
 
 def bench(*args, timeout=240):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_refused(run, message):
@@ -37,16 +39,19 @@ def dead_pid():
 
 
 # ---- flags, settings and --out, before any work -----------------------------------------------------------------
-@pytest.mark.parametrize("flags, message", [
-    (["--threads", "0"], "--threads 0 is not valid; pass a whole number of threads >= 1"),
-    (["--threads", "-1"], "--threads -1 is not valid"),
-    (["--threads", "two"], "argument --threads: invalid int value: 'two'"),
-    (["--max-call-seconds", "nan"], "--max-call-seconds nan is not valid"),
-    (["--max-call-seconds", "0"], "--max-call-seconds 0.0 is not valid"),
-    (["--backend", " , "], "--backend ' , ' names no engine"),
-    (["--quantities", "hessain"], "--quantities names unknown quantities ['hessain']"),
-    (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--threads", "0"], "--threads 0 is not valid; pass a whole number of threads >= 1"),
+        (["--threads", "-1"], "--threads -1 is not valid"),
+        (["--threads", "two"], "argument --threads: invalid int value: 'two'"),
+        (["--max-call-seconds", "nan"], "--max-call-seconds nan is not valid"),
+        (["--max-call-seconds", "0"], "--max-call-seconds 0.0 is not valid"),
+        (["--backend", " , "], "--backend ' , ' names no engine"),
+        (["--quantities", "hessain"], "--quantities names unknown quantities ['hessain']"),
+        (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+    ],
+)
 def test_a_bad_flag_is_named_with_exit_code_2(tmp_path, flags, message):
     run = bench(*SMALL, "--out", str(tmp_path / "out"), *flags)
     assert_refused(run, message)
@@ -54,12 +59,23 @@ def test_a_bad_flag_is_named_with_exit_code_2(tmp_path, flags, message):
     assert not (tmp_path / "out" / results.JSON_NAME).exists()
 
 
-@pytest.mark.parametrize("name, value, message", [
-    ("XVAL_MAX_BYTES", "inf", "XVAL_MAX_BYTES='inf' is not valid; give a positive number of bytes (it is not finite"),
-    ("XVAL_MAX_BYTES", "1.9", "XVAL_MAX_BYTES='1.9' is not valid; give a positive number of bytes (1.9 bytes is not a whole"),
-    ("XVAL_DTYPE", "float16", "XVAL_DTYPE='float16' is not valid"),
-    ("XVAL_DEVICE", "tpu", "XVAL_DEVICE='tpu' is not valid"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        (
+            "XVAL_MAX_BYTES",
+            "inf",
+            "XVAL_MAX_BYTES='inf' is not valid; give a positive number of bytes (it is not finite",
+        ),
+        (
+            "XVAL_MAX_BYTES",
+            "1.9",
+            "XVAL_MAX_BYTES='1.9' is not valid; give a positive number of bytes (1.9 bytes is not a whole",
+        ),
+        ("XVAL_DTYPE", "float16", "XVAL_DTYPE='float16' is not valid"),
+        ("XVAL_DEVICE", "tpu", "XVAL_DEVICE='tpu' is not valid"),
+    ],
+)
 def test_a_bad_setting_is_named_with_exit_code_2(tmp_path, monkeypatch, name, value, message):
     monkeypatch.setenv(name, value)
     assert_refused(bench(*SMALL, "--out", str(tmp_path / "out")), message)
@@ -119,11 +135,14 @@ def _document(settings, keys):
 SETTINGS = {"dtype": "float64", "device": "cpu", "engines": ["manual"], "threads": 2, "quick": True}
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{not json", "cannot be resumed: it is not valid JSON"),
-    (json.dumps({"rows": [1, 2]}), "cannot be resumed: it is not a results file of python -m benchmarks"),
-    (json.dumps([1, 2]), "cannot be resumed: it is not a results file"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "cannot be resumed: it is not valid JSON"),
+        (json.dumps({"rows": [1, 2]}), "cannot be resumed: it is not a results file of python -m benchmarks"),
+        (json.dumps([1, 2]), "cannot be resumed: it is not a results file"),
+    ],
+)
 def test_a_corrupt_or_foreign_results_file_is_refused_and_left_untouched(tmp_path, text, message):
     path = tmp_path / results.JSON_NAME
     path.write_text(text)
@@ -133,12 +152,18 @@ def test_a_corrupt_or_foreign_results_file_is_refused_and_left_untouched(tmp_pat
     assert path.read_text() == text
 
 
-@pytest.mark.parametrize("name, other", [("dtype", "float32"), ("device", "cuda"), ("engines", ["manual", "jax"]),
-                                         ("threads", 1), ("quick", False)])
+@pytest.mark.parametrize(
+    "name, other",
+    [("dtype", "float32"), ("device", "cuda"), ("engines", ["manual", "jax"]), ("threads", 1), ("quick", False)],
+)
 def test_resume_refuses_other_settings_naming_the_difference(tmp_path, name, other):
     (tmp_path / results.JSON_NAME).write_text(json.dumps(_document(dict(SETTINGS, **{name: other}), ["a"])))
-    with pytest.raises(outdir.StartError, match=f"was measured with other settings \\({name}: {other!r} then, "
-                                                f"{SETTINGS[name]!r} now\\)".replace("[", "\\[")):
+    with pytest.raises(
+        outdir.StartError,
+        match=f"was measured with other settings \\({name}: {other!r} then, {SETTINGS[name]!r} now\\)".replace(
+            "[", "\\["
+        ),
+    ):
         outdir.resumed_points(str(tmp_path), SETTINGS)
 
 
@@ -175,8 +200,9 @@ def test_a_signal_inside_a_write_leaves_no_temporary_file(tmp_path, monkeypatch)
 
     monkeypatch.setattr(results, "save", cut_short)
     assert run.main([*SMALL, "--out", str(tmp_path)]) == 128 + signal.SIGINT
-    assert sorted(os.listdir(tmp_path)) == sorted([results.JSON_NAME, results.CSV_NAME, results.REPORT_NAME,
-                                                    "time_per_sample.png", "peak_memory.png"])
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [results.JSON_NAME, results.CSV_NAME, results.REPORT_NAME, "time_per_sample.png", "peak_memory.png"]
+    )
 
 
 def test_a_signal_right_after_a_points_write_keeps_that_point(tmp_path, monkeypatch, capsys):
@@ -201,12 +227,17 @@ def test_a_signal_right_after_a_points_write_keeps_that_point(tmp_path, monkeypa
     assert "interrupted by SIGTERM: 1 points kept" in capsys.readouterr().err
 
 
-
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_ends_the_run_with_a_final_consistent_write(tmp_path, signum, code):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    child = subprocess.Popen([sys.executable, "-m", "benchmarks", *SMALL, "--out", str(tmp_path)], cwd=ROOT, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks", *SMALL, "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and child.poll() is None:
         try:
@@ -227,8 +258,9 @@ def test_a_signal_ends_the_run_with_a_final_consistent_write(tmp_path, signum, c
     report = (tmp_path / results.REPORT_NAME).read_text()
     assert f"after {len(points)} points" in report
     statuses = [(p["quantity"], p["engine"], p["status"], p.get("reason", "")) for p in points]
-    assert sorted(os.listdir(tmp_path)) == sorted([results.JSON_NAME, results.CSV_NAME, results.REPORT_NAME,
-                                                    "time_per_sample.png", "peak_memory.png"]), (statuses, report, err)
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [results.JSON_NAME, results.CSV_NAME, results.REPORT_NAME, "time_per_sample.png", "peak_memory.png"]
+    ), (statuses, report, err)
 
 
 # ---- faults: many runs at once, a full disk, a kill in the middle of a write ------------------------------------
@@ -275,8 +307,9 @@ def test_of_many_runs_taking_a_stale_lock_at_once_exactly_one_gets_it(tmp_path):
     driver.write_text(RACE.format(root=ROOT))
     folder = tmp_path / "out"
     folder.mkdir()
-    done = subprocess.run([sys.executable, str(driver), str(folder), "8", "20"], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(driver), str(folder), "8", "20"], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1"] * 20
 
@@ -297,8 +330,9 @@ def _temporaries(folder):
 
 
 @pytest.mark.parametrize("failing_write, json_points, csv_points", [(7, 3, 3), (8, 4, 3)])
-def test_a_full_disk_ends_the_run_with_one_line_saying_what_was_saved(tmp_path, monkeypatch, capsys, failing_write,
-                                                                       json_points, csv_points):
+def test_a_full_disk_ends_the_run_with_one_line_saying_what_was_saved(
+    tmp_path, monkeypatch, capsys, failing_write, json_points, csv_points
+):
     """The 7th file write (the 4th point's results.json) or the 8th (its results.csv) finds the disk full."""
     from benchmarks import __main__ as run
 
@@ -315,11 +349,15 @@ def test_a_full_disk_ends_the_run_with_one_line_saying_what_was_saved(tmp_path, 
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
     failed = results.JSON_NAME if failing_write % 2 else results.CSV_NAME
-    held = (f"results.json and results.csv with {json_points} points" if json_points == csv_points else
-            f"results.json with {json_points} points, results.csv with {csv_points} points")
+    held = (
+        f"results.json and results.csv with {json_points} points"
+        if json_points == csv_points
+        else f"results.json with {json_points} points, results.csv with {csv_points} points"
+    )
     assert err.strip().splitlines()[-1] == (
         f"error: could not write {tmp_path / failed}: No space left on device; saved in {tmp_path}: {held}, as of "
-        "their last complete write; free some space, then run again with --resume to continue")
+        "their last complete write; free some space, then run again with --resume to continue"
+    )
     assert len(json.loads((tmp_path / results.JSON_NAME).read_text())["points"]) == json_points
     assert len(list(csv.DictReader(open(tmp_path / results.CSV_NAME)))) == csv_points
     assert _temporaries(tmp_path) == [] and not (tmp_path / outdir.LOCK_NAME).exists()
@@ -337,15 +375,24 @@ def test_a_really_full_disk_a_tiny_tmpfs(tmp_path):
         pytest.skip("needs unshare (util-linux) to mount a small tmpfs")
     mount = tmp_path / "small"
     mount.mkdir()
-    count = ("import json, os, sys; d = sys.argv[1]; j = os.path.join(d, 'results.json'); "
-             "print(json.dumps({'files': sorted(os.listdir(d)), 'points': len(json.load(open(j))['points']) "
-             "if os.path.exists(j) else 0}))")
-    script = (f"mount -t tmpfs -o size=48k tmpfs {mount} || exit 77\n"
-              f"PYTHONPATH={ROOT} {sys.executable} -m benchmarks {' '.join(SMALL)} --out {mount} "
-              f">{tmp_path}/out.txt 2>{tmp_path}/err.txt; echo $? >{tmp_path}/rc\n"
-              f"{sys.executable} -c \"{count}\" {mount} >{tmp_path}/disk.json\n")
-    done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    count = (
+        "import json, os, sys; d = sys.argv[1]; j = os.path.join(d, 'results.json'); "
+        "print(json.dumps({'files': sorted(os.listdir(d)), 'points': len(json.load(open(j))['points']) "
+        "if os.path.exists(j) else 0}))"
+    )
+    script = (
+        f"mount -t tmpfs -o size=48k tmpfs {mount} || exit 77\n"
+        f"PYTHONPATH={ROOT} {sys.executable} -m benchmarks {' '.join(SMALL)} --out {mount} "
+        f">{tmp_path}/out.txt 2>{tmp_path}/err.txt; echo $? >{tmp_path}/rc\n"
+        f'{sys.executable} -c "{count}" {mount} >{tmp_path}/disk.json\n'
+    )
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if done.returncode != 0 or not (tmp_path / "rc").exists():
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()[-200:]}")
     err = (tmp_path / "err.txt").read_text()
@@ -379,8 +426,13 @@ def test_a_kill_inside_the_csv_write_leaves_a_temporary_file_that_resume_removes
     driver = tmp_path / "killed.py"
     driver.write_text(KILLED_IN_CSV_WRITE.format(root=ROOT))
     out = tmp_path / "out"
-    killed = subprocess.run([sys.executable, str(driver), *SMALL, "--quantities", "forward", "--out", str(out)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=240)
+    killed = subprocess.run(
+        [sys.executable, str(driver), *SMALL, "--quantities", "forward", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     left = _temporaries(out)
     assert len(left) == 1 and left[0].endswith(results.CSV_NAME)

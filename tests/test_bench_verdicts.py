@@ -1,6 +1,7 @@
 """Honest benchmark verdicts: ratios as the median of interleaved pairs with their spread, outlier sweep points measured
 again before a fit, a summary line and exit code 3 when a target is missed, the dtype in every text header, and a
 progress estimate learned from the work done. Fake clocks and synthetic timings: nothing here asserts a speed."""
+
 import io
 import json
 import os
@@ -32,6 +33,7 @@ class FakeClock:
         def run():
             self.now += durations[state["n"] % len(durations)]
             state["n"] += 1
+
         run.state = state
         return run
 
@@ -44,8 +46,9 @@ def test_pairs_interleave_and_alternate_which_call_goes_first():
     def logged(name, call):
         return lambda: (order.append(name), call())
 
-    out = timing.time_pairs(logged("a", a), logged("b", b), first=[2.0, 1.0], min_repeat_s=0.5, budget_s=None,
-                            clock=clock)
+    out = timing.time_pairs(
+        logged("a", a), logged("b", b), first=[2.0, 1.0], min_repeat_s=0.5, budget_s=None, clock=clock
+    )
     assert out["pairs"] == 5 and out["ratios"] == [2.0] * 5
     assert out["ratio"] == out["ratio_q1"] == out["ratio_q3"] == 2.0
     assert out["a"]["median"] == 2.0 and out["b"]["median"] == 1.0 and out["a"]["number"] == 1
@@ -75,11 +78,13 @@ def test_one_slow_moment_does_not_move_the_ratio():
 def test_more_pairs_while_the_spread_is_large_and_the_time_allows():
     clock = FakeClock()
     noisy = clock.call([1.0, 3.0, 0.5, 2.0])  # the pairs' ratios spread widely forever
-    out = timing.time_pairs(noisy, clock.call([1.0]), first=[1.0, 1.0], min_repeat_s=0.5, max_pairs=12,
-                            budget_s=1e9, clock=clock)
+    out = timing.time_pairs(
+        noisy, clock.call([1.0]), first=[1.0, 1.0], min_repeat_s=0.5, max_pairs=12, budget_s=1e9, clock=clock
+    )
     assert out["pairs"] == 12
-    out = timing.time_pairs(noisy, clock.call([1.0]), first=[1.0, 1.0], min_repeat_s=0.5, max_pairs=12,
-                            budget_s=15.0, clock=clock)  # each pair takes about 2.6 s: the budget ends it
+    out = timing.time_pairs(
+        noisy, clock.call([1.0]), first=[1.0, 1.0], min_repeat_s=0.5, max_pairs=12, budget_s=15.0, clock=clock
+    )  # each pair takes about 2.6 s: the budget ends it
     assert 5 <= out["pairs"] < 12
     steady = clock.call([1.0])
     out = timing.time_pairs(steady, clock.call([1.0]), first=[1.0, 1.0], min_repeat_s=0.5, budget_s=1e9, clock=clock)
@@ -87,10 +92,21 @@ def test_more_pairs_while_the_spread_is_large_and_the_time_allows():
 
 
 def _result(name, ratio, bound, q1=None, q3=None, dtype="float64"):
-    return ratios.Result(name, "jax.jit(jax.grad)", 1e-3, 1e-3, 1e-3, 1e-3, ratio, bound,
-                         None if bound is None else (ratio is not None and ratio <= bound),
-                         ratio_q1=q1 if q1 is not None else ratio, ratio_q3=q3 if q3 is not None else ratio,
-                         pairs=5, dtype=dtype)
+    return ratios.Result(
+        name,
+        "jax.jit(jax.grad)",
+        1e-3,
+        1e-3,
+        1e-3,
+        1e-3,
+        ratio,
+        bound,
+        None if bound is None else (ratio is not None and ratio <= bound),
+        ratio_q1=q1 if q1 is not None else ratio,
+        ratio_q3=q3 if q3 is not None else ratio,
+        pairs=5,
+        dtype=dtype,
+    )
 
 
 def test_the_table_prints_the_spread_the_dtype_and_a_close_call():
@@ -105,22 +121,30 @@ def test_the_table_prints_the_spread_the_dtype_and_a_close_call():
 
 
 def test_the_verdict_line_counts_and_names_the_rows_that_miss():
-    measured = [_result("a", 0.5, 1.0), _result("b", 3.0, 2.0), _result("c", None, 2.0),
-                _result("d", 9.0, None)]  # d has no target
+    measured = [
+        _result("a", 0.5, 1.0),
+        _result("b", 3.0, 2.0),
+        _result("c", None, 2.0),
+        _result("d", 9.0, None),
+    ]  # d has no target
     assert ratios.verdict_line(measured) == (
         "2 of 3 ratio rows miss their target: b against jax.jit(jax.grad) (3.00, target <= 2.0x); "
-        "c against jax.jit(jax.grad) (not measured, target <= 2.0x)")
+        "c against jax.jit(jax.grad) (not measured, target <= 2.0x)"
+    )
     assert ratios.verdict_line(measured[:1] + measured[3:]) == "all 1 ratio rows meet their target"
     just_over = [_result("e", 0.2047, 0.2)]  # two decimals would print the target itself
-    assert ratios.verdict_line(just_over).startswith("1 of 1 ratio rows miss their target: e against jax.jit(jax.grad) "
-                                                     "(0.2047, target <= 0.20 (5x faster))")
+    assert ratios.verdict_line(just_over).startswith(
+        "1 of 1 ratio rows miss their target: e against jax.jit(jax.grad) (0.2047, target <= 0.20 (5x faster))"
+    )
 
 
-@pytest.mark.parametrize("measured, code", [([_result("a", 0.5, 1.0)], 0),
-                                            ([_result("a", 0.5, 1.0), _result("b", 3.0, 2.0)], 3)])
+@pytest.mark.parametrize(
+    "measured, code", [([_result("a", 0.5, 1.0)], 0), ([_result("a", 0.5, 1.0), _result("b", 3.0, 2.0)], 3)]
+)
 def test_ratios_exits_3_when_a_row_misses(monkeypatch, capsys, measured, code):
-    monkeypatch.setattr(ratios, "run", lambda **kwargs: (measured, {"dtype": "float64", "threads": 1, "pools": "x",
-                                                                    "timing": "pairs"}))
+    monkeypatch.setattr(
+        ratios, "run", lambda **kwargs: (measured, {"dtype": "float64", "threads": 1, "pools": "x", "timing": "pairs"})
+    )
     assert ratios.main([]) == code == (ratios.EXIT_TARGET_MISSED if code else 0)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("1 of 2 ratio rows miss" if code else "all 1 ratio rows meet")
@@ -128,8 +152,9 @@ def test_ratios_exits_3_when_a_row_misses(monkeypatch, capsys, measured, code):
 
 @pytest.mark.parametrize("module", ["benchmarks", "benchmarks.ratios"])
 def test_help_documents_the_exit_codes(module):
-    done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     text = " ".join(done.stdout.split())
     assert done.returncode == 0 and "exit codes: 0 " in text and "; 3 a " in text and "its target" in text
 
@@ -138,9 +163,15 @@ def test_the_main_run_says_which_targets_missed_and_exits_3(tmp_path, monkeypatc
     from benchmarks import __main__ as run
 
     measured = [_result("a", 0.5, 1.0), _result("b", 3.0, 2.0)]
-    monkeypatch.setattr(run, "ratio_phase", lambda args, threads: (
-        ratios.as_records(measured), ratios.format_table(measured, {"dtype": "float64", "threads": 1, "timing": "x"}),
-        ratios.verdict_line(measured)))
+    monkeypatch.setattr(
+        run,
+        "ratio_phase",
+        lambda args, threads: (
+            ratios.as_records(measured),
+            ratios.format_table(measured, {"dtype": "float64", "threads": 1, "timing": "x"}),
+            ratios.verdict_line(measured),
+        ),
+    )
     code = run.main(["--quick", "--backend", "manual", "--no-peers", "--quantities", "forward", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == run.EXIT_TARGET_MISSED == 3
@@ -150,10 +181,26 @@ def test_the_main_run_says_which_targets_missed_and_exits_3(tmp_path, monkeypatc
 
 
 def test_gpu_rows_that_miss_are_counted_and_unjudged_ones_named():
-    records = [{"row": "block, width 128", "time_met": False, "time_ratio": 1.3, "time_target": 1.0,
-                "peak_met": True, "peak_ratio": 1.0, "peak_target": 1.05},
-               {"row": "gradient, width 1024", "time_met": None, "time_ratio": None, "time_target": 1.5,
-                "peak_met": None, "peak_ratio": None, "peak_target": None}]
+    records = [
+        {
+            "row": "block, width 128",
+            "time_met": False,
+            "time_ratio": 1.3,
+            "time_target": 1.0,
+            "peak_met": True,
+            "peak_ratio": 1.0,
+            "peak_target": 1.05,
+        },
+        {
+            "row": "gradient, width 1024",
+            "time_met": None,
+            "time_ratio": None,
+            "time_target": 1.5,
+            "peak_met": None,
+            "peak_ratio": None,
+            "peak_target": None,
+        },
+    ]
     from benchmarks.__main__ import verdict_lines
 
     lines, missed = verdict_lines(None, None, records)
@@ -187,9 +234,20 @@ def test_an_outlier_is_a_point_more_than_3x_off_its_neighbours_trend():
 
 def _points(times, engine="manual", quantity="hvp", sweep_name="width"):
     sizes = [10, 40, 160, 640, 2560]
-    return [{"key": f"{sweep_name}|{s}|{quantity}|{engine}", "status": "ok", "engine": engine, "quantity": quantity,
-             "sweep": sweep_name, "n_params": s, "batch": 1, "time_per_sample_s": t, "time_median_s": t}
-            for s, t in zip(sizes, times)]
+    return [
+        {
+            "key": f"{sweep_name}|{s}|{quantity}|{engine}",
+            "status": "ok",
+            "engine": engine,
+            "quantity": quantity,
+            "sweep": sweep_name,
+            "n_params": s,
+            "batch": 1,
+            "time_per_sample_s": t,
+            "time_median_s": t,
+        }
+        for s, t in zip(sizes, times)
+    ]
 
 
 class FakeRunner:
@@ -203,8 +261,12 @@ class FakeRunner:
     def remeasure(self, point, trend, off):
         self.calls.append(point["n_params"])
         t = self.again(point)
-        first = {"time_per_sample_s": point["time_per_sample_s"], "time_median_s": point["time_median_s"],
-                 "trend_per_sample_s": trend, "off_by": off}
+        first = {
+            "time_per_sample_s": point["time_per_sample_s"],
+            "time_median_s": point["time_median_s"],
+            "trend_per_sample_s": trend,
+            "off_by": off,
+        }
         return dict(point, time_per_sample_s=t, time_median_s=t, remeasured=first)
 
 
@@ -285,8 +347,9 @@ def test_the_estimate_replayed_on_the_baseline_is_never_3x_off():
     within 3x of the real total (the first estimate said 3 min 31 s for a 68 s sweep before)."""
     groups = _baseline_groups()
     total = sum(seconds for _, seconds, _ in groups)
-    estimate = progress.SeriesEstimate([(key, size, n) for (key, size), _, n in groups],
-                                       lambda key: report.expected_slope(key[1], key[0]))
+    estimate = progress.SeriesEstimate(
+        [(key, size, n) for (key, size), _, n in groups], lambda key: report.expected_slope(key[1], key[0])
+    )
     assert estimate.left() is None  # nothing learned yet: no estimate rather than a guess
     elapsed, shown = 0.0, []
     for index, (_, seconds, _) in enumerate(groups):
@@ -326,8 +389,10 @@ def test_the_bar_ticks_while_nothing_finishes():
     for now in (0.0, 3.0, 6.0):
         clock.now = now
         deadline = time.monotonic() + 5
-        while not any(f"about 0:{10 - int(now):02d} left" in t for t in out.getvalue().split("\r")) \
-                and time.monotonic() < deadline:
+        while (
+            not any(f"about 0:{10 - int(now):02d} left" in t for t in out.getvalue().split("\r"))
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.01)
         seen |= {f"0:{10 - int(now):02d}" for t in out.getvalue().split("\r") if f"about 0:{10 - int(now):02d}" in t}
     bar.close()

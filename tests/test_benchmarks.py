@@ -2,6 +2,7 @@
 
 These tests assert numbers and file contents, never timings.
 """
+
 import csv
 import json
 import math
@@ -92,8 +93,9 @@ def _provides(name, quantity):
 @pytest.mark.parametrize("quantity", plan.MLP_QUANTITIES)
 def test_default_width_sweep_spans_two_decades_per_quantity(quantity):
     engines = ["manual", "torch", "jax"]
-    items = plan.plan(engines, quick=False, quantities=(quantity,), peers=("backpack", "curvlinops"),
-                      provides=_provides)
+    items = plan.plan(
+        engines, quick=False, quantities=(quantity,), peers=("backpack", "curvlinops"), provides=_provides
+    )
     measuring = {name for s, v, q, names in items for name in names}
     assert "manual" in measuring
     for engine in measuring:
@@ -162,6 +164,7 @@ class CountingEngine(types.SimpleNamespace):
                 raise RuntimeError("engine exploded")
             out = function(*args)
             return out * 1.01 if wrong else out
+
         return call
 
 
@@ -219,7 +222,9 @@ def test_a_failing_engine_is_recorded_and_the_sweep_goes_on(tmp_path):
         assert "disagreement: relative error 0.0099" in status["forward", "manual", width][1]
         # torch's gradient raises: recorded with the exception and where it was raised.
         assert status["gradient", "torch", width][0] == "failed"
-        assert status["gradient", "torch", width][1].startswith("engine error: RuntimeError: engine exploded (test_benchmarks.py:")
+        assert status["gradient", "torch", width][1].startswith(
+            "engine error: RuntimeError: engine exploded (test_benchmarks.py:"
+        )
         assert status["gradient", "manual", width][0] == "ok"
         assert status["per_sample_gradients", "manual", width][0] == "ok"
         assert status["per_sample_gradients", "torch", width][0] == "ok"
@@ -259,24 +264,38 @@ def test_a_series_over_the_per_call_budget_skips_its_larger_sizes(tmp_path):
     runner.settings["max_call_s"] = 1e-12  # every call is over it
     points = sweep.run(tiny_plan(["gradient"], ["manual"]), runner)
     assert [(p["width"], p["status"]) for p in points] == [(3, "ok"), (5, "skipped")]
-    assert points[1]["reason"].startswith("skipped: a smaller point took") and "--max-call-seconds" in points[1]["reason"]
+    assert (
+        points[1]["reason"].startswith("skipped: a smaller point took") and "--max-call-seconds" in points[1]["reason"]
+    )
 
 
 # ---- the printed table and ratios --------------------------------------------------------------------
 def test_slope_table_and_ratios_from_points():
     sizes = (100, 1000, 10000, 100000, 1000000, 10000000)
     points = [
-        {"status": "ok", "engine": e, "quantity": q, "sweep": "width", "n_params": n, "time_per_sample_s": c * n**k,
-         "time_median_s": c * n**k}
-        for e, c in (("manual", 1e-9), ("jax", 2e-9)) for q, k in (("gradient", 1), ("hvp", 1), ("hessian", 2))
+        {
+            "status": "ok",
+            "engine": e,
+            "quantity": q,
+            "sweep": "width",
+            "n_params": n,
+            "time_per_sample_s": c * n**k,
+            "time_median_s": c * n**k,
+        }
+        for e, c in (("manual", 1e-9), ("jax", 2e-9))
+        for q, k in (("gradient", 1), ("hvp", 1), ("hessian", 2))
         for n in sizes
     ]
     table = report.slope_table(points)
     # Exact power laws: the fit starts at the second size (the first taking 2x the smallest time), 5 points.
-    assert ("gradient                    manual      width      1.00         1  [1.00, 1.00]    1000-10000000      5"
-            in table)
-    assert ("hessian                     jax         width      2.00         2  [2.00, 2.00]    1000-10000000      5"
-            in table)
+    assert (
+        "gradient                    manual      width      1.00         1  [1.00, 1.00]    1000-10000000      5"
+        in table
+    )
+    assert (
+        "hessian                     jax         width      2.00         2  [2.00, 2.00]    1000-10000000      5"
+        in table
+    )
     assert "off their expectation" not in table
     ratios = dict((label, ratio) for label, _, ratio in report.sweep_ratios(points))
     assert ratios["hessian: manual time / jax time"] == pytest.approx(0.5)
@@ -288,8 +307,18 @@ def test_slope_table_fits_where_the_work_dominates_and_explains_a_low_slope():
     # 50 us of fixed cost per call plus 1e-10 s per parameter: flat, then linear.
     sizes = [10**k for k in range(2, 8)]
     times = [5e-5 + 1e-10 * n for n in sizes]
-    points = [{"status": "ok", "engine": "manual", "quantity": "forward", "sweep": "depth", "n_params": n,
-               "time_per_sample_s": t, "time_median_s": t} for n, t in zip(sizes, times)]
+    points = [
+        {
+            "status": "ok",
+            "engine": "manual",
+            "quantity": "forward",
+            "sweep": "depth",
+            "n_params": n,
+            "time_per_sample_s": t,
+            "time_median_s": t,
+        }
+        for n, t in zip(sizes, times)
+    ]
     table = report.slope_table(points)
     row = next(line for line in table.splitlines() if line.startswith("forward"))
     # 2x the smallest time (100 us) is first reached at |W| = 1e6: 1e6 and 1e7 qualify, fewer than 3 points, so the
@@ -335,8 +364,14 @@ def test_manual_points_of_a_gpu_run_are_measured_on_the_cpu_and_labelled_so(tmp_
 
 
 def test_cli_with_device_cuda_and_no_gpu_exits_with_the_reason(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--device", "cuda", "--quick", "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ, **NO_GPU_ENV))
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--device", "cuda", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, **NO_GPU_ENV),
+    )
     assert done.returncode == 2
     assert "error: no GPU found: --device cuda / XVAL_DEVICE=cuda was requested" in done.stderr
     assert os.listdir(tmp_path) == []
@@ -346,8 +381,14 @@ def test_cli_with_device_cuda_and_no_gpu_exits_with_the_reason(tmp_path):
 def test_quick_run_writes_json_csv_and_plots(tmp_path):
     out = tmp_path / "bench"
     env = dict(os.environ, XVAL_BACKEND="manual,torch,jax", XVAL_DEVICE="cpu")
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--no-peers", "--no-ratios", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--no-peers", "--no-ratios", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "fitted slope of log(time per sample) vs log(|W|)" in done.stdout
     document = json.loads((out / results.JSON_NAME).read_text())
@@ -395,9 +436,11 @@ def test_quick_run_writes_json_csv_and_plots(tmp_path):
     assert all(p["batch"] == 4 for p in batched) and all(p["batch"] == 1 for p in ok if p not in batched)
     assert psg and all(p["output_bytes"] == 4 * p["n_params"] * itemsize for p in psg)
     bounded = [p for p in ok if p["quantity"] in plan.MEMORY_BOUNDED]
-    assert bounded and all(p["memory_bound_bytes"] == p["n_params"] * p["batch"] * (10 if p["sweep"] == "channels"
-                                                                                    else p["width"]) * itemsize
-                           for p in bounded)
+    assert bounded and all(
+        p["memory_bound_bytes"]
+        == p["n_params"] * p["batch"] * (10 if p["sweep"] == "channels" else p["width"]) * itemsize
+        for p in bounded
+    )
     assert "peak memory against P N n_L entries" in done.stdout
     with open(out / results.CSV_NAME) as handle:
         rows = list(csv.DictReader(handle))
@@ -441,13 +484,17 @@ def test_on_two_threads_each_write_floor_is_also_timed_split_and_judged_by_no_ta
     assert np.array_equal(floor, np.multiply.outer(rng.standard_normal(6), rng.standard_normal(10)))
     row = ratios.Row("per_sample_gradients", (3, 4, 2), 6, {"write floor": 1e9}, 1)
     results_, settings = ratios.run(quick=True, threads=2, rows=[row], progress=False)
-    assert [(r.peer, r.bound, r.passed) for r in results_] == [("numpy writing the output", 1e9, True),
-                                                               ("the same on 2 threads", None, None)]
+    assert [(r.peer, r.bound, r.passed) for r in results_] == [
+        ("numpy writing the output", 1e9, True),
+        ("the same on 2 threads", None, None),
+    ]
     assert results_[1].pairs == 5 and results_[1].ratio_q1 <= results_[1].ratio <= results_[1].ratio_q3
     table = ratios.format_table(results_, settings)
     assert "none (for reference) -" in table and "rows split over 2 threads (no target)" in table
     assert ratios.verdict_line(results_) == "all 1 ratio rows meet their target"
-    assert [r.peer for r in ratios.run(quick=True, threads=1, rows=[row], progress=False)[0]] == ["numpy writing the output"]
+    assert [r.peer for r in ratios.run(quick=True, threads=1, rows=[row], progress=False)[0]] == [
+        "numpy writing the output"
+    ]
 
 
 def test_a_ratio_row_whose_peer_disagrees_fails_with_the_reason(monkeypatch):
@@ -464,8 +511,10 @@ def test_a_ratio_row_whose_peer_disagrees_fails_with_the_reason(monkeypatch):
     row = ratios.Row("forward", (3, 2), 1, {"jax": 2.0}, 1, jax="jax.jit(forward)")
     (result,) = ratios.run(quick=True, threads=1, rows=[row], progress=False)[0]
     assert not result.passed and result.ratio is None
-    assert result.note.startswith("not measured: AssertionError: jax.jit(forward) disagrees with manual before timing: "
-                                  "relative error 0.0099 > 1e-10")
+    assert result.note.startswith(
+        "not measured: AssertionError: jax.jit(forward) disagrees with manual before timing: "
+        "relative error 0.0099 > 1e-10"
+    )
 
 
 def test_memory_points_at_the_floor_and_dips_are_kept_off_the_line():

@@ -1,5 +1,6 @@
 """``python -m xval check`` and the engine registry: an engine written outside the suite, as a ``.py`` file, a module
 or an entry point, passes; the same engine with a planted error fails naming the quantity; usage errors exit 2."""
+
 import os
 import re
 import subprocess
@@ -15,9 +16,18 @@ from xval.contract import QUANTITIES
 from xval.errors import UnknownNameError
 
 PLANTED = os.path.join(ROOT, "examples", "engines", "planted_bug.py")
-STUDENT_HAS = ("forward", "loss", "gradient", "per_sample_gradients", "hvp")  # what examples/engines/student_backprop.py defines
-SOME_CASES = ["mlp-4x8x3-sigmoid-cross_entropy-onehot-N7", "mlp-3x6x6x2-softplus-cross_entropy-soft-N6",
-              "mlp-4x7x5x6x3-sigmoid+relu+softplus+tanh-mse-N5"]
+STUDENT_HAS = (
+    "forward",
+    "loss",
+    "gradient",
+    "per_sample_gradients",
+    "hvp",
+)  # what examples/engines/student_backprop.py defines
+SOME_CASES = [
+    "mlp-4x8x3-sigmoid-cross_entropy-onehot-N7",
+    "mlp-3x6x6x2-softplus-cross_entropy-soft-N6",
+    "mlp-4x7x5x6x3-sigmoid+relu+softplus+tanh-mse-N5",
+]
 
 
 def planted_copy(tmp_path, quantity, factor=1 + 1e-6):
@@ -39,7 +49,9 @@ def test_an_engine_file_with_its_own_derivatives_passes_the_whole_table():
     report = check.run_check(STUDENT, against=["manual"])
     assert report.ok and report.counts["fail"] == report.counts["error"] == 0
     assert report.counts["pass"] == len(CASES) * len(STUDENT_HAS)  # every case x each quantity the student wrote
-    assert {row.quantity for row in report.rows if row.status == "not implemented"} == set(QUANTITIES) - set(STUDENT_HAS)
+    assert {row.quantity for row in report.rows if row.status == "not implemented"} == set(QUANTITIES) - set(
+        STUDENT_HAS
+    )
     assert max(row.errors["manual"] for row in report.rows if row.status == "pass") < 1e-11
 
 
@@ -67,20 +79,23 @@ def test_the_command_prints_a_line_per_case_or_the_table_and_exits_0_or_1():
     lines = good.stdout.strip().splitlines()
     assert lines[0] == "check of engine student_backprop.py against manual, torch (float64)"
     assert [line for line in lines if line.startswith(("1/3 ", "2/3 ", "3/3 "))] == [
-        f"{i}/3 {case}: 5 passed" for i, case in enumerate(SOME_CASES, 1)]
+        f"{i}/3 {case}: 5 passed" for i, case in enumerate(SOME_CASES, 1)
+    ]
     missing = ", ".join(name for name in QUANTITIES if name not in STUDENT_HAS)
     assert lines[-1] == f"OK: 15 checks, 15 passed, 0 failed; not implemented (skipped): {missing}"
     table = run_cli("check", STUDENT, "--against", "manual,torch", "--cases", SOME_CASES[0], "--verbose")
     assert table.returncode == 0 and "vs manual" in table.stdout and "vs torch" in table.stdout
     assert re.search(r"\n  hvp +\d\.\de-\d\d +\d\.\de-\d\d  pass\n", table.stdout), table.stdout
-    bad = run_cli("check", PLANTED, "--against", "manual", "--cases", ",".join(SOME_CASES),
-                  "--quantities", "gradient,hvp")
+    bad = run_cli(
+        "check", PLANTED, "--against", "manual", "--cases", ",".join(SOME_CASES), "--quantities", "gradient,hvp"
+    )
     assert bad.returncode == 1
     assert bad.stdout.strip().splitlines()[-1] == "FAIL: 6 checks, 4 passed, 2 failed (hvp)"  # the two sigmoid cases
     assert "hvp on 2 of 3 cases: relative error up to" in bad.stdout
     assert re.search(r"worst: layer \d, [Wb]\[[\d, ]+\] = ", bad.stdout), bad.stdout  # named, not a flat index
-    verbose = run_cli("check", PLANTED, "--against", "manual", "--cases", SOME_CASES[0], "--quantities", "hvp",
-                      "--verbose")
+    verbose = run_cli(
+        "check", PLANTED, "--against", "manual", "--cases", SOME_CASES[0], "--quantities", "hvp", "--verbose"
+    )
     assert "hvp vs manual: relative error" in verbose.stdout
     assert re.search(r"layer \d, [Wb]\[[\d, ]+\] \(index \(\d+,\)\): ", verbose.stdout), verbose.stdout
 
@@ -99,17 +114,26 @@ def test_json_output(tmp_path):
     assert [row["quantity"] for row in payload["rows"]] == list(QUANTITIES)
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["check", "tensorflow"], "error: unknown engine 'tensorflow'"),
-    (["check", "no/such/engine.py"], "error: engine file 'no/such/engine.py' does not exist"),
-    (["check", "manual", "--quantities", "jacobian"], "error: --quantities names unknown quantity 'jacobian'; valid"),
-    (["check", "manual", "--cases", "mlp-1x1"], "error: unknown case 'mlp-1x1'; valid cases are:"),
-    (["check", "manual", "--against", "tensorflow"], "error: unknown engine 'tensorflow'"),
-    (["check", "manual", "--cases", ""], "error: no case selected (--cases is empty)"),
-    (["check", "manual", "--quantities", ""], "error: no quantity selected (--quantities is empty)"),
-    (["check", "manual", "--timeout", "0"], "--timeout: '0' is not a number of seconds > 0"),
-    (["check", "manual", "--json", "no/such/folder/report.json"], "error: --json no/such/folder/report.json: the folder"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["check", "tensorflow"], "error: unknown engine 'tensorflow'"),
+        (["check", "no/such/engine.py"], "error: engine file 'no/such/engine.py' does not exist"),
+        (
+            ["check", "manual", "--quantities", "jacobian"],
+            "error: --quantities names unknown quantity 'jacobian'; valid",
+        ),
+        (["check", "manual", "--cases", "mlp-1x1"], "error: unknown case 'mlp-1x1'; valid cases are:"),
+        (["check", "manual", "--against", "tensorflow"], "error: unknown engine 'tensorflow'"),
+        (["check", "manual", "--cases", ""], "error: no case selected (--cases is empty)"),
+        (["check", "manual", "--quantities", ""], "error: no quantity selected (--quantities is empty)"),
+        (["check", "manual", "--timeout", "0"], "--timeout: '0' is not a number of seconds > 0"),
+        (
+            ["check", "manual", "--json", "no/such/folder/report.json"],
+            "error: --json no/such/folder/report.json: the folder",
+        ),
+    ],
+)
 def test_usage_errors_exit_2_with_a_message(arguments, message):
     result = run_cli(*arguments)
     assert result.returncode == 2 and message in result.stderr, result.stderr
@@ -144,18 +168,28 @@ def test_engines_resolve_by_module_name_and_entry_point(tmp_path):
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mypkg\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[xval.engines]\nstudent = mypkg.engine\n")
-    code = ("from xval import engines; import sys; "
-            "a = engines.load('mypkg.engine'); b = engines.load('student'); "
-            "print(a is b, sorted(engines.available_names()))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+    code = (
+        "from xval import engines; import sys; "
+        "a = engines.load('mypkg.engine'); b = engines.load('student'); "
+        "print(a is b, sorted(engines.available_names()))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("True") and "'student'" in result.stdout
 
 
 def test_a_py_path_loads_once_and_unknown_names_list_the_forms():
     assert engines.load(STUDENT) is engines.load(os.path.relpath(STUDENT))
-    with pytest.raises(UnknownNameError, match=r"built-in or registered name \(.*manual.*\), an importable module name"):
+    with pytest.raises(
+        UnknownNameError, match=r"built-in or registered name \(.*manual.*\), an importable module name"
+    ):
         engines.load("no_such_engine_module")
 
 
@@ -163,8 +197,19 @@ def test_pytest_runs_the_comparisons_for_an_engine_named_by_its_file():
     """``XVAL_BACKEND=manual,path/to/engine.py python -m pytest`` compares that engine with manual; its missing
     quantities skip, and the planted bug fails."""
     env = {**os.environ, "XVAL_BACKEND": f"manual,{os.path.relpath(STUDENT, ROOT)}"}
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
-               os.path.join("tests", "test_comparisons.py"), "-k", "engine_matches_manual"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-n",
+        "0",
+        os.path.join("tests", "test_comparisons.py"),
+        "-k",
+        "engine_matches_manual",
+    ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stdout[-3000:]
     # each MLP case x the student's quantities passes; everything else skips (not implemented, or a network of

@@ -2,6 +2,7 @@
 reference computed is "not checked", exit 3 when nothing or not everything was compared), every ``XVAL_*`` setting
 checked before work, a line per case as it finishes, failing entries named in the network's terms, a diagnosis that
 says what the failures share, a short default report, and the dtype asked for by ``XVAL_DTYPE``."""
+
 import json
 import os
 import subprocess
@@ -44,7 +45,9 @@ def test_parameter_names_follow_the_contracts_layout():
     assert compare.parameter_name(net, 3, layer=1) == "layer 1, W[0, 3]"  # an index within layer 1's parameters
     assert [compare.parameter_name(net, i) for i in range(net.n_params)] == [
         f"layer {layer}, {name}[{', '.join(map(str, np.unravel_index(i, shape)))}]"
-        for layer, name, shape in compare.parameter_tensors(net) for i in range(int(np.prod(shape)))]
+        for layer, name, shape in compare.parameter_tensors(net)
+        for i in range(int(np.prod(shape)))
+    ]
     with pytest.raises(IndexError):
         compare.parameter_name(net, net.n_params)
 
@@ -62,15 +65,21 @@ def test_entries_of_each_quantity_are_named_by_sample_output_row_and_column():
 
 
 # ---- a verdict needs a comparison -------------------------------------------------------------------------------
-@pytest.mark.parametrize("quantity, poison", [
-    ("loss", "value = np.nan"),
-    ("gradient", "value = value.copy(); value[3] = np.nan"),
-    ("forward", "value = np.full_like(value, np.nan)"),
-    ("hvp", "value = value.copy(); value[0] = np.inf"),
-])
+@pytest.mark.parametrize(
+    "quantity, poison",
+    [
+        ("loss", "value = np.nan"),
+        ("gradient", "value = value.copy(); value[3] = np.nan"),
+        ("forward", "value = np.full_like(value, np.nan)"),
+        ("hvp", "value = value.copy(); value[0] = np.inf"),
+    ],
+)
 def test_a_nan_or_infinite_value_fails(tmp_path, quantity, poison):
     """On main an engine whose loss was NaN got "loss nan pass", exit 0."""
-    path = engine_file(tmp_path, "nan_engine.py", f"""
+    path = engine_file(
+        tmp_path,
+        "nan_engine.py",
+        f"""
         _exact = {quantity}
 
 
@@ -78,7 +87,9 @@ def test_a_nan_or_infinite_value_fails(tmp_path, quantity, poison):
             value = _exact(*args)
             {poison}
             return value
-        """, student=True)
+        """,
+        student=True,
+    )
     report = check.run_check(path, against=["manual"], quantities=[quantity], cases=[ONE_CASE])
     row = report.rows[0]
     assert row.status == "fail" and row.errors["manual"] == np.inf and report.exit_code == check.EXIT_FAIL
@@ -87,16 +98,24 @@ def test_a_nan_or_infinite_value_fails(tmp_path, quantity, poison):
 
 def test_a_row_no_reference_computed_is_not_checked_and_exits_3(tmp_path):
     """On main a Hessian of ones passed when every reference refused the call (shown as n/a, counted as a pass)."""
-    ones = engine_file(tmp_path, "ones.py", """
+    ones = engine_file(
+        tmp_path,
+        "ones.py",
+        """
         import numpy as np
 
         def hessian(net, X, Y):
             return np.ones((net.n_params, net.n_params))
-        """)
-    refuses = engine_file(tmp_path, "refuses.py", """
+        """,
+    )
+    refuses = engine_file(
+        tmp_path,
+        "refuses.py",
+        """
         def hessian(net, X, Y):
             raise MemoryError("too large for this reference")
-        """)
+        """,
+    )
     report = check.run_check(ones, against=[refuses], cases=[ONE_CASE])
     row = next(row for row in report.rows if row.quantity == "hessian")
     assert row.status == "not checked" and row.errors == {"refuses.py": None}
@@ -108,36 +127,49 @@ def test_a_row_no_reference_computed_is_not_checked_and_exits_3(tmp_path):
 
 
 def test_references_refused_by_the_memory_cap_leave_the_row_not_checked(tmp_path):
-    ones = engine_file(tmp_path, "ones.py", """
+    ones = engine_file(
+        tmp_path,
+        "ones.py",
+        """
         import numpy as np
 
         def hessian(net, X, Y):
             return np.ones((net.n_params, net.n_params))
-        """)
+        """,
+    )
     result = run_cli("check", ones, "--against", "manual,torch", "--cases", ONE_CASE, env={"XVAL_MAX_BYTES": "1e4"})
     assert result.returncode == 3, result.stdout + result.stderr
     assert "MemoryGuardError" in result.stdout and result.stdout.splitlines()[-1].startswith("NOT CHECKED:")
 
 
 def test_an_engine_with_none_of_the_requested_quantities_exits_3(tmp_path):
-    path = engine_file(tmp_path, "hessian_only.py", """
+    path = engine_file(
+        tmp_path,
+        "hessian_only.py",
+        """
         import numpy as np
 
         def hessian(net, X, Y):
             return np.zeros((net.n_params, net.n_params))
-        """)
+        """,
+    )
     result = run_cli("check", path, "--against", "manual", "--quantities", "gradient,hvp", "--cases", ONE_CASE)
     assert result.returncode == 3
-    assert result.stdout.splitlines()[-1] == ("NOT CHECKED: nothing was compared: hessian_only.py implements none of "
-                                              "the requested quantities (gradient, hvp); it implements: hessian")
+    assert result.stdout.splitlines()[-1] == (
+        "NOT CHECKED: nothing was compared: hessian_only.py implements none of "
+        "the requested quantities (gradient, hvp); it implements: hessian"
+    )
 
 
-@pytest.mark.parametrize("setting, message", [
-    ({"XVAL_DEVICE": "gpu"}, "XVAL_DEVICE='gpu' is not valid; use one of: auto, cpu, cuda"),
-    ({"XVAL_THREADS": "many"}, "XVAL_THREADS='many' is not valid"),
-    ({"XVAL_ARRAY": "tensorflow"}, "XVAL_ARRAY='tensorflow' is not valid"),
-    ({"XVAL_DTYPE": "float16"}, "XVAL_DTYPE='float16' is not valid"),
-])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"XVAL_DEVICE": "gpu"}, "XVAL_DEVICE='gpu' is not valid; use one of: auto, cpu, cuda"),
+        ({"XVAL_THREADS": "many"}, "XVAL_THREADS='many' is not valid"),
+        ({"XVAL_ARRAY": "tensorflow"}, "XVAL_ARRAY='tensorflow' is not valid"),
+        ({"XVAL_DTYPE": "float16"}, "XVAL_DTYPE='float16' is not valid"),
+    ],
+)
 def test_every_setting_is_checked_before_any_work(setting, message):
     """On main XVAL_DEVICE=gpu was not read by check: every reference became unavailable and a buggy engine passed."""
     result = run_cli("check", STUDENT, "--against", "manual", "--cases", ONE_CASE, env=setting)
@@ -148,9 +180,24 @@ def test_every_setting_is_checked_before_any_work(setting, message):
 def test_cuda_without_a_gpu_is_refused_by_check_and_by_pytest():
     result = run_cli("check", STUDENT, "--against", "manual", "--cases", ONE_CASE, env={"XVAL_DEVICE": "cuda"})
     assert result.returncode == 2 and "XVAL_DEVICE=cuda but neither torch nor jax sees a GPU" in result.stderr
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
-                            os.path.join("tests", "test_activations.py")], cwd=ROOT, capture_output=True, text=True,
-                           timeout=300, env={**os.environ, "XVAL_DEVICE": "cuda"})
+    tests = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-n",
+            "0",
+            os.path.join("tests", "test_activations.py"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "XVAL_DEVICE": "cuda"},
+    )
     assert tests.returncode == 4 and "neither torch nor jax sees a GPU" in tests.stderr, tests.stderr[-2000:]
 
 
@@ -187,8 +234,19 @@ def test_a_transposed_weight_gradient_gets_a_short_report_naming_layer_0_W(tmp_p
 def test_verbose_and_json_keep_every_entry(tmp_path):
     path = engine_file(tmp_path, "transposed.py", TRANSPOSED_WEIGHT_GRADIENT_BUG, student=True)
     target = tmp_path / "report.json"
-    result = run_cli("check", path, "--against", "manual", "--cases", ONE_CASE, "--quantities", "gradient,loss",
-                     "--verbose", "--json", str(target))
+    result = run_cli(
+        "check",
+        path,
+        "--against",
+        "manual",
+        "--cases",
+        ONE_CASE,
+        "--quantities",
+        "gradient,loss",
+        "--verbose",
+        "--json",
+        str(target),
+    )
     assert result.returncode == 1
     assert "gradient vs manual: relative error" in result.stdout and "(index (" in result.stdout
     payload = json.loads(target.read_text())
@@ -201,7 +259,10 @@ def test_verbose_and_json_keep_every_entry(tmp_path):
 
 # ---- streaming, and the dtype --------------------------------------------------------------------------------------
 def test_each_case_is_printed_as_it_finishes(tmp_path):
-    path = engine_file(tmp_path, "slow_loss.py", """
+    path = engine_file(
+        tmp_path,
+        "slow_loss.py",
+        """
         import time
 
         _exact_loss = loss
@@ -210,11 +271,29 @@ def test_each_case_is_printed_as_it_finishes(tmp_path):
         def loss(net, X, Y):
             time.sleep(2.0)
             return _exact_loss(net, X, Y)
-        """, student=True)
+        """,
+        student=True,
+    )
     three = [cases.case_id(case) for case in cases.CASES[:3]]
-    process = subprocess.Popen([sys.executable, "-m", "xval", "check", path, "--against", "manual", "--quantities",
-                                "loss", "--cases", ",".join(three)], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "xval",
+            "check",
+            path,
+            "--against",
+            "manual",
+            "--quantities",
+            "loss",
+            "--cases",
+            ",".join(three),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     arrivals = []
     for line in process.stdout:
         arrivals.append((time.monotonic(), line.rstrip("\n")))
@@ -242,13 +321,18 @@ def test_xval_dtype_is_honoured_and_an_explicit_dtype_wins():
 def test_a_disagreement_with_any_reference_is_judged_not_only_the_first(tmp_path):
     """The engine agrees with manual, not with a second reference that is off by 1e-6: the arbiter is asked, finds
     that reference wrong, and the row passes on its verdict (saying so); against the wrong reference alone it fails."""
-    wrong = engine_file(tmp_path, "wrong_reference.py", """
+    wrong = engine_file(
+        tmp_path,
+        "wrong_reference.py",
+        """
         _exact_gradient = gradient
 
 
         def gradient(*args):
             return _exact_gradient(*args) * (1 + 1e-6)
-        """, student=True)
+        """,
+        student=True,
+    )
     report = check.run_check(STUDENT, against=["manual", wrong], quantities=["gradient"], cases=[ONE_CASE])
     row = report.rows[0]
     assert row.status == "pass" and row.errors["wrong_reference.py"] > 1e-7 and row.errors["manual"] < 1e-12
@@ -257,11 +341,17 @@ def test_a_disagreement_with_any_reference_is_judged_not_only_the_first(tmp_path
 
 
 def test_a_reference_that_gave_no_value_is_named_even_when_the_others_decided(tmp_path):
-    refuses = engine_file(tmp_path, "refuses.py", """
+    refuses = engine_file(
+        tmp_path,
+        "refuses.py",
+        """
         def gradient(net, X, Y):
             raise MemoryError("too large for this reference")
-        """)
+        """,
+    )
     report = check.run_check(STUDENT, against=["manual", refuses], quantities=["gradient"], cases=[ONE_CASE])
     assert report.rows[0].status == "pass" and report.rows[0].errors["refuses.py"] is None
-    assert ("refuses.py gave no value on 1 of 1 compared rows (first: gradient on mlp-4x8x3-tanh-mse-N5: MemoryError: "
-            "too large for this reference)") in check.format_report(report)
+    assert (
+        "refuses.py gave no value on 1 of 1 compared rows (first: gradient on mlp-4x8x3-tanh-mse-N5: MemoryError: "
+        "too large for this reference)"
+    ) in check.format_report(report)

@@ -1,5 +1,6 @@
 """Problem 5: a stack of identity-activation layers equals one linear layer (``manual.collapse_linear``), in
 ``manual`` and in every selected reference engine."""
+
 import numpy as np
 import pytest
 
@@ -25,11 +26,15 @@ def test_collapsed_network_has_the_same_outputs_and_loss(stack):
     # the explicit formula: W = W_{L-1} ... W_0 and b = the network's output at x = 0
     product = np.linalg.multi_dot(net.weights[::-1]) if net.n_layers > 1 else net.weights[0]
     np.testing.assert_allclose(one.weights[0], product, rtol=1e-13, atol=1e-14)
-    np.testing.assert_allclose(one.biases[0], manual.forward(net, np.zeros((1, net.sizes[0])))[0], rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(
+        one.biases[0], manual.forward(net, np.zeros((1, net.sizes[0])))[0], rtol=1e-13, atol=1e-14
+    )
 
 
 @pytest.mark.parametrize("stack", STACKS, ids=case_id)
-def test_reference_computes_the_same_outputs_and_loss_for_the_collapsed_network(stack, engine, dtype, rtol, record_error):
+def test_reference_computes_the_same_outputs_and_loss_for_the_collapsed_network(
+    stack, engine, dtype, rtol, record_error
+):
     """The reference's own ``forward`` and ``loss`` of the collapsed network against its values for the original."""
     name, module = engine
     net, X, Y = make(stack, dtype)

@@ -3,6 +3,7 @@ of ``hessian_block``), and every engine agrees with the high-precision arbiter o
 The calls come from the contract table (``xval.contract``), so a new quantity is compared here as soon as it is in
 the table. A disagreement is judged by the arbiter: the failure names the wrong engine, and a difference below the
 rounding floor passes."""
+
 import numpy as np
 import pytest
 
@@ -16,11 +17,13 @@ from xval.contract import QUANTITIES
 
 def _noting_dtype(function, dtypes):
     """``function``, appending the dtype of each result it returns to ``dtypes``."""
+
     def noted(*arguments):
         value = function(*arguments)
         parts = value if isinstance(value, tuple) else (value,)  # kfac_factors: the pair (A, G)
         dtypes.extend(sorted({np.asarray(part).dtype for part in parts}, key=str))
         return value
+
     return noted
 
 
@@ -48,17 +51,24 @@ def test_engine_matches_manual(problem, quantity, engine, dtype, rtol, record_er
         dtypes, results = [], {}
         for module_name, module in (("manual", manual), (name, other.module)):
             try:
-                results[module_name] = guarded_call(_noting_dtype(call.function(module), dtypes), call.label,
-                                                    problem.net, call.arguments, call.shape, spec.parameters)
+                results[module_name] = guarded_call(
+                    _noting_dtype(call.function(module), dtypes),
+                    call.label,
+                    problem.net,
+                    call.arguments,
+                    call.shape,
+                    spec.parameters,
+                )
             except UnsupportedError as exc:
                 results[module_name] = exc
-        refusals = {module_name: result for module_name, result in results.items()
-                    if isinstance(result, UnsupportedError)}
+        refusals = {
+            module_name: result for module_name, result in results.items() if isinstance(result, UnsupportedError)
+        }
         if len(refusals) == 2:  # both decline (KFAC of a network whose layer is no Dense layer): nothing to compare
             refused.append(call.label)
             continue
         if refusals:
-            (who, why), = refusals.items()
+            ((who, why),) = refusals.items()
             if who != "manual" and name not in engines.BUILT_IN:
                 refused.append(call.label)  # an outside engine declined this call: not checked, not failed
                 continue
@@ -79,7 +89,9 @@ def test_mean_of_per_sample_gradients_is_gradient(case, rtol, record_error):
     case_name, net, X, Y = case
     rows = manual.per_sample_gradients(net, X, Y)
     assert rows.shape == (X.shape[0], net.n_params)
-    error = compare.assert_close(rows.mean(axis=0), manual.gradient(net, X, Y), rtol, f"mean per-sample gradient on {case_name}")
+    error = compare.assert_close(
+        rows.mean(axis=0), manual.gradient(net, X, Y), rtol, f"mean per-sample gradient on {case_name}"
+    )
     record_error("mean(per_sample) vs gradient", "manual", case_name, error)
 
 
@@ -89,7 +101,6 @@ def test_finite_difference_gradient(case, dtype, record_error):
     tol = compare.FINITE_DIFFERENCE_TOLERANCES[dtype]
     error = compare.assert_close(manual.gradient(net, X, Y), fd, tol, f"gradient vs finite differences on {case_name}")
     record_error("gradient vs finite differences", "fd", case_name, error)
-
 
 
 _TRUTHS = {}  # (case id, dtype) -> {call label: the arbiter's value, or its refusal}: one computation per process
@@ -136,7 +147,8 @@ def check_against_arbiter(problem, call, name, values, rtol, dtype, record_error
     if not error <= rtol:
         judged = verdict.judge(call, {name: values}, rtol, dtype)
         assert judged.decided and not judged.wrong, (
-            f"{call.label} {name} vs arbiter on {problem.name}: relative error {error:.3g} > {rtol:.1g}\n{judged.text()}")
+            f"{call.label} {name} vs arbiter on {problem.name}: relative error {error:.3g} > {rtol:.1g}\n{judged.text()}"
+        )
     record_error(call.quantity.name, name, problem.name, error, against="arbiter")
 
 
@@ -156,6 +168,7 @@ def test_manual_matches_arbiter(problem, dtype, rtol, record_error):
                 value = call.evaluate(manual)
             except UnsupportedError:  # declined by manual: the arbiter must decline too
                 assert isinstance(arbiter_truths(problem)[call.label], UnsupportedError), (
-                    f"{call.label} on {problem.name}: manual declines what the arbiter computes")
+                    f"{call.label} on {problem.name}: manual declines what the arbiter computes"
+                )
                 continue
             check_against_arbiter(problem, call, "manual", value, rtol, dtype, record_error)

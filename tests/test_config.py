@@ -1,4 +1,5 @@
 """The ``XVAL_*`` settings: defaults, valid values, and errors that name the valid ones."""
+
 import pytest
 
 from xval import config
@@ -15,7 +16,11 @@ def test_defaults():
 
 def test_valid_values():
     assert config.backends({"XVAL_BACKEND": " jax, manual ,jax"}) == ["jax", "manual"]
-    assert config.backends({"XVAL_BACKEND": "manual,mypkg.engine,path/to/engine.py"}) == ["manual", "mypkg.engine", "path/to/engine.py"]
+    assert config.backends({"XVAL_BACKEND": "manual,mypkg.engine,path/to/engine.py"}) == [
+        "manual",
+        "mypkg.engine",
+        "path/to/engine.py",
+    ]
     assert config.device({"XVAL_DEVICE": "CUDA"}) == "cuda"
     assert config.dtype({"XVAL_DTYPE": "float32"}) == "float32"
     assert config.max_bytes({"XVAL_MAX_BYTES": "2e9"}) == 2_000_000_000
@@ -25,17 +30,52 @@ def test_valid_values():
 @pytest.mark.parametrize(
     "name, value, function, message",
     [
-        ("XVAL_BACKEND", " , ", config.backends, "XVAL_BACKEND=',' names no engine; give a comma list of engines: built-in names (manual, torch, jax)"),
+        (
+            "XVAL_BACKEND",
+            " , ",
+            config.backends,
+            "XVAL_BACKEND=',' names no engine; give a comma list of engines: built-in names (manual, torch, jax)",
+        ),
         ("XVAL_DEVICE", "tpu", config.device, "XVAL_DEVICE='tpu' is not valid; use one of: auto, cpu, cuda"),
         ("XVAL_DTYPE", "float16", config.dtype, "XVAL_DTYPE='float16' is not valid; use one of: float64, float32"),
-        ("XVAL_THREADS", "0", config.threads, "XVAL_THREADS='0' is not valid; give a whole number of threads from 1 to 4096"),
-        ("XVAL_THREADS", "two", config.threads, "XVAL_THREADS='two' is not valid; give a whole number of threads from 1"),
-        ("XVAL_THREADS", "1_0", config.threads, "XVAL_THREADS='1_0' is not valid; give a whole number of threads from 1"),
+        (
+            "XVAL_THREADS",
+            "0",
+            config.threads,
+            "XVAL_THREADS='0' is not valid; give a whole number of threads from 1 to 4096",
+        ),
+        (
+            "XVAL_THREADS",
+            "two",
+            config.threads,
+            "XVAL_THREADS='two' is not valid; give a whole number of threads from 1",
+        ),
+        (
+            "XVAL_THREADS",
+            "1_0",
+            config.threads,
+            "XVAL_THREADS='1_0' is not valid; give a whole number of threads from 1",
+        ),
         ("XVAL_THREADS", "+2", config.threads, "XVAL_THREADS='+2' is not valid; give a whole number of threads from 1"),
-        ("XVAL_THREADS", "\u0663", config.threads, "is not valid; give a whole number of threads from 1 to 4096, in plain digits"),
+        (
+            "XVAL_THREADS",
+            "\u0663",
+            config.threads,
+            "is not valid; give a whole number of threads from 1 to 4096, in plain digits",
+        ),
         ("XVAL_THREADS", "9" * 400, config.threads, "is not valid; give a whole number of threads from 1 to 4096"),
-        ("XVAL_THREADS", "1000000", config.threads, "XVAL_THREADS='1000000' is not valid; give a whole number of threads from 1 to 4096"),
-        ("XVAL_MAX_BYTES", "lots", config.max_bytes, "XVAL_MAX_BYTES='lots' is not valid; give a positive number of bytes"),
+        (
+            "XVAL_THREADS",
+            "1000000",
+            config.threads,
+            "XVAL_THREADS='1000000' is not valid; give a whole number of threads from 1 to 4096",
+        ),
+        (
+            "XVAL_MAX_BYTES",
+            "lots",
+            config.max_bytes,
+            "XVAL_MAX_BYTES='lots' is not valid; give a positive number of bytes",
+        ),
         ("XVAL_MAX_BYTES", "-5", config.max_bytes, "XVAL_MAX_BYTES='-5' is not valid"),
     ],
 )

@@ -2,6 +2,7 @@
 library is skipped with its install line, ``check`` judges the pending curvature quantities, stochastic estimators
 are judged as statistics, a planted bug in an adapter is reported naming the quantity, and the committed matrix
 (docs/conformance.md, docs/conformance.json) is in step with the code (regenerated on a sample of cases)."""
+
 import json
 import math
 import os
@@ -62,10 +63,13 @@ def test_a_missing_library_is_refused_with_the_install_line(tmp_path):
     ``python -m xval check`` exits 2 with it."""
     require("opacus")
     env = {"PYTHONPATH": os.pathsep.join([blocked_library(tmp_path, "opacus"), ROOT])}
-    code = ("from xval import engines\ntry:\n    engines.load('opacus')\n"
-            "except Exception as exc:\n    print(type(exc).__name__, exc)")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, **env})
+    code = (
+        "from xval import engines\ntry:\n    engines.load('opacus')\n"
+        "except Exception as exc:\n    print(type(exc).__name__, exc)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, **env}
+    )
     assert result.stdout.startswith("EngineUnavailableError this adapter needs 'opacus'"), result.stderr
     assert "pip install --no-deps backpack-for-pytorch" in result.stdout
     cli = run_cli("check", "opacus", "--cases", ONE_CASE, env=env)
@@ -80,7 +84,15 @@ def test_check_judges_the_pending_quantities_a_library_implements():
     assert {"ggn", "ggn_block", "empirical_fisher", "kfac_factors", "kfac_block", "top_eigenvalues"} <= set(statuses)
     assert all(status == "pass" for name, status in statuses.items() if status != "not implemented")
     assert {name for name, status in statuses.items() if status == "pass"} >= {
-        "hvp", "hessian", "ggn", "ggn_block", "empirical_fisher", "kfac_factors", "kfac_block", "top_eigenvalues"}
+        "hvp",
+        "hessian",
+        "ggn",
+        "ggn_block",
+        "empirical_fisher",
+        "kfac_factors",
+        "kfac_block",
+        "top_eigenvalues",
+    }
     assert statuses["forward"] == "not implemented" and report.ok
 
 
@@ -144,11 +156,28 @@ def synthetic_matrix():
         entry("lib", "float64", "b", "mlp-tanh-mse", "ggn", "contract", "fail", 0.5, "manual", "ggn vs manual: 0.5"),
         entry("lib", "float64", "c", "mlp-relu-mse", "ggn", "contract", "unsupported", None, "", "no relu rule"),
         entry("lib", "float64", "a", "mlp-tanh-mse", "mc_ggn", "estimator", "pass", 1.2, "manual"),
-        entry("lib", "float64", "a", "mlp-tanh-mse", "kfac_block", "convention", "convention", None, "",
-              "weight and bias apart"),
+        entry(
+            "lib",
+            "float64",
+            "a",
+            "mlp-tanh-mse",
+            "kfac_block",
+            "convention",
+            "convention",
+            None,
+            "",
+            "weight and bias apart",
+        ),
     ]
-    return conformance.Matrix([conformance.Library("lib", "1.0")], ["float64"], ["arbiter", "manual"], families,
-                              entries, 16, {"float64": 1e-10})
+    return conformance.Matrix(
+        [conformance.Library("lib", "1.0")],
+        ["float64"],
+        ["arbiter", "manual"],
+        families,
+        entries,
+        16,
+        {"float64": 1e-10},
+    )
 
 
 def test_the_markdown_names_failures_refusals_and_conventions_with_notes(tmp_path):
@@ -223,8 +252,9 @@ def committed():
 
 def test_the_committed_markdown_is_written_from_the_committed_json():
     with open(MATRIX_MARKDOWN, encoding="utf-8") as handle:
-        assert handle.read() == conformance_report.markdown(committed()), \
+        assert handle.read() == conformance_report.markdown(committed()), (
             "docs/conformance.md and docs/conformance.json differ: regenerate both with python -m xval conformance"
+        )
 
 
 def test_every_failure_in_the_committed_matrix_is_a_finding():
@@ -232,10 +262,13 @@ def test_every_failure_in_the_committed_matrix_is_a_finding():
     field's libraries", that names it as ``matrix: library quantity``."""
     with open(FINDINGS, encoding="utf-8") as handle:
         findings = handle.read()
-    section = " ".join(findings[findings.index("## The field's libraries"):].split())
+    section = " ".join(findings[findings.index("## The field's libraries") :].split())
     failing = {(entry.library, entry.quantity) for entry in committed().entries if entry.status in ("fail", "error")}
-    missing = [f"{library} {quantity}" for library, quantity in sorted(failing)
-               if not re.search(rf"matrix: {re.escape(library)} {re.escape(quantity)}\b", section)]
+    missing = [
+        f"{library} {quantity}"
+        for library, quantity in sorted(failing)
+        if not re.search(rf"matrix: {re.escape(library)} {re.escape(quantity)}\b", section)
+    ]
     assert not missing, f"failures in docs/conformance.md with no finding in docs/findings.md: {missing}"
 
 
@@ -261,18 +294,28 @@ def test_the_committed_matrix_is_in_step_with_the_code(dtype, case):
     """Regenerate one case of the committed matrix for every installed library and compare statuses and orders of
     magnitude (``python -m xval conformance`` regenerates all of it)."""
     matrix = committed()
-    libraries = [library.name for library in matrix.checked() if library.name in engines.PEERS
-                 and installed(library.name)]
+    libraries = [
+        library.name for library in matrix.checked() if library.name in engines.PEERS and installed(library.name)
+    ]
     if not libraries:
         pytest.skip(f"no library of the matrix is installed; install them with: {INSTALL}")
     fresh = conformance.run(libraries, cases=[case], dtypes=[dtype], against=matrix.against, seeds=matrix.seeds)
-    old = {(e.library, e.quantity): e for e in matrix.entries if e.case == case and e.dtype == dtype
-           and e.library in libraries}
+    old = {
+        (e.library, e.quantity): e
+        for e in matrix.entries
+        if e.case == case and e.dtype == dtype and e.library in libraries
+    }
     new = {(e.library, e.quantity): e for e in fresh.entries}
     assert old, f"the committed matrix has no {case} in {dtype}: regenerate it with python -m xval conformance"
-    assert set(old) == set(new), (f"entries differ: only committed {sorted(set(old) - set(new))}, only now "
-                                  f"{sorted(set(new) - set(old))}; regenerate with python -m xval conformance")
-    differ = [f"{key}: committed {old[key].status} {old[key].error}, now {new[key].status} {new[key].error}"
-              for key in old if not _agree(old[key], new[key])]
-    assert not differ, "the matrix is out of step with the code (regenerate it with python -m xval conformance):\n" \
-        + "\n".join(differ)
+    assert set(old) == set(new), (
+        f"entries differ: only committed {sorted(set(old) - set(new))}, only now "
+        f"{sorted(set(new) - set(old))}; regenerate with python -m xval conformance"
+    )
+    differ = [
+        f"{key}: committed {old[key].status} {old[key].error}, now {new[key].status} {new[key].error}"
+        for key in old
+        if not _agree(old[key], new[key])
+    ]
+    assert not differ, (
+        "the matrix is out of step with the code (regenerate it with python -m xval conformance):\n" + "\n".join(differ)
+    )

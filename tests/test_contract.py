@@ -1,5 +1,6 @@
 """The contract is the one home of every per-quantity fact: every built-in engine implements every quantity it lists,
 and no other module keys a table by a quantity's name or branches on it (an AST scan)."""
+
 import ast
 import os
 
@@ -13,8 +14,13 @@ NAMES = (set(contract.QUANTITIES) | set(contract.PENDING) | {contract.FINITE_DIF
 ALL = {**contract.QUANTITIES, **contract.PENDING}
 # Where a quantity's name may key a table: the contract itself, the benchmarks' row tables (what a row or a sweep
 # measures is data about the row), and an engine's table of its own implementations.
-ALLOWED = {"xval/contract.py", "benchmarks/ratios.py", "benchmarks/gpu_rows.py", "benchmarks/plan.py",
-           "xval/arbiter/quantities.py"}
+ALLOWED = {
+    "xval/contract.py",
+    "benchmarks/ratios.py",
+    "benchmarks/gpu_rows.py",
+    "benchmarks/plan.py",
+    "xval/arbiter/quantities.py",
+}
 SCANNED = ("xval", "manual", "torch_ref", "jax_ref", "benchmarks")
 
 
@@ -63,9 +69,14 @@ def test_no_table_or_branch_is_keyed_by_a_quantity_name_outside_the_contract():
                 found = _keyed_by_name(ast.parse(open(path).read(), path))
                 if found:
                     offenders[relative] = found
-    assert not offenders, (f"quantity names keying tables or branches outside the contract: {offenders}; put the "
-                           "fact on the Quantity record in xval/contract.py and read it from there")
+    assert not offenders, (
+        f"quantity names keying tables or branches outside the contract: {offenders}; put the "
+        "fact on the Quantity record in xval/contract.py and read it from there"
+    )
 
 
 def test_the_scan_finds_a_table_keyed_by_a_quantity_name():
-    assert _keyed_by_name(ast.parse('SPEED = {"hessian": 2}\nif q == "gradient": pass')) == [(1, "hessian"), (2, "gradient")]
+    assert _keyed_by_name(ast.parse('SPEED = {"hessian": 2}\nif q == "gradient": pass')) == [
+        (1, "hessian"),
+        (2, "gradient"),
+    ]

@@ -2,14 +2,26 @@
 G v, the GGN's diagonal is ggn_diagonal, the trace is the diagonal's sum, the GGN is the Hessian for a network linear
 in its parameters with a convex loss, the exact Fisher of cross-entropy is the GGN, and the Hessian block minus the
 GGN block is the activations' second-derivative term of docs/hessian.md, computed here from its own recursion."""
+
 import numpy as np
 import pytest
 
 from tests.helpers import all_engine_names, load_engine
 from xval import Network, cases, compare, contract
 
-CURVATURE = ("ggn", "ggnvp", "ggn_block", "ggn_diagonal", "hessian_diagonal", "hessian_trace", "kfac_factors",
-             "kfac_block", "empirical_fisher", "output_jacobian", "top_eigenvalues")
+CURVATURE = (
+    "ggn",
+    "ggnvp",
+    "ggn_block",
+    "ggn_diagonal",
+    "hessian_diagonal",
+    "hessian_trace",
+    "kfac_factors",
+    "kfac_block",
+    "empirical_fisher",
+    "output_jacobian",
+    "top_eigenvalues",
+)
 
 
 def engine_with(name, quantities):
@@ -24,7 +36,11 @@ def mlp_problem(sizes, activation, loss, n, seed=0):
     net = Network.random(sizes, activation, loss, seed=seed)
     rng = np.random.default_rng(seed + 1)
     X = rng.standard_normal((n, sizes[0]))
-    Y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], n)] if loss == "cross_entropy" else rng.standard_normal((n, sizes[-1]))
+    Y = (
+        np.eye(sizes[-1])[rng.integers(0, sizes[-1], n)]
+        if loss == "cross_entropy"
+        else rng.standard_normal((n, sizes[-1]))
+    )
     return net, X, Y
 
 
@@ -88,7 +104,7 @@ def test_the_exact_fisher_of_cross_entropy_is_the_ggn(engine_name):
     fisher = np.zeros((net.n_params, net.n_params))
     for c in range(3):
         g = engine.per_sample_gradients(net, X, np.eye(3)[np.full(len(X), c)])  # (N, P)
-        fisher += (g * p[:, c:c + 1]).T @ g
+        fisher += (g * p[:, c : c + 1]).T @ g
     fisher /= len(X)
     assert compare.relative_error(fisher, engine.ggn(net, X, np.eye(3)[[0, 1, 2, 0, 1]])) < 1e-12
 
@@ -103,7 +119,9 @@ def _residual_blocks(net, X, Y):
         a.append(z[-1] @ w.T + c)
         z.append(np.tanh(a[-1]) if name == "tanh" else a[-1])
     slope = [1 - np.tanh(x) ** 2 if name == "tanh" else np.ones_like(x) for x, name in zip(a, net.activations)]
-    curve = [-2 * np.tanh(x) * s if name == "tanh" else np.zeros_like(x) for x, s, name in zip(a, slope, net.activations)]
+    curve = [
+        -2 * np.tanh(x) * s if name == "tanh" else np.zeros_like(x) for x, s, name in zip(a, slope, net.activations)
+    ]
     last = len(W) - 1
     delta = [None] * len(W)
     delta[last] = slope[last] * (z[-1] - Y)
@@ -114,7 +132,8 @@ def _residual_blocks(net, X, Y):
     for l in range(last - 1, -1, -1):
         inner = np.einsum("ji,njk,kl->nil", W[l + 1], R[l + 1], W[l + 1])
         R[l] = slope[l][:, :, None] * inner * slope[l][:, None, :] + np.stack(
-            [np.diag(v) for v in curve[l] * (delta[l + 1] @ W[l + 1])])
+            [np.diag(v) for v in curve[l] * (delta[l + 1] @ W[l + 1])]
+        )
     blocks = []
     for l in range(len(W)):
         n_out, n_in = W[l].shape
@@ -158,17 +177,18 @@ def test_every_curvature_quantity_is_in_the_contract():
 def test_a_planted_factor_two_in_one_curvature_quantity_fails_check_naming_it(tmp_path):
     from xval import check
 
-    source = '''
+    source = """
 import manual
 
 ggn_diagonal = manual.ggn_diagonal
 def hessian_diagonal(net, X, Y):
     return 2.0 * manual.hessian_diagonal(net, X, Y)
-'''
+"""
     path = tmp_path / "planted.py"
     path.write_text(source)
     some = [cases.case_id(case) for case in cases.CASES[:3]]
-    report = check.run_check(str(path), against=["torch", "jax"], cases=some,
-                             quantities=["ggn_diagonal", "hessian_diagonal"])
+    report = check.run_check(
+        str(path), against=["torch", "jax"], cases=some, quantities=["ggn_diagonal", "hessian_diagonal"]
+    )
     failed = {row.quantity for row in report.rows if row.status == "fail"}
     assert failed == {"hessian_diagonal"} and not report.ok

@@ -2,6 +2,7 @@
 files and code, by structure and tolerance when printed by a run: ``benchmarks.readme.drift``), every relative link
 resolves, the README stays short and says how an engine reads the network, and the examples degrade to a one-line
 note without an optional package. ``python -m benchmarks.readme`` regenerates every generated part."""
+
 import json
 import os
 import re
@@ -70,29 +71,40 @@ OK: 4 checks, 3 passed, 1 failed in 14 s (950 us per call)
 """
 
 
-@pytest.mark.parametrize("printed", [
-    DOCUMENTED.replace("2.7e-16", "3.0e-16").replace("5.6e-17", "2.8e-17"),  # rounding digits of another machine
-    DOCUMENTED.replace("0.0e+00     1.8e-16", "1.5e-16     0.0e+00"),  # an exact zero against rounding
-    DOCUMENTED.replace("  2.1e-16     2.7e-16", "  9.9e-15     3.1e-14"),  # still far under the rounding level
-    DOCUMENTED.replace("(7, 3)      1.2e-16", "(7, 3)   1.2e-16"),  # column widths that follow the numbers
-    DOCUMENTED.replace("0.0053127462181218055", "0.0053127462181218123"),  # rounding in a full-precision value
-    DOCUMENTED.replace("in 14 s (950 us", "in 110 s (1.2 ms"),  # measured times: any value, any unit of time
-])
+@pytest.mark.parametrize(
+    "printed",
+    [
+        DOCUMENTED.replace("2.7e-16", "3.0e-16").replace("5.6e-17", "2.8e-17"),  # rounding digits of another machine
+        DOCUMENTED.replace("0.0e+00     1.8e-16", "1.5e-16     0.0e+00"),  # an exact zero against rounding
+        DOCUMENTED.replace("  2.1e-16     2.7e-16", "  9.9e-15     3.1e-14"),  # still far under the rounding level
+        DOCUMENTED.replace("(7, 3)      1.2e-16", "(7, 3)   1.2e-16"),  # column widths that follow the numbers
+        DOCUMENTED.replace("0.0053127462181218055", "0.0053127462181218123"),  # rounding in a full-precision value
+        DOCUMENTED.replace("in 14 s (950 us", "in 110 s (1.2 ms"),  # measured times: any value, any unit of time
+    ],
+)
 def test_a_rounding_level_change_passes(printed):
     assert readme.drift(DOCUMENTED, printed) is None
 
 
-@pytest.mark.parametrize("printed, expected", [
-    (DOCUMENTED.replace("  loss              ()      0.0e+00     1.8e-16     1.8e-16  pass\n", ""),
-     "line 5 is no longer printed (1 line missing)"),
-    (DOCUMENTED.replace("2.7e-16", "1.2e-03"), "line 6, number 3 (2.7e-16 documented, 1.2e-03 printed now)"),
-    (DOCUMENTED.replace("(67,)     2.1e-16", "(68,)     2.1e-16"), "line 6, number 1 (67 documented, 68 printed now)"),
-    (DOCUMENTED.replace("5.6e-17  pass", "5.6e-17  FAIL"), "line 6 changed its words"),
-    (DOCUMENTED.replace("8.4e-02     8.4e-02", "9.7e-02     8.4e-02"), "line 7, number 2 (8.4e-02 documented"),
-    (DOCUMENTED.replace("at index (8,)", "at index (9,)"), "line 8, number 1 (8 documented, 9 printed now)"),
-    (DOCUMENTED.replace("OK: 4", "diagnosis: only sigmoid cases\nOK: 4"), "a new line is printed after line 8"),
-    (DOCUMENTED.replace("in 14 s", "in 14 checks"), "line 9 changed its words"),
-])
+@pytest.mark.parametrize(
+    "printed, expected",
+    [
+        (
+            DOCUMENTED.replace("  loss              ()      0.0e+00     1.8e-16     1.8e-16  pass\n", ""),
+            "line 5 is no longer printed (1 line missing)",
+        ),
+        (DOCUMENTED.replace("2.7e-16", "1.2e-03"), "line 6, number 3 (2.7e-16 documented, 1.2e-03 printed now)"),
+        (
+            DOCUMENTED.replace("(67,)     2.1e-16", "(68,)     2.1e-16"),
+            "line 6, number 1 (67 documented, 68 printed now)",
+        ),
+        (DOCUMENTED.replace("5.6e-17  pass", "5.6e-17  FAIL"), "line 6 changed its words"),
+        (DOCUMENTED.replace("8.4e-02     8.4e-02", "9.7e-02     8.4e-02"), "line 7, number 2 (8.4e-02 documented"),
+        (DOCUMENTED.replace("at index (8,)", "at index (9,)"), "line 8, number 1 (8 documented, 9 printed now)"),
+        (DOCUMENTED.replace("OK: 4", "diagnosis: only sigmoid cases\nOK: 4"), "a new line is printed after line 8"),
+        (DOCUMENTED.replace("in 14 s", "in 14 checks"), "line 9 changed its words"),
+    ],
+)
 def test_a_real_drift_fails_and_says_what_and_where(printed, expected):
     why = readme.drift(DOCUMENTED, printed)
     assert why is not None and why.startswith(expected), why
@@ -171,25 +183,51 @@ def test_the_link_check_finds_a_broken_link():
     assert "usage" in _anchors("# Usage\n") and "two-commands" in _anchors("## Two commands\n")
     assert "same-layer-block-g_l-kron-z_l-z_lt" in _anchors("## Same-layer block: `G_l (kron) z_l z_l^T`\n")
     assert "hessian-vector-products-pearlmutters-r-operator" in _anchors(
-        "## Hessian-vector products: Pearlmutter's R-operator\n")
+        "## Hessian-vector products: Pearlmutter's R-operator\n"
+    )
     assert "two-commands" not in _anchors("## Three commands\n")
 
 
 def test_the_readme_reads_in_five_minutes():
     text = _read("README.md")
     assert text.count("\n") <= 250
-    for command in ('pip install "torch==2.13.0" -e ".[test]" && python -m benchmarks\n',
-                    'pip install "torch==2.13.0" -e ".[test]" && python -m pytest -n auto\n'):
+    for command in (
+        'pip install "torch==2.13.0" -e ".[test]" && python -m benchmarks\n',
+        'pip install "torch==2.13.0" -e ".[test]" && python -m pytest -n auto\n',
+    ):
         assert f"```bash\n{command}```" in text
-    engine = text[text.index("## Check your engine"):text.index("<!-- generated: minimal-engine -->")]
-    for attribute in ("net.weights", "net.biases", "net.activations", "net.loss", "net.dtype", "net.sizes",
-                      "net.n_params", "parameter order"):
+    engine = text[text.index("## Check your engine") : text.index("<!-- generated: minimal-engine -->")]
+    for attribute in (
+        "net.weights",
+        "net.biases",
+        "net.activations",
+        "net.loss",
+        "net.dtype",
+        "net.sizes",
+        "net.n_params",
+        "parameter order",
+    ):
         assert attribute in engine
 
 
-@pytest.mark.parametrize("term", ["write floor", "ratio of mins", "staged call", "XLA plan", "rounding floor",
-                                  "arbiter", "case table", "per-sample gradients", "same-layer block",
-                                  "parameter order", "hvp", "relative error", "rounding level"])
+@pytest.mark.parametrize(
+    "term",
+    [
+        "write floor",
+        "ratio of mins",
+        "staged call",
+        "XLA plan",
+        "rounding floor",
+        "arbiter",
+        "case table",
+        "per-sample gradients",
+        "same-layer block",
+        "parameter order",
+        "hvp",
+        "relative error",
+        "rounding level",
+    ],
+)
 def test_the_glossary_defines_each_term(term):
     entry = re.search(rf"^### {re.escape(term)}\n\n(.+?)(?=\n### |\Z)", _read("docs", "glossary.md"), re.M | re.S)
     assert entry is not None and len(entry.group(1).split()) >= 15
@@ -201,8 +239,13 @@ CASES = "mlp-4x8x3-sigmoid-cross_entropy-onehot-N7,mlp-3x6x6x2-softplus-cross_en
 
 def check(engine, tmp_path):
     report = tmp_path / "report.json"
-    done = subprocess.run([sys.executable, "-m", "xval", "check", engine, "--cases", CASES, "--json", str(report)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "xval", "check", engine, "--cases", CASES, "--json", str(report)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return done, json.loads(report.read_text()) if report.exists() else None
 
 
@@ -232,14 +275,23 @@ def test_the_minimal_engine_with_its_weight_gradients_transposed_fails_the_check
 def run_example(script, blocked, tmp_path):
     (tmp_path / "sitecustomize.py").write_text(BLOCKER)
     env = dict(os.environ, XVAL_TEST_BLOCK=blocked, PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT]))
-    return subprocess.run([sys.executable, os.path.join("examples", script)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, os.path.join("examples", script)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
 
 
-@pytest.mark.parametrize("script, blocked, column, kept", [
-    ("compare_engines.py", "jax", "vs jax", "vs torch"),
-    ("weight_space_symmetry.py", "torch", " torch:", "manual:"),
-])
+@pytest.mark.parametrize(
+    "script, blocked, column, kept",
+    [
+        ("compare_engines.py", "jax", "vs jax", "vs torch"),
+        ("weight_space_symmetry.py", "torch", " torch:", "manual:"),
+    ],
+)
 def test_an_example_without_an_engine_prints_a_note_and_goes_on(script, blocked, column, kept, tmp_path):
     done = run_example(script, blocked, tmp_path)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
@@ -259,7 +311,7 @@ def test_the_readme_torch_snippet_runs_as_printed():
     text = _read("README.md")
     start = text.index("```python\n", text.index("## Bring your torch model")) + len("```python\n")
     namespace = {}
-    exec(text[start:text.index("```", start)], namespace)  # noqa: S102 - the README's own code
+    exec(text[start : text.index("```", start)], namespace)  # noqa: S102 - the README's own code
     assert namespace["H"].shape == (131, 131) and namespace["net"].activations == ("tanh", "identity")
     assert [type(m).__name__ for m in namespace["model_again"]] == ["Linear", "Tanh", "Linear"]
 
@@ -292,8 +344,15 @@ def test_the_gpu_prose_quotes_the_committed_gpu_files():
 
 def _ms_range(points, quantity, engine, skip=()):
     """``"lo-hi"`` in ms of an engine's width-sweep times (``skip``: widths quoted apart)."""
-    times = [p["time_median_s"] * 1e3 for p in points if p["sweep"] == "width" and p["quantity"] == quantity
-             and p["engine"] == engine and p["status"] == "ok" and p["width"] not in skip]
+    times = [
+        p["time_median_s"] * 1e3
+        for p in points
+        if p["sweep"] == "width"
+        and p["quantity"] == quantity
+        and p["engine"] == engine
+        and p["status"] == "ok"
+        and p["width"] not in skip
+    ]
     return f"{min(times):.2f}-{max(times):.2f} ms"
 
 
@@ -301,12 +360,17 @@ def test_the_gpu_timing_ranges_quoted_are_the_baselines():
     points = json.loads(_read("benchmarks", "baseline", "gpu", "results.json"))["points"]
     complexity = " ".join(_read("docs", "complexity.md").split())
     gpu_doc = " ".join(_read("docs", "gpu.md").split())
-    outlier = [p for p in points if p["sweep"] == "width" and p["quantity"] == "gradient" and p["engine"] == "manual"
-               and p["width"] == 512][0]["time_median_s"] * 1e3
+    outlier = [
+        p
+        for p in points
+        if p["sweep"] == "width" and p["quantity"] == "gradient" and p["engine"] == "manual" and p["width"] == 512
+    ][0]["time_median_s"] * 1e3
     manual_gradient = _ms_range(points, "gradient", "manual", skip=(512,))
     manual_hvp = _ms_range(points, "hvp", "manual")
-    assert (f"`manual`: {manual_gradient[:-3]} ms per gradient ({outlier:.2f} ms once, at width 512) and "
-            f"{manual_hvp[:-3]} ms per hvp") in complexity
+    assert (
+        f"`manual`: {manual_gradient[:-3]} ms per gradient ({outlier:.2f} ms once, at width 512) and "
+        f"{manual_hvp[:-3]} ms per hvp"
+    ) in complexity
     assert (f"{manual_gradient} for a gradient ({outlier:.2f} ms once) and {manual_hvp} for an hvp") in gpu_doc
     jax_gradient, jax_hvp = _ms_range(points, "gradient", "jax"), _ms_range(points, "hvp", "jax")
     assert f"jax: {jax_gradient[:-3]} ms per gradient and {jax_hvp[:-3]} ms per hvp" in complexity
@@ -323,7 +387,7 @@ def test_the_cpu_baseline_machine_quoted_is_the_recorded_one():
     machine = json.loads(_read("benchmarks", "baseline", "results.json"))["machine"]
     complexity = " ".join(_read("docs", "complexity.md").split())
     start = complexity.index("The committed CPU baseline is one real default run")
-    sentence = complexity[start:complexity.index("float64)", start)]
+    sentence = complexity[start : complexity.index("float64)", start)]
     kernels = {pool["architecture"] for pool in machine["blas_pools"] if pool.get("architecture")}
     assert machine["cpu_model"] in sentence and f"{machine['cpu_cores_logical']} cores" in sentence
     assert kernels and all(f"`{kernel}` kernel" in sentence for kernel in kernels)

@@ -1,6 +1,7 @@
 """Each finding of docs/findings.md, pinned: the upstream (torch / jax) behaviour it describes, the truth from an
 independent closed form in mpmath, and the arbiter's agreement with that truth. When torch or jax change, the
 test of that finding fails: update docs/findings.md (and the test) then."""
+
 import mpmath
 import numpy as np
 import pytest
@@ -24,8 +25,8 @@ def _mp(x):
 def torch_derivatives(function, x):
     """``(f'(x), f''(x))`` by torch.autograd (double backward), float64."""
     t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-    first, = torch.autograd.grad(function(t), t, create_graph=True)
-    second, = torch.autograd.grad(first, t)
+    (first,) = torch.autograd.grad(function(t), t, create_graph=True)
+    (second,) = torch.autograd.grad(first, t)
     return first.item(), second.item()
 
 
@@ -59,8 +60,9 @@ def test_softplus_hessian_is_nan_in_torch_below_minus_745():
     assert torch.func.hessian(torch.nn.functional.softplus)(torch.tensor(-800.0, dtype=torch.float64)).item() == 0.0
     with mpmath.workdps(40):
         assert float(mpmath.exp(-800) / (1 + mpmath.exp(-800)) ** 2) == 0.0  # below float64's smallest number
-    net = Network.from_arrays([np.array([[1.0]]), np.array([[1.0]])], [np.array([-800.0]), np.array([0.0])],
-                              ["softplus", "identity"], "mse")
+    net = Network.from_arrays(
+        [np.array([[1.0]]), np.array([[1.0]])], [np.array([-800.0]), np.array([0.0])], ["softplus", "identity"], "mse"
+    )
     X, Y = np.array([[0.5]]), np.array([[1.0]])
     torch_ref = pytest.importorskip("torch_ref")
     with pytest.raises(XvalError, match="hessian"):  # its NaN, caught by the suite's check of non-finite results
@@ -77,7 +79,9 @@ def test_softplus_curvature_is_zero_in_jax_and_torch_softplus_above_37():
         assert truth == expected
         assert jax_derivatives(jax.nn.softplus, x)[1] == 0.0, CHANGED
         assert torch_derivatives(torch.nn.functional.softplus, x)[1] == 0.0, CHANGED
-        assert torch_derivatives(lambda t: torch.logaddexp(t, torch.zeros_like(t)), x)[1] == pytest.approx(truth, rel=1e-15)
+        assert torch_derivatives(lambda t: torch.logaddexp(t, torch.zeros_like(t)), x)[1] == pytest.approx(
+            truth, rel=1e-15
+        )
     # in a network: residual r = 1e16 makes softplus'' * r visible next to softplus'^2 = 1
     b, r = 37.42994775023705, 1e16
     net = Network.from_arrays([np.array([[1.0]])], [np.array([b])], ["softplus"], "mse")

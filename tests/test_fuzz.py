@@ -1,6 +1,7 @@
 """Fuzzing: (public function x engine x malformed argument) ends in a documented error with a message, or a finite
 result equal to the valid input's result, and never changes its inputs. The catalogue is ``tests/malformed.py``;
 hypothesis draws from it and adds generated scalars (CI draws the same examples every run: see conftest)."""
+
 import math
 
 import numpy as np
@@ -34,14 +35,21 @@ def _call(engine_name, function, variant):
 def test_a_malformed_argument_gets_a_documented_error_or_the_same_result(data):
     engine_name = data.draw(st.sampled_from(ENGINES), label="engine")
     function = data.draw(st.sampled_from(sorted(malformed.SIGNATURES)), label="function")
-    variant = data.draw(st.sampled_from([v for v in malformed.VARIANTS if malformed.applicable(function, v)]),
-                        label="variant")
+    variant = data.draw(
+        st.sampled_from([v for v in malformed.VARIANTS if malformed.applicable(function, v)]), label="variant"
+    )
     thunk, equivalent, inputs = _call(engine_name, function, variant)
     assert_handled(thunk, variant.expect, equivalent, inputs)
 
 
-SCALARS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**70), 2**70), st.booleans(),
-                    st.none(), st.text(max_size=3), st.complex_numbers(max_magnitude=1e3))
+SCALARS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(2**70), 2**70),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+    st.complex_numbers(max_magnitude=1e3),
+)
 
 
 def _valid(name, value):
@@ -80,7 +88,9 @@ def test_training_settings_are_checked(engine_name, name, value):
 
 
 @FUZZ
-@given(engine_name=st.sampled_from(ENGINES), scale=st.floats(1e30, 1e308), dtype=st.sampled_from(["float32", "float64"]))
+@given(
+    engine_name=st.sampled_from(ENGINES), scale=st.floats(1e30, 1e308), dtype=st.sampled_from(["float32", "float64"])
+)
 def test_huge_inputs_give_a_documented_error_or_a_finite_result(engine_name, scale, dtype):
     arguments = malformed.valid_arguments(dtype)
     X = arguments["X"] * scale
@@ -89,7 +99,9 @@ def test_huge_inputs_give_a_documented_error_or_a_finite_result(engine_name, sca
     np.testing.assert_array_equal(X, copy)
 
 
-@pytest.mark.parametrize("label, thunk, expect", malformed.extra_calls(manual), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize(
+    "label, thunk, expect", malformed.extra_calls(manual), ids=lambda x: x if isinstance(x, str) else ""
+)
 def test_functions_outside_the_contract_check_their_arguments(label, thunk, expect):
     assert_handled(thunk, expect)
 

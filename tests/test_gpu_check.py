@@ -1,5 +1,6 @@
 """The parts of scripts/gpu_check.sh that run without a GPU: its arguments, its refusal on a machine without one
 (before writing anything), and its list of files (the benchmark's own outputs among them, at most 8)."""
+
 import os
 import shutil
 import subprocess
@@ -15,8 +16,14 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash
 
 
 def run(*arguments, env=None):
-    return subprocess.run(["bash", str(SCRIPT), *arguments], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, **(env or {})))
+    return subprocess.run(
+        ["bash", str(SCRIPT), *arguments],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, **(env or {})),
+    )
 
 
 def test_without_arguments_it_prints_its_usage_and_exits_2():
@@ -52,6 +59,11 @@ def test_without_a_gpu_it_refuses_before_writing_anything(tmp_path):
 
 
 def test_the_old_baseline_script_runs_the_check():
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_baseline.sh"), "--files"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_baseline.sh"), "--files"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0 and "tests.log" in done.stdout.split()

@@ -5,6 +5,7 @@ strided subset of rows that is the same for every engine.
 No test here needs a GPU: the GPU rows are computed from points, and the sweep's GPU-only steps are called with
 stand-ins for the GPU libraries.
 """
+
 import sys
 import types
 
@@ -18,7 +19,9 @@ from tests.test_benchmarks import CountingEngine, make_runner
 
 # ---- the plan -----------------------------------------------------------------------------------
 def _sizes(items, quantity, engine, sweep_name="width"):
-    return [value for sweep_, value, q, names in items if sweep_.name == sweep_name and q == quantity and engine in names]
+    return [
+        value for sweep_, value, q, names in items if sweep_.name == sweep_name and q == quantity and engine in names
+    ]
 
 
 def test_a_gpu_run_reaches_every_gpu_row_and_the_cpu_plan_is_unchanged():
@@ -37,23 +40,45 @@ def test_a_gpu_run_reaches_every_gpu_row_and_the_cpu_plan_is_unchanged():
 def _point(engine, quantity, width, status="ok", seconds=None, peak=None, reason="", output_bytes=None):
     n_params = 3 * (width * width + width)
     block = (width * width + width) ** 2 * 8
-    return dict(engine=engine, quantity=quantity, width=width, depth=3, sweep="width", status=status, reason=reason,
-                n_params=n_params, output_bytes=output_bytes or (block if quantity == "hessian_block" else n_params * 8),
-                time_median_s=seconds, peak_bytes=peak)
+    return dict(
+        engine=engine,
+        quantity=quantity,
+        width=width,
+        depth=3,
+        sweep="width",
+        status=status,
+        reason=reason,
+        n_params=n_params,
+        output_bytes=output_bytes or (block if quantity == "hessian_block" else n_params * 8),
+        time_median_s=seconds,
+        peak_bytes=peak,
+    )
 
 
 def test_gpu_rows_compare_manual_with_jax_and_its_peak_with_the_block():
     block = (128 * 129) ** 2 * 8
     points = [
         _point("manual", "hessian_block", 128, seconds=2e-3, peak=int(1.02 * block)),
-        dict(_point("jax", "hessian_block", 128, seconds=1e-3, peak=block),
-             memory_method="jax compiled memory_analysis (temp + output; the peak counter was not raised)"),
+        dict(
+            _point("jax", "hessian_block", 128, seconds=1e-3, peak=block),
+            memory_method="jax compiled memory_analysis (temp + output; the peak counter was not raised)",
+        ),
         _point("torch", "hessian_block", 128, seconds=1e-2, peak=4 * block),
         _point("manual", "hessian_block", 192, seconds=5e-3, peak=int(1.2 * (192 * 193) ** 2 * 8)),
-        _point("jax", "hessian_block", 192, status="failed",
-               reason=sweep._describe(RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate"))),
-        _point("torch", "hessian_block", 192, status="failed",
-               reason=sweep._describe(MemoryGuardError("hessian_block needs 45 GB"))),
+        _point(
+            "jax",
+            "hessian_block",
+            192,
+            status="failed",
+            reason=sweep._describe(RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")),
+        ),
+        _point(
+            "torch",
+            "hessian_block",
+            192,
+            status="failed",
+            reason=sweep._describe(MemoryGuardError("hessian_block needs 45 GB")),
+        ),
         _point("manual", "gradient", 1024, seconds=3e-4, peak=25e6),
         _point("jax", "gradient", 1024, seconds=2e-4, peak=25e6),
         _point("manual", "gradient", 512, seconds=1.0),  # another width: not this row's
@@ -85,8 +110,14 @@ class OutOfMemoryError(RuntimeError):
     """Named as torch's and cupy's CUDA out-of-memory errors are."""
 
 
-@pytest.mark.parametrize("exc", [MemoryError("no"), OutOfMemoryError("CUDA error"),
-                                 RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 10.23GiB")])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        MemoryError("no"),
+        OutOfMemoryError("CUDA error"),
+        RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 10.23GiB"),
+    ],
+)
 def test_every_kind_of_out_of_memory_is_recorded_as_such(exc):
     assert memory.out_of_memory(exc)
     assert sweep._describe(exc).startswith(f"out of memory: {type(exc).__name__}: ")
@@ -110,8 +141,9 @@ def test_cached_device_memory_is_handed_back_by_every_library_loaded(monkeypatch
 
 
 @pytest.mark.parametrize("device, releases", [("cpu", 0), ("cuda", 2)])
-def test_a_gpu_runner_hands_memory_back_before_each_first_call_and_each_measurement(device, releases, tmp_path,
-                                                                                    monkeypatch):
+def test_a_gpu_runner_hands_memory_back_before_each_first_call_and_each_measurement(
+    device, releases, tmp_path, monkeypatch
+):
     released = []
     monkeypatch.setattr(memory, "release_device_memory", lambda: released.append(True))
     runner, _ = make_runner(tmp_path, ["manual"])
@@ -142,8 +174,9 @@ def test_strided_validation_takes_the_same_rows_from_arrays_parts_and_peers(quan
     assert [p["status"] for p in points] == ["ok"] * len(engines), [p["reason"] for p in points]
     stride = sweep.validation_stride(points[0]["output_bytes"], 512)
     assert stride > 1
-    assert {p["validated_rows"] for p in points} == {f"rows 0, {stride}, {2 * stride}, ... (1 in {stride}; the output "
-                                                     f"has {points[0]['output_bytes'] / 1e9:.3g} GB)"}
+    assert {p["validated_rows"] for p in points} == {
+        f"rows 0, {stride}, {2 * stride}, ... (1 in {stride}; the output has {points[0]['output_bytes'] / 1e9:.3g} GB)"
+    }
 
 
 def test_strided_validation_still_catches_an_engine_off_in_a_compared_row(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ Each engine's blocks, full Hessian and hvp against ``manual`` are in ``test_comp
 contract); here are the checks of ``manual`` against itself and against finite differences, the problem-6 formula,
 the memory guard and the errors.
 """
+
 import re
 import tracemalloc
 
@@ -73,7 +74,9 @@ def test_hvp_is_hessian_times_v(case, rtol, record_error):
     v = direction(net)
     Hv = manual.hvp(net, X, Y, v)
     assert Hv.shape == (net.n_params,) and Hv.dtype == np.float64
-    error = compare.assert_close(Hv, manual.hessian(net, X, Y) @ v.astype(np.float64), rtol, f"hvp vs H @ v on {case_name}")
+    error = compare.assert_close(
+        Hv, manual.hessian(net, X, Y) @ v.astype(np.float64), rtol, f"hvp vs H @ v on {case_name}"
+    )
     record_error("hvp vs H @ v", "manual", case_name, error)
 
 
@@ -132,7 +135,11 @@ def problem6_block(net, X, Y, layer, printed=False):
             new_d1 = [sum(w[k, j] * dz[k] * d1[k] for k in range(len(zk))) for j in range(width)]
             new_d2 = [
                 [
-                    sum(w[k, j] * dz[k] * d2[k][kk] * dz[kk] * w[kk, jj] for k in range(len(zk)) for kk in range(len(zk)))
+                    sum(
+                        w[k, j] * dz[k] * d2[k][kk] * dz[kk] * w[kk, jj]
+                        for k in range(len(zk))
+                        for kk in range(len(zk))
+                    )
                     + sum(w[k, j] * w[k, jj] * ddz[k] * d1[k] for k in range(len(zk)))
                     for jj in range(width)
                 ]
@@ -149,7 +156,9 @@ def problem6_block(net, X, Y, layer, printed=False):
                         if printed:
                             value = zin[ii] * zin[i] * djj * (d2[j][jj] * zout[j] + identity * d1[j])
                         else:
-                            value = zin[i] * zin[ii] * (dj * djj * d2[j][jj] + identity * dj * (1 - 2 * zout[j]) * d1[j])
+                            value = (
+                                zin[i] * zin[ii] * (dj * djj * d2[j][jj] + identity * dj * (1 - 2 * zout[j]) * d1[j])
+                            )
                         block[j, i, jj, ii] += value / len(X)
     return block.reshape(n_out * n_in, n_out * n_in)
 
@@ -189,7 +198,12 @@ def test_memory_guard_refuses_a_hessian_over_the_cap(any_engine, monkeypatch):
     with pytest.raises(manual.MemoryGuardError) as info:
         module.hessian(net, X, Y)
     message = str(info.value)
-    assert f"{P} x {P}" in message and f"{P * P * 8}" in message and "1000 bytes" in message and "XVAL_MAX_BYTES" in message
+    assert (
+        f"{P} x {P}" in message
+        and f"{P * P * 8}" in message
+        and "1000 bytes" in message
+        and "XVAL_MAX_BYTES" in message
+    )
     rows, cols = net.layer_param_counts
     with pytest.raises(manual.MemoryGuardError, match=rf"{rows} x {cols} float64 array|{rows} x {cols} array"):
         module.hessian_block(net, X, Y, 0, 1)
@@ -320,5 +334,8 @@ def test_bad_layer_index(any_engine, l, m, message):
 def test_direction_of_the_wrong_shape(any_engine, shape):
     _, module = any_engine
     net, X, Y = small_problem()
-    with pytest.raises(manual.ShapeError, match=re.escape(f"v has shape {shape}, but this network has P = 67 parameters, so v must have shape (67,)")):
+    with pytest.raises(
+        manual.ShapeError,
+        match=re.escape(f"v has shape {shape}, but this network has P = 67 parameters, so v must have shape (67,)"),
+    ):
         module.hvp(net, X, Y, np.ones(shape))

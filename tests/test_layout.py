@@ -1,6 +1,7 @@
 """The layout holds: the references and the kernel never import the hand-written engine, every engine names the
 same activations and losses, every deliberate error derives from the suite's base error, and the tests run
 without pytest-xdist."""
+
 import ast
 import inspect
 import os
@@ -55,7 +56,9 @@ def reachable(package):
 @pytest.mark.parametrize("package", ["torch_ref", "jax_ref", "xval"])
 def test_references_and_kernel_never_import_manual(package):
     offenders = {module: sorted(imported) for module, imported in imports_of(package).items() if "manual" in imported}
-    assert not offenders, f"{package} imports manual (an oracle must not share code with the engine it checks): {offenders}"
+    assert not offenders, (
+        f"{package} imports manual (an oracle must not share code with the engine it checks): {offenders}"
+    )
     assert "manual" not in reachable(package), f"{package} reaches manual through {sorted(reachable(package))}"
 
 
@@ -87,13 +90,19 @@ def test_activation_facts_live_on_the_record():
 
 
 def test_every_deliberate_error_derives_from_the_base_error():
-    classes = [value for module in (errors, symmetry, manual) for value in vars(module).values()
-               if inspect.isclass(value) and issubclass(value, Exception) and value.__module__.startswith(("xval", "manual"))]
+    classes = [
+        value
+        for module in (errors, symmetry, manual)
+        for value in vars(module).values()
+        if inspect.isclass(value) and issubclass(value, Exception) and value.__module__.startswith(("xval", "manual"))
+    ]
     from xval import engines
 
     classes.append(engines.EngineImportError)
     assert len(classes) > 10
-    assert all(issubclass(cls, errors.XvalError) for cls in classes), [c for c in classes if not issubclass(c, errors.XvalError)]
+    assert all(issubclass(cls, errors.XvalError) for cls in classes), [
+        c for c in classes if not issubclass(c, errors.XvalError)
+    ]
 
 
 def test_old_public_names_keep_working():
@@ -105,9 +114,23 @@ def test_old_public_names_keep_working():
 def test_the_tests_run_without_pytest_xdist(tmp_path):
     """``-p no:xdist`` is pytest as if xdist were not installed: the suite's hooks must not need it."""
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:xdist", "-q", "-p", "no:cacheprovider",
-         os.path.join(ROOT, "tests", "test_config.py")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:xdist",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            os.path.join(ROOT, "tests", "test_config.py"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    assert result.returncode == 0 and "INTERNALERROR" not in result.stdout + result.stderr, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.returncode == 0 and "INTERNALERROR" not in result.stdout + result.stderr, (
+        result.stdout[-2000:] + result.stderr[-2000:]
+    )
     assert " passed" in result.stdout

@@ -1,6 +1,7 @@
 """The memory guard counts a call's whole working memory, per engine: its estimate holds the measured peak (tracemalloc
 for manual's numpy arrays; the growth of a subprocess's resident set for torch and jax), and a call over the cap is
 refused before it allocates. ``XVAL_MAX_BYTES`` takes whole byte counts, with or without a unit."""
+
 import importlib
 import json
 import os
@@ -31,7 +32,12 @@ def problem(sizes, n):
 def on_the_cpu(monkeypatch):
     """The peaks these tests measure are the host's (tracemalloc, the resident set): on a GPU run too, manual computes
     with numpy and the references (in-process or in a child process) on the CPU."""
-    for name, value in [("XVAL_ARRAY", "numpy"), ("XVAL_DEVICE", "cpu"), ("JAX_PLATFORMS", "cpu"), ("CUDA_VISIBLE_DEVICES", "")]:
+    for name, value in [
+        ("XVAL_ARRAY", "numpy"),
+        ("XVAL_DEVICE", "cpu"),
+        ("JAX_PLATFORMS", "cpu"),
+        ("CUDA_VISIBLE_DEVICES", ""),
+    ]:
         monkeypatch.setenv(name, value)
 
 
@@ -53,15 +59,25 @@ def test_a_small_block_with_a_large_working_set_is_refused_before_allocating(eng
     monkeypatch.setenv("XVAL_MAX_BYTES", "5e8")
     net, X, Y = problem([1, 300, 1], 1500)
     peak = []
-    with pytest.raises(MemoryGuardError, match=r"hessian_block\(l=0, m=0\) \(a 600 x 600 (float64 )?array\) needs \d+ bytes \(\d"):
+    with pytest.raises(
+        MemoryGuardError, match=r"hessian_block\(l=0, m=0\) \(a 600 x 600 (float64 )?array\) needs \d+ bytes \(\d"
+    ):
         peak.append(traced_peak(lambda: engine.hessian_block(net, X, Y, 0, 0)))
     # The result alone (2.9 MB) fits: the refusal comes from the working memory (G is N x 300 x 300, 1.08 GB).
     assert memory.result_bytes(600 * 600, net.dtype) < 5e8 < 1500 * 300 * 300 * 8
 
 
 # ---- manual: the estimate holds the peak that tracemalloc measures ------------------------------------------------
-@pytest.mark.parametrize("sizes, n, l, m", [([1, 60, 1], 200, 0, 0), ([4, 24, 24, 3], 60, 0, 1), ([4, 24, 24, 3], 60, 1, 1),
-                                            ([4, 24, 24, 3], 80, 0, 2), ([3, 16, 2], 300, 1, 0)])
+@pytest.mark.parametrize(
+    "sizes, n, l, m",
+    [
+        ([1, 60, 1], 200, 0, 0),
+        ([4, 24, 24, 3], 60, 0, 1),
+        ([4, 24, 24, 3], 60, 1, 1),
+        ([4, 24, 24, 3], 80, 0, 2),
+        ([3, 16, 2], 300, 1, 0),
+    ],
+)
 def test_manual_block_estimate_holds_the_measured_peak(sizes, n, l, m, on_the_cpu):
     import manual
 
@@ -108,7 +124,10 @@ def test_symmetry_transform_matrix_is_guarded_and_its_estimate_holds(monkeypatch
     peak = traced_peak(lambda: manual.symmetry.transform_matrix(net, 0, np.ones(40, dtype=int), perm))
     assert estimate / 4 <= peak <= estimate, f"peak {peak} bytes, estimate {estimate} bytes"
     monkeypatch.setenv("XVAL_MAX_BYTES", str(estimate - 1))
-    with pytest.raises(MemoryGuardError, match=rf"symmetry.transform_matrix \(a {net.n_params} x {net.n_params} array\) needs {estimate} bytes"):
+    with pytest.raises(
+        MemoryGuardError,
+        match=rf"symmetry.transform_matrix \(a {net.n_params} x {net.n_params} array\) needs {estimate} bytes",
+    ):
         manual.symmetry.transform_matrix(net, 0, np.ones(40, dtype=int), perm)
 
 
@@ -136,14 +155,23 @@ print(json.dumps(rows))
 """
 # (sizes, N, quantity, block): first- and second-order calls, and each curvature quantity whose working memory grows
 # with the network (a few MB at least, so that the process's own noise does not decide)
-SHAPES = [([1, 120, 1], 300, "hessian_block", (0, 0)), ([4, 30, 30, 3], 100, "hessian_block", (0, 1)),
-          ([4, 30, 30, 3], 60, "hessian", None), ([20, 150, 150, 10], 300, "per_sample_gradients", None),
-          ([4, 30, 30, 3], 60, "ggn", None), ([20, 150, 150, 10], 300, "ggnvp", None),
-          ([4, 30, 30, 3], 60, "ggn_block", (1, 1)), ([10, 40, 40, 5], 200, "hessian_diagonal", None),
-          ([10, 40, 40, 5], 200, "ggn_diagonal", None), ([4, 30, 30, 3], 60, "empirical_fisher", None),
-          ([20, 150, 150, 10], 100, "output_jacobian", None), ([10, 40, 40, 5], 200, "kfac_factors", (1, 1)),
-          ([4, 30, 30, 3], 60, "kfac_block", (1, 1)), ([10, 40, 40, 5], 100, "hessian_trace", None),
-          ([4, 30, 30, 3], 20, "top_eigenvalues", None)]
+SHAPES = [
+    ([1, 120, 1], 300, "hessian_block", (0, 0)),
+    ([4, 30, 30, 3], 100, "hessian_block", (0, 1)),
+    ([4, 30, 30, 3], 60, "hessian", None),
+    ([20, 150, 150, 10], 300, "per_sample_gradients", None),
+    ([4, 30, 30, 3], 60, "ggn", None),
+    ([20, 150, 150, 10], 300, "ggnvp", None),
+    ([4, 30, 30, 3], 60, "ggn_block", (1, 1)),
+    ([10, 40, 40, 5], 200, "hessian_diagonal", None),
+    ([10, 40, 40, 5], 200, "ggn_diagonal", None),
+    ([4, 30, 30, 3], 60, "empirical_fisher", None),
+    ([20, 150, 150, 10], 100, "output_jacobian", None),
+    ([10, 40, 40, 5], 200, "kfac_factors", (1, 1)),
+    ([4, 30, 30, 3], 60, "kfac_block", (1, 1)),
+    ([10, 40, 40, 5], 100, "hessian_trace", None),
+    ([4, 30, 30, 3], 20, "top_eigenvalues", None),
+]
 
 
 @pytest.mark.parametrize("engine_name", ["manual", *(name for name in ("torch", "jax") if name in selected_engines())])
@@ -153,12 +181,20 @@ def test_every_engines_estimate_holds_the_measured_peak_of_every_quantity(engine
     network."""
     if not memory_method_available():
         pytest.skip("this system cannot reset a process's peak resident set (Linux /proc/self/clear_refs)")
-    run = subprocess.run([sys.executable, "-c", MEASURE, engine_name, json.dumps(SHAPES)], cwd=ROOT, capture_output=True,
-                         text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-c", MEASURE, engine_name, json.dumps(SHAPES)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
-    over = [f"{shape[2]} {shape[0]} N={shape[1]}: peak {peak} bytes above the estimate {estimate}"
-            for (peak, estimate), shape in zip(json.loads(run.stdout.strip().splitlines()[-1]), SHAPES)
-            if peak > estimate]
+    over = [
+        f"{shape[2]} {shape[0]} N={shape[1]}: peak {peak} bytes above the estimate {estimate}"
+        for (peak, estimate), shape in zip(json.loads(run.stdout.strip().splitlines()[-1]), SHAPES)
+        if peak > estimate
+    ]
     assert not over, f"{engine_name}: " + "; ".join(over)
 
 
@@ -169,24 +205,39 @@ def memory_method_available():
 
 
 # ---- XVAL_MAX_BYTES ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("raw, expected", [("2e9", 2_000_000_000), ("2000000000", 2_000_000_000), (" 5e8 ", 500_000_000),
-                                           ("1", 1)])
+@pytest.mark.parametrize(
+    "raw, expected", [("2e9", 2_000_000_000), ("2000000000", 2_000_000_000), (" 5e8 ", 500_000_000), ("1", 1)]
+)
 def test_max_bytes_takes_whole_byte_counts(raw, expected):
     assert config.max_bytes({"XVAL_MAX_BYTES": raw}) == expected
 
 
-@pytest.mark.parametrize("raw, meant", [("10GB", "10000000000"), ("1.5 GiB", "1610612736"), ("512mib", "536870912"),
-                                        ("4kB", "4000")])
+@pytest.mark.parametrize(
+    "raw, meant", [("10GB", "10000000000"), ("1.5 GiB", "1610612736"), ("512mib", "536870912"), ("4kB", "4000")]
+)
 def test_max_bytes_with_a_unit_is_refused_with_the_number_to_write(raw, meant):
-    with pytest.raises(ConfigError, match=re.escape(f"{raw.strip()} is {meant} bytes, so write XVAL_MAX_BYTES={meant}")):
+    with pytest.raises(
+        ConfigError, match=re.escape(f"{raw.strip()} is {meant} bytes, so write XVAL_MAX_BYTES={meant}")
+    ):
         config.max_bytes({"XVAL_MAX_BYTES": raw})
 
 
-@pytest.mark.parametrize("raw, message", [
-    ("inf", "it is not finite"), ("-inf", "it is not finite"), ("1e400", "it is not finite"), ("nan", "it is not finite"),
-    ("1.9", "1.9 bytes is not a whole number"), ("0", "it is below 1 byte"), ("-5", "it is below 1 byte"),
-    ("10 parsecs", "it is not a number"), ("GB", "it is not a number"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ("inf", "it is not finite"),
+        ("-inf", "it is not finite"),
+        ("1e400", "it is not finite"),
+        ("nan", "it is not finite"),
+        ("1.9", "1.9 bytes is not a whole number"),
+        ("0", "it is below 1 byte"),
+        ("-5", "it is below 1 byte"),
+        ("10 parsecs", "it is not a number"),
+        ("GB", "it is not a number"),
+    ],
+)
 def test_max_bytes_refuses_values_that_are_not_a_byte_count(raw, message):
-    with pytest.raises(ConfigError, match=re.escape(f"XVAL_MAX_BYTES={raw!r} is not valid; give a positive number of bytes ({message}")):
+    with pytest.raises(
+        ConfigError, match=re.escape(f"XVAL_MAX_BYTES={raw!r} is not valid; give a positive number of bytes ({message}")
+    ):
         config.max_bytes({"XVAL_MAX_BYTES": raw})

@@ -1,5 +1,6 @@
 """No silent non-finite result: an overflow is reported whichever thread it happened on (OpenBLAS's workers raise
 their floating-point flags on their own threads, where the calling thread's checks never see them)."""
+
 import numpy as np
 import pytest
 

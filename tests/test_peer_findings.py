@@ -2,6 +2,7 @@
 fails (and the finding must be revisited) when upstream changes it. Defects assert that the defect is still there;
 conventions and fixed reports assert what the libraries do today. Raw library calls, no adapter in between.
 """
+
 import importlib
 import warnings
 
@@ -39,8 +40,9 @@ def test_curvlinops_compute_kronecker_factors_adds_to_existing_factors():
     constructor's default deterministic check has computed them once, so one explicit call doubles them."""
     curvlinops = library("curvlinops")
     model, (X, Y, _) = mlp(), data()
-    op = curvlinops.KFACLinearOperator(model, torch.nn.MSELoss(reduction="sum"), list(model.parameters()), [(X, Y)],
-                                       fisher_type="type-2")
+    op = curvlinops.KFACLinearOperator(
+        model, torch.nn.MSELoss(reduction="sum"), list(model.parameters()), [(X, Y)], fisher_type="type-2"
+    )
     first = op.state_dict()["input_covariances"]["0"].clone()
     expected = X.T @ X / X.shape[0]
     assert torch.allclose(first, expected, rtol=1e-12)
@@ -100,10 +102,11 @@ def test_nngeometry_dense_kfac_is_float32_for_float64_models():
     assert dense.dtype == torch.float32
     A, G = kfac.data["0"]
     n_out, n_in = G.shape[0], A.shape[0] - 1
-    order = np.concatenate([(np.arange(n_out)[:, None] * (n_in + 1) + np.arange(n_in)).ravel(),
-                            np.arange(n_out) * (n_in + 1) + n_in])
+    order = np.concatenate(
+        [(np.arange(n_out)[:, None] * (n_in + 1) + np.arange(n_in)).ravel(), np.arange(n_out) * (n_in + 1) + n_in]
+    )
     exact = np.kron(G.numpy(), A.numpy())[np.ix_(order, order)]
-    block = dense[:exact.shape[0], :exact.shape[0]].double().numpy()
+    block = dense[: exact.shape[0], : exact.shape[0]].double().numpy()
     error = np.linalg.norm(block - exact) / np.linalg.norm(exact)
     assert 1e-10 < error < 1e-6
 
@@ -188,14 +191,14 @@ def test_eigenthings_float32_lanczos_returns_a_value_that_is_no_eigenvalue_and_c
     net, X, Y = cases.make(cases.select(["mlp-4x8x3-sigmoid-cross_entropy-onehot-N7"])[0], "float32")
     model = net.to_torch()
     classes = torch.as_tensor(Y.argmax(axis=1))
-    operator = eigenthings.HessianOperator(model, [(torch.as_tensor(X), classes)],
-                                           eigenthings.supervised_loss(torch.nn.CrossEntropyLoss(reduction="sum")))
+    operator = eigenthings.HessianOperator(
+        model, [(torch.as_tensor(X), classes)], eigenthings.supervised_loss(torch.nn.CrossEntropyLoss(reduction="sum"))
+    )
     dense = torch.stack([operator.matvec(e) for e in torch.eye(operator.size)], dim=1).double()
     spectrum = np.linalg.eigvalsh(((dense + dense.T) / 2).numpy())
 
     def run(steps):
-        result = eigenthings.lanczos(operator, k=3, max_iter=steps, tol=1e-5, reorthogonalize=True, which="LA",
-                                     seed=0)
+        result = eigenthings.lanczos(operator, k=3, max_iter=steps, tol=1e-5, reorthogonalize=True, which="LA", seed=0)
         distance = [np.min(np.abs(spectrum - value.item())) for value in result.eigenvalues]
         return result, np.array(distance)
 
@@ -224,7 +227,8 @@ def test_nngeometry_classification_fisher_breaks_down_on_a_saturated_softmax():
         net, X, Y = cases.make(case, dtype)
         model = net.to_torch()
         loader = torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(torch.as_tensor(X), torch.as_tensor(Y.argmax(axis=1))), batch_size=len(X))
+            torch.utils.data.TensorDataset(torch.as_tensor(X), torch.as_tensor(Y.argmax(axis=1))), batch_size=len(X)
+        )
         previous = torch.get_default_dtype()
         torch.set_default_dtype(getattr(torch, dtype))  # L4: its helper matrices follow the default dtype
         try:
@@ -259,8 +263,12 @@ def test_relu_derivative_at_zero_is_zero_everywhere():
     W0 = np.array([[0.0, 0.0], [1.0, -0.5]])  # unit 0: pre-activation exactly 0 for every input
     net = Network.from_arrays([W0, np.array([[0.7, -1.2]])], [np.zeros(2), np.zeros(1)], ["relu", "identity"], "mse")
     X, Y = np.random.default_rng(0).standard_normal((4, 2)), np.ones((4, 1))
-    for value in (bp.per_sample_gradients(net, X, Y)[:, :2], bp.ggn_diagonal(net, X, Y)[:2],
-                  bp.hessian_diagonal(net, X, Y)[:2], op.per_sample_gradients(net, X, Y)[:, :2]):
+    for value in (
+        bp.per_sample_gradients(net, X, Y)[:, :2],
+        bp.ggn_diagonal(net, X, Y)[:2],
+        bp.hessian_diagonal(net, X, Y)[:2],
+        op.per_sample_gradients(net, X, Y)[:, :2],
+    ):
         assert np.all(value == 0.0)
 
 
@@ -280,8 +288,13 @@ def test_backpack_and_curvlinops_kronecker_factors_agree(loss, reduction):
         loss_function(model(X), targets).backward()
     G_backpack, A_backpack = model[2].weight.kflr
     twin = mlp()
-    op = curvlinops.KFACLinearOperator(twin, getattr(torch.nn, loss)(reduction=reduction), list(twin.parameters()),
-                                       [(X, targets)], fisher_type="type-2")
+    op = curvlinops.KFACLinearOperator(
+        twin,
+        getattr(torch.nn, loss)(reduction=reduction),
+        list(twin.parameters()),
+        [(X, targets)],
+        fisher_type="type-2",
+    )
     state = op.state_dict()
     assert torch.allclose(state["gradient_covariances"]["2"], G_backpack, rtol=1e-12, atol=0)
     assert torch.allclose(state["input_covariances"]["2"], A_backpack, rtol=1e-12, atol=0)
@@ -302,9 +315,19 @@ def test_curvlinops_monte_carlo_fisher_is_unbiased_under_both_reductions(loss, r
     identity = torch.eye(P, dtype=torch.float64)
     loss_function = getattr(torch.nn, loss)(reduction=reduction)
     exact = (curvlinops.GGNLinearOperator(model, loss_function, params, [(X, targets)]) @ identity).trace().item()
-    traces = np.array([(curvlinops.FisherMCLinearOperator(model, loss_function, params, [(X, targets)], seed=seed,
-                                                          mc_samples=10, check_deterministic=False)
-                        @ identity).trace().item() for seed in range(20)])
+    traces = np.array(
+        [
+            (
+                curvlinops.FisherMCLinearOperator(
+                    model, loss_function, params, [(X, targets)], seed=seed, mc_samples=10, check_deterministic=False
+                )
+                @ identity
+            )
+            .trace()
+            .item()
+            for seed in range(20)
+        ]
+    )
     standard_error = traces.std(ddof=1) / np.sqrt(len(traces))
     assert abs(traces.mean() - exact) < 5 * standard_error, (traces.mean(), exact, standard_error)
 
@@ -316,8 +339,9 @@ def test_pyhessian_trace_stops_early_when_its_running_mean_is_negative():
     errors below; the 27 runs that stopped at two samples average -0.440, the others 0.841."""
     pyhessian = library("pyhessian")
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 5), torch.nn.Tanh(),
-                                torch.nn.Linear(5, 3)).double()
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)
+    ).double()
     X, _, classes = data(n=5)
     loss = torch.nn.CrossEntropyLoss()
     params = dict(model.named_parameters())
@@ -351,8 +375,19 @@ def test_opacus_per_sample_gradients_of_a_reused_layer_are_right(functorch):
     model = torch.nn.Sequential(layer, torch.nn.Tanh(), layer)
     generator = torch.Generator().manual_seed(0)
     X, Y = (torch.randn(5, 4, dtype=torch.float64, generator=generator) for _ in range(2))
-    loop = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(
-        ((model(X[n:n + 1]) - Y[n:n + 1]) ** 2).sum(), [layer.weight, layer.bias])]) for n in range(5)])
+    loop = torch.stack(
+        [
+            torch.cat(
+                [
+                    g.reshape(-1)
+                    for g in torch.autograd.grad(
+                        ((model(X[n : n + 1]) - Y[n : n + 1]) ** 2).sum(), [layer.weight, layer.bias]
+                    )
+                ]
+            )
+            for n in range(5)
+        ]
+    )
     wrapped = opacus.GradSampleModule(model, loss_reduction="sum", force_functorch=functorch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

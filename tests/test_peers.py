@@ -4,6 +4,7 @@
 A library that is not installed is skipped with the install line. What a library cannot compute (a module it has
 no rule for, targets it does not take) must be refused with a specific error, never returned wrong.
 """
+
 import functools
 import re
 import importlib
@@ -128,16 +129,29 @@ def backpack_kflr_takes(p):
 
 
 LAPLACE_WORKING = [  # (backend, kind, structure) that run with the installed laplace-torch and its backends
-    ("curvlinops", "ggn", "full"), ("curvlinops", "ggn", "diag"), ("curvlinops", "ggn", "kron"),
-    ("curvlinops", "ef", "full"), ("curvlinops", "ef", "diag"), ("curvlinops", "hessian", "full"),
-    ("backpack", "ggn", "full"), ("backpack", "ggn", "diag"), ("backpack", "ggn", "kron"),
-    ("backpack", "ef", "full"), ("backpack", "ef", "diag"),
-    ("asdl", "ggn", "diag"), ("asdl", "ggn", "kron"), ("asdl", "ef", "diag"), ("asdl", "hessian", "full"),
+    ("curvlinops", "ggn", "full"),
+    ("curvlinops", "ggn", "diag"),
+    ("curvlinops", "ggn", "kron"),
+    ("curvlinops", "ef", "full"),
+    ("curvlinops", "ef", "diag"),
+    ("curvlinops", "hessian", "full"),
+    ("backpack", "ggn", "full"),
+    ("backpack", "ggn", "diag"),
+    ("backpack", "ggn", "kron"),
+    ("backpack", "ef", "full"),
+    ("backpack", "ef", "diag"),
+    ("asdl", "ggn", "diag"),
+    ("asdl", "ggn", "kron"),
+    ("asdl", "ef", "diag"),
+    ("asdl", "hessian", "full"),
 ]
 LAPLACE_EXPECTED = {
-    ("ggn", "full"): lambda o, p: o.ggn(), ("ggn", "diag"): lambda o, p: o.ggn_diagonal(),
-    ("ggn", "kron"): lambda o, p: block_diagonal_kron(o, p.net), ("ef", "full"): lambda o, p: o.empirical_fisher(),
-    ("ef", "diag"): lambda o, p: np.diag(o.empirical_fisher()), ("hessian", "full"): lambda o, p: o.hessian(),
+    ("ggn", "full"): lambda o, p: o.ggn(),
+    ("ggn", "diag"): lambda o, p: o.ggn_diagonal(),
+    ("ggn", "kron"): lambda o, p: block_diagonal_kron(o, p.net),
+    ("ef", "full"): lambda o, p: o.empirical_fisher(),
+    ("ef", "diag"): lambda o, p: np.diag(o.empirical_fisher()),
+    ("hessian", "full"): lambda o, p: o.hessian(),
 }
 
 
@@ -149,105 +163,237 @@ def laplace_takes(backend, kind, structure):
     def takes(p):
         soft_ok = (backend, kind, structure) in adapter("laplace").PROBABILITY_TARGETS or onehot_or_regression(p)
         return soft_ok and (not second_order or no_softplus(p))
+
     return takes
 
 
 CHECKS = [
     # BackPACK
-    Check("backpack", "per_sample_gradients", lambda m, p: m.per_sample_gradients(p.net, p.X, p.Y),
-          lambda o, p: o.per_sample_gradients()),
-    Check("backpack", "hessian_diagonal", lambda m, p: m.hessian_diagonal(p.net, p.X, p.Y),
-          lambda o, p: o.hessian_diagonal(), backpack_takes),
-    Check("backpack", "ggn_diagonal", lambda m, p: m.ggn_diagonal(p.net, p.X, p.Y),
-          lambda o, p: o.ggn_diagonal(), backpack_takes),
+    Check(
+        "backpack",
+        "per_sample_gradients",
+        lambda m, p: m.per_sample_gradients(p.net, p.X, p.Y),
+        lambda o, p: o.per_sample_gradients(),
+    ),
+    Check(
+        "backpack",
+        "hessian_diagonal",
+        lambda m, p: m.hessian_diagonal(p.net, p.X, p.Y),
+        lambda o, p: o.hessian_diagonal(),
+        backpack_takes,
+    ),
+    Check(
+        "backpack",
+        "ggn_diagonal",
+        lambda m, p: m.ggn_diagonal(p.net, p.X, p.Y),
+        lambda o, p: o.ggn_diagonal(),
+        backpack_takes,
+    ),
     Check("backpack", "ggn", lambda m, p: m.ggn(p.net, p.X, p.Y), lambda o, p: o.ggn(), backpack_takes),
-    Check("backpack", "ggn_block(0, L-1)", lambda m, p: m.ggn_block(p.net, p.X, p.Y, 0, p.last),
-          lambda o, p: o.ggn_block(0, p.last), backpack_takes),
+    Check(
+        "backpack",
+        "ggn_block(0, L-1)",
+        lambda m, p: m.ggn_block(p.net, p.X, p.Y, 0, p.last),
+        lambda o, p: o.ggn_block(0, p.last),
+        backpack_takes,
+    ),
     Check("backpack", "ggnvp", lambda m, p: m.ggnvp(p.net, p.X, p.Y, p.v), lambda o, p: o.ggnvp(p.v)),
     Check("backpack", "hvp", lambda m, p: m.hvp(p.net, p.X, p.Y, p.v), lambda o, p: o.hvp(p.v)),
-    Check("backpack", "kflr_factors A_z (= A_l[:-1, :-1])", lambda m, p: m.kflr_factors(p.net, p.X, p.Y, 0)[0],
-          lambda o, p: o.kfac_factors(0)[0][:-1, :-1], backpack_kflr_takes),
-    Check("backpack", "kflr_factors G_l", lambda m, p: m.kflr_factors(p.net, p.X, p.Y, 0)[1],
-          lambda o, p: o.kfac_factors(0)[1], backpack_kflr_takes),
-    Check("backpack", "kflr_block(L-1)", lambda m, p: m.kflr_block(p.net, p.X, p.Y, p.last),
-          lambda o, p: separate_kron(o, p.net, p.last), backpack_kflr_takes),
-    Check("backpack", "hessian_parameter_block(0, weight)",
-          lambda m, p: m.hessian_parameter_block(p.net, p.X, p.Y, 0, "weight"),
-          lambda o, p: _parameter_block(o, p, 0, "weight", o.hessian()), backpack_takes),
-    Check("backpack", "hessian_parameter_block(L-1, bias)",
-          lambda m, p: m.hessian_parameter_block(p.net, p.X, p.Y, p.last, "bias"),
-          lambda o, p: _parameter_block(o, p, p.last, "bias", o.hessian()), backpack_takes),
-    Check("backpack", "ggn_parameter_block(0, weight)",
-          lambda m, p: m.ggn_parameter_block(p.net, p.X, p.Y, 0, "weight"),
-          lambda o, p: _parameter_block(o, p, 0, "weight", o.ggn()), backpack_takes),
+    Check(
+        "backpack",
+        "kflr_factors A_z (= A_l[:-1, :-1])",
+        lambda m, p: m.kflr_factors(p.net, p.X, p.Y, 0)[0],
+        lambda o, p: o.kfac_factors(0)[0][:-1, :-1],
+        backpack_kflr_takes,
+    ),
+    Check(
+        "backpack",
+        "kflr_factors G_l",
+        lambda m, p: m.kflr_factors(p.net, p.X, p.Y, 0)[1],
+        lambda o, p: o.kfac_factors(0)[1],
+        backpack_kflr_takes,
+    ),
+    Check(
+        "backpack",
+        "kflr_block(L-1)",
+        lambda m, p: m.kflr_block(p.net, p.X, p.Y, p.last),
+        lambda o, p: separate_kron(o, p.net, p.last),
+        backpack_kflr_takes,
+    ),
+    Check(
+        "backpack",
+        "hessian_parameter_block(0, weight)",
+        lambda m, p: m.hessian_parameter_block(p.net, p.X, p.Y, 0, "weight"),
+        lambda o, p: _parameter_block(o, p, 0, "weight", o.hessian()),
+        backpack_takes,
+    ),
+    Check(
+        "backpack",
+        "hessian_parameter_block(L-1, bias)",
+        lambda m, p: m.hessian_parameter_block(p.net, p.X, p.Y, p.last, "bias"),
+        lambda o, p: _parameter_block(o, p, p.last, "bias", o.hessian()),
+        backpack_takes,
+    ),
+    Check(
+        "backpack",
+        "ggn_parameter_block(0, weight)",
+        lambda m, p: m.ggn_parameter_block(p.net, p.X, p.Y, 0, "weight"),
+        lambda o, p: _parameter_block(o, p, 0, "weight", o.ggn()),
+        backpack_takes,
+    ),
     # curvlinops
     Check("curvlinops", "hessian", lambda m, p: m.hessian(p.net, p.X, p.Y), lambda o, p: o.hessian()),
     Check("curvlinops", "hvp", lambda m, p: m.hvp(p.net, p.X, p.Y, p.v), lambda o, p: o.hvp(p.v)),
-    Check("curvlinops", "hessian_block(L-1, 0)", lambda m, p: m.hessian_block(p.net, p.X, p.Y, p.last, 0),
-          lambda o, p: o.hessian_block(p.last, 0)),
-    Check("curvlinops", "hessian_diagonal", lambda m, p: m.hessian_diagonal(p.net, p.X, p.Y),
-          lambda o, p: o.hessian_diagonal()),
+    Check(
+        "curvlinops",
+        "hessian_block(L-1, 0)",
+        lambda m, p: m.hessian_block(p.net, p.X, p.Y, p.last, 0),
+        lambda o, p: o.hessian_block(p.last, 0),
+    ),
+    Check(
+        "curvlinops",
+        "hessian_diagonal",
+        lambda m, p: m.hessian_diagonal(p.net, p.X, p.Y),
+        lambda o, p: o.hessian_diagonal(),
+    ),
     Check("curvlinops", "ggn", lambda m, p: m.ggn(p.net, p.X, p.Y), lambda o, p: o.ggn()),
     Check("curvlinops", "ggnvp", lambda m, p: m.ggnvp(p.net, p.X, p.Y, p.v), lambda o, p: o.ggnvp(p.v)),
-    Check("curvlinops", "ggn_block(0, L-1)", lambda m, p: m.ggn_block(p.net, p.X, p.Y, 0, p.last),
-          lambda o, p: o.ggn_block(0, p.last)),
+    Check(
+        "curvlinops",
+        "ggn_block(0, L-1)",
+        lambda m, p: m.ggn_block(p.net, p.X, p.Y, 0, p.last),
+        lambda o, p: o.ggn_block(0, p.last),
+    ),
     Check("curvlinops", "ggn_diagonal", lambda m, p: m.ggn_diagonal(p.net, p.X, p.Y), lambda o, p: o.ggn_diagonal()),
-    Check("curvlinops", "empirical_fisher", lambda m, p: m.empirical_fisher(p.net, p.X, p.Y),
-          lambda o, p: o.empirical_fisher(), onehot_or_regression),
-    Check("curvlinops", "output_jacobian", lambda m, p: m.output_jacobian(p.net, p.X),
-          lambda o, p: o.output_jacobian()),
-    Check("curvlinops", "kfac_factors(0) A", lambda m, p: m.kfac_factors(p.net, p.X, p.Y, 0)[0],
-          lambda o, p: o.kfac_factors(0)[0]),
-    Check("curvlinops", "kfac_factors(L-1) G", lambda m, p: m.kfac_factors(p.net, p.X, p.Y, p.last)[1],
-          lambda o, p: o.kfac_factors(p.last)[1]),
+    Check(
+        "curvlinops",
+        "empirical_fisher",
+        lambda m, p: m.empirical_fisher(p.net, p.X, p.Y),
+        lambda o, p: o.empirical_fisher(),
+        onehot_or_regression,
+    ),
+    Check(
+        "curvlinops", "output_jacobian", lambda m, p: m.output_jacobian(p.net, p.X), lambda o, p: o.output_jacobian()
+    ),
+    Check(
+        "curvlinops",
+        "kfac_factors(0) A",
+        lambda m, p: m.kfac_factors(p.net, p.X, p.Y, 0)[0],
+        lambda o, p: o.kfac_factors(0)[0],
+    ),
+    Check(
+        "curvlinops",
+        "kfac_factors(L-1) G",
+        lambda m, p: m.kfac_factors(p.net, p.X, p.Y, p.last)[1],
+        lambda o, p: o.kfac_factors(p.last)[1],
+    ),
     Check("curvlinops", "kfac_block(0)", lambda m, p: m.kfac_block(p.net, p.X, p.Y, 0), lambda o, p: o.kfac_block(0)),
-    Check("curvlinops", "kfac_separate_block(L-1)", lambda m, p: m.kfac_separate_block(p.net, p.X, p.Y, p.last),
-          lambda o, p: separate_kron(o, p.net, p.last)),
-    Check("curvlinops", "top_eigenvalues(3)", lambda m, p: m.top_eigenvalues(p.net, p.X, p.Y, 3),
-          lambda o, p: o.top_eigenvalues(3)),
+    Check(
+        "curvlinops",
+        "kfac_separate_block(L-1)",
+        lambda m, p: m.kfac_separate_block(p.net, p.X, p.Y, p.last),
+        lambda o, p: separate_kron(o, p.net, p.last),
+    ),
+    Check(
+        "curvlinops",
+        "top_eigenvalues(3)",
+        lambda m, p: m.top_eigenvalues(p.net, p.X, p.Y, 3),
+        lambda o, p: o.top_eigenvalues(3),
+    ),
     # nngeometry
     Check("nngeometry", "ggn", lambda m, p: m.ggn(p.net, p.X, p.Y), lambda o, p: o.ggn()),
     Check("nngeometry", "ggn_diagonal", lambda m, p: m.ggn_diagonal(p.net, p.X, p.Y), lambda o, p: o.ggn_diagonal()),
-    Check("nngeometry", "ggn_block(L-1, L-1)", lambda m, p: m.ggn_block(p.net, p.X, p.Y, p.last, p.last),
-          lambda o, p: o.ggn_block(p.last, p.last)),
-    Check("nngeometry", "ggn_block(0, L-1)", lambda m, p: m.ggn_block(p.net, p.X, p.Y, 0, p.last),
-          lambda o, p: o.ggn_block(0, p.last)),
-    Check("nngeometry", "kfac_factors(0) A", lambda m, p: m.kfac_factors(p.net, p.X, p.Y, 0)[0],
-          lambda o, p: o.kfac_factors(0)[0]),
-    Check("nngeometry", "kfac_factors(0) G", lambda m, p: m.kfac_factors(p.net, p.X, p.Y, 0)[1],
-          lambda o, p: o.kfac_factors(0)[1]),
-    Check("nngeometry", "kfac_block(L-1)", lambda m, p: m.kfac_block(p.net, p.X, p.Y, p.last),
-          lambda o, p: o.kfac_block(p.last)),
+    Check(
+        "nngeometry",
+        "ggn_block(L-1, L-1)",
+        lambda m, p: m.ggn_block(p.net, p.X, p.Y, p.last, p.last),
+        lambda o, p: o.ggn_block(p.last, p.last),
+    ),
+    Check(
+        "nngeometry",
+        "ggn_block(0, L-1)",
+        lambda m, p: m.ggn_block(p.net, p.X, p.Y, 0, p.last),
+        lambda o, p: o.ggn_block(0, p.last),
+    ),
+    Check(
+        "nngeometry",
+        "kfac_factors(0) A",
+        lambda m, p: m.kfac_factors(p.net, p.X, p.Y, 0)[0],
+        lambda o, p: o.kfac_factors(0)[0],
+    ),
+    Check(
+        "nngeometry",
+        "kfac_factors(0) G",
+        lambda m, p: m.kfac_factors(p.net, p.X, p.Y, 0)[1],
+        lambda o, p: o.kfac_factors(0)[1],
+    ),
+    Check(
+        "nngeometry",
+        "kfac_block(L-1)",
+        lambda m, p: m.kfac_block(p.net, p.X, p.Y, p.last),
+        lambda o, p: o.kfac_block(p.last),
+    ),
     Check("nngeometry", "hessian", lambda m, p: m.hessian(p.net, p.X, p.Y), lambda o, p: o.hessian()),
-    Check("nngeometry", "output_jacobian", lambda m, p: m.output_jacobian(p.net, p.X),
-          lambda o, p: o.output_jacobian()),
+    Check(
+        "nngeometry", "output_jacobian", lambda m, p: m.output_jacobian(p.net, p.X), lambda o, p: o.output_jacobian()
+    ),
     # laplace-torch: the contract names (its default backend), then every working backend x kind x structure
     Check("laplace", "ggn", lambda m, p: m.ggn(p.net, p.X, p.Y), lambda o, p: o.ggn()),
     Check("laplace", "ggn_diagonal", lambda m, p: m.ggn_diagonal(p.net, p.X, p.Y), lambda o, p: o.ggn_diagonal()),
     Check("laplace", "hessian", lambda m, p: m.hessian(p.net, p.X, p.Y), lambda o, p: o.hessian()),
-    Check("laplace", "empirical_fisher", lambda m, p: m.empirical_fisher(p.net, p.X, p.Y),
-          lambda o, p: o.empirical_fisher(), onehot_or_regression),
-    Check("laplace", "per_sample_gradients", lambda m, p: m.per_sample_gradients(p.net, p.X, p.Y),
-          lambda o, p: o.per_sample_gradients()),
+    Check(
+        "laplace",
+        "empirical_fisher",
+        lambda m, p: m.empirical_fisher(p.net, p.X, p.Y),
+        lambda o, p: o.empirical_fisher(),
+        onehot_or_regression,
+    ),
+    Check(
+        "laplace",
+        "per_sample_gradients",
+        lambda m, p: m.per_sample_gradients(p.net, p.X, p.Y),
+        lambda o, p: o.per_sample_gradients(),
+    ),
     Check("laplace", "output_jacobian", lambda m, p: m.output_jacobian(p.net, p.X), lambda o, p: o.output_jacobian()),
-    *[Check("laplace", f"curvature({b}, {k}, {s})", lambda m, p, b=b, k=k, s=s: m.curvature(p.net, p.X, p.Y, b, k, s),
-            lambda o, p, k=k, s=s: LAPLACE_EXPECTED[(k, s)](o, p), laplace_takes(b, k, s))
-      for b, k, s in LAPLACE_WORKING],
+    *[
+        Check(
+            "laplace",
+            f"curvature({b}, {k}, {s})",
+            lambda m, p, b=b, k=k, s=s: m.curvature(p.net, p.X, p.Y, b, k, s),
+            lambda o, p, k=k, s=s: LAPLACE_EXPECTED[(k, s)](o, p),
+            laplace_takes(b, k, s),
+        )
+        for b, k, s in LAPLACE_WORKING
+    ],
     # hessian-eigenthings
     Check("eigenthings", "hvp", lambda m, p: m.hvp(p.net, p.X, p.Y, p.v), lambda o, p: o.hvp(p.v)),
     Check("eigenthings", "hessian", lambda m, p: m.hessian(p.net, p.X, p.Y), lambda o, p: o.hessian()),
     Check("eigenthings", "ggnvp", lambda m, p: m.ggnvp(p.net, p.X, p.Y, p.v), lambda o, p: o.ggnvp(p.v)),
     Check("eigenthings", "ggn", lambda m, p: m.ggn(p.net, p.X, p.Y), lambda o, p: o.ggn()),
-    Check("eigenthings", "empirical_fisher", lambda m, p: m.empirical_fisher(p.net, p.X, p.Y),
-          lambda o, p: o.empirical_fisher()),
-    Check("eigenthings", "top_eigenvalues(3)", lambda m, p: m.top_eigenvalues(p.net, p.X, p.Y, 3),
-          lambda o, p: o.top_eigenvalues(3)),
+    Check(
+        "eigenthings",
+        "empirical_fisher",
+        lambda m, p: m.empirical_fisher(p.net, p.X, p.Y),
+        lambda o, p: o.empirical_fisher(),
+    ),
+    Check(
+        "eigenthings",
+        "top_eigenvalues(3)",
+        lambda m, p: m.top_eigenvalues(p.net, p.X, p.Y, 3),
+        lambda o, p: o.top_eigenvalues(3),
+    ),
     # PyHessian
     Check("pyhessian", "hvp", lambda m, p: m.hvp(p.net, p.X, p.Y, p.v), lambda o, p: o.hvp(p.v)),
     # opacus
-    *[Check("opacus", name, lambda m, p, name=name: getattr(m, name)(p.net, p.X, p.Y),
-            lambda o, p: o.per_sample_gradients())
-      for name in ("per_sample_gradients", "per_sample_gradients_functorch", "per_sample_gradients_expanded_weights")],
+    *[
+        Check(
+            "opacus",
+            name,
+            lambda m, p, name=name: getattr(m, name)(p.net, p.X, p.Y),
+            lambda o, p: o.per_sample_gradients(),
+        )
+        for name in ("per_sample_gradients", "per_sample_gradients_functorch", "per_sample_gradients_expanded_weights")
+    ],
 ]
 
 
@@ -264,8 +410,10 @@ def compare(check, p, value, expected):
     error = relative_error(value, expected)
     if not error <= TOLERANCE:
         worst = np.unravel_index(np.argmax(np.abs(value - expected)), value.shape) if value.ndim else ()
-        raise AssertionError(f"{where}: relative error {error:.3g} > {TOLERANCE:g}; worst at {tuple(map(int, worst))}: "
-                             f"{value[worst]!r} != {expected[worst]!r}")
+        raise AssertionError(
+            f"{where}: relative error {error:.3g} > {TOLERANCE:g}; worst at {tuple(map(int, worst))}: "
+            f"{value[worst]!r} != {expected[worst]!r}"
+        )
     return error
 
 
@@ -305,11 +453,15 @@ def test_backpack_refuses_softplus_with_its_own_message():
         module.ggn_diagonal(p.net, p.X, p.Y)
 
 
-@pytest.mark.parametrize("library, call", [
-    ("backpack", lambda m, p: m.kflr_factors(p.net, p.X, p.Y, 0)),
-    ("curvlinops", lambda m, p: m.empirical_fisher(p.net, p.X, p.Y)),
-    ("laplace", lambda m, p: m.empirical_fisher(p.net, p.X, p.Y)),
-], ids=["backpack-kflr", "curvlinops-empirical_fisher", "laplace-empirical_fisher"])
+@pytest.mark.parametrize(
+    "library, call",
+    [
+        ("backpack", lambda m, p: m.kflr_factors(p.net, p.X, p.Y, 0)),
+        ("curvlinops", lambda m, p: m.empirical_fisher(p.net, p.X, p.Y)),
+        ("laplace", lambda m, p: m.empirical_fisher(p.net, p.X, p.Y)),
+    ],
+    ids=["backpack-kflr", "curvlinops-empirical_fisher", "laplace-empirical_fisher"],
+)
 def test_class_index_libraries_refuse_soft_targets(library, call):
     module = adapter(library)
     p = problem(5)
@@ -342,12 +494,16 @@ def test_eigenthings_refuses_a_short_lanczos_answer():
 
 
 # ---- float32: the adapters follow the network's dtype --------------------------------------------------------------
-@pytest.mark.parametrize("library, call, expected", [
-    ("backpack", lambda m, n, X, Y: m.ggn_diagonal(n, X, Y), lambda o: o.ggn_diagonal()),
-    ("curvlinops", lambda m, n, X, Y: m.kfac_block(n, X, Y, 0), lambda o: o.kfac_block(0)),
-    ("nngeometry", lambda m, n, X, Y: m.ggn(n, X, Y), lambda o: o.ggn()),
-    ("opacus", lambda m, n, X, Y: m.per_sample_gradients(n, X, Y), lambda o: o.per_sample_gradients()),
-], ids=["backpack", "curvlinops", "nngeometry", "opacus"])
+@pytest.mark.parametrize(
+    "library, call, expected",
+    [
+        ("backpack", lambda m, n, X, Y: m.ggn_diagonal(n, X, Y), lambda o: o.ggn_diagonal()),
+        ("curvlinops", lambda m, n, X, Y: m.kfac_block(n, X, Y, 0), lambda o: o.kfac_block(0)),
+        ("nngeometry", lambda m, n, X, Y: m.ggn(n, X, Y), lambda o: o.ggn()),
+        ("opacus", lambda m, n, X, Y: m.per_sample_gradients(n, X, Y), lambda o: o.per_sample_gradients()),
+    ],
+    ids=["backpack", "curvlinops", "nngeometry", "opacus"],
+)
 def test_float32_networks_compute_in_float32(library, call, expected):
     """A float32 network runs in float32: within float32 rounding of the float64 definition, but not float64's."""
     module, p = adapter(library), problem(3)
@@ -383,8 +539,11 @@ AUDIT = [  # (library, check label, mutations that must be caught); every adapte
 AUDITED = [(library, label, mutation) for library, label, mutations in AUDIT for mutation in mutations]
 
 
-@pytest.mark.parametrize("library, label, mutation", AUDITED,
-                         ids=[f"{library}-{label}-{mutation}".replace(" ", "") for library, label, mutation in AUDITED])
+@pytest.mark.parametrize(
+    "library, label, mutation",
+    AUDITED,
+    ids=[f"{library}-{label}-{mutation}".replace(" ", "") for library, label, mutation in AUDITED],
+)
 def test_planted_bug_fails_naming_the_quantity(library, label, mutation):
     check = next(c for c in CHECKS if c.library == library and c.label == label)
     module, p = adapter(library), problem(3)  # sigmoid cross_entropy, N = 5: no symmetry hides a mutation
@@ -407,34 +566,77 @@ def test_swapped_kronecker_factors_fail():
 # ---- stochastic estimators: reproducible per seed, unbiased within their own standard error --------------------------
 SEEDS = estimators.SEEDS
 STOCHASTIC = [  # (library, label, estimate(module, p, seed) -> array, exact(oracle, p) -> array)
-    ("backpack", "mc_ggn_diagonal", lambda m, p, s: m.mc_ggn_diagonal(p.net, p.X, p.Y, s, 64),
-     lambda o, p: o.ggn_diagonal()),
+    (
+        "backpack",
+        "mc_ggn_diagonal",
+        lambda m, p, s: m.mc_ggn_diagonal(p.net, p.X, p.Y, s, 64),
+        lambda o, p: o.ggn_diagonal(),
+    ),
     ("backpack", "mc_ggn", lambda m, p, s: m.mc_ggn(p.net, p.X, p.Y, s, 64), lambda o, p: o.ggn()),
-    ("backpack", "mc_kflr_factors G", lambda m, p, s: m.mc_kflr_factors(p.net, p.X, p.Y, 0, s, 64)[1],
-     lambda o, p: o.kfac_factors(0)[1]),
+    (
+        "backpack",
+        "mc_kflr_factors G",
+        lambda m, p, s: m.mc_kflr_factors(p.net, p.X, p.Y, 0, s, 64)[1],
+        lambda o, p: o.kfac_factors(0)[1],
+    ),
     ("curvlinops", "mc_ggn", lambda m, p, s: m.mc_ggn(p.net, p.X, p.Y, s, 64), lambda o, p: o.ggn()),
-    ("curvlinops", "mc_kfac_factors G", lambda m, p, s: m.mc_kfac_factors(p.net, p.X, p.Y, 0, s, 64)[1],
-     lambda o, p: o.kfac_factors(0)[1]),
-    ("curvlinops", "hutchinson_hessian_trace", lambda m, p, s: m.hutchinson_hessian_trace(p.net, p.X, p.Y, s, 32),
-     lambda o, p: o.hessian_trace()),
-    ("curvlinops", "hutchpp_hessian_trace", lambda m, p, s: m.hutchpp_hessian_trace(p.net, p.X, p.Y, s, 24),
-     lambda o, p: o.hessian_trace()),
-    ("curvlinops", "xtrace_hessian_trace", lambda m, p, s: m.xtrace_hessian_trace(p.net, p.X, p.Y, s, 24),
-     lambda o, p: o.hessian_trace()),
-    ("curvlinops", "hutchinson_hessian_diagonal",
-     lambda m, p, s: m.hutchinson_hessian_diagonal(p.net, p.X, p.Y, s, 32), lambda o, p: o.hessian_diagonal()),
-    ("curvlinops", "xdiag_hessian_diagonal", lambda m, p, s: m.xdiag_hessian_diagonal(p.net, p.X, p.Y, s, 24),
-     lambda o, p: o.hessian_diagonal()),
+    (
+        "curvlinops",
+        "mc_kfac_factors G",
+        lambda m, p, s: m.mc_kfac_factors(p.net, p.X, p.Y, 0, s, 64)[1],
+        lambda o, p: o.kfac_factors(0)[1],
+    ),
+    (
+        "curvlinops",
+        "hutchinson_hessian_trace",
+        lambda m, p, s: m.hutchinson_hessian_trace(p.net, p.X, p.Y, s, 32),
+        lambda o, p: o.hessian_trace(),
+    ),
+    (
+        "curvlinops",
+        "hutchpp_hessian_trace",
+        lambda m, p, s: m.hutchpp_hessian_trace(p.net, p.X, p.Y, s, 24),
+        lambda o, p: o.hessian_trace(),
+    ),
+    (
+        "curvlinops",
+        "xtrace_hessian_trace",
+        lambda m, p, s: m.xtrace_hessian_trace(p.net, p.X, p.Y, s, 24),
+        lambda o, p: o.hessian_trace(),
+    ),
+    (
+        "curvlinops",
+        "hutchinson_hessian_diagonal",
+        lambda m, p, s: m.hutchinson_hessian_diagonal(p.net, p.X, p.Y, s, 32),
+        lambda o, p: o.hessian_diagonal(),
+    ),
+    (
+        "curvlinops",
+        "xdiag_hessian_diagonal",
+        lambda m, p, s: m.xdiag_hessian_diagonal(p.net, p.X, p.Y, s, 24),
+        lambda o, p: o.hessian_diagonal(),
+    ),
     ("nngeometry", "mc_ggn", lambda m, p, s: m.mc_ggn(p.net, p.X, p.Y, s, 64), lambda o, p: o.ggn()),
-    ("eigenthings", "hutchinson_hessian_trace", lambda m, p, s: m.hutchinson_hessian_trace(p.net, p.X, p.Y, s, 32),
-     lambda o, p: o.hessian_trace()),
-    ("eigenthings", "hutchpp_hessian_trace", lambda m, p, s: m.hutchpp_hessian_trace(p.net, p.X, p.Y, s, 24),
-     lambda o, p: o.hessian_trace()),
+    (
+        "eigenthings",
+        "hutchinson_hessian_trace",
+        lambda m, p, s: m.hutchinson_hessian_trace(p.net, p.X, p.Y, s, 32),
+        lambda o, p: o.hessian_trace(),
+    ),
+    (
+        "eigenthings",
+        "hutchpp_hessian_trace",
+        lambda m, p, s: m.hutchpp_hessian_trace(p.net, p.X, p.Y, s, 24),
+        lambda o, p: o.hessian_trace(),
+    ),
 ]
 
 
-@pytest.mark.parametrize("library, label, estimate, exact", STOCHASTIC,
-                         ids=[f"{library}-{label}".replace(" ", "") for library, label, _, _ in STOCHASTIC])
+@pytest.mark.parametrize(
+    "library, label, estimate, exact",
+    STOCHASTIC,
+    ids=[f"{library}-{label}".replace(" ", "") for library, label, _, _ in STOCHASTIC],
+)
 def test_stochastic_estimator_is_unbiased(library, label, estimate, exact):
     """One fixed random linear functional of the estimate (unbiased if the estimator is) has its mean over SEEDS
     seeds within five standard errors of the exact value's (a factor 2, a missing 1/N or a wrong Lambda is far
@@ -442,12 +644,16 @@ def test_stochastic_estimator_is_unbiased(library, label, estimate, exact):
     bound, not one of thousands of entries."""
     module, p = adapter(library), problem(3)  # sigmoid cross_entropy, N = 5
     values = [np.asarray(estimate(module, p, seed), dtype=np.float64) for seed in range(SEEDS)]
-    np.testing.assert_array_equal(values[0], np.asarray(estimate(module, p, 0)), err_msg=f"{library} {label}: seed 0 "
-                                  "gave a different value the second time")
+    np.testing.assert_array_equal(
+        values[0],
+        np.asarray(estimate(module, p, 0)),
+        err_msg=f"{library} {label}: seed 0 gave a different value the second time",
+    )
     relative_standard_error = assert_unbiased(f"{library} {label}", values, exact(p.oracle, p))
     # five standard errors must stay below the difference a factor 2 makes, or the check could not fail
-    assert relative_standard_error < 0.1, (f"{library} {label}: too noisy ({relative_standard_error:.2g}) to see a "
-                                           "factor 2")
+    assert relative_standard_error < 0.1, (
+        f"{library} {label}: too noisy ({relative_standard_error:.2g}) to see a factor 2"
+    )
 
 
 def assert_unbiased(what, values, exact):

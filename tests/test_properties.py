@@ -1,5 +1,6 @@
 """A property test: random architectures, activations, losses, batches and directions; manual vs each selected
 reference engine, one test per engine (so a missing engine skips only its own)."""
+
 import functools
 
 import numpy as np
@@ -44,7 +45,9 @@ def evaluate(module, quantity, problem):
 
 
 # The engine fixture is set once per test, not per example: sharing it across examples is intended.
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(drawn=problems())
 def test_random_networks_agree_with_the_reference(engine, dtype, rtol, record_error, drawn):
     name, module = engine
@@ -58,6 +61,10 @@ def test_random_networks_agree_with_the_reference(engine, dtype, rtol, record_er
         if not QUANTITIES[quantity].implemented_by(module.module):
             continue
         ours, theirs = evaluate(manual, quantity, problem), evaluate(module.module, quantity, problem)
-        exact = functools.partial(evaluate, module.module, quantity, problem_64)  # the float64 reference, for float32 runs
-        error = assert_matches_reference(ours, theirs, rtol, f"{quantity} manual vs {name} on {problem.name}", dtype, exact)
+        exact = functools.partial(
+            evaluate, module.module, quantity, problem_64
+        )  # the float64 reference, for float32 runs
+        error = assert_matches_reference(
+            ours, theirs, rtol, f"{quantity} manual vs {name} on {problem.name}", dtype, exact
+        )
         record_error(f"{quantity} (random networks)", name, problem.name, error)

@@ -4,6 +4,7 @@ plain MLPs once it implements them: skipped until then): ``ggnvp == ggn @ v``, `
 Jacobian and the loss Hessian written out here, ``ggn == hessian`` where the outputs are linear in the parameters,
 the exact Fisher of cross-entropy equals the GGN, the reduction scales every quantity by N; bad input gets the
 documented errors, and every call is refused by the memory guard before any work."""
+
 import re
 
 import numpy as np
@@ -22,8 +23,7 @@ EVERY_QUANTITY = list(contract.QUANTITIES.values()) + list(contract.PENDING.valu
 BY_NAME = {entry.name: entry for entry in NETWORKS}
 MLP_CASES = {cases.case_id(case): case for case in cases.CASES}
 # plain MLPs of the case table (every engine) and networks of other layer kinds (the references)
-PROBLEMS = ["mlp-4x8x3-tanh-mse-N5", "mlp-4x8x3-sigmoid-cross_entropy-onehot-N7", "maxpool2d-ceil-pad1",
-            "dense-tied"]
+PROBLEMS = ["mlp-4x8x3-tanh-mse-N5", "mlp-4x8x3-sigmoid-cross_entropy-onehot-N7", "maxpool2d-ceil-pad1", "dense-tied"]
 
 
 def problem(name, dtype="float64"):
@@ -63,8 +63,9 @@ def test_ggnvp_is_the_ggn_times_v(engine_and_problem):
 def test_the_diagonals_are_the_diagonals_of_the_matrices(engine_and_problem):
     engine, p = engine_and_problem
     compare.assert_close(engine.ggn_diagonal(p.net, p.X, p.Y), np.diag(engine.ggn(p.net, p.X, p.Y)), RTOL, "ggn")
-    compare.assert_close(engine.hessian_diagonal(p.net, p.X, p.Y), np.diag(engine.hessian(p.net, p.X, p.Y)), RTOL,
-                         "hessian")
+    compare.assert_close(
+        engine.hessian_diagonal(p.net, p.X, p.Y), np.diag(engine.hessian(p.net, p.X, p.Y)), RTOL, "hessian"
+    )
 
 
 @ENGINE_AND_PROBLEM
@@ -125,8 +126,16 @@ def test_the_empirical_fisher_is_the_outer_product_of_the_per_sample_gradients(e
 
 
 @pytest.mark.parametrize("engine_name", ["torch", "jax", "manual"])
-@pytest.mark.parametrize("name", ["mlp-4x8x3-tanh-mse-N5", "mlp-4x8x3-sigmoid-cross_entropy-onehot-N7",
-                                  "mlp-3x6x6x2-relu-mse-N8", "conv1d-stride2-pad1-dil2", "dense-tied"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mlp-4x8x3-tanh-mse-N5",
+        "mlp-4x8x3-sigmoid-cross_entropy-onehot-N7",
+        "mlp-3x6x6x2-relu-mse-N8",
+        "conv1d-stride2-pad1-dil2",
+        "dense-tied",
+    ],
+)
 def test_kfac_block_is_the_ggn_block_at_one_sample(engine_name, name):
     p = problem(name)
     if engine_name not in engines_for(p.net):
@@ -238,8 +247,10 @@ def test_lanczos_eigenvalues_match_the_dense_ones(lanczos_engine):
 def test_lanczos_refuses_k_of_p_and_names_the_range(lanczos_engine):
     p = problem("mlp-4x8x3-tanh-mse-N5")
     P = p.net.n_params
-    with pytest.raises(ArgumentError, match=re.escape(f"k = {P}, but for P = {P} > 0 parameters") + ".*" +
-                       re.escape(f"finds k in 1..{P - 1}")):
+    with pytest.raises(
+        ArgumentError,
+        match=re.escape(f"k = {P}, but for P = {P} > 0 parameters") + ".*" + re.escape(f"finds k in 1..{P - 1}"),
+    ):
         lanczos_engine.top_eigenvalues(p.net, p.X, p.Y, P)
 
 
@@ -251,8 +262,11 @@ def test_lanczos_that_does_not_converge_names_k(lanczos_engine, monkeypatch):
 
     monkeypatch.setattr(lanczos_engine._eigenvalues, "eigsh", no_convergence)
     p = problem("mlp-4x8x3-tanh-mse-N5")
-    with pytest.raises(ArgumentError, match=r"ARPACK did not converge for k = 3 on P = 67 .*only 1 eigenvalues "
-                                            r"converged.*\(k in 1..1\)"):
+    with pytest.raises(
+        ArgumentError,
+        match=r"ARPACK did not converge for k = 3 on P = 67 .*only 1 eigenvalues "
+        r"converged.*\(k in 1..1\)",
+    ):
         lanczos_engine.top_eigenvalues(p.net, p.X, p.Y, 3)
 
 
@@ -262,16 +276,24 @@ def reference(request):
     return {"torch": torch_ref, "jax": jax_ref}[request.param]
 
 
-@pytest.mark.parametrize("name, arguments", [("ggn_block", (2, 0)), ("ggn_block", (0, -1)), ("kfac_factors", (2,)),
-                                             ("kfac_block", (7,))])
+@pytest.mark.parametrize(
+    "name, arguments", [("ggn_block", (2, 0)), ("ggn_block", (0, -1)), ("kfac_factors", (2,)), ("kfac_block", (7,))]
+)
 def test_a_layer_out_of_range_is_refused(reference, name, arguments):
     p = problem("mlp-4x8x3-tanh-mse-N5")
     with pytest.raises(LayerIndexError, match="is out of range: this network has 2 layers, valid . are 0..1"):
         getattr(reference, name)(p.net, p.X, p.Y, *arguments)
 
 
-@pytest.mark.parametrize("k, message", [(0, "k = 0 is out of range"), (68, "k = 68 is out of range"),
-                                        (True, "k = True is not a whole number"), (2.5, "k = 2.5 is not a whole")])
+@pytest.mark.parametrize(
+    "k, message",
+    [
+        (0, "k = 0 is out of range"),
+        (68, "k = 68 is out of range"),
+        (True, "k = True is not a whole number"),
+        (2.5, "k = 2.5 is not a whole"),
+    ],
+)
 def test_k_outside_one_to_p_is_refused(reference, k, message):
     p = problem("mlp-4x8x3-tanh-mse-N5")
     assert p.net.n_params == 67
@@ -279,15 +301,24 @@ def test_k_outside_one_to_p_is_refused(reference, k, message):
         reference.top_eigenvalues(p.net, p.X, p.Y, k)
 
 
-@pytest.mark.parametrize("name, layer, message", [
-    ("conv1d-stride2-pad1-dil2", 0, "layer 0 is Conv1d(2 -> 3, kernel (3,)); Kronecker factors are defined here for "
-                                    "Dense layers only"),
-    ("dense-over-positions", 0, "layer 0 takes samples of shape (3, 4); Kronecker factors are defined for Dense "
-                                "layers on (N, n_in) inputs"),
-    ("dense-tied", 0, "layer 0's tensors are used by the layers at positions [0, 2] (tied)"),
-    ("dense-no-bias", 0, "need a Dense layer with its own trainable weight and bias"),
-    ("dense-frozen", 0, "layer 0 has a frozen or absent bias, or a frozen weight"),
-])
+@pytest.mark.parametrize(
+    "name, layer, message",
+    [
+        (
+            "conv1d-stride2-pad1-dil2",
+            0,
+            "layer 0 is Conv1d(2 -> 3, kernel (3,)); Kronecker factors are defined here for Dense layers only",
+        ),
+        (
+            "dense-over-positions",
+            0,
+            "layer 0 takes samples of shape (3, 4); Kronecker factors are defined for Dense layers on (N, n_in) inputs",
+        ),
+        ("dense-tied", 0, "layer 0's tensors are used by the layers at positions [0, 2] (tied)"),
+        ("dense-no-bias", 0, "need a Dense layer with its own trainable weight and bias"),
+        ("dense-frozen", 0, "layer 0 has a frozen or absent bias, or a frozen weight"),
+    ],
+)
 @pytest.mark.parametrize("quantity", ["kfac_factors", "kfac_block"])
 def test_kfac_is_refused_where_it_is_not_defined(reference, name, layer, message, quantity):
     _, net, X, Y, _ = build(BY_NAME[name], "float64")

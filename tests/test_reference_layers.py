@@ -3,6 +3,7 @@ forward and loss equal torch's modules and loss modules, gradient and Hessian eq
 module itself (tied weights summed over their uses, frozen ones left out), and torch_ref and jax_ref agree on the
 per-sample passes and the output Jacobian (every quantity on the case table's networks of each layer kind:
 ``test_references``). Activations at their kinks and max pooling at ties take torch's one-sided derivatives."""
+
 import numpy as np
 import pytest
 
@@ -36,8 +37,9 @@ def test_forward_and_loss_are_torchs_modules(name, dtype):
     rtol = contract.quantity("forward").tolerance(dtype)
     with torch.no_grad():
         outputs = module(torch.as_tensor(X))
-        expected_loss = None if entry.loss is None else float(torch_objective(entry.loss, entry.reduction, outputs,
-                                                                               targets))
+        expected_loss = (
+            None if entry.loss is None else float(torch_objective(entry.loss, entry.reduction, outputs, targets))
+        )
     for engine_name, engine in ENGINES.items():
         compare.assert_close(engine.forward(net, X), outputs.numpy(), rtol, f"{engine_name} forward on {name}")
         if expected_loss is not None:
@@ -52,8 +54,9 @@ def module_derivatives(module, loss, reduction, X, targets):
     X = torch.as_tensor(X)
 
     def objective(theta):
-        tensors = {key: piece.reshape(value.shape)
-                   for (key, value), piece in zip(named.items(), torch.split(theta, sizes))}
+        tensors = {
+            key: piece.reshape(value.shape) for (key, value), piece in zip(named.items(), torch.split(theta, sizes))
+        }
         outputs = torch.func.functional_call(module, tensors, (X,))
         return torch_objective(loss, reduction, outputs, targets)
 
@@ -87,8 +90,9 @@ def test_references_agree_on_every_layer_kind(name):
     module, targets, problem = problem_of(entry, "float64")
     quantity = contract.quantity(CORE[entry.loss is not None])
     for call in quantity.calls(problem):
-        compare.assert_close(call.evaluate(torch_ref), call.evaluate(jax_ref), quantity.tolerance("float64"),
-                             f"{call.label} on {name}")
+        compare.assert_close(
+            call.evaluate(torch_ref), call.evaluate(jax_ref), quantity.tolerance("float64"), f"{call.label} on {name}"
+        )
 
 
 def test_the_parameter_vector_follows_the_modules_trainable_parameters():
@@ -101,10 +105,16 @@ def test_the_parameter_vector_follows_the_modules_trainable_parameters():
     assert net.n_params == 4 + (4 * 4 + 4)  # the first bias and the middle layer
 
 
-@pytest.mark.parametrize("activation, options", [
-    (nn.ReLU(), "relu'(0) = 0"), (nn.LeakyReLU(0.2), "leaky_relu'(0) = slope"), (nn.ELU(0.7), "elu'(0) = alpha"),
-    (nn.SELU(), "selu'(0) = scale alpha"), (nn.Softplus(2.0, 0.0), "softplus at its threshold"),
-])
+@pytest.mark.parametrize(
+    "activation, options",
+    [
+        (nn.ReLU(), "relu'(0) = 0"),
+        (nn.LeakyReLU(0.2), "leaky_relu'(0) = slope"),
+        (nn.ELU(0.7), "elu'(0) = alpha"),
+        (nn.SELU(), "selu'(0) = scale alpha"),
+        (nn.Softplus(2.0, 0.0), "softplus at its threshold"),
+    ],
+)
 def test_kinks_take_torchs_derivatives(activation, options):
     """Pre-activations exactly 0 (a zero first layer): both engines' gradient and Hessian are torch's own."""
     first, last = nn.Linear(3, 2).double(), nn.Linear(2, 2).double()
@@ -131,8 +141,11 @@ def test_records_that_torchs_modules_cannot_build():
 
     rng = np.random.default_rng(3)
     W, b = rng.standard_normal((5, 5)), rng.standard_normal(5)
-    layers = [Dense(0, 1), Activation("softplus", (("beta", 2.0),)),
-              Pool("avg", 1, (3,), (2,), (1,), (), True, False, 2)]
+    layers = [
+        Dense(0, 1),
+        Activation("softplus", (("beta", 2.0),)),
+        Pool("avg", 1, (3,), (2,), (1,), (), True, False, 2),
+    ]
     net = Network.from_layers(layers, [W, b], (2, 5), "mse", "sum")
     X, Y = rng.standard_normal((3, 2, 5)), rng.standard_normal((3, 2, 3))
     z = definitions.activation("softplus").value(X @ W.T + b, beta=2.0)
@@ -141,8 +154,9 @@ def test_records_that_torchs_modules_cannot_build():
     for engine_name, engine in ENGINES.items():
         compare.assert_close(engine.forward(net, X), expected, 1e-14, f"{engine_name} forward")
     for quantity in ("gradient", "hessian", "ggn"):
-        compare.assert_close(getattr(torch_ref, quantity)(net, X, Y), getattr(jax_ref, quantity)(net, X, Y), 1e-10,
-                             quantity)
+        compare.assert_close(
+            getattr(torch_ref, quantity)(net, X, Y), getattr(jax_ref, quantity)(net, X, Y), 1e-10, quantity
+        )
 
 
 @pytest.mark.parametrize("engine_name", list(ENGINES))
@@ -152,8 +166,9 @@ def test_average_pooling_with_a_dilation_is_refused(engine_name):
     from xval.errors import ArgumentError
     from xval.layers import Dense, Pool
 
-    net = Network.from_layers([Dense(0, 1), Pool("avg", 1, (2,), (1,), (0,), (2,))],
-                              [np.ones((4, 4)), np.zeros(4)], (1, 4), "mse")
+    net = Network.from_layers(
+        [Dense(0, 1), Pool("avg", 1, (2,), (1,), (0,), (2,))], [np.ones((4, 4)), np.zeros(4)], (1, 4), "mse"
+    )
     with pytest.raises(ArgumentError, match=r"average pooling with dilation \(2,\): torch's AvgPool has no dilation"):
         ENGINES[engine_name].forward(net, np.ones((1, 1, 4)))
 

@@ -5,6 +5,7 @@ that each is right. Every case in float64, the plain MLPs and the networks of ot
 cases (a softmax regression, saturated units, a convolution with max pooling), since every jitted function compiles
 anew per case and dtype. Where a quantity is not defined (KFAC of a layer that is not a Dense layer of its own), both
 refuse it. Their agreement with manual and the arbiter is ``test_comparisons``' job."""
+
 import pytest
 
 from tests.helpers import assert_matches_reference
@@ -16,8 +17,11 @@ jax_ref = pytest.importorskip("jax_ref")
 
 EVERY_QUANTITY = list(contract.QUANTITIES.values()) + list(contract.PENDING.values())
 CASES = {cases.case_id(case): case for case in cases.CASES + cases.LAYER_CASES}
-FLOAT32_CASES = ["mlp-4x3-identity-cross_entropy-soft-N5", "mlp-4x6x3-tanh-cross_entropy-onehot-N5-saturated",
-                 "layers-conv2d-tanh-maxpool-cross_entropy-N3"]
+FLOAT32_CASES = [
+    "mlp-4x3-identity-cross_entropy-soft-N5",
+    "mlp-4x6x3-tanh-cross_entropy-onehot-N5-saturated",
+    "layers-conv2d-tanh-maxpool-cross_entropy-N3",
+]
 
 
 def parts(value):
@@ -33,8 +37,14 @@ def calls_of(quantity, problem):
         return quantity.calls(problem)
     except UnsupportedError as refusal:
         net = problem.net
-        values = {"X": problem.X, "Y": problem.Y, "v": problem.v, "l": contract.same_layer_block(net)[0],
-                  "m": contract.same_layer_block(net)[1], "k": 1}
+        values = {
+            "X": problem.X,
+            "Y": problem.Y,
+            "v": problem.v,
+            "l": contract.same_layer_block(net)[0],
+            "m": contract.same_layer_block(net)[1],
+            "k": 1,
+        }
         for engine in (torch_ref, jax_ref):
             with pytest.raises(UnsupportedError):
                 getattr(engine, quantity.name)(net, *(values[name] for name in quantity.parameters))
@@ -74,5 +84,11 @@ def test_references_agree_on_the_case_table_in_float32(name, quantity):
     for call, exact in zip(calls, quantity.calls(problem.astype("float64"))):
         ours, theirs = both(call)
         for index, (a, b) in enumerate(zip(ours, theirs)):
-            assert_matches_reference(a, b, quantity.tolerance("float32"), f"{call.label} on {name} (float32)",
-                                     "float32", lambda: parts(exact.evaluate(jax_ref))[index])
+            assert_matches_reference(
+                a,
+                b,
+                quantity.tolerance("float32"),
+                f"{call.label} on {name} (float32)",
+                "float32",
+                lambda: parts(exact.evaluate(jax_ref))[index],
+            )

@@ -1,5 +1,6 @@
 """The references' staged calls, which the benchmarks time: set-up (checks, placing arrays on the device) happens
 when staging, and the staged call returns the engine's own arrays, which agree with ``manual`` once fetched."""
+
 import numpy as np
 import pytest
 
@@ -56,7 +57,7 @@ def test_staging_checks_its_arguments_before_any_computation(engine, monkeypatch
     with pytest.raises(manual.ShapeError, match=f"\\({net.n_params - 1},\\)"):
         module.stage_hvp(net, X, Y, v[:-1])
     monkeypatch.setenv("XVAL_MAX_BYTES", "100")
-    with pytest.raises(manual.MemoryGuardError, match=f"{net.n_params ** 2 * 8} bytes for the result"):
+    with pytest.raises(manual.MemoryGuardError, match=f"{net.n_params**2 * 8} bytes for the result"):
         module.stage_hessian(net, X, Y)
 
 

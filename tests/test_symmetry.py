@@ -1,5 +1,6 @@
 """Problem 4: weight-space symmetry. Sign flips and permutations of a hidden layer's N units give 2^N N!
 parameter vectors with the same network function; gradients and Hessians move with them."""
+
 import itertools
 import math
 
@@ -78,7 +79,9 @@ def test_flip_and_permute_do_what_they_say():
     np.testing.assert_array_equal(flipped.weights[0], W * np.array([[-1], [1], [-1]]))
     np.testing.assert_array_equal(flipped.biases[0], b * np.array([-1, 1, -1]))
     np.testing.assert_array_equal(flipped.weights[1], V * np.array([-1, 1, -1]))
-    np.testing.assert_allclose(flipped.biases[1], c + V[:, 0] + V[:, 2], rtol=0, atol=1e-15)  # sigmoid(-a) = 1 - sigmoid(a)
+    np.testing.assert_allclose(
+        flipped.biases[1], c + V[:, 0] + V[:, 2], rtol=0, atol=1e-15
+    )  # sigmoid(-a) = 1 - sigmoid(a)
     tanh_net, _, _ = network(3, "tanh", seed=2)
     np.testing.assert_array_equal(symmetry.flip_signs(tanh_net, 0, 1).biases[1], tanh_net.biases[1])  # odd: no shift
     moved = symmetry.permute_units(net, 0, [2, 0, 1])
@@ -116,7 +119,12 @@ def _degenerate_cases(net):
         # flipping two opposite units and swapping them changes nothing
         ("opposite units", with_units(net, 0, {2: -W[0]}, {2: -b[0]}, {2: -V[:, 0]}), 24, True),
         # both at once: the stabiliser has 4 elements
-        ("zero unit and identical units", with_units(net, 0, {1: zero_row, 2: W[0]}, {1: 0.0, 2: b[0]}, {1: zero_column, 2: V[:, 0]}), 12, True),
+        (
+            "zero unit and identical units",
+            with_units(net, 0, {1: zero_row, 2: W[0]}, {1: 0.0, 2: b[0]}, {1: zero_column, 2: V[:, 0]}),
+            12,
+            True,
+        ),
         # zero incoming weights and bias alone: the unit is constant, but its flip still moves its outgoing weights
         ("constant unit", with_units(net, 0, {1: zero_row}, {1: 0.0}, {1: V[:, 1]}), 48, False),
         ("unused unit", with_units(net, 0, {1: W[1]}, {1: b[1]}, {1: zero_column}), 48, False),
@@ -124,7 +132,9 @@ def _degenerate_cases(net):
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
-@pytest.mark.parametrize("case", range(6), ids=["zero-unit", "identical", "opposite", "zero-and-identical", "constant-unit", "unused-unit"])
+@pytest.mark.parametrize(
+    "case", range(6), ids=["zero-unit", "identical", "opposite", "zero-and-identical", "constant-unit", "unused-unit"]
+)
 def test_degenerate_orbits_have_fewer_members(activation, case):
     base, X, _ = network(3, activation, seed=4)
     name, net, expected, degenerate = _degenerate_cases(base)[case]
@@ -187,7 +197,12 @@ def test_the_manual_gradient_of_a_moved_network_matches_the_reference(engine, dt
     net, X, Y = network(5, "sigmoid", sizes=[3, 5, 4, 2], seed=8, loss="mse")
     moved = symmetry.transform(net, 0, np.array([-1, 1, -1, 1, -1]), np.array([4, 2, 0, 3, 1])).astype(dtype)
     X, Y = X.astype(dtype), Y.astype(dtype)
-    error = assert_close(manual.gradient(moved, X, Y), module.gradient(moved, X, Y), rtol, f"gradient of a moved network, manual vs {name}")
+    error = assert_close(
+        manual.gradient(moved, X, Y),
+        module.gradient(moved, X, Y),
+        rtol,
+        f"gradient of a moved network, manual vs {name}",
+    )
     record_error("gradient of a moved network", name, "sigmoid 3x5x4x2", error)
 
 

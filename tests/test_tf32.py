@@ -1,6 +1,7 @@
 """float32 comparisons need full float32 matmuls: TF32-like passes (NVIDIA GPUs' default for jax, a switch in torch)
 keep 10 bits of mantissa and miss the float32 tolerance, so the references ask for full precision, and this shows
 that the setting matters (a CPU emulation: operands rounded to 10 mantissa bits before each matmul)."""
+
 import numpy as np
 import pytest
 

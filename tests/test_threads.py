@@ -2,6 +2,7 @@
 that splits agrees with torch.func and is bit for bit what one thread writes (each entry is the same product, only
 the thread differs); an overflow inside a worker thread is still reported; BLAS's thread count comes back after
 ``quiet_blas``; ``XVAL_THREADS`` is read."""
+
 import os
 import importlib
 import sys
@@ -107,7 +108,10 @@ def test_blas_runs_on_one_thread_inside_quiet_blas_and_comes_back(monkeypatch):
         assert _blas_threads() == before
         with arrays.pinned_threads(1), arrays.quiet_blas(arrays.NUMPY, 1, 0):  # no split, nothing changes
             assert _blas_threads() == before
-        with arrays.pinned_threads(2), arrays.quiet_blas(arrays.NUMPY, 1, writes.QUIET_FLOPS_PER_BYTE + 1):  # large products
+        with (
+            arrays.pinned_threads(2),
+            arrays.quiet_blas(arrays.NUMPY, 1, writes.QUIET_FLOPS_PER_BYTE + 1),
+        ):  # large products
             assert _blas_threads() == before
     assert before and all(count == 2 for count in before) and all(count == 1 for count in inside)
 
@@ -186,6 +190,7 @@ def test_one_pool_per_thread_count_whatever_the_row_count(monkeypatch):
 
 def test_when_no_thread_can_start_the_caller_writes_every_part(monkeypatch):
     """At interpreter shutdown (a user thread still running) the pool refuses new work; the split goes on here."""
+
     class Closed:
         def submit(self, *args):
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")

@@ -2,6 +2,7 @@
 shape, dtypes and the round trip. Each accepted model is compared with the ORIGINAL module and loss (outputs, loss,
 gradient and Hessian by ``torch.func``, to 1e-12) and with a numpy forward of the network's layers
 (``tests/torch_equivalence.py``); the plain MLPs also with ``manual``, never through ``torch_ref``."""
+
 import os
 import subprocess
 import sys
@@ -33,14 +34,18 @@ def mlp():
 
 
 # ---- losses -----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("loss, name, reduction", [
-    (nn.MSELoss(), "mean_squared_error", "mean"),
-    (nn.MSELoss(reduction="sum"), "squared_error", "sum"),
-    (nn.BCEWithLogitsLoss(), "mean_bce_with_logits", "mean"),
-    (nn.BCEWithLogitsLoss(reduction="sum"), "bce_with_logits", "sum"),
-    (nn.CrossEntropyLoss(), "cross_entropy", "mean"),
-    (nn.CrossEntropyLoss(reduction="sum"), "cross_entropy", "sum"),
-], ids=lambda value: value if isinstance(value, str) else f"{type(value).__name__}-{value.reduction}")
+@pytest.mark.parametrize(
+    "loss, name, reduction",
+    [
+        (nn.MSELoss(), "mean_squared_error", "mean"),
+        (nn.MSELoss(reduction="sum"), "squared_error", "sum"),
+        (nn.BCEWithLogitsLoss(), "mean_bce_with_logits", "mean"),
+        (nn.BCEWithLogitsLoss(reduction="sum"), "bce_with_logits", "sum"),
+        (nn.CrossEntropyLoss(), "cross_entropy", "mean"),
+        (nn.CrossEntropyLoss(reduction="sum"), "cross_entropy", "sum"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else f"{type(value).__name__}-{value.reduction}",
+)
 def test_torch_losses_are_the_suites_losses_exactly(loss, name, reduction):
     net = Network.from_torch(mlp(), loss)
     assert (net.loss, net.reduction) == (name, reduction)
@@ -101,21 +106,37 @@ def test_no_loss():
     assert_same_model(mlp(), None, net)
 
 
-@pytest.mark.parametrize("loss, message", [
-    (nn.MSELoss(reduction="none"), r"reduction='none'\) is not supported"),
-    (nn.CrossEntropyLoss(weight=torch.ones(3, dtype=torch.float64)), r"CrossEntropyLoss with weight="),
-    (nn.CrossEntropyLoss(label_smoothing=0.1), r"label_smoothing= is not supported"),
-    (nn.CrossEntropyLoss(ignore_index=0), r"ignore_index= is not supported.*ignoring class 0"),
-    (nn.BCEWithLogitsLoss(pos_weight=torch.ones(3)), r"pos_weight= is not supported"),
-    (nn.BCEWithLogitsLoss(weight=torch.ones(3)), r"BCEWithLogitsLoss with weight="),
-    (nn.NLLLoss(weight=torch.ones(3)), r"NLLLoss with weight="),
-    (nn.L1Loss(), r"loss L1Loss is not supported; from_torch takes nn.MSELoss"),
-    (nn.HuberLoss(), r"loss HuberLoss is not supported"),
-    (nn.BCELoss(), r"loss BCELoss is not supported"),
-    (torch.nn.functional.mse_loss, r"pass a torch loss module"),
-    (nn.NLLLoss(), r"NLLLoss takes log-probabilities, but the model does not end in nn.LogSoftmax"),
-], ids=["none", "ce-weight", "smoothing", "ignore-index", "pos-weight", "bce-weight", "nll-weight", "l1", "huber",
-        "bce", "function", "nll-without-log-softmax"])
+@pytest.mark.parametrize(
+    "loss, message",
+    [
+        (nn.MSELoss(reduction="none"), r"reduction='none'\) is not supported"),
+        (nn.CrossEntropyLoss(weight=torch.ones(3, dtype=torch.float64)), r"CrossEntropyLoss with weight="),
+        (nn.CrossEntropyLoss(label_smoothing=0.1), r"label_smoothing= is not supported"),
+        (nn.CrossEntropyLoss(ignore_index=0), r"ignore_index= is not supported.*ignoring class 0"),
+        (nn.BCEWithLogitsLoss(pos_weight=torch.ones(3)), r"pos_weight= is not supported"),
+        (nn.BCEWithLogitsLoss(weight=torch.ones(3)), r"BCEWithLogitsLoss with weight="),
+        (nn.NLLLoss(weight=torch.ones(3)), r"NLLLoss with weight="),
+        (nn.L1Loss(), r"loss L1Loss is not supported; from_torch takes nn.MSELoss"),
+        (nn.HuberLoss(), r"loss HuberLoss is not supported"),
+        (nn.BCELoss(), r"loss BCELoss is not supported"),
+        (torch.nn.functional.mse_loss, r"pass a torch loss module"),
+        (nn.NLLLoss(), r"NLLLoss takes log-probabilities, but the model does not end in nn.LogSoftmax"),
+    ],
+    ids=[
+        "none",
+        "ce-weight",
+        "smoothing",
+        "ignore-index",
+        "pos-weight",
+        "bce-weight",
+        "nll-weight",
+        "l1",
+        "huber",
+        "bce",
+        "function",
+        "nll-without-log-softmax",
+    ],
+)
 def test_losses_the_suite_does_not_compute_are_refused_by_name(loss, message):
     with pytest.raises(ArgumentError, match=message):
         Network.from_torch(mlp(), loss)
@@ -145,52 +166,128 @@ def test_unknown_loss_names_are_refused():
 @pytest.mark.parametrize("loss", [nn.CrossEntropyLoss(), nn.NLLLoss(), "cross_entropy"], ids=["ce", "nll", "name"])
 def test_class_losses_on_outputs_with_extra_axes_are_refused(loss):
     module = nn.Sequential(nn.Conv1d(2, 3, 2), nn.LogSoftmax(dim=-1))
-    with pytest.raises(ArgumentError, match=r"on outputs of shape \(N, 3, 4\) is not supported: the suite's class "
-                                            r"losses take outputs \(N, C\)"):
+    with pytest.raises(
+        ArgumentError,
+        match=r"on outputs of shape \(N, 3, 4\) is not supported: the suite's class "
+        r"losses take outputs \(N, C\)",
+    ):
         Network.from_torch(module, loss, input_shape=(2, 5))
 
 
 # ---- layer kinds --------------------------------------------------------------------------------------------------
 LAYERS = {
-    "conv1d-stride-dilation-groups": (lambda: nn.Sequential(nn.Conv1d(4, 6, 3, stride=2, padding=1, dilation=2,
-                                                                      groups=2), nn.Tanh(), nn.Flatten(),
-                                                            nn.Linear(30, 2)), (4, 11)),
-    "conv2d-same-even-kernel": (lambda: nn.Sequential(nn.Conv2d(2, 3, (2, 3), padding="same"), nn.GELU(),
-                                                      nn.Flatten(), nn.Linear(3 * 4 * 5, 2)), (2, 4, 5)),
-    "conv2d-valid-no-bias": (lambda: nn.Sequential(nn.Conv2d(2, 3, 3, padding="valid", bias=False), nn.SELU(),
-                                                   nn.Flatten(), nn.Linear(3 * 2 * 3, 2)), (2, 4, 5)),
-    "conv3d": (lambda: nn.Sequential(nn.Conv3d(1, 2, 2, stride=(1, 2, 1)), nn.LeakyReLU(0.2), nn.Flatten(),
-                                     nn.Linear(2 * 2 * 2 * 3, 2)), (1, 3, 4, 4)),
-    "conv-transpose1d": (lambda: nn.Sequential(nn.ConvTranspose1d(2, 4, 3, stride=2, padding=1, output_padding=1,
-                                                                  groups=2), nn.Softplus(beta=2, threshold=5),
-                                               nn.Flatten(), nn.Linear(4 * 8, 2)), (2, 4)),
-    "conv-transpose2d-dilation": (lambda: nn.Sequential(nn.ConvTranspose2d(2, 3, 2, dilation=2, bias=False),
-                                                        nn.LogSigmoid(), nn.Flatten(), nn.Linear(3 * 5 * 6, 2)),
-                                  (2, 3, 4)),
-    "conv-transpose3d": (lambda: nn.Sequential(nn.ConvTranspose3d(1, 2, 2, stride=2), nn.Sigmoid(), nn.Flatten(),
-                                               nn.Linear(2 * 4 * 4 * 2, 2)), (1, 2, 2, 1)),
-    "max-pool-ceil-dilation": (lambda: nn.Sequential(nn.Conv2d(1, 2, 2), nn.MaxPool2d(2, stride=2, padding=1,
-                                                                                     dilation=2, ceil_mode=True),
-                                                     nn.Flatten(), nn.Linear(2 * 3 * 4, 2)), (1, 6, 7)),
-    "avg-pool-no-pad-count": (lambda: nn.Sequential(nn.Conv1d(2, 2, 2), nn.AvgPool1d(3, stride=2, padding=1,
-                                                                                     count_include_pad=False),
-                                                    nn.Flatten(), nn.Linear(2 * 4, 2)), (2, 8)),
-    "avg-pool-divisor": (lambda: nn.Sequential(nn.Conv2d(1, 2, 2), nn.AvgPool2d(2, divisor_override=3), nn.Flatten(),
-                                               nn.Linear(2 * 2 * 2, 2)), (1, 5, 5)),
-    "avg-pool-ceil": (lambda: nn.Sequential(nn.Conv2d(1, 2, 2), nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True),
-                                            nn.Flatten(), nn.Linear(2 * 4 * 4, 2)), (1, 7, 8)),  # a window past the end
-    "adaptive-avg-pool": (lambda: nn.Sequential(nn.Conv2d(1, 2, 2), nn.AdaptiveAvgPool2d((3, None)), nn.Flatten(),
-                                                nn.Linear(2 * 3 * 6, 2)), (1, 6, 7)),
-    "batch-norm-eval": (lambda: nn.Sequential(nn.Conv2d(2, 3, 2), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
-                                              nn.Linear(3 * 3 * 3, 2)), (2, 4, 4)),
-    "batch-norm-no-affine": (lambda: nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, affine=False), nn.Tanh(),
-                                                   nn.Linear(4, 2)), (3,)),
-    "pad-constant": (lambda: nn.Sequential(nn.Conv2d(1, 2, 2), nn.ConstantPad2d((1, 0, 2, 1), 0.5), nn.ZeroPad1d(1),
-                                           nn.Flatten(), nn.Linear(2 * 6 * 7, 2)), (1, 4, 5)),
-    "flatten-partial-gelu-tanh": (lambda: nn.Sequential(nn.Linear(4, 3), nn.GELU("tanh"), nn.Flatten(1, 2),
-                                                        nn.Linear(3, 2)), (2, 1, 4)),
-    "dropout-eval-identity": (lambda: nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.ReLU(inplace=True),
-                                                    nn.Identity(), nn.Dropout(0.0), nn.Linear(4, 2)), (3,)),
+    "conv1d-stride-dilation-groups": (
+        lambda: nn.Sequential(
+            nn.Conv1d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2), nn.Tanh(), nn.Flatten(), nn.Linear(30, 2)
+        ),
+        (4, 11),
+    ),
+    "conv2d-same-even-kernel": (
+        lambda: nn.Sequential(
+            nn.Conv2d(2, 3, (2, 3), padding="same"), nn.GELU(), nn.Flatten(), nn.Linear(3 * 4 * 5, 2)
+        ),
+        (2, 4, 5),
+    ),
+    "conv2d-valid-no-bias": (
+        lambda: nn.Sequential(
+            nn.Conv2d(2, 3, 3, padding="valid", bias=False), nn.SELU(), nn.Flatten(), nn.Linear(3 * 2 * 3, 2)
+        ),
+        (2, 4, 5),
+    ),
+    "conv3d": (
+        lambda: nn.Sequential(
+            nn.Conv3d(1, 2, 2, stride=(1, 2, 1)), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(2 * 2 * 2 * 3, 2)
+        ),
+        (1, 3, 4, 4),
+    ),
+    "conv-transpose1d": (
+        lambda: nn.Sequential(
+            nn.ConvTranspose1d(2, 4, 3, stride=2, padding=1, output_padding=1, groups=2),
+            nn.Softplus(beta=2, threshold=5),
+            nn.Flatten(),
+            nn.Linear(4 * 8, 2),
+        ),
+        (2, 4),
+    ),
+    "conv-transpose2d-dilation": (
+        lambda: nn.Sequential(
+            nn.ConvTranspose2d(2, 3, 2, dilation=2, bias=False), nn.LogSigmoid(), nn.Flatten(), nn.Linear(3 * 5 * 6, 2)
+        ),
+        (2, 3, 4),
+    ),
+    "conv-transpose3d": (
+        lambda: nn.Sequential(
+            nn.ConvTranspose3d(1, 2, 2, stride=2), nn.Sigmoid(), nn.Flatten(), nn.Linear(2 * 4 * 4 * 2, 2)
+        ),
+        (1, 2, 2, 1),
+    ),
+    "max-pool-ceil-dilation": (
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 2, 2),
+            nn.MaxPool2d(2, stride=2, padding=1, dilation=2, ceil_mode=True),
+            nn.Flatten(),
+            nn.Linear(2 * 3 * 4, 2),
+        ),
+        (1, 6, 7),
+    ),
+    "avg-pool-no-pad-count": (
+        lambda: nn.Sequential(
+            nn.Conv1d(2, 2, 2),
+            nn.AvgPool1d(3, stride=2, padding=1, count_include_pad=False),
+            nn.Flatten(),
+            nn.Linear(2 * 4, 2),
+        ),
+        (2, 8),
+    ),
+    "avg-pool-divisor": (
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 2, 2), nn.AvgPool2d(2, divisor_override=3), nn.Flatten(), nn.Linear(2 * 2 * 2, 2)
+        ),
+        (1, 5, 5),
+    ),
+    "avg-pool-ceil": (
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 2, 2),
+            nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True),
+            nn.Flatten(),
+            nn.Linear(2 * 4 * 4, 2),
+        ),
+        (1, 7, 8),
+    ),  # a window past the end
+    "adaptive-avg-pool": (
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 2, 2), nn.AdaptiveAvgPool2d((3, None)), nn.Flatten(), nn.Linear(2 * 3 * 6, 2)
+        ),
+        (1, 6, 7),
+    ),
+    "batch-norm-eval": (
+        lambda: nn.Sequential(nn.Conv2d(2, 3, 2), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 3 * 3, 2)),
+        (2, 4, 4),
+    ),
+    "batch-norm-no-affine": (
+        lambda: nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, affine=False), nn.Tanh(), nn.Linear(4, 2)),
+        (3,),
+    ),
+    "pad-constant": (
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 2, 2),
+            nn.ConstantPad2d((1, 0, 2, 1), 0.5),
+            nn.ZeroPad1d(1),
+            nn.Flatten(),
+            nn.Linear(2 * 6 * 7, 2),
+        ),
+        (1, 4, 5),
+    ),
+    "flatten-partial-gelu-tanh": (
+        lambda: nn.Sequential(nn.Linear(4, 3), nn.GELU("tanh"), nn.Flatten(1, 2), nn.Linear(3, 2)),
+        (2, 1, 4),
+    ),
+    "dropout-eval-identity": (
+        lambda: nn.Sequential(
+            nn.Linear(3, 4), nn.Dropout(0.5), nn.ReLU(inplace=True), nn.Identity(), nn.Dropout(0.0), nn.Linear(4, 2)
+        ),
+        (3,),
+    ),
 }
 
 
@@ -220,12 +317,24 @@ def test_same_padding_with_an_even_kernel_pads_the_extra_entry_on_the_right():
 
 
 def test_options_equal_to_the_suites_defaults_are_left_out():
-    module = nn.Sequential(nn.Linear(2, 2), nn.LeakyReLU(), nn.Linear(2, 2), nn.ELU(alpha=0.5), nn.Linear(2, 2),
-                           nn.Softplus(), nn.Linear(2, 2), nn.Softplus(beta=1, threshold=float("inf"))).double()
+    module = nn.Sequential(
+        nn.Linear(2, 2),
+        nn.LeakyReLU(),
+        nn.Linear(2, 2),
+        nn.ELU(alpha=0.5),
+        nn.Linear(2, 2),
+        nn.Softplus(),
+        nn.Linear(2, 2),
+        nn.Softplus(beta=1, threshold=float("inf")),
+    ).double()
     net = Network.from_torch(module, None)
     activations = [layer for layer in net.layers if isinstance(layer, Activation)]
-    assert activations == [Activation("leaky_relu"), Activation("elu", (("alpha", 0.5),)),
-                           Activation("softplus", (("threshold", 20.0),)), Activation("softplus")]
+    assert activations == [
+        Activation("leaky_relu"),
+        Activation("elu", (("alpha", 0.5),)),
+        Activation("softplus", (("threshold", 20.0),)),
+        Activation("softplus"),
+    ]
 
 
 def test_a_chain_of_linear_layers_is_a_plain_mlp():
@@ -249,22 +358,31 @@ def test_a_linear_over_leading_positions_needs_the_input_shape():
     assert_same_model(build(), nn.CrossEntropyLoss(), net, n=3)
 
 
-@pytest.mark.parametrize("module, message", [
-    (nn.Sequential(nn.Conv2d(1, 2, 3)), r"cannot be read from the model: its first layer is module 0 \(Conv2d\); "
-                                        r"pass input_shape="),
-    (nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), r"its first layer is module 0 \(Flatten\)"),
-])
+@pytest.mark.parametrize(
+    "module, message",
+    [
+        (
+            nn.Sequential(nn.Conv2d(1, 2, 3)),
+            r"cannot be read from the model: its first layer is module 0 \(Conv2d\); "
+            r"pass input_shape=",
+        ),
+        (nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), r"its first layer is module 0 \(Flatten\)"),
+    ],
+)
 def test_an_input_shape_that_the_model_does_not_tell_is_asked_for(module, message):
     with pytest.raises(ArgumentError, match=message):
         Network.from_torch(module.double(), None)
 
 
-@pytest.mark.parametrize("shape, error, message", [
-    ((1, 4), "ShapeError", r"module 0 \(Conv2d\) gets samples of shape \(1, 4\)"),
-    ((2, 5, 5), "ShapeError", r"Conv2d layer with 1 input channels gets samples of shape \(2, 5, 5\)"),
-    ((0, 5), "ArgumentError", r"input_shape is \(0, 5\) \(tuple\), but it must be one sample's shape"),
-    ("3", "ArgumentError", r"input_shape is '3'"),
-])
+@pytest.mark.parametrize(
+    "shape, error, message",
+    [
+        ((1, 4), "ShapeError", r"module 0 \(Conv2d\) gets samples of shape \(1, 4\)"),
+        ((2, 5, 5), "ShapeError", r"Conv2d layer with 1 input channels gets samples of shape \(2, 5, 5\)"),
+        ((0, 5), "ArgumentError", r"input_shape is \(0, 5\) \(tuple\), but it must be one sample's shape"),
+        ("3", "ArgumentError", r"input_shape is '3'"),
+    ],
+)
 def test_a_wrong_input_shape_is_refused(shape, error, message):
     with pytest.raises(Exception, match=message) as caught:
         Network.from_torch(nn.Sequential(nn.Conv2d(1, 2, 3)).double(), None, input_shape=shape)
@@ -287,8 +405,11 @@ def test_dtype_converts():
 @pytest.mark.parametrize("kind", ["float16", "bfloat16"])
 def test_half_precision_models_are_refused_with_the_fix(kind):
     module = nn.Sequential(nn.Linear(2, 3)).to(getattr(torch, kind))
-    with pytest.raises(ArgumentError, match=rf"the weight of module 0 \(Linear\) is {kind}: half-precision models "
-                                            r"round differently.*model.double\(\)"):
+    with pytest.raises(
+        ArgumentError,
+        match=rf"the weight of module 0 \(Linear\) is {kind}: half-precision models "
+        r"round differently.*model.double\(\)",
+    ):
         Network.from_torch(module, None)
     with pytest.raises(ArgumentError, match="half-precision"):
         Network.from_torch(module, None, dtype="float64")
@@ -356,8 +477,12 @@ def test_to_torch_ties_tied_parameters_and_keeps_frozen_ones_frozen():
 
 
 def test_loss_module_gives_the_torch_loss_back():
-    for loss in (nn.MSELoss(), nn.MSELoss(reduction="sum"), nn.BCEWithLogitsLoss(reduction="sum"),
-                 nn.CrossEntropyLoss(reduction="sum")):
+    for loss in (
+        nn.MSELoss(),
+        nn.MSELoss(reduction="sum"),
+        nn.BCEWithLogitsLoss(reduction="sum"),
+        nn.CrossEntropyLoss(reduction="sum"),
+    ):
         got = torch_io.loss_module(Network.from_torch(mlp(), loss))
         assert type(got) is type(loss) and got.reduction == loss.reduction
     with pytest.raises(ArgumentError, match="the suite's loss 'mse'.*is no torch loss module"):
@@ -376,12 +501,20 @@ def test_numpy_forward_of_a_conv_net_is_torchs():
 
 
 def test_xval_imports_without_torch():
-    blocker = ("import sys\nclass Block:\n def find_spec(self, name, path=None, target=None):\n"
-               "  if name.split('.')[0] == 'torch': raise ImportError('blocked')\nsys.meta_path.insert(0, Block())\n"
-               "import xval\nnet = xval.Network.random([2, 3, 1])\n"
-               "try:\n net.to_torch()\nexcept xval.EngineUnavailableError as exc:\n print('refused:', exc)\n")
-    done = subprocess.run([sys.executable, "-c", blocker], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ, PYTHONPATH=ROOT))
+    blocker = (
+        "import sys\nclass Block:\n def find_spec(self, name, path=None, target=None):\n"
+        "  if name.split('.')[0] == 'torch': raise ImportError('blocked')\nsys.meta_path.insert(0, Block())\n"
+        "import xval\nnet = xval.Network.random([2, 3, 1])\n"
+        "try:\n net.to_torch()\nexcept xval.EngineUnavailableError as exc:\n print('refused:', exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", blocker],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("refused: converting to or from torch needs torch")
     assert "pip install torch" in done.stdout

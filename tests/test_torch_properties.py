@@ -3,6 +3,7 @@ taken in computing the same function with the same trainable parameter count (ou
 original module and loss against ``net.to_torch()`` to 1e-12, and outputs and loss against the numpy forward of
 the layer records to 1e-10). Hypothesis builds random chains of supported modules (kinds, shapes, options, frozen
 tensors, layers without bias, tied layers, nested or wrapped) and sometimes inserts one thing that must be refused."""
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,15 +19,40 @@ nn = torch.nn
 
 def activation(data):
     """A random activation module, options included."""
-    kind = data.draw(st.sampled_from(["relu", "leaky", "elu", "selu", "gelu", "gelu-tanh", "silu", "logsigmoid",
-                                      "softplus", "sigmoid", "tanh", "identity"]))
+    kind = data.draw(
+        st.sampled_from(
+            [
+                "relu",
+                "leaky",
+                "elu",
+                "selu",
+                "gelu",
+                "gelu-tanh",
+                "silu",
+                "logsigmoid",
+                "softplus",
+                "sigmoid",
+                "tanh",
+                "identity",
+            ]
+        )
+    )
     number = st.floats(0.05, 3.0)
     # no in-place ReLU: after another ReLU, torch cannot differentiate the original (test_torch_io has one)
-    return {"relu": nn.ReLU,
-            "leaky": lambda: nn.LeakyReLU(data.draw(number)), "elu": lambda: nn.ELU(data.draw(number)),
-            "selu": nn.SELU, "gelu": nn.GELU, "gelu-tanh": lambda: nn.GELU("tanh"), "silu": nn.SiLU,
-            "logsigmoid": nn.LogSigmoid, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "identity": nn.Identity,
-            "softplus": lambda: nn.Softplus(data.draw(number), data.draw(st.sampled_from([20.0, 1.0, 0.5])))}[kind]()
+    return {
+        "relu": nn.ReLU,
+        "leaky": lambda: nn.LeakyReLU(data.draw(number)),
+        "elu": lambda: nn.ELU(data.draw(number)),
+        "selu": nn.SELU,
+        "gelu": nn.GELU,
+        "gelu-tanh": lambda: nn.GELU("tanh"),
+        "silu": nn.SiLU,
+        "logsigmoid": nn.LogSigmoid,
+        "sigmoid": nn.Sigmoid,
+        "tanh": nn.Tanh,
+        "identity": nn.Identity,
+        "softplus": lambda: nn.Softplus(data.draw(number), data.draw(st.sampled_from([20.0, 1.0, 0.5]))),
+    }[kind]()
 
 
 class Chain:
@@ -72,8 +98,13 @@ class Chain:
         groups = data.draw(st.sampled_from([g for g in (1, 2) if c % g == 0]))
         c_out = groups * data.draw(st.integers(1, 2))
         kernel = data.draw(st.integers(1, 3))
-        options = {"stride": data.draw(st.integers(1, 2)), "padding": data.draw(st.integers(0, 1)),
-                   "dilation": data.draw(st.integers(1, 2)), "groups": groups, "bias": data.draw(st.booleans())}
+        options = {
+            "stride": data.draw(st.integers(1, 2)),
+            "padding": data.draw(st.integers(0, 1)),
+            "dilation": data.draw(st.integers(1, 2)),
+            "groups": groups,
+            "bias": data.draw(st.booleans()),
+        }
         if data.draw(st.booleans()):
             kind = getattr(nn, f"ConvTranspose{dims}d")
             options["output_padding"] = data.draw(st.integers(0, 1)) if options["stride"] > 1 else 0
@@ -96,10 +127,16 @@ class Chain:
             return self.fits(getattr(nn, f"AdaptiveAvgPool{dims}d")(data.draw(st.integers(1, 3))))
         stride, padding = data.draw(st.integers(1, 2)), data.draw(st.integers(0, kernel // 2))
         if choice == "max":
-            return self.fits(getattr(nn, f"MaxPool{dims}d")(kernel, stride, padding, data.draw(st.integers(1, 2)),
-                                                           ceil_mode=data.draw(st.booleans())))
-        return self.fits(getattr(nn, f"AvgPool{dims}d")(kernel, stride, padding, ceil_mode=data.draw(st.booleans()),
-                                                       count_include_pad=data.draw(st.booleans())))
+            return self.fits(
+                getattr(nn, f"MaxPool{dims}d")(
+                    kernel, stride, padding, data.draw(st.integers(1, 2)), ceil_mode=data.draw(st.booleans())
+                )
+            )
+        return self.fits(
+            getattr(nn, f"AvgPool{dims}d")(
+                kernel, stride, padding, ceil_mode=data.draw(st.booleans()), count_include_pad=data.draw(st.booleans())
+            )
+        )
 
     def pad(self, data):
         sides = [data.draw(st.integers(0, 1)) for _ in range(2 * (len(self.shape) - 1))]
@@ -157,18 +194,31 @@ def models(draw):
     data = Drawer(draw)
     family = data.draw(st.sampled_from(["dense", "sequence", "conv1d", "conv2d"]))
     if family in ("dense", "sequence"):
-        chain = Chain((data.draw(st.integers(1, 4)),) if family == "dense" else tuple(data.draw(st.integers(1, 3))
-                                                                                     for _ in range(2)))
-        steps = {"linear": chain.linear, "activation": lambda d: chain.fits(activation(d)),
-                 "batch_norm": chain.batch_norm, "dropout": lambda d: chain.fits(nn.Dropout(0.5)),
-                 "tied": chain.tied}
+        chain = Chain(
+            (data.draw(st.integers(1, 4)),)
+            if family == "dense"
+            else tuple(data.draw(st.integers(1, 3)) for _ in range(2))
+        )
+        steps = {
+            "linear": chain.linear,
+            "activation": lambda d: chain.fits(activation(d)),
+            "batch_norm": chain.batch_norm,
+            "dropout": lambda d: chain.fits(nn.Dropout(0.5)),
+            "tied": chain.tied,
+        }
         chain.linear(data)
     else:
         dims = 1 if family == "conv1d" else 2
         chain = Chain((data.draw(st.integers(1, 2)), *(data.draw(st.integers(4, 6)) for _ in range(dims))))
-        steps = {"conv": chain.conv, "activation": lambda d: chain.fits(activation(d)), "pool": chain.pool,
-                 "max_pool": lambda d: chain.pool(d, "max"), "avg_pool": lambda d: chain.pool(d, "avg"),
-                 "batch_norm": chain.batch_norm, "pad": chain.pad}
+        steps = {
+            "conv": chain.conv,
+            "activation": lambda d: chain.fits(activation(d)),
+            "pool": chain.pool,
+            "max_pool": lambda d: chain.pool(d, "max"),
+            "avg_pool": lambda d: chain.pool(d, "avg"),
+            "batch_norm": chain.batch_norm,
+            "pad": chain.pad,
+        }
         while not chain.conv(data):
             pass
     for _ in range(data.draw(st.integers(1, 5))):
@@ -199,8 +249,9 @@ def draw_loss(data, chain):
     kind, reduction = choice.split("-")
     if kind == "nll":
         chain.modules.append(nn.LogSoftmax(dim=-1))
-    return {"mse": nn.MSELoss, "bce": nn.BCEWithLogitsLoss, "ce": nn.CrossEntropyLoss,
-            "nll": nn.NLLLoss}[kind](reduction=reduction)
+    return {"mse": nn.MSELoss, "bce": nn.BCEWithLogitsLoss, "ce": nn.CrossEntropyLoss, "nll": nn.NLLLoss}[kind](
+        reduction=reduction
+    )
 
 
 def wrap(data, modules):
@@ -243,10 +294,35 @@ def test_every_model_is_refused_by_name_or_computed_exactly(model):
     assert_same_model(module, loss, net, n=3, hessian=False)
 
 
-KINDS = ["Linear", "Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d", "MaxPool1d", "MaxPool2d", "AvgPool1d",
-         "AvgPool2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d", "ConstantPad1d",
-         "ConstantPad2d", "Flatten", "LogSoftmax", "GELU", "Softplus", "ELU", "LeakyReLU", "Dropout", "Looped",
-         "tied", "frozen", "no bias", "nested"]
+KINDS = [
+    "Linear",
+    "Conv1d",
+    "Conv2d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "MaxPool1d",
+    "MaxPool2d",
+    "AvgPool1d",
+    "AvgPool2d",
+    "AdaptiveAvgPool1d",
+    "AdaptiveAvgPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "ConstantPad1d",
+    "ConstantPad2d",
+    "Flatten",
+    "LogSoftmax",
+    "GELU",
+    "Softplus",
+    "ELU",
+    "LeakyReLU",
+    "Dropout",
+    "Looped",
+    "tied",
+    "frozen",
+    "no bias",
+    "nested",
+]
 
 
 def kinds_of(model):
@@ -255,11 +331,16 @@ def kinds_of(model):
     found = {type(m).__name__ for m in module.modules()}
     linear = [m for _, m in module.named_modules(remove_duplicate=False) if isinstance(m, nn.Linear)]
     parameters = list(module.parameters())
-    found |= {name for name, holds in [("tied", len({id(m) for m in linear}) < len(linear)),
-                                       ("frozen", any(not p.requires_grad for p in parameters)),
-                                       ("no bias", any(m.bias is None for m in linear)),
-                                       ("nested", isinstance(module, nn.Sequential)
-                                        and isinstance(module[0], nn.Sequential))] if holds}
+    found |= {
+        name
+        for name, holds in [
+            ("tied", len({id(m) for m in linear}) < len(linear)),
+            ("frozen", any(not p.requires_grad for p in parameters)),
+            ("no bias", any(m.bias is None for m in linear)),
+            ("nested", isinstance(module, nn.Sequential) and isinstance(module[0], nn.Sequential)),
+        ]
+        if holds
+    }
     return found | {name for name, (_, words) in UNSUPPORTED.items() if words == refusal}
 
 
@@ -268,8 +349,7 @@ def test_the_drawn_models_reach_every_kind():
     property vacuous for it)."""
     seen = set()
 
-    @settings(max_examples=300, derandomize=True, database=None, deadline=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(max_examples=300, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
     @given(models())
     def draw(model):
         seen.update(kinds_of(model))

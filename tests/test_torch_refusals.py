@@ -3,6 +3,7 @@ subclasses with their own forward, tied weights, ``bias=False``, frozen paramete
 (the same outputs, loss, gradient and Hessian as the original module, and the same trainable parameter count) or
 refused with an error naming it, where it is, and the fix; so are the inputs that gave raw exceptions (half
 precision, the meta device, lazy modules) and every unsupported module, operation and mode."""
+
 from collections import OrderedDict
 
 import numpy as np
@@ -127,14 +128,17 @@ def test_a_wrapper_with_functional_operations_and_a_view_is_traced():
 
     module = double(Net)
     net = Network.from_torch(module, nn.NLLLoss(), input_shape=(1, 4, 4))
-    assert net.describe() == ("Conv2d(1 -> 2, kernel (3, 3)), relu, MaxPool2d(kernel (2, 2)), Flatten, Dense(8 -> 5), "
-                              "leaky_relu(slope=0.1), Dense(5 -> 3), LogSoftmax")
+    assert net.describe() == (
+        "Conv2d(1 -> 2, kernel (3, 3)), relu, MaxPool2d(kernel (2, 2)), Flatten, Dense(8 -> 5), "
+        "leaky_relu(slope=0.1), Dense(5 -> 3), LogSoftmax"
+    )
     assert_same_model(module, nn.NLLLoss(), net)
 
 
 def test_dropout_in_eval_mode_and_with_p_zero_is_the_identity():
-    module = double(lambda: nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.Tanh(), nn.Dropout(0.0),
-                                          nn.Linear(4, 2))).eval()
+    module = double(
+        lambda: nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.Tanh(), nn.Dropout(0.0), nn.Linear(4, 2))
+    ).eval()
     module[3].train()
     net = Network.from_torch(module, nn.MSELoss())
     assert net.describe() == "Dense(3 -> 4), tanh, Dense(4 -> 2), identity"
@@ -163,19 +167,32 @@ def with_hook(kind):
     return module
 
 
-@pytest.mark.parametrize("kind, what", [("forward", "a forward hook"), ("pre", "a forward pre-hook"),
-                                        ("backward", "a backward hook"), ("backward-pre", "a backward pre-hook")])
+@pytest.mark.parametrize(
+    "kind, what",
+    [
+        ("forward", "a forward hook"),
+        ("pre", "a forward pre-hook"),
+        ("backward", "a backward hook"),
+        ("backward-pre", "a backward pre-hook"),
+    ],
+)
 def test_hooks_are_refused(kind, what):
-    with pytest.raises(ArgumentError, match=rf"module 2 \(Linear\) has {what} \(<lambda>\): it may change what the "
-                                            r"module computes.*handle.remove\(\)"):
+    with pytest.raises(
+        ArgumentError,
+        match=rf"module 2 \(Linear\) has {what} \(<lambda>\): it may change what the "
+        r"module computes.*handle.remove\(\)",
+    ):
         Network.from_torch(with_hook(kind), nn.MSELoss())
 
 
-@pytest.mark.parametrize("register, what", [
-    (nn.modules.module.register_module_forward_hook, "forward hook"),
-    (nn.modules.module.register_module_forward_pre_hook, "forward pre-hook"),
-    (nn.modules.module.register_module_full_backward_hook, "backward hook"),
-])
+@pytest.mark.parametrize(
+    "register, what",
+    [
+        (nn.modules.module.register_module_forward_hook, "forward hook"),
+        (nn.modules.module.register_module_forward_pre_hook, "forward pre-hook"),
+        (nn.modules.module.register_module_full_backward_hook, "backward hook"),
+    ],
+)
 def test_global_hooks_are_refused(register, what):
     handle = register(lambda *args: None)
     try:
@@ -204,6 +221,7 @@ def parametrized(kind):
     elif kind == "old spectral_norm":
         utils.spectral_norm(linear)
     else:
+
         class Symmetric(nn.Module):
             def forward(self, x):
                 return x.triu() + x.triu(1).T
@@ -214,24 +232,33 @@ def parametrized(kind):
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
-@pytest.mark.parametrize("kind, message", [
-    ("weight_norm", r"module 1 \(ParametrizedLinear\) has parametrized tensors \(weight; "),
-    ("spectral_norm", r"has parametrized tensors \(weight;.*remove_parametrizations"),
-    ("parametrize", r"has parametrized tensors"),
-    ("old weight_norm", r"module 1 \(Linear\) has weight_norm \(torch.nn.utils.weight_norm\).*remove_weight_norm"),
-    ("old spectral_norm", r"module 1 \(Linear\) has spectral_norm.*remove_spectral_norm"),
-])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("weight_norm", r"module 1 \(ParametrizedLinear\) has parametrized tensors \(weight; "),
+        ("spectral_norm", r"has parametrized tensors \(weight;.*remove_parametrizations"),
+        ("parametrize", r"has parametrized tensors"),
+        ("old weight_norm", r"module 1 \(Linear\) has weight_norm \(torch.nn.utils.weight_norm\).*remove_weight_norm"),
+        ("old spectral_norm", r"module 1 \(Linear\) has spectral_norm.*remove_spectral_norm"),
+    ],
+)
 def test_parametrizations_are_refused(kind, message):
     with pytest.raises(ArgumentError, match=message):
         Network.from_torch(parametrized(kind), None, input_shape=(4,))
 
 
-@pytest.mark.parametrize("build, message", [
-    (lambda: nn.Sequential(nn.LazyLinear(3)), r"module 0 \(LazyLinear\) is a lazy module whose parameters are not "
-                                              r"initialised yet; run the model once"),
-    (lambda: nn.Sequential(nn.LazyConv2d(2, 3)), r"module 0 \(LazyConv2d\) is a lazy module"),
-    (lambda: nn.Sequential(nn.Linear(2, 3, device="meta")), r"parameter 0.weight is on the meta device"),
-])
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (
+            lambda: nn.Sequential(nn.LazyLinear(3)),
+            r"module 0 \(LazyLinear\) is a lazy module whose parameters are not "
+            r"initialised yet; run the model once",
+        ),
+        (lambda: nn.Sequential(nn.LazyConv2d(2, 3)), r"module 0 \(LazyConv2d\) is a lazy module"),
+        (lambda: nn.Sequential(nn.Linear(2, 3, device="meta")), r"parameter 0.weight is on the meta device"),
+    ],
+)
 def test_lazy_and_meta_parameters_are_refused(build, message):
     with pytest.raises(ArgumentError, match=message):
         Network.from_torch(build(), None, input_shape=(2, 5, 5))
@@ -247,19 +274,29 @@ def test_buffers_other_than_batch_norm_statistics_are_refused():
         def forward(self, x):
             return self.linear(x)
 
-    with pytest.raises(ArgumentError, match="buffer scale of Scaled is not supported: only BatchNorm's running "
-                                            "statistics are"):
+    with pytest.raises(
+        ArgumentError, match="buffer scale of Scaled is not supported: only BatchNorm's running statistics are"
+    ):
         Network.from_torch(Scaled().double(), None)
 
 
-@pytest.mark.parametrize("build, message", [
-    (lambda: nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)),
-     r"module 1 \(BatchNorm1d\) is in train mode: it normalises with each batch's statistics.*call model.eval\(\)"),
-    (lambda: nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3, track_running_stats=False)).eval(),
-     r"module 1 \(BatchNorm1d\) has no running statistics \(track_running_stats=False\)"),
-    (lambda: nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.2)),
-     r"module 1 \(Dropout\) is a Dropout with p=0.2 in train mode: its output is random; call model.eval\(\)"),
-])
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (
+            lambda: nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)),
+            r"module 1 \(BatchNorm1d\) is in train mode: it normalises with each batch's statistics.*call model.eval\(\)",
+        ),
+        (
+            lambda: nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3, track_running_stats=False)).eval(),
+            r"module 1 \(BatchNorm1d\) has no running statistics \(track_running_stats=False\)",
+        ),
+        (
+            lambda: nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.2)),
+            r"module 1 \(Dropout\) is a Dropout with p=0.2 in train mode: its output is random; call model.eval\(\)",
+        ),
+    ],
+)
 def test_layers_in_train_mode_are_refused(build, message):
     with pytest.raises(ArgumentError, match=message):
         Network.from_torch(build().double(), None)
@@ -370,51 +407,100 @@ class TransposedWeight(nn.Module):
 
 
 REFUSED = {
-    "lstm": (lambda: nn.Sequential(OrderedDict(features=nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 3),
-                                                                      nn.LSTM(3, 3)), head=nn.Linear(3, 2))),
-             (3,), r"module features.3 \(LSTM\) is not supported; from_torch takes nn.Linear, nn.Conv1d/2d/3d"),
+    "lstm": (
+        lambda: nn.Sequential(
+            OrderedDict(
+                features=nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 3), nn.LSTM(3, 3)), head=nn.Linear(3, 2)
+            )
+        ),
+        (3,),
+        r"module features.3 \(LSTM\) is not supported; from_torch takes nn.Linear, nn.Conv1d/2d/3d",
+    ),
     "softmax": (lambda: nn.Sequential(nn.Linear(3, 3), nn.Softmax(dim=-1)), (3,), r"module 1 \(Softmax\) is not"),
     "prelu": (lambda: nn.Sequential(nn.Linear(3, 3), nn.PReLU()), (3,), r"module 1 \(PReLU\) is not supported"),
     "layer-norm": (lambda: nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3)), (3,), r"module 1 \(LayerNorm\)"),
     "relu6": (lambda: nn.Sequential(nn.Linear(3, 3), nn.ReLU6()), (3,), r"module 1 \(ReLU6\) is not supported"),
     "embedding": (lambda: nn.Sequential(nn.Embedding(5, 3), nn.Linear(3, 2)), (4,), r"module 0 \(Embedding\)"),
-    "reflect-padding": (lambda: nn.Sequential(nn.Conv1d(1, 1, 3, padding=1, padding_mode="reflect")), (1, 5),
-                        r"module 0 \(Conv1d\) has padding_mode='reflect'; only padding_mode='zeros'"),
-    "reflection-pad": (lambda: nn.Sequential(nn.ReflectionPad1d(1), nn.Conv1d(1, 1, 3)), (1, 5),
-                       r"module 0 \(ReflectionPad1d\) is not supported"),
-    "return-indices": (lambda: nn.Sequential(nn.Conv1d(1, 1, 2), nn.MaxPool1d(2, return_indices=True)), (1, 5),
-                       r"module 1 \(MaxPool1d\) returns indices"),
-    "log-softmax-channels": (lambda: nn.Sequential(nn.Conv1d(1, 2, 2), nn.LogSoftmax(dim=1)), (1, 5),
-                             r"module 1 \(LogSoftmax\) is over axis 1 of inputs \(N, 2, 4\); only the last axis"),
+    "reflect-padding": (
+        lambda: nn.Sequential(nn.Conv1d(1, 1, 3, padding=1, padding_mode="reflect")),
+        (1, 5),
+        r"module 0 \(Conv1d\) has padding_mode='reflect'; only padding_mode='zeros'",
+    ),
+    "reflection-pad": (
+        lambda: nn.Sequential(nn.ReflectionPad1d(1), nn.Conv1d(1, 1, 3)),
+        (1, 5),
+        r"module 0 \(ReflectionPad1d\) is not supported",
+    ),
+    "return-indices": (
+        lambda: nn.Sequential(nn.Conv1d(1, 1, 2), nn.MaxPool1d(2, return_indices=True)),
+        (1, 5),
+        r"module 1 \(MaxPool1d\) returns indices",
+    ),
+    "log-softmax-channels": (
+        lambda: nn.Sequential(nn.Conv1d(1, 2, 2), nn.LogSoftmax(dim=1)),
+        (1, 5),
+        r"module 1 \(LogSoftmax\) is over axis 1 of inputs \(N, 2, 4\); only the last axis",
+    ),
     "log-softmax-no-dim": (lambda: nn.Sequential(nn.Linear(3, 3), nn.LogSoftmax()), (3,), r"has dim=None"),
-    "flatten-batch": (lambda: nn.Sequential(nn.Linear(3, 3), nn.Flatten(0)), (3,),
-                      r"module 1 \(Flatten\) flattens the batch axis \(start_dim=0\), which mixes the samples"),
-    "negative-padding": (lambda: nn.Sequential(nn.Conv1d(1, 1, 2), nn.ConstantPad1d((-1, 0), 0.0)), (1, 5),
-                         r"has negative padding \(-1, 0\) \(cropping\)"),
-    "residual": (Residual, (3,), r"operation operator.add at test_torch_refusals.py:\d+ \(return self.b\(x \+ "
-                                 r"torch.tanh\(self.a\(x\)\)\)\) takes the model's input as well, not only the "
-                                 r"previous operation's output"),
+    "flatten-batch": (
+        lambda: nn.Sequential(nn.Linear(3, 3), nn.Flatten(0)),
+        (3,),
+        r"module 1 \(Flatten\) flattens the batch axis \(start_dim=0\), which mixes the samples",
+    ),
+    "negative-padding": (
+        lambda: nn.Sequential(nn.Conv1d(1, 1, 2), nn.ConstantPad1d((-1, 0), 0.0)),
+        (1, 5),
+        r"has negative padding \(-1, 0\) \(cropping\)",
+    ),
+    "residual": (
+        Residual,
+        (3,),
+        r"operation operator.add at test_torch_refusals.py:\d+ \(return self.b\(x \+ "
+        r"torch.tanh\(self.a\(x\)\)\)\) takes the model's input as well, not only the "
+        r"previous operation's output",
+    ),
     "concatenation": (Concatenated, (3,), r"operation torch.cat .*takes the model's input as well"),
-    "transposed-weight": (TransposedWeight, (3,), r"operation Tensor.t at test_torch_refusals.py:\d+ "
-                                                  r"\(return F.linear\(.*\)\) does not take the chain's tensor"),
-    "scaling": (Scaled, (3,), r"operation operator.mul at test_torch_refusals.py:\d+ \(return 3 \* self.a\(x\)\) is "
-                              r"not supported"),
+    "transposed-weight": (
+        TransposedWeight,
+        (3,),
+        r"operation Tensor.t at test_torch_refusals.py:\d+ "
+        r"\(return F.linear\(.*\)\) does not take the chain's tensor",
+    ),
+    "scaling": (
+        Scaled,
+        (3,),
+        r"operation operator.mul at test_torch_refusals.py:\d+ \(return 3 \* self.a\(x\)\) is "
+        r"not supported",
+    ),
     "data-dependent": (DataDependent, (3,), r"tracing DataDependent.forward with torch.fx failed \(TraceError"),
     "two-inputs": (TwoInputs, (3,), r"TwoInputs.forward takes 2 inputs \(x, y\); from_torch takes models of one"),
     "tuple-output": (Pair, (3,), r"Pair.forward returns tuple, not one tensor"),
     "unused-parameter": (Unused, (3,), r"trainable parameter spare.weight is never used by the model's forward"),
-    "parameter-order": (Reordered, (3,), r"uses its parameters in another order than module.parameters\(\) lists "
-                                         r"them \(first.weight before second.weight\).*register the submodules"),
+    "parameter-order": (
+        Reordered,
+        (3,),
+        r"uses its parameters in another order than module.parameters\(\) lists "
+        r"them \(first.weight before second.weight\).*register the submodules",
+    ),
     "fixed-batch-view": (FixedBatch, (1, 5), r"reshapes to \(4, -1\): the batch size must come from the input"),
     "unflatten-view": (Unflattened, (4,), r"reshapes samples of shape \(4,\) to \(2, 2\): only flattening"),
-    "infinite-outputs": (lambda: nn.Sequential(nn.Conv1d(1, 1, 2, stride=2), nn.MaxPool1d(2, 1, 1, 2)), (1, 3),
-                         r"the model's outputs are not finite on random inputs"),
+    "infinite-outputs": (
+        lambda: nn.Sequential(nn.Conv1d(1, 1, 2, stride=2), nn.MaxPool1d(2, 1, 1, 2)),
+        (1, 3),
+        r"the model's outputs are not finite on random inputs",
+    ),
     "no-parameters": (lambda: nn.Sequential(nn.ReLU()), (3,), r"the model has no parameters"),
-    "identity": (lambda: nn.Sequential(nn.Linear(3, 3).requires_grad_(False), nn.Identity()), (3,),
-                 r"the model has no trainable parameters"),
-    "torchscript": (lambda: torch.jit.script(nn.Sequential(nn.Linear(3, 2))), (3,),
-                    r"the model is a TorchScript module"),
-    "not-a-module": (lambda: (lambda x: x), (3,), r"from_torch takes a torch.nn.Module, got"),
+    "identity": (
+        lambda: nn.Sequential(nn.Linear(3, 3).requires_grad_(False), nn.Identity()),
+        (3,),
+        r"the model has no trainable parameters",
+    ),
+    "torchscript": (
+        lambda: torch.jit.script(nn.Sequential(nn.Linear(3, 2))),
+        (3,),
+        r"the model is a TorchScript module",
+    ),
+    "not-a-module": (lambda: lambda x: x, (3,), r"from_torch takes a torch.nn.Module, got"),
 }
 
 

@@ -1,5 +1,6 @@
 """Problem 3: training that stalls. ``train`` agrees across engines; ``diagnose`` names the cause of each
 built-to-stall scenario, and finds nothing wrong with a healthy network."""
+
 import re
 
 import numpy as np
@@ -54,7 +55,9 @@ def test_the_three_engines_follow_the_same_trajectory(engine_name, case, batch_s
     assert our_losses.shape == their_losses.shape == (51,)
     assert our_losses[0] == manual.loss(net, X, Y)  # the same computation, so the same number
     assert our_losses[-1] < 0.9 * our_losses[0], "the cases are chosen to train"
-    error = compare.assert_close(their_losses, our_losses, rtol, f"losses of 50 steps, manual vs {engine_name} on {case_name}")
+    error = compare.assert_close(
+        their_losses, our_losses, rtol, f"losses of 50 steps, manual vs {engine_name} on {case_name}"
+    )
     record_error("train: losses of 50 steps", engine_name, case_name, error)
     error = compare.assert_close(
         theirs.to_vector(), ours.to_vector(), rtol, f"parameters after 50 steps, manual vs {engine_name} on {case_name}"
@@ -67,7 +70,7 @@ def test_the_batch_order_rule():
     batches = batch_indices(10, 4, steps=7, seed=3)
     assert [len(b) for b in batches] == [4, 4, 2, 4, 4, 2, 4]  # the last batch of an epoch holds the remainder
     for epoch in range(2):
-        order = np.concatenate(batches[3 * epoch: 3 * epoch + 3])
+        order = np.concatenate(batches[3 * epoch : 3 * epoch + 3])
         np.testing.assert_array_equal(order, np.random.default_rng([3, epoch]).permutation(10))
     np.testing.assert_array_equal(batches[6], np.random.default_rng([3, 2]).permutation(10)[:4])
     assert all(np.array_equal(b, np.arange(10)) for b in batch_indices(10, None, 3))
@@ -84,17 +87,29 @@ def test_zero_steps_return_the_network_unchanged():
 
 # (lr, steps, batch_size) that cannot work, and what the error must say: the value given, the range, the fix.
 BAD_TRAINING_ARGUMENTS = [
-    pytest.param(dict(lr=-0.1),
-                 "lr is -0.1, but it must be a finite number > 0; pass a learning rate below the stable bound 2 / lambda_max", id="lr-negative"),
+    pytest.param(
+        dict(lr=-0.1),
+        "lr is -0.1, but it must be a finite number > 0; pass a learning rate below the stable bound 2 / lambda_max",
+        id="lr-negative",
+    ),
     pytest.param(dict(lr=0), "lr is 0, but it must be a finite number > 0", id="lr-zero"),
     pytest.param(dict(lr=float("nan")), "lr is nan, but it must be a finite number > 0", id="lr-nan"),
     pytest.param(dict(lr="0.1"), "lr is '0.1', but it must be a finite number > 0", id="lr-string"),
     pytest.param(dict(lr=True), "lr is True, but it must be a finite number > 0", id="lr-bool"),
-    pytest.param(dict(steps=-1), "steps is -1, but it must be a whole number >= 0; pass a number of steps such as 100", id="steps-negative"),
+    pytest.param(
+        dict(steps=-1),
+        "steps is -1, but it must be a whole number >= 0; pass a number of steps such as 100",
+        id="steps-negative",
+    ),
     pytest.param(dict(steps=2.5), "steps is 2.5, but it must be a whole number >= 0", id="steps-fraction"),
-    pytest.param(dict(batch_size=0),
-                 "batch_size is 0, but it must be a whole number >= 1; pass an integer such as 32, or None for the full batch", id="batch-size-zero"),
-    pytest.param(dict(batch_size=2.5), "batch_size is 2.5, but it must be a whole number >= 1", id="batch-size-fraction"),
+    pytest.param(
+        dict(batch_size=0),
+        "batch_size is 0, but it must be a whole number >= 1; pass an integer such as 32, or None for the full batch",
+        id="batch-size-zero",
+    ),
+    pytest.param(
+        dict(batch_size=2.5), "batch_size is 2.5, but it must be a whole number >= 1", id="batch-size-fraction"
+    ),
 ]
 
 
@@ -176,7 +191,7 @@ def test_saturated_sigmoids_from_a_huge_initialisation():
     healthy = scenario("healthy sigmoid")
     for finding in saturated:
         w = healthy.weights[finding.layer]
-        scale = SATURATED_FACTOR * np.sqrt(np.mean(w ** 2) * w.shape[1])
+        scale = SATURATED_FACTOR * np.sqrt(np.mean(w**2) * w.shape[1])
         assert scale > LARGE_WEIGHT_SCALE
         assert report.layers[finding.layer].weight_scale == pytest.approx(scale, rel=1e-12)
         assert finding.remedy.startswith(

@@ -1,6 +1,7 @@
 """Disagreement reports (``xval.verdict``): the rounding floor, a planted wrong entry named as that engine's error
 against the arbiter, and the saturated softmax reported as a precision loss below the floor, never as a plain
 failure."""
+
 import mpmath
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ def hessian(net, X, Y):
 
 def test_the_floor_of_a_cancelling_sum_is_the_size_of_its_terms():
     """(1 + 1e-20) - 1 is 1e-20, but float64 cannot tell it from 0 or 2.2e-16: its floor is about u * 1, not u * 1e-20."""
-    unit = 2.0 ** -53
+    unit = 2.0**-53
     with mpmath.workdps(40):
         one = numbers.Bounded(mpmath.mpf(1), mpmath.mpf(0), unit)
         difference = (one + mpmath.mpf("1e-20")) - 1
@@ -46,7 +47,7 @@ def test_floor_of_softplus_curvature_comes_from_the_terms_that_cancel():
     size 1 cancel to 5.6e-17, so the floor is about u, far above the value, while at x = 0 it is u * 0.25."""
     with mpmath.workdps(40):
         for x, floor_over_value in ((37.42994775023705, 1.0), (0.0, 1e-14)):
-            v = numbers.Dual(numbers.Dual(numbers.Bounded(mpmath.mpf(x), 0, 2.0 ** -53), 1), 1)
+            v = numbers.Dual(numbers.Dual(numbers.Bounded(mpmath.mpf(x), 0, 2.0**-53), 1), 1)
             second = numbers.log1p(numbers.exp(v)).tangent.tangent  # d2/dx2 of log(1 + exp(x))
             exact = mpmath.exp(x) / (1 + mpmath.exp(x)) ** 2
             assert abs(second.value - exact) < mpmath.mpf("1e-35")
@@ -66,8 +67,16 @@ def test_planted_wrong_entry_is_named_as_that_engines_error(tmp_path):
     manual_line = next(line for line in text.splitlines() if line.strip().startswith("manual"))
     assert "agrees" in manual_line
     with pytest.raises(AssertionError, match=r"(?s)relative error .* > tolerance.*arbiter: student is wrong"):
-        assert_matches_reference(call.evaluate(manual), call.evaluate(student), 1e-10, "hessian manual vs student",
-                                 "float64", None, call, ("manual", "student"))
+        assert_matches_reference(
+            call.evaluate(manual),
+            call.evaluate(student),
+            1e-10,
+            "hessian manual vs student",
+            "float64",
+            None,
+            call,
+            ("manual", "student"),
+        )
 
 
 def test_saturated_softmax_is_a_precision_loss_below_the_floor_not_a_failure():
@@ -76,7 +85,9 @@ def test_saturated_softmax_is_a_precision_loss_below_the_floor_not_a_failure():
     problem = cases.problem(SATURATED)
     for quantity in ("hvp", "hessian"):
         call = QUANTITIES[quantity].calls(problem)[0]
-        results = {name: call.evaluate(module) for name, module in (("manual", manual), ("torch", torch_ref), ("jax", jax_ref))}
+        results = {
+            name: call.evaluate(module) for name, module in (("manual", manual), ("torch", torch_ref), ("jax", jax_ref))
+        }
         judged = verdict.judge(call, results, 1e-10)
         assert judged.decided and judged.wrong == []
         assert {"torch", "jax"} <= set(judged.lost_digits), judged.text()
@@ -85,7 +96,9 @@ def test_saturated_softmax_is_a_precision_loss_below_the_floor_not_a_failure():
         # the figures: the floor per entry (terms of size ~1 cancel) is far above the truth (~1e-39)
         assert judged.largest_floor > 1e-14 and judged.truth_norm < 1e-38
         # the comparison test passes it, instead of failing with a 70% "disagreement"
-        assert_matches_reference(results["manual"], results["torch"], 1e-10, "", "float64", None, call, ("manual", "torch"))
+        assert_matches_reference(
+            results["manual"], results["torch"], 1e-10, "", "float64", None, call, ("manual", "torch")
+        )
 
 
 def test_manual_agrees_with_the_arbiter_on_the_saturated_softmax():
@@ -115,8 +128,12 @@ def test_all_within_rounding_and_no_verdict_beyond_the_limits():
 def test_check_names_the_wrong_engine_with_the_arbiter():
     from xval.check import format_report, run_check
 
-    report = run_check("examples/engines/planted_bug.py", against=("manual",), quantities=["hvp"],
-                       cases=["mlp-4x8x3-sigmoid-cross_entropy-onehot-N7"])
+    report = run_check(
+        "examples/engines/planted_bug.py",
+        against=("manual",),
+        quantities=["hvp"],
+        cases=["mlp-4x8x3-sigmoid-cross_entropy-onehot-N7"],
+    )
     short, text = format_report(report), format_report(report, verbose=True)
     assert "arbiter: planted_bug.py is wrong (beyond the rounding floor)" in short  # the verdict, in one line
     assert "arbiter: planted_bug.py is wrong (beyond the rounding floor)" in text
@@ -131,9 +148,13 @@ def test_check_passes_a_difference_below_the_floor_and_says_so():
     from xval.check import _check_row, _References
 
     problem = cases.problem(SATURATED)
-    row = _check_row(torch_ref, _References({"arbiter": arbiter}), ["arbiter"], problem, QUANTITIES["hvp"], "float64", "torch")
+    row = _check_row(
+        torch_ref, _References({"arbiter": arbiter}), ["arbiter"], problem, QUANTITIES["hvp"], "float64", "torch"
+    )
     assert row.status == "pass" and row.errors["arbiter"] > 0.5  # a 71% "disagreement" with the truth...
-    assert "below the rounding floor" in row.detail and "no engine is wrong" in row.detail  # ...that float64 cannot resolve
+    assert (
+        "below the rounding floor" in row.detail and "no engine is wrong" in row.detail
+    )  # ...that float64 cannot resolve
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

@@ -1,6 +1,7 @@
 """manual's large-output write paths, forced on small problems and checked against torch.func: per-sample gradients
 written sample by sample (``manual._dense_first_order.ROW_ORDER_BYTES``), and Hessian strips cut into one-unit chunks
 (``manual._dense_hessian.WORKSPACE_BYTES``), which the comparison suite's small cases never reach."""
+
 import importlib
 
 import numpy as np
@@ -46,7 +47,7 @@ def test_per_sample_gradients_of_wide_layers_written_sample_by_sample_match_torc
         ours = manual.per_sample_gradients(net, X, Y)
     assert compare.relative_error(ours, torch_ref.per_sample_gradients(net, X, Y)) <= 1e-12
     for n in range(5):  # each row is that sample's gradient
-        np.testing.assert_allclose(ours[n], manual.gradient(net, X[n:n + 1], Y[n:n + 1]), rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(ours[n], manual.gradient(net, X[n : n + 1], Y[n : n + 1]), rtol=1e-13, atol=1e-15)
 
 
 @pytest.mark.parametrize("n", [1, 4])

@@ -6,6 +6,7 @@ parameters, tied ones once) against those of ``net.to_torch()`` with the same lo
 loss against ``numpy_forward``, a small numpy forward of the network's layer records written here, independent of
 torch, and the suite's loss definitions (``xval.definitions.LOSSES``), to 1e-10.
 """
+
 import itertools
 import math
 
@@ -47,7 +48,7 @@ def _forward(layer, z, net):
     if isinstance(layer, Flatten):
         shape = z.shape[1:]
         start, end = layer.axes(len(shape))
-        return z.reshape(len(z), *shape[:start], -1, *shape[end + 1:])
+        return z.reshape(len(z), *shape[:start], -1, *shape[end + 1 :])
     if isinstance(layer, Pad):
         pairs = [(0, 0)] * z.ndim
         for i in range(len(layer.padding) // 2):
@@ -108,8 +109,10 @@ def _pool(layer, z):
     out_shape = layer.output_shape(z.shape[1:], None)
     dilation = layer.dilation or (1,) * layer.dims
     fill = -np.inf if layer.mode == "max" else 0.0
-    extra = [max(0, (o - 1) * s + (k - 1) * dd + 1 - (n + 2 * p)) for o, s, k, dd, n, p
-             in zip(out_shape[1:], layer.stride, layer.kernel, dilation, z.shape[2:], layer.padding)]
+    extra = [
+        max(0, (o - 1) * s + (k - 1) * dd + 1 - (n + 2 * p))
+        for o, s, k, dd, n, p in zip(out_shape[1:], layer.stride, layer.kernel, dilation, z.shape[2:], layer.padding)
+    ]
     pairs = [(0, 0), (0, 0)] + [(p, p + e) for p, e in zip(layer.padding, extra)]
     x = np.pad(z, pairs, constant_values=fill)
     inside = np.pad(np.ones(z.shape[2:]), pairs[2:])
@@ -135,8 +138,10 @@ def _adaptive(layer, z):
         axis += 2
         n = out.shape[axis]
         o = n if o is None else o
-        parts = [out.take(range(i * n // o, -(-(i + 1) * n // o)), axis=axis).mean(axis=axis, keepdims=True)
-                 for i in range(o)]
+        parts = [
+            out.take(range(i * n // o, -(-(i + 1) * n // o)), axis=axis).mean(axis=axis, keepdims=True)
+            for i in range(o)
+        ]
         out = np.concatenate(parts, axis=axis)
     return out
 
@@ -168,7 +173,7 @@ def derivatives(module, loss, X, Y, hessian=True):
         parts, start = {}, 0
         for (name, _), shape in zip(named, shapes):
             size = math.prod(shape)
-            parts[name] = vector[start:start + size].reshape(shape)
+            parts[name] = vector[start : start + size].reshape(shape)
             start += size
         return parts
 

@@ -4,6 +4,7 @@ Kinks are torch's, because these are torch's functions: relu'(0) = 0, leaky_relu
 (its backward takes the exp branch for x <= 0), and torch's Softplus is x where beta x > threshold. The suite's
 plain softplus has no threshold (``threshold=None``): log(1 + exp(beta x)) / beta everywhere, by ``logaddexp``.
 """
+
 import torch
 import torch.nn.functional as F
 

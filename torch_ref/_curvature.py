@@ -7,6 +7,7 @@ then ``J^T`` by ``vjp``. ``ggn_diagonal`` is ``e_i^T G e_i`` from those products
 ``_diagonals``), a route independent of ``ggn``'s. KFAC splits the forward at the Dense layer: ``A`` from its input,
 ``G`` from ``B_n = df_n/ds`` (``jacrev`` of the rest of the network in the layer's output ``s``).
 """
+
 import torch
 from torch.func import grad, hessian, jacrev, jvp, vjp, vmap
 
@@ -134,17 +135,26 @@ def kfac_position(net, l):
     dense = net.owner(l)
     position = next(i for i, layer in enumerate(net.layers) if layer is dense)
     users = [i for i, layer in enumerate(net.layers) if set(parameter_indices(layer)) & set(net.groups[l])]
-    if not (isinstance(dense.weight, int) and isinstance(dense.bias, int)
-            and tuple(net.groups[l]) == (dense.weight, dense.bias)):
-        raise UnsupportedNetworkError(f"kfac_factors(l={l}): the Kronecker factors need a Dense layer with its own "
-                                      f"trainable weight and bias; layer {l} has a frozen or absent bias, or a frozen "
-                                      "weight")
+    if not (
+        isinstance(dense.weight, int)
+        and isinstance(dense.bias, int)
+        and tuple(net.groups[l]) == (dense.weight, dense.bias)
+    ):
+        raise UnsupportedNetworkError(
+            f"kfac_factors(l={l}): the Kronecker factors need a Dense layer with its own "
+            f"trainable weight and bias; layer {l} has a frozen or absent bias, or a frozen "
+            "weight"
+        )
     if users != [position]:
-        raise UnsupportedNetworkError(f"kfac_factors(l={l}): layer {l}'s tensors are used by the layers at positions "
-                                      f"{users} (tied); Kronecker factors are defined for a Dense layer used once")
+        raise UnsupportedNetworkError(
+            f"kfac_factors(l={l}): layer {l}'s tensors are used by the layers at positions "
+            f"{users} (tied); Kronecker factors are defined for a Dense layer used once"
+        )
     if len(net.shapes[position]) != 1:
-        raise UnsupportedNetworkError(f"kfac_factors(l={l}): layer {l} takes samples of shape {net.shapes[position]}; "
-                                      "Kronecker factors are defined for Dense layers on (N, n_in) inputs")
+        raise UnsupportedNetworkError(
+            f"kfac_factors(l={l}): layer {l} takes samples of shape {net.shapes[position]}; "
+            "Kronecker factors are defined for Dense layers on (N, n_in) inputs"
+        )
     return position
 
 
@@ -189,4 +199,3 @@ def stage_kfac_block(net, X, Y, l):
         return model.tensor(contract.kfac_block_from_factors(A, G), net.dtype)
 
     return compute
-

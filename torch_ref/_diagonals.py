@@ -5,6 +5,7 @@ trace the sum of second directional derivatives ``d2/dt2 E(theta + t e_i)`` (for
 that ``hessian_trace == sum(hessian_diagonal)`` checks one against the other. Both cost ``P`` products of
 ``O(N |W|)`` each, ``CHUNK`` unit vectors at a time (``vmap``): fine for the references' sizes, not for P = 10^5.
 """
+
 import torch
 from torch.func import grad, jvp, vmap
 

@@ -1,4 +1,5 @@
 """Forward, loss, gradient and per-sample gradients from ``torch.autograd`` and ``torch.func``."""
+
 import torch
 from torch.func import grad, vmap
 
@@ -46,5 +47,3 @@ def stage_per_sample_gradients(net, X, Y):
 
     rows = vmap(grad(one_sample), in_dims=(None, 0, 0))
     return model.synchronized(lambda: list(rows(params, X, Y)))
-
-

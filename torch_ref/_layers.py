@@ -2,6 +2,7 @@
 
 ``tensor(field)`` gives a layer's weight or bias: a parameter (by index), a frozen constant, or ``None``.
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -23,8 +24,9 @@ def dense(layer, z, tensor):
 def conv(layer, z, tensor):
     weight, bias = tensor(layer.weight), tensor(layer.bias)
     if layer.transposed:
-        return CONV_TRANSPOSE[layer.dims](z, weight, bias, layer.stride, layer.padding, layer.output_padding or 0,
-                                          layer.groups, layer.dilation)
+        return CONV_TRANSPOSE[layer.dims](
+            z, weight, bias, layer.stride, layer.padding, layer.output_padding or 0, layer.groups, layer.dilation
+        )
     return CONV[layer.dims](z, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
 
 
@@ -49,8 +51,15 @@ def pool(layer, z, tensor):
     if layer.dims == 1 and layer.divisor_override is not None:
         # avg_pool1d has no divisor_override: the same pooling as avg_pool2d over a unit axis
         kernel, stride = (1, *layer.kernel), (1, *(stride or layer.kernel))
-        return F.avg_pool2d(z.unsqueeze(-2), kernel, stride, (0, *layer.padding), layer.ceil_mode,
-                            layer.count_include_pad, layer.divisor_override).squeeze(-2)
+        return F.avg_pool2d(
+            z.unsqueeze(-2),
+            kernel,
+            stride,
+            (0, *layer.padding),
+            layer.ceil_mode,
+            layer.count_include_pad,
+            layer.divisor_override,
+        ).squeeze(-2)
     options = (layer.ceil_mode, layer.count_include_pad)
     if layer.dims > 1:
         options += (layer.divisor_override,)
@@ -60,8 +69,9 @@ def pool(layer, z, tensor):
 def check_avg_pool(layer):
     """torch's average pooling has no dilation: refuse one rather than compute another function."""
     if any(d != 1 for d in layer.dilation or ()):
-        raise ArgumentError(f"average pooling with dilation {layer.dilation}: torch's AvgPool has no dilation; use "
-                            "dilation 1 (or ())")
+        raise ArgumentError(
+            f"average pooling with dilation {layer.dilation}: torch's AvgPool has no dilation; use dilation 1 (or ())"
+        )
 
 
 def adaptive_avg_pool(layer, z, tensor):
@@ -78,5 +88,14 @@ def pad(layer, z, tensor):
 
 
 # layer kind -> f(layer, z, tensor)
-FORWARD = {"dense": dense, "conv": conv, "activation": activation, "log_softmax": log_softmax, "flatten": flatten,
-           "pool": pool, "adaptive_avg_pool": adaptive_avg_pool, "normalization": normalization, "pad": pad}
+FORWARD = {
+    "dense": dense,
+    "conv": conv,
+    "activation": activation,
+    "log_softmax": log_softmax,
+    "flatten": flatten,
+    "pool": pool,
+    "adaptive_avg_pool": adaptive_avg_pool,
+    "normalization": normalization,
+    "pad": pad,
+}

@@ -12,6 +12,7 @@ parameters and data on the device once and returns a zero-argument function that
 float32 runs compute at full float32 precision on GPUs too: TF32 matmuls (10 mantissa bits) would miss the float32
 tolerance of the comparisons (``tests/test_tf32.py``), so importing this module switches them off.
 """
+
 import contextlib
 import importlib
 import warnings
@@ -68,7 +69,7 @@ def split(net, params):
         for index in group:
             shape = net.parameters[index].shape
             size = int(np.prod(shape))
-            values[index] = theta[start:start + size].reshape(shape)
+            values[index] = theta[start : start + size].reshape(shape)
             start += size
     return values
 
@@ -169,14 +170,31 @@ def in_flight(quantity):
 
 def memory_estimate(quantity, net, n_samples, **args):
     """Bytes this engine's call of ``quantity`` (a contract name) needs at its peak: result and working memory."""
-    return sum(memory.peak_parts(QUANTITIES.get(quantity) or contract.quantity(quantity), net, n_samples, args,
-                                 peak_factor(quantity), FIRST_CALL_BYTES, in_flight(quantity)))
+    return sum(
+        memory.peak_parts(
+            QUANTITIES.get(quantity) or contract.quantity(quantity),
+            net,
+            n_samples,
+            args,
+            peak_factor(quantity),
+            FIRST_CALL_BYTES,
+            in_flight(quantity),
+        )
+    )
 
 
 def guard(net, quantity, n_samples, **args):
     """The memory guard of this engine's call of ``quantity`` (a contract name), before any work."""
-    check_memory(net, contract.quantity(quantity), n_samples, args, peak_factor(quantity),
-                 FIRST_CALL_BYTES, engine="torch_ref", in_flight=in_flight(quantity))
+    check_memory(
+        net,
+        contract.quantity(quantity),
+        n_samples,
+        args,
+        peak_factor(quantity),
+        FIRST_CALL_BYTES,
+        engine="torch_ref",
+        in_flight=in_flight(quantity),
+    )
 
 
 def inputs(net, X, quantity):
@@ -218,6 +236,7 @@ def forward_mode():
 
 def in_forward_mode(compute):
     """``synchronized(compute)`` run inside ``forward_mode``."""
+
     def wrapped():
         with forward_mode():
             return compute()

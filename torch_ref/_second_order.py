@@ -4,6 +4,7 @@ Blocks differentiate with respect to the two layers' own parameter tensors (``ja
 slicing a full Hessian; the full Hessian is ``torch.func.hessian`` of the objective of one flat vector. Each
 function has a ``stage_`` twin (see ``model``).
 """
+
 import torch
 from torch.func import grad, hessian as func_hessian, jacfwd, jacrev, jvp
 
@@ -49,5 +50,3 @@ def stage_hessian(net, X, Y):
 
     theta = torch.cat(model.parameters(net))
     return model.in_forward_mode(lambda: func_hessian(objective)(theta))
-
-

@@ -1,4 +1,5 @@
 """Plain SGD with ``torch.autograd``: the same steps and sample order as every engine (``xval.batches``)."""
+
 import numpy as np
 import torch
 

@@ -2,6 +2,7 @@
 memory guard, the batch-order rule, the contract as data, the case table, tolerances and comparison reports, and
 the engine registry. Engines (``manual``, ``torch_ref``, ``jax_ref``, and yours) import it; it imports no engine.
 """
+
 from . import config, contract, memory
 from .contract import QUANTITIES, Problem, Quantity
 from .errors import (
@@ -20,7 +21,22 @@ from .errors import (
 from .network import Network
 
 __all__ = [
-    "Network", "Problem", "Quantity", "QUANTITIES", "config", "contract", "memory",
-    "XvalError", "ArgumentError", "ShapeError", "NonFiniteError", "UnknownNameError", "TargetError", "ConfigError",
-    "EngineUnavailableError", "MemoryGuardError", "LayerIndexError", "UnsupportedNetworkError",
+    "Network",
+    "Problem",
+    "Quantity",
+    "QUANTITIES",
+    "config",
+    "contract",
+    "memory",
+    "XvalError",
+    "ArgumentError",
+    "ShapeError",
+    "NonFiniteError",
+    "UnknownNameError",
+    "TargetError",
+    "ConfigError",
+    "EngineUnavailableError",
+    "MemoryGuardError",
+    "LayerIndexError",
+    "UnsupportedNetworkError",
 ]

@@ -3,6 +3,7 @@
 ``manual.train``, ``torch_ref.train`` and ``jax_ref.train`` take their batches from ``batch_indices``, so the
 engines walk through the samples in the same order.
 """
+
 import numpy as np
 
 from .checks import check_data
@@ -30,7 +31,9 @@ def batch_indices(n_samples, batch_size, steps, seed=0):
 def iter_batches(n_samples, batch_size, steps, seed=0):
     """The batches of ``batch_indices``, one epoch's order at a time: memory stays ``O(n_samples)`` however many
     ``steps`` (training loops use this). The arguments are checked when it is called, before the first batch."""
-    check_whole("n_samples", n_samples, 1, "training needs at least one sample (pass X.shape[0] of an X with N >= 1 rows)")
+    check_whole(
+        "n_samples", n_samples, 1, "training needs at least one sample (pass X.shape[0] of an X with N >= 1 rows)"
+    )
     seed = _check_schedule(steps, batch_size, seed)
     return _batches(int(n_samples), None if batch_size is None else int(batch_size), int(steps), seed)
 
@@ -56,7 +59,7 @@ def _batches(n_samples, batch_size, steps, seed):
         for start in range(0, n_samples, batch_size):
             if step == steps:
                 return
-            yield order[start:start + batch_size]
+            yield order[start : start + batch_size]
             step += 1
         epoch += 1
 
@@ -64,7 +67,9 @@ def _batches(n_samples, batch_size, steps, seed):
 def check_training_arguments(net, X, Y, lr, steps, batch_size=None, seed=0):
     """``(X, Y, lr)``: the data validated for ``net`` and ``lr`` as a float; errors for a learning rate, step count, batch size or seed that cannot work."""
     X, Y = check_data(net, X, Y)
-    check_positive("lr", lr, "pass a learning rate below the stable bound 2 / lambda_max that manual.diagnose(net, X, Y) reports")
+    check_positive(
+        "lr", lr, "pass a learning rate below the stable bound 2 / lambda_max that manual.diagnose(net, X, Y) reports"
+    )
     _check_schedule(steps, batch_size, seed)
     return X, Y, float(lr)
 

@@ -4,6 +4,7 @@ code outside this repository can run it (``python -m xval check`` does).
 Ids read like ``mlp-4x8x3-tanh-mse-N5``. ``make`` turns a case into ``(net, X, Y)`` in a dtype, ``problem`` into a
 ``contract.Problem`` (with a unit direction ``v`` for ``hvp``).
 """
+
 import numpy as np
 
 from . import definitions
@@ -27,10 +28,24 @@ CASES = [
     dict(sizes=[3, 5, 4, 3], activations=["softplus", "tanh", "sigmoid"], loss="cross_entropy", targets="onehot", n=1),
     # depth 6
     dict(sizes=[3, 5, 5, 5, 5, 5, 2], activations="tanh", loss="mse", n=3),
-    dict(sizes=[2, 4, 4, 4, 4, 4, 3], activations=["tanh", "sigmoid", "relu", "softplus", "tanh", "identity"], loss="cross_entropy", targets="soft", n=4),
+    dict(
+        sizes=[2, 4, 4, 4, 4, 4, 3],
+        activations=["tanh", "sigmoid", "relu", "softplus", "tanh", "identity"],
+        loss="cross_entropy",
+        targets="soft",
+        n=4,
+    ),
     # saturated units from large weights
     dict(sizes=[4, 6, 6, 3], activations="sigmoid", loss="mse", n=5, weight_scale=30.0, tag="saturated"),
-    dict(sizes=[4, 6, 3], activations="tanh", loss="cross_entropy", targets="onehot", n=5, weight_scale=20.0, tag="saturated"),
+    dict(
+        sizes=[4, 6, 3],
+        activations="tanh",
+        loss="cross_entropy",
+        targets="onehot",
+        n=5,
+        weight_scale=20.0,
+        tag="saturated",
+    ),
     # near-zero gradients: vanishing through tiny weights, and targets the network almost fits
     dict(sizes=[4, 6, 6, 6, 6, 2], activations="tanh", loss="mse", n=3, weight_scale=0.05, tag="vanishing"),
     dict(sizes=[3, 8, 2], activations="softplus", loss="mse", targets="near_fit", n=6),
@@ -40,33 +55,111 @@ CASES = [
 # Networks of every layer kind, each layer as data: ``(kind, options)``; channels and widths in are read off the
 # running shape. Parameters are drawn N(0, 1/fan_in), biases N(0, 0.1^2); ``frozen`` tensors become constants.
 LAYER_CASES = [
-    dict(name="conv2d-tanh-maxpool", input=(2, 6, 6), n=3, loss="cross_entropy", targets="onehot",
-         layers=[("conv", dict(out=3, kernel=3, padding=1)), ("activation", "tanh"), ("maxpool", dict(kernel=2)),
-                 ("flatten", {}), ("dense", dict(out=3))]),
-    dict(name="conv1d-strided-dilated-grouped-avgpool", input=(2, 11), n=4, loss="bce_with_logits", reduction="sum",
-         targets="binary",
-         layers=[("conv", dict(out=4, kernel=3, stride=2, padding=2, dilation=2, groups=2)), ("activation", "sigmoid"),
-                 ("avgpool", dict(kernel=2, padding=1, ceil_mode=True, count_include_pad=False)), ("flatten", {}),
-                 ("dense", dict(out=2))]),
-    dict(name="convtranspose2d-softplus", input=(2, 3, 3), n=2, loss="mean_squared_error",
-         layers=[("conv_transpose", dict(out=2, kernel=3, stride=2, padding=1, output_padding=1)),
-                 ("activation", ("softplus", (("beta", 2.0), ("threshold", 5.0)))), ("flatten", {}),
-                 ("dense", dict(out=2))]),
-    dict(name="dense-over-positions-nobias-frozen", input=(3, 4), n=3, loss="squared_error", reduction="sum",
-         layers=[("dense", dict(out=5, frozen_weight=True)), ("activation", ("leaky_relu", (("slope", 0.2),))),
-                 ("dense", dict(out=2, bias=False)), ("flatten", {})]),
-    dict(name="tied-dense-gelu", input=(4,), n=3, loss="mse",
-         layers=[("dense", dict(out=4, tie="a")), ("activation", "tanh"), ("dense", dict(out=4, tie="a")),
-                 ("activation", "gelu")]),
-    dict(name="pad-conv-batchnorm-elu-adaptivepool-logsoftmax", input=(1, 5, 5), n=3, loss="nll", targets="onehot",
-         layers=[("pad", dict(padding=(1, 0, 0, 1))), ("conv", dict(out=2, kernel=3)), ("batchnorm", {}),
-                 ("activation", ("elu", (("alpha", 0.7),))), ("adaptive_avgpool", dict(size=2)), ("flatten", {}),
-                 ("dense", dict(out=3)), ("log_softmax", {})]),
-    dict(name="conv3d-silu", input=(1, 3, 3, 3), n=2, loss="mse",
-         layers=[("conv", dict(out=2, kernel=2)), ("activation", "silu"), ("flatten", {}), ("dense", dict(out=2))]),
-    dict(name="mlp-selu-gelu_tanh-logsigmoid", input=(3,), n=4, loss="mean_bce_with_logits", targets="binary",
-         layers=[("dense", dict(out=5)), ("activation", "selu"), ("dense", dict(out=4)), ("activation", "gelu_tanh"),
-                 ("dense", dict(out=3)), ("activation", "logsigmoid")]),
+    dict(
+        name="conv2d-tanh-maxpool",
+        input=(2, 6, 6),
+        n=3,
+        loss="cross_entropy",
+        targets="onehot",
+        layers=[
+            ("conv", dict(out=3, kernel=3, padding=1)),
+            ("activation", "tanh"),
+            ("maxpool", dict(kernel=2)),
+            ("flatten", {}),
+            ("dense", dict(out=3)),
+        ],
+    ),
+    dict(
+        name="conv1d-strided-dilated-grouped-avgpool",
+        input=(2, 11),
+        n=4,
+        loss="bce_with_logits",
+        reduction="sum",
+        targets="binary",
+        layers=[
+            ("conv", dict(out=4, kernel=3, stride=2, padding=2, dilation=2, groups=2)),
+            ("activation", "sigmoid"),
+            ("avgpool", dict(kernel=2, padding=1, ceil_mode=True, count_include_pad=False)),
+            ("flatten", {}),
+            ("dense", dict(out=2)),
+        ],
+    ),
+    dict(
+        name="convtranspose2d-softplus",
+        input=(2, 3, 3),
+        n=2,
+        loss="mean_squared_error",
+        layers=[
+            ("conv_transpose", dict(out=2, kernel=3, stride=2, padding=1, output_padding=1)),
+            ("activation", ("softplus", (("beta", 2.0), ("threshold", 5.0)))),
+            ("flatten", {}),
+            ("dense", dict(out=2)),
+        ],
+    ),
+    dict(
+        name="dense-over-positions-nobias-frozen",
+        input=(3, 4),
+        n=3,
+        loss="squared_error",
+        reduction="sum",
+        layers=[
+            ("dense", dict(out=5, frozen_weight=True)),
+            ("activation", ("leaky_relu", (("slope", 0.2),))),
+            ("dense", dict(out=2, bias=False)),
+            ("flatten", {}),
+        ],
+    ),
+    dict(
+        name="tied-dense-gelu",
+        input=(4,),
+        n=3,
+        loss="mse",
+        layers=[
+            ("dense", dict(out=4, tie="a")),
+            ("activation", "tanh"),
+            ("dense", dict(out=4, tie="a")),
+            ("activation", "gelu"),
+        ],
+    ),
+    dict(
+        name="pad-conv-batchnorm-elu-adaptivepool-logsoftmax",
+        input=(1, 5, 5),
+        n=3,
+        loss="nll",
+        targets="onehot",
+        layers=[
+            ("pad", dict(padding=(1, 0, 0, 1))),
+            ("conv", dict(out=2, kernel=3)),
+            ("batchnorm", {}),
+            ("activation", ("elu", (("alpha", 0.7),))),
+            ("adaptive_avgpool", dict(size=2)),
+            ("flatten", {}),
+            ("dense", dict(out=3)),
+            ("log_softmax", {}),
+        ],
+    ),
+    dict(
+        name="conv3d-silu",
+        input=(1, 3, 3, 3),
+        n=2,
+        loss="mse",
+        layers=[("conv", dict(out=2, kernel=2)), ("activation", "silu"), ("flatten", {}), ("dense", dict(out=2))],
+    ),
+    dict(
+        name="mlp-selu-gelu_tanh-logsigmoid",
+        input=(3,),
+        n=4,
+        loss="mean_bce_with_logits",
+        targets="binary",
+        layers=[
+            ("dense", dict(out=5)),
+            ("activation", "selu"),
+            ("dense", dict(out=4)),
+            ("activation", "gelu_tanh"),
+            ("dense", dict(out=3)),
+            ("activation", "logsigmoid"),
+        ],
+    ),
 ]
 
 
@@ -102,26 +195,49 @@ def _build_layers(case, rng):
             fan_in = c_in // groups * int(np.prod(kernel))
             weight = tensor(rng.standard_normal(weight_shape) / np.sqrt(fan_in))
             bias = tensor(0.1 * rng.standard_normal(c_out))
-            spread = {key: (options.get(key, default),) * dims for key, default in
-                      (("stride", 1), ("padding", 0), ("dilation", 1), ("output_padding", 0))}
-            record = records.Conv(weight, bias, dims, spread["stride"], spread["padding"], spread["dilation"], groups,
-                                  transposed, spread["output_padding"] if transposed else ())
+            spread = {
+                key: (options.get(key, default),) * dims
+                for key, default in (("stride", 1), ("padding", 0), ("dilation", 1), ("output_padding", 0))
+            }
+            record = records.Conv(
+                weight,
+                bias,
+                dims,
+                spread["stride"],
+                spread["padding"],
+                spread["dilation"],
+                groups,
+                transposed,
+                spread["output_padding"] if transposed else (),
+            )
         elif kind == "activation":
             name, activation_options = (options, ()) if isinstance(options, str) else options
             record = records.Activation(name, activation_options)
         elif kind in ("maxpool", "avgpool"):
             dims = len(shape) - 1
             k = options["kernel"]
-            record = records.Pool("max" if kind == "maxpool" else "avg", dims, (k,) * dims, (options.get("stride", k),) * dims,
-                                  (options.get("padding", 0),) * dims, (1,) * dims, options.get("ceil_mode", False),
-                                  options.get("count_include_pad", True))
+            record = records.Pool(
+                "max" if kind == "maxpool" else "avg",
+                dims,
+                (k,) * dims,
+                (options.get("stride", k),) * dims,
+                (options.get("padding", 0),) * dims,
+                (1,) * dims,
+                options.get("ceil_mode", False),
+                options.get("count_include_pad", True),
+            )
         elif kind == "adaptive_avgpool":
             dims = len(shape) - 1
             record = records.AdaptiveAvgPool(dims, (options["size"],) * dims)
         elif kind == "batchnorm":
             c = shape[0]
-            record = records.Normalization(tensor(1.0 + 0.1 * rng.standard_normal(c)), tensor(0.1 * rng.standard_normal(c)),
-                                           0.1 * rng.standard_normal(c), 0.5 + rng.random(c), 1e-5)
+            record = records.Normalization(
+                tensor(1.0 + 0.1 * rng.standard_normal(c)),
+                tensor(0.1 * rng.standard_normal(c)),
+                0.1 * rng.standard_normal(c),
+                0.5 + rng.random(c),
+                1e-5,
+            )
         elif kind == "flatten":
             record = records.Flatten()
         elif kind == "pad":
@@ -188,7 +304,9 @@ def make(case, dtype="float64", seed=0):
         X = rng.standard_normal((case["n"], *case["input"]))
         Y = make_targets(case.get("targets", "regression"), rng, net, X, dtype)
         return net.astype(dtype), X.astype(dtype), Y.reshape(case["n"], *net.output_shape).astype(dtype)
-    net = Network.random(case["sizes"], case["activations"], case["loss"], seed=seed, weight_scale=case.get("weight_scale", 1.0))
+    net = Network.random(
+        case["sizes"], case["activations"], case["loss"], seed=seed, weight_scale=case.get("weight_scale", 1.0)
+    )
     rng = np.random.default_rng(seed + 1)
     X = rng.standard_normal((case["n"], case["sizes"][0]))
     Y = make_targets(case.get("targets", "regression"), rng, net, X, dtype)

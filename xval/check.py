@@ -11,13 +11,22 @@ or raises; 2 for a usage error (an engine that cannot be found or imported, an u
 ``XVAL_*`` setting); 3 when nothing disagrees but something was not compared (no reference could compute a call, or
 the engine implements none of the requested quantities); 130 when interrupted.
 """
+
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import cases as case_table, compare, config, contract, diagnosis, engines, isolation, verdict
-from .errors import (ArgumentError, EngineInputWriteError, EngineProcessError, EngineResultError, EngineTimeoutError,
-                     EngineUnavailableError, NonFiniteError, XvalError)
+from .errors import (
+    ArgumentError,
+    EngineInputWriteError,
+    EngineProcessError,
+    EngineResultError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+    NonFiniteError,
+    XvalError,
+)
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_CHECKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 STATUSES = ("pass", "fail", "error", "not checked", "unsupported", "not implemented")
@@ -112,8 +121,16 @@ class Report:
 def validate_settings(env=None):
     """Read every ``XVAL_*`` setting once, so that a bad value stops the check before any work (``ConfigError``);
     ``XVAL_DEVICE=cuda`` also needs torch or jax to see a GPU."""
-    for setting in (config.backends, config.device, config.dtype, config.max_bytes, config.array_library,
-                    config.arbiter_digits, config.threads, config.device_present):
+    for setting in (
+        config.backends,
+        config.device,
+        config.dtype,
+        config.max_bytes,
+        config.array_library,
+        config.arbiter_digits,
+        config.threads,
+        config.device_present,
+    ):
         setting(env)
 
 
@@ -135,6 +152,7 @@ class _References:
 
     def _derived(self, name, problem, call):
         """``call``'s value from another quantity of the reference (``contract.derive``), or ``None``."""
+
         def value_of(source_call):
             if not source_call.quantity.implemented_by(self.modules[name]):
                 return None
@@ -206,11 +224,15 @@ def _check_row(engine, references, names, problem, quantity, dtype, label="engin
             return _failure(row, "fail", str(exc))
         except Exception as exc:
             if isolation.failure_type(exc) in ("UnsupportedError", "UnsupportedNetworkError"):  # declared by the engine
-                return _failure(row, "unsupported", f"the engine does not support {call.label} here: "
-                                                    f"{isolation.describe_failure(exc)}")
+                return _failure(
+                    row,
+                    "unsupported",
+                    f"the engine does not support {call.label} here: {isolation.describe_failure(exc)}",
+                )
             if isolation.failure_type(exc) == "MemoryGuardError":  # the user's XVAL_MAX_BYTES: a refusal, no verdict
-                return _failure(row, "not checked", f"the engine refused {call.label}: "
-                                                    f"{isolation.describe_failure(exc)}")
+                return _failure(
+                    row, "not checked", f"the engine refused {call.label}: {isolation.describe_failure(exc)}"
+                )
             if isinstance(exc, EngineTimeoutError) and timed_out is not None:
                 timed_out[quantity.name] = problem.name
             if isinstance(exc, EngineProcessError) and not isinstance(exc, isolation.RemoteError):
@@ -242,12 +264,22 @@ def _check_row(engine, references, names, problem, quantity, dtype, label="engin
     if worst is not None:
         error, call, ours, theirs, name = worst
         row.status = "fail"
-        row.entries = [dict(call=call.label, entry=compare.entry_name(call, index), index=list(index), engine=value,
-                            reference=expected, reference_name=name, difference=difference)
-                       for index, value, expected, difference in compare.worst(ours, theirs)]
+        row.entries = [
+            dict(
+                call=call.label,
+                entry=compare.entry_name(call, index),
+                index=list(index),
+                engine=value,
+                reference=expected,
+                reference_name=name,
+                difference=difference,
+            )
+            for index, value, expected, difference in compare.worst(ours, theirs)
+        ]
         named = "\n      ".join(compare.worst_entries(ours, theirs, call=call))
-        row.detail = (f"{call.label} vs {name}: relative error {error:.3g} > tolerance {row.tolerance:.1g}"
-                      f"\n      {named}")
+        row.detail = (
+            f"{call.label} vs {name}: relative error {error:.3g} > tolerance {row.tolerance:.1g}\n      {named}"
+        )
         _arbitrate(row, label, failing, references, names, problem)
     elif unchecked:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in row.reasons.items())
@@ -266,9 +298,14 @@ def case_info(problem, case):
     else:  # the activations anywhere in the sequence, and the widths in and out of each parameter layer
         activations = tuple(layer.name for layer in net.layers if getattr(layer, "kind", "") == "activation")
         widths = [int(np.prod(shape)) for shape in net.shapes]
-        sizes = (widths[0],) + tuple(widths[i + 1] for i, layer in enumerate(net.layers) if
-                                     any(isinstance(value, int) and not isinstance(value, bool)
-                                         for value in (getattr(layer, "weight", None), getattr(layer, "bias", None))))
+        sizes = (widths[0],) + tuple(
+            widths[i + 1]
+            for i, layer in enumerate(net.layers)
+            if any(
+                isinstance(value, int) and not isinstance(value, bool)
+                for value in (getattr(layer, "weight", None), getattr(layer, "bias", None))
+            )
+        )
     return CaseInfo(problem.name, activations, net.loss, sizes, int(problem.X.shape[0]), tags, tensors)
 
 
@@ -277,16 +314,19 @@ def _quantities(names):
     if names is None:
         return None
     if not names:
-        raise ArgumentError("no quantity selected (--quantities is empty); name at least one of: "
-                            f"{', '.join(contract.QUANTITIES)}, or leave --quantities out for all")
+        raise ArgumentError(
+            "no quantity selected (--quantities is empty); name at least one of: "
+            f"{', '.join(contract.QUANTITIES)}, or leave --quantities out for all"
+        )
     return [contract.QUANTITIES[name] if name in contract.QUANTITIES else contract.quantity(name) for name in names]
 
 
 def default_quantities(engine):
     """Every released quantity (those the engine lacks are reported as skipped) and every pending one the engine
     implements (``contract.PENDING``: checked wherever the engine has it, not counted against it where it has not)."""
-    return list(contract.QUANTITIES.values()) + [quantity for quantity in contract.PENDING.values()
-                                                 if quantity.implemented_by(engine)]
+    return list(contract.QUANTITIES.values()) + [
+        quantity for quantity in contract.PENDING.values() if quantity.implemented_by(engine)
+    ]
 
 
 def _dtype(dtype):
@@ -315,8 +355,17 @@ def _open_references(against, engine_spec, engine, timeout, notes):
     return modules
 
 
-def run_check(engine_spec, against=("manual", "torch", "jax"), quantities=None, cases=None, dtype=None,
-              timeout=isolation.DEFAULT_TIMEOUT, on_start=None, on_case=None, on_row=None):
+def run_check(
+    engine_spec,
+    against=("manual", "torch", "jax"),
+    quantities=None,
+    cases=None,
+    dtype=None,
+    timeout=isolation.DEFAULT_TIMEOUT,
+    on_start=None,
+    on_case=None,
+    on_row=None,
+):
     """Check the engine ``engine_spec`` on the case table; returns a ``Report``.
 
     ``dtype`` ``None``: ``XVAL_DTYPE`` (default float64). ``timeout``: seconds per call of an isolated engine.
@@ -333,8 +382,10 @@ def run_check(engine_spec, against=("manual", "torch", "jax"), quantities=None, 
     quantities = _quantities(quantities)
     chosen_cases = case_table.select(cases)
     if not chosen_cases:
-        raise ArgumentError("no case selected (--cases is empty); name case ids (python -m xval cases lists them), "
-                            "or leave --cases out for all")
+        raise ArgumentError(
+            "no case selected (--cases is empty); name case ids (python -m xval cases lists them), "
+            "or leave --cases out for all"
+        )
     if not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ArgumentError(f"timeout is {timeout!r}, but it must be a number of seconds > 0, e.g. --timeout 60")
     engine = isolation.open_engine(engine_spec, timeout)
@@ -343,11 +394,21 @@ def run_check(engine_spec, against=("manual", "torch", "jax"), quantities=None, 
         quantities = default_quantities(engine) if quantities is None else quantities
         modules = _open_references(against, engine_spec, engine, timeout, notes)
         if not modules:
-            raise XvalError(f"no reference engine could be loaded from --against {','.join(against)}; "
-                            + ("; ".join(notes) if notes else "name at least one, e.g. --against manual,torch,jax"))
-        report = Report(engines.label(engine_spec), list(modules), dtype, [], notes, timeout=timeout,
-                        requested=[quantity.name for quantity in quantities], total_cases=len(chosen_cases),
-                        implemented=engines.implemented(engine))
+            raise XvalError(
+                f"no reference engine could be loaded from --against {','.join(against)}; "
+                + ("; ".join(notes) if notes else "name at least one, e.g. --against manual,torch,jax")
+            )
+        report = Report(
+            engines.label(engine_spec),
+            list(modules),
+            dtype,
+            [],
+            notes,
+            timeout=timeout,
+            requested=[quantity.name for quantity in quantities],
+            total_cases=len(chosen_cases),
+            implemented=engines.implemented(engine),
+        )
         if on_start is not None:
             on_start(report)
         references, timed_out = _References(modules), {}
@@ -356,8 +417,18 @@ def run_check(engine_spec, against=("manual", "torch", "jax"), quantities=None, 
             report.cases[problem.name] = case_info(problem, case)
             rows = []
             for quantity in quantities:
-                rows.append(_check_row(engine, references, list(modules), problem, quantity, dtype,
-                                       engines.label(engine_spec), timed_out))
+                rows.append(
+                    _check_row(
+                        engine,
+                        references,
+                        list(modules),
+                        problem,
+                        quantity,
+                        dtype,
+                        engines.label(engine_spec),
+                        timed_out,
+                    )
+                )
                 if on_row is not None:
                     on_row(report, index, rows[-1])
             report.rows += rows
@@ -383,5 +454,17 @@ def write_json(report, path):
     return text.write_json(report, path)
 
 
-__all__ = ["Row", "Report", "CaseInfo", "run_check", "format_report", "write_json", "validate_settings",
-           "EXIT_PASS", "EXIT_FAIL", "EXIT_USAGE", "EXIT_NOT_CHECKED", "EXIT_INTERRUPTED"]
+__all__ = [
+    "Row",
+    "Report",
+    "CaseInfo",
+    "run_check",
+    "format_report",
+    "write_json",
+    "validate_settings",
+    "EXIT_PASS",
+    "EXIT_FAIL",
+    "EXIT_USAGE",
+    "EXIT_NOT_CHECKED",
+    "EXIT_INTERRUPTED",
+]

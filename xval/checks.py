@@ -3,6 +3,7 @@
 guard of a whole call, and results that overflowed (reported naming the layer). Value checks (dtypes, real arrays,
 finiteness) are ``xval.values``. Each raises an error of ``xval.errors`` whose message says what was given and the fix.
 """
+
 import functools
 import operator
 
@@ -49,9 +50,11 @@ def check_inputs(net, X):
 def check_has_loss(net, what):
     """Raise when ``net`` has no loss: ``what`` (a function name) differentiates it."""
     if net.loss is None:
-        raise ArgumentError(f"{what} needs a loss, and this network has none; build it with a loss "
-                            "(Network.from_torch(model, loss=nn.MSELoss()), net.with_loss('mse')), or use forward and "
-                            "output_jacobian, which need none")
+        raise ArgumentError(
+            f"{what} needs a loss, and this network has none; build it with a loss "
+            "(Network.from_torch(model, loss=nn.MSELoss()), net.with_loss('mse')), or use forward and "
+            "output_jacobian, which need none"
+        )
 
 
 def check_data(net, X, Y):
@@ -69,7 +72,9 @@ def check_data(net, X, Y):
         what = f"output width n_L = {shape[0]}" if len(shape) == 1 else f"outputs of shape {shape}"
         raise ShapeError(f"Y has shape {Y.shape}, expected {_sample_shape(shape)}{hint} for {what}")
     if Y.shape[0] != X.shape[0]:
-        raise ShapeError(f"X has {X.shape[0]} samples (shape {X.shape}) but Y has {Y.shape[0]} (shape {Y.shape}); pass one target row per sample")
+        raise ShapeError(
+            f"X has {X.shape[0]} samples (shape {X.shape}) but Y has {Y.shape[0]} (shape {Y.shape}); pass one target row per sample"
+        )
     Y = cast_finite("Y", Y, net.dtype)
     if spec.check_targets is not None:
         spec.check_targets(Y)
@@ -79,8 +84,10 @@ def check_data(net, X, Y):
 def _one_hot(classes, n_classes):
     bad = np.flatnonzero((classes < 0) | (classes >= n_classes))
     if bad.size:
-        raise ShapeError(f"Y holds class indices, but Y[{bad[0]}] = {int(classes[bad[0]])} is not one of the "
-                         f"{n_classes} classes 0..{n_classes - 1}")
+        raise ShapeError(
+            f"Y holds class indices, but Y[{bad[0]}] = {int(classes[bad[0]])} is not one of the "
+            f"{n_classes} classes 0..{n_classes - 1}"
+        )
     return np.eye(n_classes)[classes]
 
 
@@ -105,9 +112,13 @@ def check_layer(net, index, name):
             raise TypeError
         value = operator.index(index)
     except TypeError:
-        raise LayerIndexError(f"{name} = {index!r} is not a layer index; pass an integer in 0..{last} (layers are numbered from 0)") from None
+        raise LayerIndexError(
+            f"{name} = {index!r} is not a layer index; pass an integer in 0..{last} (layers are numbered from 0)"
+        ) from None
     if not 0 <= value <= last:
-        raise LayerIndexError(f"{name} = {value} is out of range: this network has {net.n_layers} layers, valid {name} are 0..{last}")
+        raise LayerIndexError(
+            f"{name} = {value} is out of range: this network has {net.n_layers} layers, valid {name} are 0..{last}"
+        )
     return value
 
 
@@ -119,15 +130,20 @@ def check_count(net, k):
             raise TypeError
         value = operator.index(k)
     except TypeError:
-        raise ArgumentError(f"k = {k!r} is not a whole number; pass how many eigenvalues you want, 1..{net.n_params}") from None
+        raise ArgumentError(
+            f"k = {k!r} is not a whole number; pass how many eigenvalues you want, 1..{net.n_params}"
+        ) from None
     if not 1 <= value <= net.n_params:
-        raise ArgumentError(f"k = {value} is out of range: this network has P = {net.n_params} parameters, so k must "
-                            f"be in 1..{net.n_params}")
+        raise ArgumentError(
+            f"k = {value} is out of range: this network has P = {net.n_params} parameters, so k must "
+            f"be in 1..{net.n_params}"
+        )
     return value
 
 
-def check_memory(net, quantity, n_samples, args=None, factor=1.0, first_call=0, what=None, engine="engine",
-                 in_flight=None):
+def check_memory(
+    net, quantity, n_samples, args=None, factor=1.0, first_call=0, what=None, engine="engine", in_flight=None
+):
     """The memory guard for ``quantity`` (a ``contract.Quantity``) of an engine whose peak model is ``factor``,
     ``first_call`` and ``in_flight`` (``memory.peak_parts``), before any work; ``engine`` names it in the message."""
     result, working = memory.peak_parts(quantity, net, n_samples, args, factor, first_call, in_flight)
@@ -136,8 +152,11 @@ def check_memory(net, quantity, n_samples, args=None, factor=1.0, first_call=0, 
         shape = quantity.shape(net, n_samples, args or {})
         array = "" if not shape or isinstance(shape[0], tuple) else f" (a {' x '.join(map(str, shape))} array)"
         what = f"{quantity.name}({layers}){array}" if layers else f"{quantity.name}{array}"
-    memory.check(result + working, f"{engine}.{what}",
-                 f"{result} bytes for the result and {working} bytes of working memory (memory.peak_parts)")
+    memory.check(
+        result + working,
+        f"{engine}.{what}",
+        f"{result} bytes for the result and {working} bytes of working memory (memory.peak_parts)",
+    )
 
 
 # ---- results: finite inputs whose result overflowed -----------------------------------------------------------
@@ -151,8 +170,10 @@ def _overflow_site(net, X, result):
                 a = z @ w.T + b
                 if not np.all(np.isfinite(a)):
                     largest = float(np.max(np.abs(z)))
-                    return (f"the pre-activations of layer {layer} (a_{layer} = W_{layer} z_{layer} + b_{layer}) "
-                            f"overflow, with inputs to that layer as large as {largest:.3g}")
+                    return (
+                        f"the pre-activations of layer {layer} (a_{layer} = W_{layer} z_{layer} + b_{layer}) "
+                        f"overflow, with inputs to that layer as large as {largest:.3g}"
+                    )
                 z = definitions.activation(name).value(a)
     parts = result if isinstance(result, tuple) else (result,)
     array = np.asarray(parts[0] if all_finite(parts[-1]) else parts[-1])

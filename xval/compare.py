@@ -4,6 +4,7 @@ that names the worst entries in the network's terms (``layer 0, W[1, 1]``, ``sam
 Non-finite values never pass: a NaN anywhere, or an infinity where the other array holds something else, is an
 infinite relative error (``relative_error``).
 """
+
 import math
 
 import numpy as np
@@ -58,7 +59,7 @@ def differences(actual, expected):
     actual, expected = _as_float_arrays(actual, expected)
     with np.errstate(invalid="ignore", over="ignore"):
         difference = np.abs(actual - expected)
-    same = (actual == expected)  # equal infinities: no difference
+    same = actual == expected  # equal infinities: no difference
     return np.where(same, 0.0, np.where(np.isnan(difference), np.inf, difference))
 
 

@@ -15,6 +15,7 @@
 Each function takes an optional mapping instead of ``os.environ``, so that callers and tests can pass
 their own settings.
 """
+
 import math
 import os
 
@@ -73,8 +74,10 @@ def device_present(env=None):
     only then, and only when installed): otherwise every reference would refuse every call."""
     value = device(env)
     if value == "cuda" and not gpu_seen():
-        raise ConfigError("XVAL_DEVICE=cuda but neither torch nor jax sees a GPU here; use XVAL_DEVICE=cpu, or auto "
-                          "(the GPU when one is seen)")
+        raise ConfigError(
+            "XVAL_DEVICE=cuda but neither torch nor jax sees a GPU here; use XVAL_DEVICE=cpu, or auto "
+            "(the GPU when one is seen)"
+        )
     return value
 
 
@@ -105,8 +108,17 @@ def dtype(env=None):
 
 # Unit suffixes are refused with the number of bytes they stand for: a plain number cannot be misread (10GB and
 # 10GiB differ by 7%), and the message gives the exact value to write instead.
-BYTE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-              "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+BYTE_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 _MAX_BYTES_FIX = "e.g. XVAL_MAX_BYTES=2e9 or 2000000000"
 
 
@@ -129,8 +141,11 @@ def parse_bytes(raw, name="XVAL_MAX_BYTES"):
             except ValueError:
                 break
             meant = count * BYTE_UNITS[suffix]
-            raise _bad_bytes(name, raw, f"a plain number without a unit: {raw.strip()} is {meant:.12g} bytes, so write "
-                                        f"{name}={meant:.12g}")
+            raise _bad_bytes(
+                name,
+                raw,
+                f"a plain number without a unit: {raw.strip()} is {meant:.12g} bytes, so write {name}={meant:.12g}",
+            )
     try:
         value = float(text)
     except ValueError:

@@ -17,6 +17,7 @@ Stochastic estimators (``xval.estimators``: ``mc_ggn``, ``hutchinson_hessian_tra
 seeds and judged as statistics against the exact value; their ``error`` is the number of standard errors between
 their mean and the exact value.
 """
+
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
@@ -125,8 +126,9 @@ def _contract_entries(engine, library, references, names, problem, dtype, timed_
             detail = detail.split(": ", 1)[-1].removeprefix("UnsupportedError: ")
         if status == "not checked":
             detail = detail or "; ".join(f"{name}: {reason}" for name, reason in row.reasons.items())
-        entries.append(Entry(library.name, dtype, problem.name, "", quantity.name, CONTRACT, status, error,
-                             reference, detail))
+        entries.append(
+            Entry(library.name, dtype, problem.name, "", quantity.name, CONTRACT, status, error, reference, detail)
+        )
     return entries
 
 
@@ -188,8 +190,9 @@ def library_entries(engine, library, references, names, problem, dtype, seeds, t
     quantities = _all_quantities()
     for function in library.estimators:
         _, name = estimators.parse(function, quantities)
-        entries.append(_estimator_entry(engine, library, function, quantities[name], references, names, problem,
-                                        dtype, seeds))
+        entries.append(
+            _estimator_entry(engine, library, function, quantities[name], references, names, problem, dtype, seeds)
+        )
     for name, text in library.conventions.items():
         if name not in library.implemented:
             entries.append(Entry(library.name, dtype, problem.name, "", name, CONVENTION, "convention", detail=text))
@@ -227,8 +230,16 @@ def _open_references(against, timeout, notes):
     return modules
 
 
-def run(libraries=None, cases=None, dtypes=DTYPES, against=AGAINST, seeds=estimators.SEEDS,
-        timeout=isolation.DEFAULT_TIMEOUT, on_start=None, on_entries=None):
+def run(
+    libraries=None,
+    cases=None,
+    dtypes=DTYPES,
+    against=AGAINST,
+    seeds=estimators.SEEDS,
+    timeout=isolation.DEFAULT_TIMEOUT,
+    on_start=None,
+    on_entries=None,
+):
     """The ``Matrix`` of ``libraries`` (engine names; default every peer, ``engines.PEERS``) over ``cases`` (case
     ids; default the whole table) in each of ``dtypes``. ``on_start(matrix, total)`` is called once the libraries
     are open (``total``: the (dtype, case, library) steps), ``on_entries(matrix, step, dtype, case, library, entries)``
@@ -244,8 +255,14 @@ def run(libraries=None, cases=None, dtypes=DTYPES, against=AGAINST, seeds=estima
     if not chosen:
         raise ArgumentError("no case selected (--cases is empty); python -m xval cases lists them")
     started, notes, opened = time.monotonic(), [], {}
-    matrix = Matrix([], list(dtypes), [], families(chosen), seeds=seeds,
-                    tolerances={dtype: compare.TOLERANCES[dtype] for dtype in dtypes})
+    matrix = Matrix(
+        [],
+        list(dtypes),
+        [],
+        families(chosen),
+        seeds=seeds,
+        tolerances={dtype: compare.TOLERANCES[dtype] for dtype in dtypes},
+    )
     modules = {}
     try:
         for name in names:
@@ -264,8 +281,16 @@ def run(libraries=None, cases=None, dtypes=DTYPES, against=AGAINST, seeds=estima
             for case in chosen:
                 problem = case_table.problem(case, dtype)
                 for library in matrix.checked():
-                    entries = library_entries(opened[library.name], library, references, list(modules), problem,
-                                              dtype, seeds, timed_out[library.name])
+                    entries = library_entries(
+                        opened[library.name],
+                        library,
+                        references,
+                        list(modules),
+                        problem,
+                        dtype,
+                        seeds,
+                        timed_out[library.name],
+                    )
                     for entry in entries:
                         entry.family = case_family[problem.name]
                     matrix.entries += entries
@@ -282,18 +307,33 @@ def run(libraries=None, cases=None, dtypes=DTYPES, against=AGAINST, seeds=estima
 # ---- JSON -------------------------------------------------------------------------------------------------------
 def to_json(matrix):
     """The matrix as plain data (non-finite errors as strings)."""
+
     def plain(value):
         return value if value is None or np.isfinite(value) else str(value)
 
-    return {"libraries": [asdict(library) for library in matrix.libraries], "dtypes": matrix.dtypes,
-            "against": matrix.against, "families": matrix.families, "seeds": matrix.seeds,
-            "tolerances": matrix.tolerances,
-            "entries": [{**asdict(entry), "error": plain(entry.error)} for entry in matrix.entries]}
+    return {
+        "libraries": [asdict(library) for library in matrix.libraries],
+        "dtypes": matrix.dtypes,
+        "against": matrix.against,
+        "families": matrix.families,
+        "seeds": matrix.seeds,
+        "tolerances": matrix.tolerances,
+        "entries": [{**asdict(entry), "error": plain(entry.error)} for entry in matrix.entries],
+    }
 
 
 def from_json(payload):
     """The ``Matrix`` written by ``to_json``."""
-    entries = [Entry(**{**item, "error": None if item["error"] is None else float(item["error"])})
-               for item in payload["entries"]]
-    return Matrix([Library(**item) for item in payload["libraries"]], payload["dtypes"], payload["against"],
-                  payload["families"], entries, payload["seeds"], payload["tolerances"])
+    entries = [
+        Entry(**{**item, "error": None if item["error"] is None else float(item["error"])})
+        for item in payload["entries"]
+    ]
+    return Matrix(
+        [Library(**item) for item in payload["libraries"]],
+        payload["dtypes"],
+        payload["against"],
+        payload["families"],
+        entries,
+        payload["seeds"],
+        payload["tolerances"],
+    )

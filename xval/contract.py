@@ -13,6 +13,7 @@ own arrays) or only the plain function; ``complete(namespace, to_numpy)`` makes 
 ``to_numpy`` of the staged result, checked finite. Adding a quantity is one entry in ``QUANTITIES`` plus each
 engine's function.
 """
+
 import functools
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -48,8 +49,15 @@ class Problem:
 
     def astype(self, dtype):
         """The same problem in ``dtype`` (every array and the network)."""
-        return Problem(self.name, self.net.astype(dtype), self.X.astype(dtype), self.Y.astype(dtype),
-                       self.v.astype(dtype), self.block, self.k)
+        return Problem(
+            self.name,
+            self.net.astype(dtype),
+            self.X.astype(dtype),
+            self.Y.astype(dtype),
+            self.v.astype(dtype),
+            self.block,
+            self.k,
+        )
 
 
 def same_layer_block(net):
@@ -147,8 +155,9 @@ def kfac_block_from_factors(A, G):
     (``q = n_in``) move behind all the weights."""
     n_out, n_in = G.shape[0], A.shape[0] - 1
     full = np.kron(G, A)
-    order = np.concatenate([(np.arange(n_out)[:, None] * (n_in + 1) + np.arange(n_in)).reshape(-1),
-                            np.arange(n_out) * (n_in + 1) + n_in])
+    order = np.concatenate(
+        [(np.arange(n_out)[:, None] * (n_in + 1) + np.arange(n_in)).reshape(-1), np.arange(n_out) * (n_in + 1) + n_in]
+    )
     return full[np.ix_(order, order)]
 
 
@@ -314,51 +323,188 @@ def _kfac_block_shape(net, n, args):
 _ALL = {
     q.name: q
     for q in [
-        Quantity("forward", ("X",), "(N, n_L) outputs", lambda net, n, args: (n, *net.output_shape), order=0,
-                 needs_loss=False, axes=("sample", "output")),
-        Quantity("loss", ("X", "Y"), "float, the objective E (the batch mean E = (1/N) sum_n loss_n)",
-                 lambda net, n, args: (), order=0),
+        Quantity(
+            "forward",
+            ("X",),
+            "(N, n_L) outputs",
+            lambda net, n, args: (n, *net.output_shape),
+            order=0,
+            needs_loss=False,
+            axes=("sample", "output"),
+        ),
+        Quantity(
+            "loss",
+            ("X", "Y"),
+            "float, the objective E (the batch mean E = (1/N) sum_n loss_n)",
+            lambda net, n, args: (),
+            order=0,
+        ),
         Quantity("gradient", ("X", "Y"), "(P,), dE/dtheta", _p, order=1, axes=("parameter",)),
-        Quantity("per_sample_gradients", ("X", "Y"), "(N, P), row n = d loss_n / dtheta (not divided by N)",
-                 lambda net, n, args: (n, net.n_params), order=1, dense=True, batch=True,
-                 axes=("sample", "parameter")),
-        Quantity("hvp", ("X", "Y", "v"), "(P,), the exact Hessian-vector product H v of E", _p, order=2,
-                 tangents=_one_tangent, derived_from=(Derivation("hessian", _product_with_v),), axes=("parameter",)),
-        Quantity("hessian_block", ("X", "Y", "l", "m"), "(P_l, P_m), rows of layer l, columns of layer m",
-                 _block_shape, order=2, dense=True, slopes=BLOCK, tangents=_columns_of_m,
-                 derived_from=(Derivation("hessian", _block_of),), axes=("parameter of l", "parameter of m")),
-        Quantity("hessian", ("X", "Y"), "(P, P), d2E/dtheta2", _pp, order=2, dense=True, slopes=QUADRATIC,
-                 tangents=_all_columns, axes=("parameter", "parameter")),
-        Quantity("ggn", ("X", "Y"), "(P, P), the generalized Gauss-Newton G = (1/N) sum_n J_n^T Lambda_n J_n", _pp,
-                 order=2, dense=True, slopes=OUTPUT_ROWS_SQUARED, tangents=_all_columns, axes=("parameter", "parameter")),
-        Quantity("ggnvp", ("X", "Y", "v"), "(P,), G v, never forming G", _p, order=2, tangents=_one_tangent,
-                 derived_from=(Derivation("ggn", _product_with_v),), axes=("parameter",)),
-        Quantity("ggn_block", ("X", "Y", "l", "m"), "(P_l, P_m), the block of G: rows of layer l, columns of layer m",
-                 _block_shape, order=2, dense=True, slopes=OUTPUT_ROWS_BLOCK, tangents=_columns_of_m,
-                 derived_from=(Derivation("ggn", _block_of),), axes=("parameter of l", "parameter of m")),
-        Quantity("hessian_diagonal", ("X", "Y"), "(P,), the diagonal of the Hessian, exact", _p, order=2,
-                 slopes=OUTPUT_ROWS, tangents=_all_columns, derived_from=(Derivation("hessian", _diagonal_of),),
-                 axes=("parameter",)),
-        Quantity("ggn_diagonal", ("X", "Y"), "(P,), the diagonal of the GGN, exact", _p, order=2,
-                 slopes=OUTPUT_ROWS, tangents=_outputs_per_sample, derived_from=(Derivation("ggn", _diagonal_of),),
-                 axes=("parameter",)),
-        Quantity("empirical_fisher", ("X", "Y"), "(P, P), (1/N) sum_n g_n g_n^T, g_n the per-sample gradient", _pp,
-                 order=1, dense=True, slopes=QUADRATIC, tangents=_no_tangents, axes=("parameter", "parameter")),
-        Quantity("output_jacobian", ("X",), "(N, n_L, P), d f(x_n) / dtheta",
-                 lambda net, n, args: (n, net.output_size, net.n_params), order=1, dense=True, needs_loss=False,
-                 batch=True, slopes=OUTPUT_ROWS, tangents=_outputs_per_sample, axes=("sample", "output", "parameter")),
-        Quantity("kfac_factors", ("X", "Y", "l"), "(A_l, G_l): A_l = (1/N) sum_n a_n a_n^T over a_n = [z_l; 1], "
-                 "G_l = (1/N) sum_n B_n^T Lambda_n B_n, B_n = df/ds_l", _kfac_shape, order=2,
-                 slopes=OUTPUT_ROWS, tangents=_outputs_per_sample, axes=None),
-        Quantity("kfac_block", ("X", "Y", "l"), "(P_l, P_l), kron(G_l, A_l) in the contract's order of layer l",
-                 _kfac_block_shape, order=2, dense=True, slopes=BLOCK, tangents=_outputs_per_sample,
-                 derived_from=(Derivation("kfac_factors", _kfac_block_of),), axes=("parameter of l", "parameter of l")),
-        Quantity("hessian_trace", ("X", "Y"), "float, the trace of the Hessian, exact", lambda net, n, args: (),
-                 order=2, slopes=OUTPUT_ROWS, tangents=_all_columns,
-                 derived_from=(Derivation("hessian_diagonal", _trace_of), Derivation("hessian", _trace_of))),
-        Quantity("top_eigenvalues", ("X", "Y", "k"), "(k,), the k largest eigenvalues of the Hessian, descending",
-                 lambda net, n, args: (args["k"],), order=2, tangents=_all_columns,
-                 derived_from=(Derivation("hessian", _top_eigenvalues_of),), axes=("eigenvalue",)),
+        Quantity(
+            "per_sample_gradients",
+            ("X", "Y"),
+            "(N, P), row n = d loss_n / dtheta (not divided by N)",
+            lambda net, n, args: (n, net.n_params),
+            order=1,
+            dense=True,
+            batch=True,
+            axes=("sample", "parameter"),
+        ),
+        Quantity(
+            "hvp",
+            ("X", "Y", "v"),
+            "(P,), the exact Hessian-vector product H v of E",
+            _p,
+            order=2,
+            tangents=_one_tangent,
+            derived_from=(Derivation("hessian", _product_with_v),),
+            axes=("parameter",),
+        ),
+        Quantity(
+            "hessian_block",
+            ("X", "Y", "l", "m"),
+            "(P_l, P_m), rows of layer l, columns of layer m",
+            _block_shape,
+            order=2,
+            dense=True,
+            slopes=BLOCK,
+            tangents=_columns_of_m,
+            derived_from=(Derivation("hessian", _block_of),),
+            axes=("parameter of l", "parameter of m"),
+        ),
+        Quantity(
+            "hessian",
+            ("X", "Y"),
+            "(P, P), d2E/dtheta2",
+            _pp,
+            order=2,
+            dense=True,
+            slopes=QUADRATIC,
+            tangents=_all_columns,
+            axes=("parameter", "parameter"),
+        ),
+        Quantity(
+            "ggn",
+            ("X", "Y"),
+            "(P, P), the generalized Gauss-Newton G = (1/N) sum_n J_n^T Lambda_n J_n",
+            _pp,
+            order=2,
+            dense=True,
+            slopes=OUTPUT_ROWS_SQUARED,
+            tangents=_all_columns,
+            axes=("parameter", "parameter"),
+        ),
+        Quantity(
+            "ggnvp",
+            ("X", "Y", "v"),
+            "(P,), G v, never forming G",
+            _p,
+            order=2,
+            tangents=_one_tangent,
+            derived_from=(Derivation("ggn", _product_with_v),),
+            axes=("parameter",),
+        ),
+        Quantity(
+            "ggn_block",
+            ("X", "Y", "l", "m"),
+            "(P_l, P_m), the block of G: rows of layer l, columns of layer m",
+            _block_shape,
+            order=2,
+            dense=True,
+            slopes=OUTPUT_ROWS_BLOCK,
+            tangents=_columns_of_m,
+            derived_from=(Derivation("ggn", _block_of),),
+            axes=("parameter of l", "parameter of m"),
+        ),
+        Quantity(
+            "hessian_diagonal",
+            ("X", "Y"),
+            "(P,), the diagonal of the Hessian, exact",
+            _p,
+            order=2,
+            slopes=OUTPUT_ROWS,
+            tangents=_all_columns,
+            derived_from=(Derivation("hessian", _diagonal_of),),
+            axes=("parameter",),
+        ),
+        Quantity(
+            "ggn_diagonal",
+            ("X", "Y"),
+            "(P,), the diagonal of the GGN, exact",
+            _p,
+            order=2,
+            slopes=OUTPUT_ROWS,
+            tangents=_outputs_per_sample,
+            derived_from=(Derivation("ggn", _diagonal_of),),
+            axes=("parameter",),
+        ),
+        Quantity(
+            "empirical_fisher",
+            ("X", "Y"),
+            "(P, P), (1/N) sum_n g_n g_n^T, g_n the per-sample gradient",
+            _pp,
+            order=1,
+            dense=True,
+            slopes=QUADRATIC,
+            tangents=_no_tangents,
+            axes=("parameter", "parameter"),
+        ),
+        Quantity(
+            "output_jacobian",
+            ("X",),
+            "(N, n_L, P), d f(x_n) / dtheta",
+            lambda net, n, args: (n, net.output_size, net.n_params),
+            order=1,
+            dense=True,
+            needs_loss=False,
+            batch=True,
+            slopes=OUTPUT_ROWS,
+            tangents=_outputs_per_sample,
+            axes=("sample", "output", "parameter"),
+        ),
+        Quantity(
+            "kfac_factors",
+            ("X", "Y", "l"),
+            "(A_l, G_l): A_l = (1/N) sum_n a_n a_n^T over a_n = [z_l; 1], "
+            "G_l = (1/N) sum_n B_n^T Lambda_n B_n, B_n = df/ds_l",
+            _kfac_shape,
+            order=2,
+            slopes=OUTPUT_ROWS,
+            tangents=_outputs_per_sample,
+            axes=None,
+        ),
+        Quantity(
+            "kfac_block",
+            ("X", "Y", "l"),
+            "(P_l, P_l), kron(G_l, A_l) in the contract's order of layer l",
+            _kfac_block_shape,
+            order=2,
+            dense=True,
+            slopes=BLOCK,
+            tangents=_outputs_per_sample,
+            derived_from=(Derivation("kfac_factors", _kfac_block_of),),
+            axes=("parameter of l", "parameter of l"),
+        ),
+        Quantity(
+            "hessian_trace",
+            ("X", "Y"),
+            "float, the trace of the Hessian, exact",
+            lambda net, n, args: (),
+            order=2,
+            slopes=OUTPUT_ROWS,
+            tangents=_all_columns,
+            derived_from=(Derivation("hessian_diagonal", _trace_of), Derivation("hessian", _trace_of)),
+        ),
+        Quantity(
+            "top_eigenvalues",
+            ("X", "Y", "k"),
+            "(k,), the k largest eigenvalues of the Hessian, descending",
+            lambda net, n, args: (args["k"],),
+            order=2,
+            tangents=_all_columns,
+            derived_from=(Derivation("hessian", _top_eigenvalues_of),),
+            axes=("eigenvalue",),
+        ),
     ]
 }
 
@@ -371,11 +517,18 @@ PENDING = {name: q for name, q in _ALL.items() if name not in RELEASED}
 
 # Not part of the contract: the central-difference oracle, which the benchmarks measure for ``manual``.
 FINITE_DIFFERENCE_GRADIENT = Quantity(
-    "finite_difference_gradient", ("X", "Y"), "(P,), central differences of E", _p, order=1, slopes=QUADRATIC,
-    tolerances=compare.FINITE_DIFFERENCE_TOLERANCES, in_contract=False,
+    "finite_difference_gradient",
+    ("X", "Y"),
+    "(P,), central differences of E",
+    _p,
+    order=1,
+    slopes=QUADRATIC,
+    tolerances=compare.FINITE_DIFFERENCE_TOLERANCES,
+    in_contract=False,
     derived_from=(Derivation("gradient", lambda value, call: value),),  # the exact value it approximates
     below_because="overhead per evaluation: 2|W| loss evaluations, each a small forward pass whose fixed cost "
-                  "outweighs its O(|W|) work at these sizes, so the time grows like |W|", axes=("parameter",),
+    "outweighs its O(|W|) work at these sizes, so the time grows like |W|",
+    axes=("parameter",),
 )
 
 
@@ -439,5 +592,3 @@ def _plain(spec, staged, to_numpy):
     plain.__doc__ = f"``{spec.signature}``: {spec.returns}. (``to_numpy`` of ``stage_{spec.name}``, checked finite.)"
     plain.__wrapped__ = staged
     return checks.finite_result(functools.wraps(plain, assigned=("__name__", "__qualname__", "__doc__"))(plain))
-
-

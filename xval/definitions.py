@@ -8,6 +8,7 @@ semantics where torch has the function (options as torch names them: ``slope``, 
 ``threshold``). Adding an activation or a loss means one entry here, one record in ``manual`` and one line in each
 reference engine and in the arbiter's formulas.
 """
+
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -92,15 +93,34 @@ ACTIVATIONS = {
         Definition("sigmoid", "f(x) = 1 / (1 + exp(-x))", lambda x: 0.5 * (1.0 + np.tanh(0.5 * x))),
         Definition("tanh", "f(x) = tanh(x)", np.tanh),
         Definition("relu", "f(x) = max(x, 0)", lambda x: np.maximum(x, 0.0)),
-        Definition("softplus", "f(x) = log(1 + exp(beta x)) / beta, and x where beta x > threshold (if given)",
-                   _softplus, options=(("beta", 1.0), ("threshold", None))),
-        Definition("leaky_relu", "f(x) = x for x > 0, slope x otherwise", lambda x, slope=0.01: np.where(x > 0, x, slope * x),
-                   options=(("slope", 0.01),)),
-        Definition("elu", "f(x) = x for x > 0, alpha (exp(x) - 1) otherwise",
-                   lambda x, alpha=1.0: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0))), options=(("alpha", 1.0),)),
-        Definition("selu", "f(x) = scale (x for x > 0, alpha (exp(x) - 1) otherwise)",
-                   lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0)))),
-        Definition("gelu", "f(x) = x Phi(x) = x (1 + erf(x / sqrt(2))) / 2", lambda x: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))),
+        Definition(
+            "softplus",
+            "f(x) = log(1 + exp(beta x)) / beta, and x where beta x > threshold (if given)",
+            _softplus,
+            options=(("beta", 1.0), ("threshold", None)),
+        ),
+        Definition(
+            "leaky_relu",
+            "f(x) = x for x > 0, slope x otherwise",
+            lambda x, slope=0.01: np.where(x > 0, x, slope * x),
+            options=(("slope", 0.01),),
+        ),
+        Definition(
+            "elu",
+            "f(x) = x for x > 0, alpha (exp(x) - 1) otherwise",
+            lambda x, alpha=1.0: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0))),
+            options=(("alpha", 1.0),),
+        ),
+        Definition(
+            "selu",
+            "f(x) = scale (x for x > 0, alpha (exp(x) - 1) otherwise)",
+            lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0))),
+        ),
+        Definition(
+            "gelu",
+            "f(x) = x Phi(x) = x (1 + erf(x / sqrt(2))) / 2",
+            lambda x: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0))),
+        ),
         Definition("gelu_tanh", "f(x) = x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2", _gelu_tanh),
         Definition("silu", "f(x) = x / (1 + exp(-x))", lambda x: x * 0.5 * (1.0 + np.tanh(0.5 * x))),
         Definition("logsigmoid", "f(x) = -log(1 + exp(-x))", lambda x: -np.logaddexp(-x, 0.0)),
@@ -131,18 +151,35 @@ LOSSES = {
             "cross_entropy",
             "-sum_k y_k log softmax(y_hat)_k",
             lambda y_hat, y: -np.sum(y * _log_softmax(y_hat), axis=-1),
-            check_targets=check_probability_rows, class_targets=True,
+            check_targets=check_probability_rows,
+            class_targets=True,
         ),
         Definition("squared_error", "||y_hat - y||^2 (torch's MSELoss, reduction='sum')", _squared),
-        Definition("mean_squared_error", "||y_hat - y||^2 / K, K entries per sample (torch's MSELoss, reduction='mean')",
-                   lambda y_hat, y: _squared(y_hat, y) / _entries(y)),
-        Definition("nll", "-sum_k y_k f_k, f log-probabilities (torch's NLLLoss after LogSoftmax, reduction='sum' or "
-                   "'mean' over the samples)", lambda y_hat, y: -np.sum(y * y_hat.reshape(len(y_hat), -1), axis=-1),
-                   check_targets=check_probability_rows, class_targets=True),
-        Definition("bce_with_logits", "sum_k max(f, 0) - f y + log(1 + exp(-|f|)) (torch's BCEWithLogitsLoss, 'sum')",
-                   _bce, check_targets=check_probabilities),
-        Definition("mean_bce_with_logits", "the same / K (torch's BCEWithLogitsLoss, reduction='mean')",
-                   lambda y_hat, y: _bce(y_hat, y) / _entries(y), check_targets=check_probabilities),
+        Definition(
+            "mean_squared_error",
+            "||y_hat - y||^2 / K, K entries per sample (torch's MSELoss, reduction='mean')",
+            lambda y_hat, y: _squared(y_hat, y) / _entries(y),
+        ),
+        Definition(
+            "nll",
+            "-sum_k y_k f_k, f log-probabilities (torch's NLLLoss after LogSoftmax, reduction='sum' or "
+            "'mean' over the samples)",
+            lambda y_hat, y: -np.sum(y * y_hat.reshape(len(y_hat), -1), axis=-1),
+            check_targets=check_probability_rows,
+            class_targets=True,
+        ),
+        Definition(
+            "bce_with_logits",
+            "sum_k max(f, 0) - f y + log(1 + exp(-|f|)) (torch's BCEWithLogitsLoss, 'sum')",
+            _bce,
+            check_targets=check_probabilities,
+        ),
+        Definition(
+            "mean_bce_with_logits",
+            "the same / K (torch's BCEWithLogitsLoss, reduction='mean')",
+            lambda y_hat, y: _bce(y_hat, y) / _entries(y),
+            check_targets=check_probabilities,
+        ),
     ]
 }
 

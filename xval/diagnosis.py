@@ -5,11 +5,13 @@
 gradient laid out transposed, all zeros). ``diagnose(report)`` reads every row of a check and writes one paragraph:
 which quantities, activations, losses, regimes, depths and layers fail and which pass, and where to look.
 """
+
 import textwrap
 
 import numpy as np
 
 from . import compare
+
 
 # The order of derivative each quantity needs: a bug in f shows in all of them, one in f' from "first" on, one in f''
 # in "second" only.
@@ -50,7 +52,7 @@ def _transposition(call, axis, layer, span, array):
     _, _, _, shape, start = span
     rows, columns = shape
     order = np.arange(array.shape[axis])
-    order[start:start + rows * columns] = start + np.arange(rows * columns).reshape(rows, columns).T.reshape(-1)
+    order[start : start + rows * columns] = start + np.arange(rows * columns).reshape(rows, columns).T.reshape(-1)
     return np.take(array, order, axis=axis)
 
 
@@ -131,8 +133,9 @@ def _common_factor(report, failing, passing):
     info = report.cases
     activations = sorted({a for case in info.values() for a in case.activations if a != "identity"})
     for activation in activations:
-        if all(activation in info[c].activations for c in failing) and \
-                not any(activation in info[c].activations for c in passing):
+        if all(activation in info[c].activations for c in failing) and not any(
+            activation in info[c].activations for c in passing
+        ):
             return "activation", activation, f"every failing case has a {activation} layer and no passing case has one"
     for loss in sorted({case.loss for case in info.values()}):
         if all(info[c].loss == loss for c in failing) and not any(info[c].loss == loss for c in passing):
@@ -151,8 +154,10 @@ def _pointer(bad, factor, relations, tensors, block_labels):
     orders = {_order(q) for q in bad}
     transposed = sorted({r.split(" ", 1)[1] for r in relations if r.startswith("transposed ")})
     if transposed:
-        return (f"a transposed weight gradient ({_join(transposed)} at transposed positions, as if written "
-                "(n_in, n_out), where the contract lays W_l out (n_out, n_in) row-major: delta_l z_l^T)")
+        return (
+            f"a transposed weight gradient ({_join(transposed)} at transposed positions, as if written "
+            "(n_in, n_out), where the contract lays W_l out (n_out, n_in) row-major: delta_l z_l^T)"
+        )
     if any(r.endswith("(= N)") or r.endswith("(= 1/N)") for r in relations):
         return "a factor N: a sum where a mean belongs or the reverse (only per_sample_gradients are not divided by N)"
     if "not finite" in relations:
@@ -169,8 +174,11 @@ def _pointer(bad, factor, relations, tensors, block_labels):
             return f"look at {value} itself, in the forward pass (everything else is computed from it)"
         return f"look at {value}' (its first derivative, in backprop); the second-order quantities build on it"
     if kind == "loss":
-        what = {"value": "the loss formula", "first": "its derivative in the outputs",
-                "second": "its second derivative in the outputs (its Hessian)"}
+        what = {
+            "value": "the loss formula",
+            "first": "its derivative in the outputs",
+            "second": "its second derivative in the outputs (its Hessian)",
+        }
         return f"look at the {value} loss: " + what.get(min(orders, key=list(ORDER_WORDS).index), "its formulas")
     if kind == "regime":
         return f"look at how large or tiny values are handled ({value}): overflow, cancellation or a clipped range"
@@ -201,19 +209,29 @@ def diagnose(report):
     total = len(report.cases)
     bad = list(dict.fromkeys(row.quantity for row in bad_rows))
     # only what passed everywhere: a row no reference computed ("not checked") or one the engine refused is no pass
-    good = [q for q in dict.fromkeys(row.quantity for row in rows)
-            if q not in bad and all(row.status == "pass" for row in rows if row.quantity == q)]
+    good = [
+        q
+        for q in dict.fromkeys(row.quantity for row in rows)
+        if q not in bad and all(row.status == "pass" for row in rows if row.quantity == q)
+    ]
     failing_cases = list(dict.fromkeys(row.case for row in bad_rows))
-    passing_cases = [case for case in report.cases if case not in failing_cases
-                     and any(row.case == case and row.quantity in bad and row.status == "pass" for row in rows)]
+    passing_cases = [
+        case
+        for case in report.cases
+        if case not in failing_cases
+        and any(row.case == case and row.quantity in bad and row.status == "pass" for row in rows)
+    ]
     sentences = []
     groups = {}
     for quantity in bad:
         cases = tuple(row.case for row in bad_rows if row.quantity == quantity)
         raised = all(row.status == "error" for row in bad_rows if row.quantity == quantity)
         groups.setdefault((cases, raised), []).append(quantity)
-    parts = [f"{_join(quantities)} {'raise' if raised else 'fail'}{'s' if len(quantities) == 1 else ''} on "
-             f"{_cases_phrase(len(cases), total)}" for (cases, raised), quantities in groups.items()]
+    parts = [
+        f"{_join(quantities)} {'raise' if raised else 'fail'}{'s' if len(quantities) == 1 else ''} on "
+        f"{_cases_phrase(len(cases), total)}"
+        for (cases, raised), quantities in groups.items()
+    ]
     sentences.append(_join(parts))
     if good:
         sentences.append(f"{_join(good)} pass{'es' if len(good) == 1 else ''} on every case")
@@ -229,9 +247,10 @@ def diagnose(report):
     transposed = [r for r in relations if r.startswith("transposed ")]
     if transposed and passing_cases:
         layer = int(transposed[0].split()[2])
-        if all(min(report.cases[c].sizes[layer:layer + 2]) == 1 for c in passing_cases):
-            sentences.append(f"the cases that pass have a layer {layer} W with one row or column, which reads the "
-                             "same transposed")
+        if all(min(report.cases[c].sizes[layer : layer + 2]) == 1 for c in passing_cases):
+            sentences.append(
+                f"the cases that pass have a layer {layer} W with one row or column, which reads the same transposed"
+            )
     sentences.append(f"all in {report.dtype}")
     text = "; ".join(sentences) + "."
     orders = {_order(q) for q in bad}
@@ -241,15 +260,21 @@ def diagnose(report):
     elif factor:
         summary.append(factor[2])
     if orders <= set(ORDER_WORDS) and good:
-        summary.append("only " + " and ".join(ORDER_WORDS[o] for o in ORDER_WORDS if o in orders)
-                       + f" ({', '.join(bad)})")
-    blocks = [tuple(int(x) for x in label[label.index("(") + 1:-1].split(","))
-              for row in bad_rows for label in row.failed_calls if label.startswith("hessian_block(")]
+        summary.append(
+            "only " + " and ".join(ORDER_WORDS[o] for o in ORDER_WORDS if o in orders) + f" ({', '.join(bad)})"
+        )
+    blocks = [
+        tuple(int(x) for x in label[label.index("(") + 1 : -1].split(","))
+        for row in bad_rows
+        for label in row.failed_calls
+        if label.startswith("hessian_block(")
+    ]
     if all(row.status == "error" for row in bad_rows):
         pointer = "they raise rather than return a value: the first message of each is under failures above"
     else:
-        pointer = _pointer([row.quantity for row in bad_rows if row.status == "fail"], factor, relations, tensors,
-                           blocks)
+        pointer = _pointer(
+            [row.quantity for row in bad_rows if row.status == "fail"], factor, relations, tensors, blocks
+        )
     if pointer:
         lead = ", ".join(summary)
         text += f" {lead[0].upper()}{lead[1:]}: {pointer}." if lead else f" {pointer[0].upper()}{pointer[1:]}."
@@ -258,5 +283,4 @@ def diagnose(report):
 
 def wrap(paragraph, width=118):
     """The paragraph wrapped for a terminal, continuation lines indented by two spaces."""
-    return textwrap.fill(paragraph, width=width, subsequent_indent="  ", break_on_hyphens=False,
-                         break_long_words=False)
+    return textwrap.fill(paragraph, width=width, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False)

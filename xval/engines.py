@@ -12,6 +12,7 @@ named (``XVAL_BACKEND``, ``--backend``, ``python -m xval check``) these forms wo
 - a path to a ``.py`` file (``path/to/engine.py``), imported under a private module name;
 - an importable module name (``mypkg.engine``).
 """
+
 import hashlib
 import importlib
 import importlib.metadata
@@ -131,8 +132,10 @@ def _from_file(spec):
     if not os.path.isfile(path):
         raise UnknownNameError(f"engine file {spec!r} does not exist (looked for {path}); {_forms_hint()}")
     # One private module name per file, so that two files called engine.py do not replace each other.
-    module_name = f"xval_engine_{re.sub(r'[^0-9A-Za-z_]', '_', os.path.splitext(os.path.basename(path))[0])}_" \
-                  f"{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+    module_name = (
+        f"xval_engine_{re.sub(r'[^0-9A-Za-z_]', '_', os.path.splitext(os.path.basename(path))[0])}_"
+        f"{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+    )
     if module_name in sys.modules:
         return sys.modules[module_name]
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
@@ -142,7 +145,9 @@ def _from_file(spec):
         loader_spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[module_name]
-        raise EngineImportError(f"engine file {spec!r} raised while being imported: {type(exc).__name__}: {exc}") from exc
+        raise EngineImportError(
+            f"engine file {spec!r} raised while being imported: {type(exc).__name__}: {exc}"
+        ) from exc
     return module
 
 
@@ -151,14 +156,20 @@ def _from_module_name(spec):
         return importlib.import_module(spec)
     except ModuleNotFoundError as exc:
         if exc.name and (spec == exc.name or spec.startswith(exc.name + ".")):
-            raise UnknownNameError(f"unknown engine {spec!r}: it is not a built-in or registered name, and no module of "
-                                   f"that name can be imported; {_forms_hint()}") from None
-        raise EngineUnavailableError(f"engine module {spec!r} needs the package {exc.name!r}, which is not installed; "
-                                     f"run: pip install {exc.name}") from None
+            raise UnknownNameError(
+                f"unknown engine {spec!r}: it is not a built-in or registered name, and no module of "
+                f"that name can be imported; {_forms_hint()}"
+            ) from None
+        raise EngineUnavailableError(
+            f"engine module {spec!r} needs the package {exc.name!r}, which is not installed; "
+            f"run: pip install {exc.name}"
+        ) from None
     except EngineUnavailableError:  # the engine's own word on what to install (the peers' --no-deps line)
         raise
     except Exception as exc:
-        raise EngineImportError(f"engine module {spec!r} raised while being imported: {type(exc).__name__}: {exc}") from exc
+        raise EngineImportError(
+            f"engine module {spec!r} raised while being imported: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _module(spec):
@@ -175,7 +186,9 @@ def _module(spec):
         try:
             return points[spec].load()
         except ImportError as exc:
-            raise EngineUnavailableError(f"engine {spec!r} (registered as {points[spec].value}) cannot be imported: {exc}") from None
+            raise EngineUnavailableError(
+                f"engine {spec!r} (registered as {points[spec].value}) cannot be imported: {exc}"
+            ) from None
     if spec.endswith(".py") or os.sep in spec or "/" in spec:
         return _from_file(spec)
     if _MODULE_NAME.match(spec):
@@ -206,8 +219,11 @@ def implemented(module):
     that ``module`` implements, in the contract's order."""
     from . import contract
 
-    return [name for name, quantity in {**contract.QUANTITIES, **contract.PENDING}.items()
-            if quantity.implemented_by(module)]
+    return [
+        name
+        for name, quantity in {**contract.QUANTITIES, **contract.PENDING}.items()
+        if quantity.implemented_by(module)
+    ]
 
 
 def label(spec):

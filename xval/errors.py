@@ -1,4 +1,5 @@
 """Exceptions raised for bad input. Each message says what was given, what was expected, and how to fix it."""
+
 import math
 import numbers
 
@@ -127,8 +128,10 @@ def check_seed(name, value):
     ``None`` is refused: the suite is reproducible by design, so every random draw takes an explicit seed.
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ArgumentError(f"{name} is {describe(value)}, but it must be an integer >= 0 (results are reproducible, so "
-                            f"None is not accepted); pass e.g. {name}=0")
+        raise ArgumentError(
+            f"{name} is {describe(value)}, but it must be an integer >= 0 (results are reproducible, so "
+            f"None is not accepted); pass e.g. {name}=0"
+        )
     return int(value)
 
 

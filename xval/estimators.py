@@ -13,6 +13,7 @@ factor 2, so it gets no verdict ("not checked") rather than a pass, and so do ru
 saturated softmax whose other labels have probability below 1 / (runs x samples): no draw reaches them, so the
 spread, and with it the statistic, says nothing about them).
 """
+
 import re
 from dataclasses import dataclass
 
@@ -51,19 +52,28 @@ class Statistic:
 
     def text(self):
         if self.status == "not checked" and self.standard_error == 0:
-            return (f"every one of the {self.runs} runs gave {self.mean:.6g} (exact {self.target:.6g}): the random "
-                    "draws never varied it, so there is no spread to judge a bias by")
+            return (
+                f"every one of the {self.runs} runs gave {self.mean:.6g} (exact {self.target:.6g}): the random "
+                "draws never varied it, so there is no spread to judge a bias by"
+            )
         if self.status == "not checked":
-            return (f"too noisy to judge: relative standard error {self.relative_standard_error:.2g} over {self.runs} "
-                    f"runs (at most {MAX_RELATIVE_STANDARD_ERROR:g} to see a factor 2)")
-        return (f"mean {self.mean:.6g} vs exact {self.target:.6g}: {self.z:.2g} standard errors "
-                f"({self.standard_error:.2g}, {self.runs} runs; fails beyond {Z:g})")
+            return (
+                f"too noisy to judge: relative standard error {self.relative_standard_error:.2g} over {self.runs} "
+                f"runs (at most {MAX_RELATIVE_STANDARD_ERROR:g} to see a factor 2)"
+            )
+        return (
+            f"mean {self.mean:.6g} vs exact {self.target:.6g}: {self.z:.2g} standard errors "
+            f"({self.standard_error:.2g}, {self.runs} runs; fails beyond {Z:g})"
+        )
 
 
 def parts(value):
     """The arrays of a value: itself, or each of a tuple (``kfac_factors``), as float64."""
-    return [np.asarray(part, dtype=np.float64) for part in value] if isinstance(value, (tuple, list)) \
+    return (
+        [np.asarray(part, dtype=np.float64) for part in value]
+        if isinstance(value, (tuple, list))
         else [np.asarray(value, dtype=np.float64)]
+    )
 
 
 def _functional(shape):
@@ -87,8 +97,11 @@ def judge(values, exact, rtol=1e-10):
         standard_error = float(samples.std(ddof=1) / np.sqrt(len(samples))) if len(samples) > 1 else float("inf")
         mean = float(samples.mean())
         slack = rtol * abs(target)
-        z = abs(mean - target) / standard_error if standard_error > 0 else (0.0 if abs(mean - target) <= slack
-                                                                           else float("inf"))
+        z = (
+            abs(mean - target) / standard_error
+            if standard_error > 0
+            else (0.0 if abs(mean - target) <= slack else float("inf"))
+        )
         relative = standard_error / abs(target) if target != 0 else float("inf")
         if standard_error == 0 and abs(mean - target) > slack:
             # every run gave the same value: the draws never reached what the exact value is made of (labels of a

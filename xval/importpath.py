@@ -4,6 +4,7 @@ standard-library module (an engine called ``json.py``) is never imported in that
 It imports nothing that the interpreter has not imported already: ``python -m xval`` reorders its path with it before
 importing anything else.
 """
+
 import os
 import sys
 
@@ -29,5 +30,6 @@ def stdlib_first(path=None):
     """``path`` (default ``sys.path``) with the standard library's entries moved to the front, the rest in order."""
     path = list(sys.path if path is None else path)
     folders = _standard_library_folders()
-    return [entry for entry in path if is_standard(entry, folders)] + \
-        [entry for entry in path if not is_standard(entry, folders)]
+    return [entry for entry in path if is_standard(entry, folders)] + [
+        entry for entry in path if not is_standard(entry, folders)
+    ]

@@ -9,6 +9,7 @@
   ``EngineProcessError``; the next call starts a fresh process.
 - ``open_engine``: the built-in engines in this process, any other engine isolated.
 """
+
 import os
 import pickle
 import queue
@@ -21,13 +22,31 @@ import time
 import numpy as np
 
 from .importpath import stdlib_first
-from .errors import (EngineInputWriteError, EngineProcessError, EngineResultError, EngineTimeoutError,
-                     EngineUnavailableError, UnknownNameError, XvalError, describe)
+from .errors import (
+    EngineInputWriteError,
+    EngineProcessError,
+    EngineResultError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+    UnknownNameError,
+    XvalError,
+    describe,
+)
 
 DEFAULT_TIMEOUT = 60.0  # seconds per call (and for the import); the case table's calls take milliseconds
 
-_KINDS = {"c": "a complex", "i": "an integer", "u": "an unsigned integer", "b": "a boolean", "O": "a Python object",
-          "U": "a text", "S": "a bytes", "M": "a datetime", "m": "a timedelta", "V": "a structured"}
+_KINDS = {
+    "c": "a complex",
+    "i": "an integer",
+    "u": "an unsigned integer",
+    "b": "a boolean",
+    "O": "a Python object",
+    "U": "a text",
+    "S": "a bytes",
+    "M": "a datetime",
+    "m": "a timedelta",
+    "V": "a structured",
+}
 
 
 # ---- the result and the inputs of one call -------------------------------------------------------------------
@@ -38,23 +57,31 @@ def checked_result(label, value, shape=None):
     because a derivative of the contract is never exact in them, objects and text because they are not numbers."""
     if shape is not None and len(shape) and isinstance(shape[0], tuple):  # a pair of arrays (kfac_factors)
         if not isinstance(value, (tuple, list)) or len(value) != len(shape):
-            raise EngineResultError(f"{label} returned {describe(value)}, but the contract returns {len(shape)} arrays "
-                                    f"of shapes {', '.join(map(str, shape))}")
-        return tuple(checked_result(f"{label}[{i}]", part, part_shape) for i, (part, part_shape)
-                     in enumerate(zip(value, shape)))
+            raise EngineResultError(
+                f"{label} returned {describe(value)}, but the contract returns {len(shape)} arrays "
+                f"of shapes {', '.join(map(str, shape))}"
+            )
+        return tuple(
+            checked_result(f"{label}[{i}]", part, part_shape) for i, (part, part_shape) in enumerate(zip(value, shape))
+        )
     try:
         array = np.asarray(value)
     except Exception as exc:  # a tensor on a GPU, a tensor that requires grad, an object numpy cannot read
-        raise EngineResultError(f"{label} returned {describe(value)}, which numpy cannot read as an array "
-                                f"({type(exc).__name__}: {exc}); return a numpy array of floats") from None
+        raise EngineResultError(
+            f"{label} returned {describe(value)}, which numpy cannot read as an array "
+            f"({type(exc).__name__}: {exc}); return a numpy array of floats"
+        ) from None
     if array.dtype.kind != "f":
         kind = _KINDS.get(array.dtype.kind, f"a {array.dtype}")
-        raise EngineResultError(f"{label} returned {kind} array (dtype {array.dtype}), but the contract returns real "
-                                "floating values; return a float64 numpy array (for a complex result, the real "
-                                "function's derivative is its real part only if the imaginary part is truly zero)")
+        raise EngineResultError(
+            f"{label} returned {kind} array (dtype {array.dtype}), but the contract returns real "
+            "floating values; return a float64 numpy array (for a complex result, the real "
+            "function's derivative is its real part only if the imaginary part is truly zero)"
+        )
     if shape is not None and array.shape != tuple(shape):
-        raise EngineResultError(f"{label} returned an array of shape {array.shape}, but the contract's shape is "
-                                f"{tuple(shape)}")
+        raise EngineResultError(
+            f"{label} returned an array of shape {array.shape}, but the contract's shape is {tuple(shape)}"
+        )
     return array.astype(np.float64, copy=True)
 
 
@@ -67,8 +94,11 @@ def frozen_copy(value):
 
 
 def _changed(names, originals, copies):
-    return [name for name, original, copy in zip(names, originals, copies)
-            if isinstance(original, np.ndarray) and not np.array_equal(original, copy, equal_nan=True)]
+    return [
+        name
+        for name, original, copy in zip(names, originals, copies)
+        if isinstance(original, np.ndarray) and not np.array_equal(original, copy, equal_nan=True)
+    ]
 
 
 def guarded_call(function, label, net, arguments, shape=None, names=None):
@@ -85,18 +115,25 @@ def guarded_call(function, label, net, arguments, shape=None, names=None):
         if "read-only" not in str(exc) and "WRITEABLE" not in str(exc):
             raise
         arrays = ", ".join(name for name, value in zip(names, arguments) if isinstance(value, np.ndarray))
-        raise EngineInputWriteError(f"{label} tried to write into its inputs ({exc}); the inputs {arrays} are "
-                                    "read-only: copy an array before changing it (X = X.copy())") from None
+        raise EngineInputWriteError(
+            f"{label} tried to write into its inputs ({exc}); the inputs {arrays} are "
+            "read-only: copy an array before changing it (X = X.copy())"
+        ) from None
     changed = _changed(names, arguments, copies)
     if changed:
-        raise EngineInputWriteError(f"{label} changed its input {', '.join(changed)}: an engine must leave its "
-                                    "arguments as they were given (work on a copy)")
+        raise EngineInputWriteError(
+            f"{label} changed its input {', '.join(changed)}: an engine must leave its "
+            "arguments as they were given (work on a copy)"
+        )
     return checked_result(label, value, shape)
 
 
 def _names(call):
-    return tuple(name for name in call.quantity.parameters) if len(call.quantity.parameters) == len(call.arguments) \
+    return (
+        tuple(name for name in call.quantity.parameters)
+        if len(call.quantity.parameters) == len(call.arguments)
         else None
+    )
 
 
 def evaluate(engine, call):
@@ -162,8 +199,9 @@ class RemoteError(EngineProcessError):
 
 
 # Errors the child raises on purpose, raised again here as themselves.
-_OWN_ERRORS = {cls.__name__: cls for cls in (EngineResultError, EngineInputWriteError, UnknownNameError,
-                                              EngineUnavailableError)}
+_OWN_ERRORS = {
+    cls.__name__: cls for cls in (EngineResultError, EngineInputWriteError, UnknownNameError, EngineUnavailableError)
+}
 _BOOT = "import sys; sys.path[:] = {path!r}; from xval.isolation import _serve; _serve()"
 
 
@@ -213,6 +251,7 @@ class IsolatedEngine:
     def _remote(self, name):
         def call(net, *arguments):
             return self._request(("call", name, name, net, arguments, None, None), name)
+
         call.__name__ = name
         return call
 
@@ -220,8 +259,9 @@ class IsolatedEngine:
         from .engines import EngineImportError
 
         path = stdlib_first(sys.path)  # an engine file named like a standard-library module does not shadow it
-        self._process = subprocess.Popen([sys.executable, "-c", _BOOT.format(path=path)], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE)
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _BOOT.format(path=path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
         self._replies = queue.Queue()
         threading.Thread(target=_read_replies, args=(self._process.stdout, self._replies), daemon=True).start()
         try:
@@ -230,8 +270,9 @@ class IsolatedEngine:
             self.close(kill=True)
             raise
         except EngineTimeoutError:
-            raise EngineImportError(f"engine {self.spec!r} did not finish being imported within {self.timeout:g} s "
-                                    "(--timeout)") from None
+            raise EngineImportError(
+                f"engine {self.spec!r} did not finish being imported within {self.timeout:g} s (--timeout)"
+            ) from None
         except EngineProcessError as exc:
             raise EngineImportError(f"engine {self.spec!r} could not be imported: {exc}") from None
         if reply[0] == "loaded":
@@ -253,8 +294,9 @@ class IsolatedEngine:
             reply = self._replies.get(timeout=self.timeout)
         except queue.Empty:
             self.close(kill=True)
-            raise EngineTimeoutError(f"it did not finish within {self.timeout:g} s (--timeout); its process was "
-                                     "stopped") from None
+            raise EngineTimeoutError(
+                f"it did not finish within {self.timeout:g} s (--timeout); its process was stopped"
+            ) from None
         if reply[0] == "ended":
             self._process.wait()
             how = _ended(self._process)
@@ -362,8 +404,14 @@ def _load(spec):
         _, kind, text = _raised(exc)
         return ("raised", "EngineImportError", f"engine {spec!r} raised while being imported: {kind}: {text}"), None
     functions = engines.implemented(module)
-    return ("loaded", functions, getattr(module, "__name__", spec), getattr(module, "__file__", None),
-            own_functions(module, functions), declared_conventions(module)), module
+    return (
+        "loaded",
+        functions,
+        getattr(module, "__name__", spec),
+        getattr(module, "__file__", None),
+        own_functions(module, functions),
+        declared_conventions(module),
+    ), module
 
 
 def declared_conventions(module):
@@ -380,9 +428,15 @@ def own_functions(module, skip=()):
     """The public functions ``module`` defines itself, other than ``skip`` (an adapter's variants and estimators:
     ``mc_ggn``, ``kflr_factors``), sorted."""
     name = getattr(module, "__name__", None)
-    return sorted(attribute for attribute, value in vars(module).items()
-                  if not attribute.startswith("_") and attribute not in skip and callable(value)
-                  and getattr(value, "__module__", None) == name and not isinstance(value, type))
+    return sorted(
+        attribute
+        for attribute, value in vars(module).items()
+        if not attribute.startswith("_")
+        and attribute not in skip
+        and callable(value)
+        and getattr(value, "__module__", None) == name
+        and not isinstance(value, type)
+    )
 
 
 def _call(module, name, label, net, arguments, shape, names):

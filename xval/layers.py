@@ -6,6 +6,7 @@ frozen constant: part of the function, not of the parameter vector) or ``None`` 
 bias). Shapes here are per sample: ``(features,)`` for a dense input, ``(channels, *spatial)`` for a convolution's.
 Every engine computes each kind its own way; an engine that lacks a kind refuses it by name (``unsupported``).
 """
+
 import math
 from dataclasses import dataclass, fields
 from typing import Optional, Union
@@ -36,8 +37,10 @@ class Dense:
     def output_shape(self, shape, net):
         n_out, n_in = net.tensor(self.weight).shape
         if not shape or shape[-1] != n_in:
-            raise ShapeError(f"a Linear layer with {n_in} inputs gets samples of shape {tuple(shape)}; its input's "
-                             f"last axis must have {n_in} entries")
+            raise ShapeError(
+                f"a Linear layer with {n_in} inputs gets samples of shape {tuple(shape)}; its input's "
+                f"last axis must have {n_in} entries"
+            )
         return (*shape[:-1], n_out)
 
 
@@ -71,18 +74,23 @@ class Conv:
     def output_shape(self, shape, net):
         c_in, c_out = self.channels(net)
         if len(shape) != self.dims + 1 or shape[0] != c_in:
-            raise ShapeError(f"a Conv{self.dims}d layer with {c_in} input channels gets samples of shape "
-                             f"{tuple(shape)}; it takes ({c_in}, {', '.join('L' * self.dims)})")
+            raise ShapeError(
+                f"a Conv{self.dims}d layer with {c_in} input channels gets samples of shape "
+                f"{tuple(shape)}; it takes ({c_in}, {', '.join('L' * self.dims)})"
+            )
         sizes = []
-        for axis, (n, k, s, p, d) in enumerate(zip(shape[1:], self.kernel(net), self.stride, self.padding,
-                                                    self.dilation)):
+        for axis, (n, k, s, p, d) in enumerate(
+            zip(shape[1:], self.kernel(net), self.stride, self.padding, self.dilation)
+        ):
             if self.transposed:
                 out = (n - 1) * s - 2 * p + d * (k - 1) + self.output_padding[axis] + 1
             else:
                 out = (n + 2 * p - d * (k - 1) - 1) // s + 1
             if out < 1:
-                raise ShapeError(f"a Conv{self.dims}d layer gets samples of shape {tuple(shape)}: spatial axis "
-                                 f"{axis} ({n} entries) is too small for kernel {k}, dilation {d}, padding {p}")
+                raise ShapeError(
+                    f"a Conv{self.dims}d layer gets samples of shape {tuple(shape)}: spatial axis "
+                    f"{axis} ({n} entries) is too small for kernel {k}, dilation {d}, padding {p}"
+                )
             sizes.append(out)
         return (c_out, *sizes)
 
@@ -129,7 +137,7 @@ class Flatten:
         if not shape:
             return shape
         start, end = self.axes(len(shape))
-        return (*shape[:start], math.prod(shape[start:end + 1]), *shape[end + 1:])
+        return (*shape[:start], math.prod(shape[start : end + 1]), *shape[end + 1 :])
 
 
 @dataclass(frozen=True)

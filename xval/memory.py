@@ -5,6 +5,7 @@ The limit is the smaller of the memory the operating system says is available (`
 ``XVAL_MAX_BYTES`` cap (``xval.config``). ``fits`` answers "would this fit?" without raising, for
 benchmarks that want to skip sizes rather than fail.
 """
+
 import os
 
 import numpy as np

@@ -6,6 +6,7 @@ A plain MLP (``from_arrays``, ``random``) is Dense and activation layers in turn
 ``parameters`` and the layer-by-layer parameter layout of the contract: "layer l" is the l-th layer that owns
 trainable tensors, and its parameters are those tensors in order (``W_l`` row-major, then ``b_l``).
 """
+
 import numpy as np
 
 from . import definitions
@@ -51,8 +52,20 @@ class Network:
     True``), attributes cannot be set, and methods that change parameters return a new ``Network``.
     """
 
-    __slots__ = ("_layers", "_parameters", "_groups", "_input_shape", "_output_shape", "_loss", "_reduction",
-                 "_dtype", "_counts", "_mlp", "_shapes", "__weakref__")
+    __slots__ = (
+        "_layers",
+        "_parameters",
+        "_groups",
+        "_input_shape",
+        "_output_shape",
+        "_loss",
+        "_reduction",
+        "_dtype",
+        "_counts",
+        "_mlp",
+        "_shapes",
+        "__weakref__",
+    )
 
     def __init__(self, layers, parameters, input_shape, loss, reduction, dtype):
         # Use from_layers, from_arrays or random: they validate; this constructor trusts its arguments.
@@ -63,9 +76,16 @@ class Network:
             if new:
                 groups.append(tuple(new))
         shape = tuple(input_shape)
-        values = {"_layers": tuple(layers), "_parameters": tuple(parameters), "_groups": tuple(groups),
-                  "_input_shape": shape, "_loss": loss, "_reduction": reduction, "_dtype": dtype,
-                  "_counts": tuple(sum(parameters[i].size for i in group) for group in groups)}
+        values = {
+            "_layers": tuple(layers),
+            "_parameters": tuple(parameters),
+            "_groups": tuple(groups),
+            "_input_shape": shape,
+            "_loss": loss,
+            "_reduction": reduction,
+            "_dtype": dtype,
+            "_counts": tuple(sum(parameters[i].size for i in group) for group in groups),
+        }
         for name, value in values.items():
             object.__setattr__(self, name, value)
         shapes = [shape]
@@ -76,16 +96,24 @@ class Network:
         object.__setattr__(self, "_mlp", self._plain_mlp())
 
     def __setattr__(self, name, value):
-        raise AttributeError(f"a Network cannot be changed after construction (tried to set {name!r}); build a new one "
-                             "with from_arrays, from_layers, from_vector or astype")
+        raise AttributeError(
+            f"a Network cannot be changed after construction (tried to set {name!r}); build a new one "
+            "with from_arrays, from_layers, from_vector or astype"
+        )
 
     def __delattr__(self, name):
         raise AttributeError(f"a Network cannot be changed after construction (tried to delete {name!r})")
 
     def __reduce__(self):
         # Pickling (multiprocessing, joblib) rebuilds through from_layers, which validates and freezes again.
-        return _rebuild, (list(self._layers), list(self._parameters), self._input_shape, self._loss, self._reduction,
-                          self._dtype.name)
+        return _rebuild, (
+            list(self._layers),
+            list(self._parameters),
+            self._input_shape,
+            self._loss,
+            self._reduction,
+            self._dtype.name,
+        )
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -96,7 +124,9 @@ class Network:
         weights = _sequence("weights", weights, "a list of (n_out, n_in) weight matrices, one per layer")
         biases = _sequence("biases", biases, "a list of (n_out,) bias vectors, one per layer")
         if not weights:
-            raise ShapeError("a network needs at least one layer, but weights is empty; pass one (n_out, n_in) matrix per layer")
+            raise ShapeError(
+                "a network needs at least one layer, but weights is empty; pass one (n_out, n_in) matrix per layer"
+            )
         if len(biases) != len(weights):
             raise ShapeError(
                 f"got {len(weights)} weight matrices but {len(biases)} bias vectors; pass one of each per layer "
@@ -110,8 +140,10 @@ class Network:
             b = real_array(f"b_{layer}", b, f"a real (n_out,) vector for layer {layer}")
             following = _shape(weights[layer + 1]) if layer + 1 < len(weights) else None
             cls._check_layer_shapes(layer, w, b, parameters[-2] if parameters else None, following)
-            parameters += [_frozen_copy(cast_finite(f"W_{layer}", w, dtype), dtype),
-                           _frozen_copy(cast_finite(f"b_{layer}", b, dtype), dtype)]
+            parameters += [
+                _frozen_copy(cast_finite(f"W_{layer}", w, dtype), dtype),
+                _frozen_copy(cast_finite(f"b_{layer}", b, dtype), dtype),
+            ]
             layers += [Dense(2 * layer, 2 * layer + 1), Activation(activations[layer])]
         return cls(layers, parameters, (parameters[0].shape[1],), loss, "mean", dtype)
 
@@ -126,8 +158,10 @@ class Network:
         if not layers:
             raise ShapeError("a network needs at least one layer")
         check_loss(loss, reduction)
-        frozen = [_frozen_copy(cast_finite(f"parameter {i}", real_array(f"parameter {i}", p, "a real array"), dtype),
-                               dtype) for i, p in enumerate(parameters)]
+        frozen = [
+            _frozen_copy(cast_finite(f"parameter {i}", real_array(f"parameter {i}", p, "a real array"), dtype), dtype)
+            for i, p in enumerate(parameters)
+        ]
         order = []
         for position, layer in enumerate(layers):
             if not isinstance(layer, tuple(_kinds())):
@@ -135,13 +169,17 @@ class Network:
             for name, value in tensors(layer):
                 if _is_index(value):
                     if not 0 <= value < len(frozen):
-                        raise ArgumentError(f"layer {position} names parameter {value} as its {name}, but there are "
-                                            f"{len(frozen)} parameters")
+                        raise ArgumentError(
+                            f"layer {position} names parameter {value} as its {name}, but there are "
+                            f"{len(frozen)} parameters"
+                        )
                     if value not in order:
                         order.append(value)
         if order != list(range(len(frozen))):
-            raise ArgumentError(f"the parameters must be listed in the order the layers first use them (each used at "
-                                f"least once); the layers use them in the order {order}")
+            raise ArgumentError(
+                f"the parameters must be listed in the order the layers first use them (each used at "
+                f"least once); the layers use them in the order {order}"
+            )
         layers = [_frozen_constants(layer, dtype) for layer in layers]
         shape = tuple(int(s) for s in input_shape)
         try:
@@ -158,11 +196,14 @@ class Network:
             hint = f"; for a single output unit use W_{layer}.reshape(1, {w.shape[0]})" if w.ndim == 1 else ""
             raise ShapeError(f"layer {layer}: W_{layer} must be 2-D (n_out, n_in), got shape {w.shape}{hint}")
         if min(w.shape) == 0:
-            raise ShapeError(f"layer {layer}: W_{layer} has an empty dimension, shape {w.shape}; every layer needs at "
-                             "least one input and one output unit")
+            raise ShapeError(
+                f"layer {layer}: W_{layer} has an empty dimension, shape {w.shape}; every layer needs at "
+                "least one input and one output unit"
+            )
         fits_transposed = b.shape == (w.shape[1],) and w.shape[0] != w.shape[1]
-        neighbours_agree = ((previous is not None and previous.shape[0] == w.shape[0])
-                            or (following is not None and len(following) == 2 and following[1] == w.shape[1]))
+        neighbours_agree = (previous is not None and previous.shape[0] == w.shape[0]) or (
+            following is not None and len(following) == 2 and following[1] == w.shape[1]
+        )
         if fits_transposed and neighbours_agree:
             raise ShapeError(
                 f"layer {layer}: W_{layer} has shape {w.shape}, which looks transposed: b_{layer} has shape {b.shape} "
@@ -200,7 +241,9 @@ class Network:
         seed = check_seed("seed", seed)
         sizes = [int(s) for s in sizes]
         rng = np.random.default_rng(seed)
-        weights = [weight_scale * rng.standard_normal((n_out, n_in)) / np.sqrt(n_in) for n_in, n_out in zip(sizes, sizes[1:])]
+        weights = [
+            weight_scale * rng.standard_normal((n_out, n_in)) / np.sqrt(n_in) for n_in, n_out in zip(sizes, sizes[1:])
+        ]
         biases = [weight_scale * 0.1 * rng.standard_normal(n_out) for n_out in sizes[1:]]
         return cls.from_arrays(weights, biases, activations, loss, dtype=dtype)
 
@@ -223,7 +266,9 @@ class Network:
     def _expand_activations(activations, n_layers):
         if isinstance(activations, str):
             activations = [activations] * (n_layers - 1) + ["identity"]
-        activations = _sequence("activations", activations, "an activation name per layer, or one name for the hidden layers")
+        activations = _sequence(
+            "activations", activations, "an activation name per layer, or one name for the hidden layers"
+        )
         if len(activations) != n_layers:
             raise ShapeError(
                 f"got {len(activations)} activation names for {n_layers} layers; pass one per layer "
@@ -235,7 +280,9 @@ class Network:
 
     # ---- description --------------------------------------------------------------------------
     layers = property(lambda self: self._layers, doc="The layer records (``xval.layers``), in order.")
-    parameters = property(lambda self: self._parameters, doc="The trainable tensors, read-only, in the contract's order.")
+    parameters = property(
+        lambda self: self._parameters, doc="The trainable tensors, read-only, in the contract's order."
+    )
     input_shape = property(lambda self: self._input_shape, doc="The shape of one input sample.")
     output_shape = property(lambda self: self._output_shape, doc="The shape of one output sample.")
     loss = property(lambda self: self._loss, doc="The loss name (``xval.definitions.LOSSES``), or ``None``.")
@@ -274,20 +321,32 @@ class Network:
 
     def _plain_mlp(self):
         layers = self._layers
-        if len(self._input_shape) != 1 or len(layers) % 2 or self._loss not in ("mse", "cross_entropy") \
-                or self._reduction != "mean":
+        if (
+            len(self._input_shape) != 1
+            or len(layers) % 2
+            or self._loss not in ("mse", "cross_entropy")
+            or self._reduction != "mean"
+        ):
             return False
         for l, (dense, act) in enumerate(zip(layers[::2], layers[1::2])):
-            if not (type(dense) is Dense and type(act) is Activation and _is_index(dense.weight)
-                    and dense.weight == 2 * l and _is_index(dense.bias) and dense.bias == 2 * l + 1
-                    and not act.options):
+            if not (
+                type(dense) is Dense
+                and type(act) is Activation
+                and _is_index(dense.weight)
+                and dense.weight == 2 * l
+                and _is_index(dense.bias)
+                and dense.bias == 2 * l + 1
+                and not act.options
+            ):
                 return False
         return True
 
     def _mlp_view(self, what):
         if not self._mlp:
-            raise UnsupportedNetworkError(f"net.{what} describes plain MLPs only, and this network is not one "
-                                          f"({self.describe()}); read net.layers and net.parameters instead")
+            raise UnsupportedNetworkError(
+                f"net.{what} describes plain MLPs only, and this network is not one "
+                f"({self.describe()}); read net.layers and net.parameters instead"
+            )
 
     @property
     def weights(self):
@@ -339,8 +398,9 @@ class Network:
         the Kronecker factors of ``kfac_factors`` are over."""
         dense = self.owner(l)
         if not isinstance(dense, Dense):
-            raise UnsupportedNetworkError(f"layer {l} is {describe_layer(dense, self)}; Kronecker factors are defined "
-                                          "here for Dense layers only")
+            raise UnsupportedNetworkError(
+                f"layer {l} is {describe_layer(dense, self)}; Kronecker factors are defined here for Dense layers only"
+            )
         n_out, n_in = self.tensor(dense.weight).shape
         return n_in, n_out
 
@@ -371,11 +431,13 @@ class Network:
         """A new network of this architecture whose parameters are the ``(P,)`` vector ``theta``."""
         theta = real_array("the parameter vector", theta, f"a real ({self.n_params},) vector laid out like to_vector()")
         if theta.shape != (self.n_params,):
-            raise ShapeError(f"parameter vector has shape {theta.shape}, but this network has P = {self.n_params} parameters")
+            raise ShapeError(
+                f"parameter vector has shape {theta.shape}, but this network has P = {self.n_params} parameters"
+            )
         theta = cast_finite("the parameter vector", theta, self._dtype)
         parameters, start = [], 0
         for p in self._parameters:
-            parameters.append(_frozen_copy(theta[start:start + p.size].reshape(p.shape), self._dtype))
+            parameters.append(_frozen_copy(theta[start : start + p.size].reshape(p.shape), self._dtype))
             start += p.size
         return Network(self._layers, parameters, self._input_shape, self._loss, self._reduction, self._dtype)
 
@@ -384,7 +446,9 @@ class Network:
         dtype = check_dtype(dtype)
         if dtype == self._dtype:
             return self
-        parameters = [_frozen_copy(cast_finite(f"parameter {i}", p, dtype), dtype) for i, p in enumerate(self._parameters)]
+        parameters = [
+            _frozen_copy(cast_finite(f"parameter {i}", p, dtype), dtype) for i, p in enumerate(self._parameters)
+        ]
         layers = [_frozen_constants(layer, dtype) for layer in self._layers]
         return Network(layers, parameters, self._input_shape, self._loss, self._reduction, dtype)
 
@@ -399,11 +463,15 @@ class Network:
 
     def __repr__(self):
         if self._mlp:
-            return (f"Network(sizes={self.sizes}, activations={list(self.activations)}, loss={self._loss!r}, "
-                    f"P={self.n_params}, dtype={self._dtype.name})")
+            return (
+                f"Network(sizes={self.sizes}, activations={list(self.activations)}, loss={self._loss!r}, "
+                f"P={self.n_params}, dtype={self._dtype.name})"
+            )
         loss = "no loss" if self._loss is None else f"loss={self._loss!r}, reduction={self._reduction!r}"
-        return (f"Network(input_shape={self._input_shape}, layers=[{self.describe()}], {loss}, P={self.n_params}, "
-                f"dtype={self._dtype.name})")
+        return (
+            f"Network(input_shape={self._input_shape}, layers=[{self.describe()}], {loss}, P={self.n_params}, "
+            f"dtype={self._dtype.name})"
+        )
 
 
 def _kinds():
@@ -416,8 +484,11 @@ def _frozen_constants(layer, dtype):
     """``layer`` with every array field (frozen tensors, statistics) a read-only copy in ``dtype``."""
     from dataclasses import fields, replace
 
-    changes = {f.name: _frozen_copy(getattr(layer, f.name), dtype) for f in fields(layer)
-               if isinstance(getattr(layer, f.name), np.ndarray)}
+    changes = {
+        f.name: _frozen_copy(getattr(layer, f.name), dtype)
+        for f in fields(layer)
+        if isinstance(getattr(layer, f.name), np.ndarray)
+    }
     return replace(layer, **changes) if changes else layer
 
 

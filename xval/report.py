@@ -5,6 +5,7 @@ quantity with the worst entry named in the network's terms, what was not checked
 (``xval.diagnosis``) and a one-line summary. ``verbose``: every row's errors against each reference, every failure's
 worst entries and the arbiter's report. ``python -m xval check`` prints the same text, a case at a time.
 """
+
 import json
 import math
 import os
@@ -28,12 +29,16 @@ def tolerance_line(report):
 
 def header(report, verbose=False):
     """The lines before the first case: what is checked against what, in which dtype, with which tolerance."""
-    lines = [f"check of engine {report.engine} against {', '.join(report.against)} ({report.dtype})",
-             tolerance_line(report)]
+    lines = [
+        f"check of engine {report.engine} against {', '.join(report.against)} ({report.dtype})",
+        tolerance_line(report),
+    ]
     lines += [f"note: {note}" for note in report.notes]
     if verbose:
-        lines.append("cells: relative Frobenius error against each reference, the worst over the calls (every layer "
-                     "pair of a block)")
+        lines.append(
+            "cells: relative Frobenius error against each reference, the worst over the calls (every layer "
+            "pair of a block)"
+        )
         lines.append(f"  {'quantity':<21}" + "".join(f" {'vs ' + name:>11}" for name in report.against) + "  result")
     return lines
 
@@ -44,8 +49,12 @@ def case_verdict(rows):
     for row in rows:
         by_status.setdefault(row.status, []).append(row.quantity)
     parts = []
-    for status, word in (("fail", "FAIL"), ("error", "ERROR (raised)"), ("not checked", "NOT CHECKED"),
-                         ("unsupported", "unsupported")):
+    for status, word in (
+        ("fail", "FAIL"),
+        ("error", "ERROR (raised)"),
+        ("not checked", "NOT CHECKED"),
+        ("unsupported", "unsupported"),
+    ):
         if by_status.get(status):
             parts.append(f"{word} {', '.join(by_status[status])}")
     passed = len(by_status.get("pass", []))
@@ -88,6 +97,7 @@ def _worst_row(rows):
     def key(row):
         finite = [e for e in row.errors.values() if e is not None]
         return max(finite) if finite else -1.0
+
     return max(rows, key=key)
 
 
@@ -99,16 +109,19 @@ def _failure_lines(report, rows):
         where = f"{quantity} on {'every case' if len(group) == total else f'{len(group)} of {total} cases'}"
         worst = _worst_row(group)
         if not worst.entries:  # it raised, or returned something that is not a result
-            lines.append(f"  {where}: {worst.detail.splitlines()[0]}" + (f" (first: {group[0].case})"
-                                                                         if len(group) > 1 else ""))
+            lines.append(
+                f"  {where}: {worst.detail.splitlines()[0]}" + (f" (first: {group[0].case})" if len(group) > 1 else "")
+            )
             continue
         entry = worst.entries[0]
         error = max(e for e in worst.errors.values() if e is not None)
         lines.append(f"  {where}: relative error up to {error:.1e} (vs {entry['reference_name']})")
         if worst.arbiter:
             lines.append(f"    {worst.arbiter}")
-        lines.append(f"    worst: {entry['entry']} = {entry['engine']:.8g}, {entry['reference_name']} "
-                     f"{entry['reference']:.8g} ({entry['call']} on {worst.case})")
+        lines.append(
+            f"    worst: {entry['entry']} = {entry['engine']:.8g}, {entry['reference_name']} "
+            f"{entry['reference']:.8g} ({entry['call']} on {worst.case})"
+        )
         if any(row.tensors for row in group):
             lines.append(f"    entries off: {diagnosis.tensors_phrase(report, group)}")
     return lines
@@ -122,10 +135,11 @@ def _absent_references(report):
         missing = [row for row in compared if row.errors.get(name) is None and name in row.errors]
         if missing:
             reason = next((row.reasons[name] for row in missing if name in row.reasons), "no value")
-            lines.append(f"  {name} gave no value on {len(missing)} of {len(compared)} compared rows (first: "
-                         f"{missing[0].quantity} on {missing[0].case}: {reason})")
-    return ["", "compared without some references (the other references decided these rows):"] + lines if lines \
-        else []
+            lines.append(
+                f"  {name} gave no value on {len(missing)} of {len(compared)} compared rows (first: "
+                f"{missing[0].quantity} on {missing[0].case}: {reason})"
+            )
+    return ["", "compared without some references (the other references decided these rows):"] + lines if lines else []
 
 
 def tail(report, verbose=False):
@@ -133,8 +147,12 @@ def tail(report, verbose=False):
     lines = []
     failures = [row for row in report.rows if row.status in ("fail", "error")]
     if failures:
-        lines += ["", "failures" + ("" if verbose else " (--verbose: every row and entry; --json FILE: all of it):")
-                  + (":" if verbose else "")]
+        lines += [
+            "",
+            "failures"
+            + ("" if verbose else " (--verbose: every row and entry; --json FILE: all of it):")
+            + (":" if verbose else ""),
+        ]
         if verbose:
             lines += [f"  {row.case} {row.quantity}: {row.detail}" for row in failures]
         else:
@@ -146,25 +164,35 @@ def tail(report, verbose=False):
             lines += [f"  {row.case} {row.quantity}: {row.detail}" for row in unchecked]
         else:
             for quantity, group in _groups(unchecked):
-                lines.append(f"  {quantity} on {len(group)} case{'s' if len(group) > 1 else ''} "
-                             f"(first {group[0].case}): {group[0].detail}")
+                lines.append(
+                    f"  {quantity} on {len(group)} case{'s' if len(group) > 1 else ''} "
+                    f"(first {group[0].case}): {group[0].detail}"
+                )
     refused = [row for row in report.rows if row.status == "unsupported"]
     if refused:
         lines += ["", "unsupported (the engine declined these calls: no verdict, not counted as checks):"]
         for quantity, group in _groups(refused):
-            lines.append(f"  {quantity} on {len(group)} case{'s' if len(group) > 1 else ''} "
-                         f"(first {group[0].case}): {group[0].detail}")
+            lines.append(
+                f"  {quantity} on {len(group)} case{'s' if len(group) > 1 else ''} "
+                f"(first {group[0].case}): {group[0].detail}"
+            )
     lines += _absent_references(report)
     arbitrated = [row for row in report.rows if row.status == "pass" and row.detail]
     if arbitrated:
         if verbose:
-            lines += ["", "passed on the arbiter's verdict (the engine is right, or the difference is below the "
-                          "rounding floor):"]
+            lines += [
+                "",
+                "passed on the arbiter's verdict (the engine is right, or the difference is below the rounding floor):",
+            ]
             lines += [f"  {row.case} {row.quantity}: {row.detail}" for row in arbitrated]
         else:
-            lines += ["", f"passed on the arbiter's verdict (the engine is right, or the difference is below the "
-                          f"rounding floor): {', '.join(f'{row.quantity} on {row.case}' for row in arbitrated[:3])}"
-                          + (f" and {len(arbitrated) - 3} more" if len(arbitrated) > 3 else "") + " (--verbose)"]
+            lines += [
+                "",
+                f"passed on the arbiter's verdict (the engine is right, or the difference is below the "
+                f"rounding floor): {', '.join(f'{row.quantity} on {row.case}' for row in arbitrated[:3])}"
+                + (f" and {len(arbitrated) - 3} more" if len(arbitrated) > 3 else "")
+                + " (--verbose)",
+            ]
     paragraph = diagnosis.diagnose(report)
     if paragraph:
         lines += ["", diagnosis.wrap(paragraph)]
@@ -180,8 +208,10 @@ def summary(report):
     word = OUTCOME_WORDS[report.outcome]
     if not report.checked and not counts["not checked"]:
         implemented = ", ".join(report.implemented) or "none"
-        return (f"{word}: nothing was compared: {report.engine} implements none of the requested quantities "
-                f"({', '.join(report.requested)}); it implements: {implemented}")
+        return (
+            f"{word}: nothing was compared: {report.engine} implements none of the requested quantities "
+            f"({', '.join(report.requested)}); it implements: {implemented}"
+        )
     text = f"{word}: {report.checked} checks, {counts['pass']} passed, {len(failures)} failed"
     if failures:
         text += f" ({', '.join(_order(row.quantity for row in failures))})"
@@ -222,11 +252,21 @@ def write_json(report, path):
     """The report as JSON at ``path``, written atomically (a temporary file renamed into place): every row (with its
     named worst entries, the tensors off, the reasons a reference gave no value), the cases, the outcome, the exit
     status, the diagnosis and the summary line. Non-finite errors are written as strings (``"inf"``)."""
-    payload = {"engine": report.engine, "against": report.against, "dtype": report.dtype, "notes": report.notes,
-               "ok": report.ok, "outcome": report.outcome, "exit_code": report.exit_code, "counts": report.counts,
-               "timeout": report.timeout, "summary": summary(report), "diagnosis": diagnosis.diagnose(report),
-               "cases": {name: asdict(info) for name, info in report.cases.items()},
-               "rows": [asdict(row) for row in report.rows]}
+    payload = {
+        "engine": report.engine,
+        "against": report.against,
+        "dtype": report.dtype,
+        "notes": report.notes,
+        "ok": report.ok,
+        "outcome": report.outcome,
+        "exit_code": report.exit_code,
+        "counts": report.counts,
+        "timeout": report.timeout,
+        "summary": summary(report),
+        "diagnosis": diagnosis.diagnose(report),
+        "cases": {name: asdict(info) for name, info in report.cases.items()},
+        "rows": [asdict(row) for row in report.rows],
+    }
     temporary = f"{path}.tmp{os.getpid()}"
     with open(temporary, "w") as handle:
         json.dump(_plain(payload), handle, indent=1)

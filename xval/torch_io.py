@@ -39,6 +39,7 @@ A loss name of the suite (``'mse'``, ``'cross_entropy'``, ...) keeps its meaning
 
 torch is imported only when one of these functions runs: ``xval`` imports without it.
 """
+
 import math
 
 import numpy as np
@@ -66,8 +67,9 @@ def _torch():
     try:
         import torch
     except ImportError as exc:
-        raise EngineUnavailableError(f"converting to or from torch needs torch, which is not importable ({exc}); "
-                                     f"install it with: {INSTALL}") from None
+        raise EngineUnavailableError(
+            f"converting to or from torch needs torch, which is not importable ({exc}); install it with: {INSTALL}"
+        ) from None
     return torch
 
 
@@ -103,28 +105,49 @@ def _loss(loss):
     torch = _torch()
     nn = torch.nn
     if not isinstance(loss, nn.Module):
-        raise ArgumentError(f"loss is {describe(loss)}; pass a torch loss module (nn.MSELoss(reduction='sum'), "
-                            f"nn.CrossEntropyLoss(), ...), one of the suite's loss names, or None")
-    base = next((cls.__name__ for cls in type(loss).__mro__ if cls.__name__ in LOSS_MODULES
-                 and cls.__module__.startswith("torch.nn")), None)
+        raise ArgumentError(
+            f"loss is {describe(loss)}; pass a torch loss module (nn.MSELoss(reduction='sum'), "
+            f"nn.CrossEntropyLoss(), ...), one of the suite's loss names, or None"
+        )
+    base = next(
+        (
+            cls.__name__
+            for cls in type(loss).__mro__
+            if cls.__name__ in LOSS_MODULES and cls.__module__.startswith("torch.nn")
+        ),
+        None,
+    )
     if base is None or (type(loss).forward is not getattr(nn, base).forward):
-        what = (type(loss).__name__ if base is None
-                else f"{type(loss).__name__}, a subclass of {base} with its own forward,")
-        raise ArgumentError(f"loss {what} is not supported; from_torch takes nn.{', nn.'.join(LOSS_MODULES)} "
-                            "(reduction 'mean' or 'sum'), a loss name of the suite, or None")
+        what = (
+            type(loss).__name__
+            if base is None
+            else f"{type(loss).__name__}, a subclass of {base} with its own forward,"
+        )
+        raise ArgumentError(
+            f"loss {what} is not supported; from_torch takes nn.{', nn.'.join(LOSS_MODULES)} "
+            "(reduction 'mean' or 'sum'), a loss name of the suite, or None"
+        )
     _check_hooks(loss, f"the loss ({type(loss).__name__})")
     if loss.reduction not in ("mean", "sum"):
-        raise ArgumentError(f"{base}(reduction={loss.reduction!r}) is not supported: the objective must be a number; "
-                            "use reduction='mean' or 'sum'")
-    refusals = [("weight", getattr(loss, "weight", None) is not None, "class or entry weights"),
-                ("pos_weight", getattr(loss, "pos_weight", None) is not None, "positive-class weights"),
-                ("label_smoothing", getattr(loss, "label_smoothing", 0.0) != 0.0, "label smoothing"),
-                ("ignore_index", getattr(loss, "ignore_index", -100) >= 0,
-                 f"ignoring class {getattr(loss, 'ignore_index', None)} (targets of that class would not count)")]
+        raise ArgumentError(
+            f"{base}(reduction={loss.reduction!r}) is not supported: the objective must be a number; "
+            "use reduction='mean' or 'sum'"
+        )
+    refusals = [
+        ("weight", getattr(loss, "weight", None) is not None, "class or entry weights"),
+        ("pos_weight", getattr(loss, "pos_weight", None) is not None, "positive-class weights"),
+        ("label_smoothing", getattr(loss, "label_smoothing", 0.0) != 0.0, "label smoothing"),
+        (
+            "ignore_index",
+            getattr(loss, "ignore_index", -100) >= 0,
+            f"ignoring class {getattr(loss, 'ignore_index', None)} (targets of that class would not count)",
+        ),
+    ]
     for option, refused, what in refusals:
         if refused:
-            raise ArgumentError(f"{base} with {option}= is not supported: the suite's losses have no {what}; "
-                                f"build it without {option}")
+            raise ArgumentError(
+                f"{base} with {option}= is not supported: the suite's losses have no {what}; build it without {option}"
+            )
     needs = {"CrossEntropyLoss": ("classes",), "NLLLoss": ("classes", "log_softmax")}.get(base, ())
     return _LOSS_NAMES[base][loss.reduction], loss.reduction, needs
 
@@ -132,18 +155,26 @@ def _loss(loss):
 def _check_loss_fits(net, loss, needs):
     name = type(loss).__name__ if loss is not None and not isinstance(loss, str) else repr(loss)
     if "classes" in needs and len(net.output_shape) != 1:
-        raise ArgumentError(f"loss {name} on outputs of shape (N, {', '.join(map(str, net.output_shape))}) is not "
-                            "supported: the suite's class losses take outputs (N, C) with targets (N,) or (N, C); "
-                            "end the model with nn.Flatten() if every entry is one class score, or use another loss")
+        raise ArgumentError(
+            f"loss {name} on outputs of shape (N, {', '.join(map(str, net.output_shape))}) is not "
+            "supported: the suite's class losses take outputs (N, C) with targets (N,) or (N, C); "
+            "end the model with nn.Flatten() if every entry is one class score, or use another loss"
+        )
     if "log_softmax" in needs and not isinstance(net.layers[-1], LogSoftmax):
-        raise ArgumentError(f"loss {name} takes log-probabilities, but the model does not end in nn.LogSoftmax(dim=-1) "
-                            f"(its last layer is {net.describe().split(', ')[-1]}); add it, or use nn.CrossEntropyLoss "
-                            "on the logits")
+        raise ArgumentError(
+            f"loss {name} takes log-probabilities, but the model does not end in nn.LogSoftmax(dim=-1) "
+            f"(its last layer is {net.describe().split(', ')[-1]}); add it, or use nn.CrossEntropyLoss "
+            "on the logits"
+        )
 
 
 # ---- the model's state --------------------------------------------------------------------------------------------
-_HOOKS = (("_forward_pre_hooks", "a forward pre-hook"), ("_forward_hooks", "a forward hook"),
-          ("_backward_pre_hooks", "a backward pre-hook"), ("_backward_hooks", "a backward hook"))
+_HOOKS = (
+    ("_forward_pre_hooks", "a forward pre-hook"),
+    ("_forward_hooks", "a forward hook"),
+    ("_backward_pre_hooks", "a backward pre-hook"),
+    ("_backward_hooks", "a backward hook"),
+)
 
 
 def _check_hooks(module, where):
@@ -153,18 +184,26 @@ def _check_hooks(module, where):
         for hook in hooks.values():
             kind = type(hook).__name__
             if kind == "WeightNorm":
-                raise ArgumentError(f"{where} has weight_norm (torch.nn.utils.weight_norm): its weight is recomputed "
-                                    "from two parameters; call torch.nn.utils.remove_weight_norm on it first")
+                raise ArgumentError(
+                    f"{where} has weight_norm (torch.nn.utils.weight_norm): its weight is recomputed "
+                    "from two parameters; call torch.nn.utils.remove_weight_norm on it first"
+                )
             if kind == "SpectralNorm":
-                raise ArgumentError(f"{where} has spectral_norm (torch.nn.utils.spectral_norm): its weight is "
-                                    "rescaled on every call; call torch.nn.utils.remove_spectral_norm on it first")
-            raise ArgumentError(f"{where} has {what} ({getattr(hook, '__name__', kind)}): it may change what the "
-                                "module computes, which the network would not; remove it (handle.remove())")
+                raise ArgumentError(
+                    f"{where} has spectral_norm (torch.nn.utils.spectral_norm): its weight is "
+                    "rescaled on every call; call torch.nn.utils.remove_spectral_norm on it first"
+                )
+            raise ArgumentError(
+                f"{where} has {what} ({getattr(hook, '__name__', kind)}): it may change what the "
+                "module computes, which the network would not; remove it (handle.remove())"
+            )
     if torch.nn.utils.parametrize.is_parametrized(module):
         names = ", ".join(module.parametrizations.keys())
-        raise ArgumentError(f"{where} has parametrized tensors ({names}; torch.nn.utils.parametrize, "
-                            "parametrizations.weight_norm, spectral_norm, orthogonal, ...): they are recomputed on "
-                            "every call; call torch.nn.utils.parametrize.remove_parametrizations on them first")
+        raise ArgumentError(
+            f"{where} has parametrized tensors ({names}; torch.nn.utils.parametrize, "
+            "parametrizations.weight_norm, spectral_norm, orthogonal, ...): they are recomputed on "
+            "every call; call torch.nn.utils.parametrize.remove_parametrizations on them first"
+        )
 
 
 def _check_state(module):
@@ -172,38 +211,51 @@ def _check_state(module):
     torch = _torch()
     nn = torch.nn
     if isinstance(module, torch.jit.ScriptModule):
-        raise ArgumentError(f"the model is a TorchScript module ({type(module).__name__}); pass the nn.Module it was "
-                            "scripted from")
+        raise ArgumentError(
+            f"the model is a TorchScript module ({type(module).__name__}); pass the nn.Module it was scripted from"
+        )
     globals_ = torch.nn.modules.module
-    for attribute, what in (("_global_forward_pre_hooks", "forward pre-hook"),
-                            ("_global_forward_hooks", "forward hook"),
-                            ("_global_backward_pre_hooks", "backward pre-hook"),
-                            ("_global_backward_hooks", "backward hook")):
+    for attribute, what in (
+        ("_global_forward_pre_hooks", "forward pre-hook"),
+        ("_global_forward_hooks", "forward hook"),
+        ("_global_backward_pre_hooks", "backward pre-hook"),
+        ("_global_backward_hooks", "backward hook"),
+    ):
         if getattr(globals_, attribute, None):
-            raise ArgumentError(f"a global module {what} is registered (torch.nn.modules.module.register_module_"
-                                f"{what.replace(' ', '_').replace('-', '_')}): it may change what every module "
-                                "computes; remove it first")
+            raise ArgumentError(
+                f"a global module {what} is registered (torch.nn.modules.module.register_module_"
+                f"{what.replace(' ', '_').replace('-', '_')}): it may change what every module "
+                "computes; remove it first"
+            )
     for path, child in module.named_modules():
         where = f"module {path} ({type(child).__name__})" if path else f"the model ({type(child).__name__})"
         if isinstance(child, nn.modules.lazy.LazyModuleMixin) and child.has_uninitialized_params():
-            raise ArgumentError(f"{where} is a lazy module whose parameters are not initialised yet; run the model "
-                                "once on an input (model(x)) so that their shapes are known")
+            raise ArgumentError(
+                f"{where} is a lazy module whose parameters are not initialised yet; run the model "
+                "once on an input (model(x)) so that their shapes are known"
+            )
         _check_hooks(child, where)
     for name, parameter in module.named_parameters():
         if isinstance(parameter, nn.parameter.UninitializedParameter):
             raise ArgumentError(f"parameter {name} is uninitialised (a lazy module); run the model once on an input")
         if parameter.is_meta:
-            raise ArgumentError(f"parameter {name} is on the meta device (no values); build the model on the CPU or "
-                                "load its weights (model.to_empty(device='cpu') then load_state_dict)")
+            raise ArgumentError(
+                f"parameter {name} is on the meta device (no values); build the model on the CPU or "
+                "load its weights (model.to_empty(device='cpu') then load_state_dict)"
+            )
         if getattr(parameter, "_backward_hooks", None) or getattr(parameter, "_post_accumulate_grad_hooks", None):
-            raise ArgumentError(f"parameter {name} has a gradient hook (register_hook): torch's gradients of it differ "
-                                "from the model's derivatives; remove it first")
+            raise ArgumentError(
+                f"parameter {name} has a gradient hook (register_hook): torch's gradients of it differ "
+                "from the model's derivatives; remove it first"
+            )
     for name, buffer in module.named_buffers():
         path, _, leaf = name.rpartition(".")
         owner = module.get_submodule(path)
         if not (isinstance(owner, nn.modules.batchnorm._BatchNorm) and leaf in _BN_BUFFERS):
-            raise ArgumentError(f"buffer {name} of {type(owner).__name__} is not supported: only BatchNorm's running "
-                                "statistics are; a buffer may change what the model computes")
+            raise ArgumentError(
+                f"buffer {name} of {type(owner).__name__} is not supported: only BatchNorm's running "
+                "statistics are; a buffer may change what the model computes"
+            )
         if buffer.is_meta:
             raise ArgumentError(f"buffer {name} is on the meta device (no values); load the model's state first")
 
@@ -218,15 +270,20 @@ def _model_dtype(module, ops):
                 found.setdefault(tensor.dtype, f"the {key} of {op.where}")
     for kind, where in found.items():
         if kind in (torch.float16, torch.bfloat16):
-            raise ArgumentError(f"{where} is {str(kind).replace('torch.', '')}: half-precision models round "
-                                "differently from any float32 or float64 network; convert the model first "
-                                "(model.double() or model.float())")
+            raise ArgumentError(
+                f"{where} is {str(kind).replace('torch.', '')}: half-precision models round "
+                "differently from any float32 or float64 network; convert the model first "
+                "(model.double() or model.float())"
+            )
         if kind not in (torch.float32, torch.float64):
-            raise ArgumentError(f"{where} has dtype {str(kind).replace('torch.', '')}; the suite takes real float32 "
-                                "or float64 tensors")
+            raise ArgumentError(
+                f"{where} has dtype {str(kind).replace('torch.', '')}; the suite takes real float32 or float64 tensors"
+            )
     if not found:
-        raise ArgumentError("the model has no parameters: every quantity of the suite is a derivative with respect "
-                            "to them; " + SUPPORTED)
+        raise ArgumentError(
+            "the model has no parameters: every quantity of the suite is a derivative with respect "
+            "to them; " + SUPPORTED
+        )
     if len(found) > 1:
         listed = ", ".join(f"{str(k).replace('torch.', '')} ({where})" for k, where in found.items())
         raise ArgumentError(f"the model mixes dtypes: {listed}; convert it to one (model.double()) or pass dtype=")
@@ -237,15 +294,19 @@ def _input_shape(ops, input_shape):
     if input_shape is not None:
         shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
         if not shape or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in shape):
-            raise ArgumentError(f"input_shape is {describe(input_shape)}, but it must be one sample's shape, a "
-                                "tuple of whole numbers >= 1 without the batch axis, e.g. input_shape=(3, 32, 32)")
+            raise ArgumentError(
+                f"input_shape is {describe(input_shape)}, but it must be one sample's shape, a "
+                "tuple of whole numbers >= 1 without the batch axis, e.g. input_shape=(3, 32, 32)"
+            )
         return tuple(int(s) for s in shape)
     for op in ops:
         if op.kind == "linear":
             return (int(op.tensors["weight"].shape[1]),)
         if op.kind not in ("activation", "identity"):
-            raise ArgumentError(f"the input shape cannot be read from the model: its first layer is {op.where}; pass "
-                                "input_shape=, one sample's shape without the batch axis (e.g. (3, 32, 32))")
+            raise ArgumentError(
+                f"the input shape cannot be read from the model: its first layer is {op.where}; pass "
+                "input_shape=, one sample's shape without the batch axis (e.g. (3, 32, 32))"
+            )
     raise ArgumentError("the input shape cannot be read from the model; pass input_shape=")
 
 
@@ -291,8 +352,10 @@ class _Builder:
         if not layers:
             raise ArgumentError("the model computes the identity (no layers); " + SUPPORTED)
         if not self.trainable:
-            raise ArgumentError("the model has no trainable parameters (every one has requires_grad=False): every "
-                                "quantity of the suite is a derivative with respect to them; unfreeze some")
+            raise ArgumentError(
+                "the model has no trainable parameters (every one has requires_grad=False): every "
+                "quantity of the suite is a derivative with respect to them; unfreeze some"
+            )
         self._check_order()
         if all(isinstance(layer, (Dense, Activation)) for layer in layers):
             layers = _mlp_form(layers)
@@ -302,16 +365,20 @@ class _Builder:
         names = {id(p): name for name, p in self.module.named_parameters()}
         unused = [names[id(p)] for i, p in enumerate(self.trainable) if i not in self.order]
         if unused:
-            raise ArgumentError(f"trainable parameter {unused[0]} is never used by the model's forward: the "
-                                "derivatives with respect to it are zero and the network would not count it; freeze "
-                                "it (requires_grad_(False)) or remove it")
+            raise ArgumentError(
+                f"trainable parameter {unused[0]} is never used by the model's forward: the "
+                "derivatives with respect to it are zero and the network would not count it; freeze "
+                "it (requires_grad_(False)) or remove it"
+            )
         if self.order != sorted(self.order):
             position = next(p for p, i in enumerate(self.order) if i != p)
             early, late = (names[id(self.trainable[i])] for i in (self.order[position], position))
-            raise ArgumentError(f"the model's forward uses its parameters in another order than module.parameters() "
-                                f"lists them ({early} before {late}); the network's parameter vector follows "
-                                "module.parameters(), which must be the order of use: register the submodules in "
-                                "the order forward calls them")
+            raise ArgumentError(
+                f"the model's forward uses its parameters in another order than module.parameters() "
+                f"lists them ({early} before {late}); the network's parameter vector follows "
+                "module.parameters(), which must be the order of use: register the submodules in "
+                "the order forward calls them"
+            )
 
     def _linear(self, op, shape):
         return [Dense(self.field(op.tensors["weight"]), self.field(op.tensors["bias"]))]
@@ -332,14 +399,35 @@ class _Builder:
                 before, padding = [Pad(tuple(p for pair in pairs for p in pair))], (0,) * o["dims"]
         elif isinstance(padding, str):
             raise ArgumentError(f"{op.where} has padding={padding!r}; use an int, a tuple, 'same' or 'valid'")
-        return before + [Conv(weight, self.field(op.tensors["bias"]), o["dims"], tuple(o["stride"]), tuple(padding),
-                              tuple(o["dilation"]), int(o["groups"]), bool(o["transposed"]),
-                              tuple(o["output_padding"]))]
+        return before + [
+            Conv(
+                weight,
+                self.field(op.tensors["bias"]),
+                o["dims"],
+                tuple(o["stride"]),
+                tuple(padding),
+                tuple(o["dilation"]),
+                int(o["groups"]),
+                bool(o["transposed"]),
+                tuple(o["output_padding"]),
+            )
+        ]
 
     def _pool(self, op, shape):
         o = op.options
-        return [Pool(o["mode"], o["dims"], o["kernel"], o["stride"], o["padding"], o["dilation"], o["ceil_mode"],
-                     o.get("count_include_pad", True), o.get("divisor_override"))]
+        return [
+            Pool(
+                o["mode"],
+                o["dims"],
+                o["kernel"],
+                o["stride"],
+                o["padding"],
+                o["dilation"],
+                o["ceil_mode"],
+                o.get("count_include_pad", True),
+                o.get("divisor_override"),
+            )
+        ]
 
     def _adaptive_avg_pool(self, op, shape):
         return [AdaptiveAvgPool(op.options["dims"], op.options["output_size"])]
@@ -347,23 +435,36 @@ class _Builder:
     def _batch_norm(self, op, shape):
         o, t = op.options, op.tensors
         if o["training"]:
-            raise ArgumentError(f"{op.where} is in train mode: it normalises with each batch's statistics, which "
-                                "couples the samples; call model.eval() first (BatchNorm then uses its running "
-                                "statistics)")
+            raise ArgumentError(
+                f"{op.where} is in train mode: it normalises with each batch's statistics, which "
+                "couples the samples; call model.eval() first (BatchNorm then uses its running "
+                "statistics)"
+            )
         if not o["track_running_stats"] or t["running_mean"] is None:
-            raise ArgumentError(f"{op.where} has no running statistics (track_running_stats=False): it normalises "
-                                "with each batch's statistics in eval mode too; build it with track_running_stats=True")
+            raise ArgumentError(
+                f"{op.where} has no running statistics (track_running_stats=False): it normalises "
+                "with each batch's statistics in eval mode too; build it with track_running_stats=True"
+            )
         expected = {1: (1, 2), 2: (3,), 3: (4,)}.get(o["dims"])
         if expected is not None and len(shape) not in expected:
             raise ShapeError(f"BatchNorm{o['dims']}d takes samples of {' or '.join(map(str, expected))} axes")
-        return [Normalization(self.field(t["weight"]), self.field(t["bias"]), self.field(t["running_mean"]),
-                              self.field(t["running_var"]), o["eps"])]
+        return [
+            Normalization(
+                self.field(t["weight"]),
+                self.field(t["bias"]),
+                self.field(t["running_mean"]),
+                self.field(t["running_var"]),
+                o["eps"],
+            )
+        ]
 
     def _pad(self, op, shape):
         padding = op.options["padding"]
         if len(padding) % 2 or len(padding) // 2 > len(shape):
-            raise ArgumentError(f"{op.where} pads {len(padding) / 2:g} axes of samples of shape {shape}: the batch "
-                                "axis cannot be padded, and pads come in pairs")
+            raise ArgumentError(
+                f"{op.where} pads {len(padding) / 2:g} axes of samples of shape {shape}: the batch "
+                "axis cannot be padded, and pads come in pairs"
+            )
         if any(p < 0 for p in padding):
             raise ArgumentError(f"{op.where} has negative padding {padding} (cropping), which is not supported")
         return [Pad(padding, op.options["value"])]
@@ -375,21 +476,25 @@ class _Builder:
     def _log_softmax(self, op, shape):
         dim, ndim = op.options["dim"], len(shape) + 1
         if dim is None:
-            raise ArgumentError(f"{op.where} has dim=None (torch then picks the axis from the input's rank); "
-                                "pass dim=-1")
+            raise ArgumentError(
+                f"{op.where} has dim=None (torch then picks the axis from the input's rank); pass dim=-1"
+            )
         if op.options.get("dtype") is not None:
             raise ArgumentError(f"{op.where} casts to dtype {op.options['dtype']}, which is not supported")
         if dim % ndim != ndim - 1:
-            raise ArgumentError(f"{op.where} is over axis {dim} of inputs (N, {', '.join(map(str, shape))}); only the "
-                                "last axis (dim=-1) is supported")
+            raise ArgumentError(
+                f"{op.where} is over axis {dim} of inputs (N, {', '.join(map(str, shape))}); only the "
+                "last axis (dim=-1) is supported"
+            )
         return [LogSoftmax()]
 
     def _flatten(self, op, shape):
         start_dim, end_dim, ndim = op.options["start_dim"], op.options["end_dim"], len(shape) + 1
         start, end = start_dim % ndim, end_dim % ndim
         if start == 0 and end > 0:
-            raise ArgumentError(f"{op.where} flattens the batch axis (start_dim={start_dim}), which mixes the samples; "
-                                "use start_dim=1")
+            raise ArgumentError(
+                f"{op.where} flattens the batch axis (start_dim={start_dim}), which mixes the samples; use start_dim=1"
+            )
         if start > end:
             raise ShapeError(f"start_dim {start_dim} comes after end_dim {end_dim}")
         if start == end:
@@ -404,17 +509,21 @@ class _Builder:
         elif target and target[0] == -1 and all(isinstance(s, int) and s >= 1 for s in target[1:]):
             new = tuple(target[1:]) if math.prod(target[1:]) == size else None
         else:
-            raise ArgumentError(f"{op.where} reshapes to {target}: the batch size must come from the input "
-                                "(x.view(x.size(0), -1)); a fixed batch size is not supported")
+            raise ArgumentError(
+                f"{op.where} reshapes to {target}: the batch size must come from the input "
+                "(x.view(x.size(0), -1)); a fixed batch size is not supported"
+            )
         if new is not None and math.prod(new) == size:
             if new == shape:
                 return []
             for start in range(len(shape)):
                 for end in range(start + 1, len(shape)):
-                    if (*shape[:start], math.prod(shape[start:end + 1]), *shape[end + 1:]) == new:
+                    if (*shape[:start], math.prod(shape[start : end + 1]), *shape[end + 1 :]) == new:
                         return [Flatten(start, -1 if end == len(shape) - 1 else end)]
-        raise ArgumentError(f"{op.where} reshapes samples of shape {shape} to {target[1:]}: only flattening "
-                            "consecutive axes of each sample is supported")
+        raise ArgumentError(
+            f"{op.where} reshapes samples of shape {shape} to {target[1:]}: only flattening "
+            "consecutive axes of each sample is supported"
+        )
 
     def _identity(self, op, shape):
         return []
@@ -442,26 +551,34 @@ def _check_same_function(module, net, shape, model_dtype):
         with torch.no_grad():
             expected = module(x.to(dtype=getattr(torch, model_dtype.name), device=device))
     except Exception as exc:  # the model's own error on inputs of this shape
-        raise ArgumentError(f"the model fails on inputs of shape (N, {', '.join(map(str, shape))}) "
-                            f"({type(exc).__name__}: {exc}); pass input_shape=, one sample's shape") from None
+        raise ArgumentError(
+            f"the model fails on inputs of shape (N, {', '.join(map(str, shape))}) "
+            f"({type(exc).__name__}: {exc}); pass input_shape=, one sample's shape"
+        ) from None
     if not isinstance(expected, torch.Tensor):
         raise ArgumentError(f"the model returns {type(expected).__name__}, not one tensor")
     with torch.no_grad():
         got = to_torch(net)(x.to(getattr(torch, net.dtype.name))).double()
     expected = expected.detach().cpu().double()
     if not bool(torch.isfinite(expected).all()):
-        raise ArgumentError("the model's outputs are not finite on random inputs (e.g. a max pooling window that lies "
-                            "entirely in the padding gives -inf); the suite takes models with finite outputs")
+        raise ArgumentError(
+            "the model's outputs are not finite on random inputs (e.g. a max pooling window that lies "
+            "entirely in the padding gives -inf); the suite takes models with finite outputs"
+        )
     if tuple(expected.shape) != (2, *net.output_shape):
-        raise ArgumentError(f"the model's outputs have shape {tuple(expected.shape[1:])} per sample, but the layers "
-                            f"read from it give {net.output_shape}; {SUPPORTED}")
+        raise ArgumentError(
+            f"the model's outputs have shape {tuple(expected.shape[1:])} per sample, but the layers "
+            f"read from it give {net.output_shape}; {SUPPORTED}"
+        )
     scale = max(1.0, float(expected.abs().max()))
     tolerance = max(_AGREE[model_dtype.name], _AGREE[net.dtype.name])
     difference = float((got - expected).abs().max())
     if not difference <= tolerance * scale:
-        raise ArgumentError(f"the network read from the model computes other outputs (largest difference "
-                            f"{difference:.3g} on random inputs): from_torch misread it; please report this model. "
-                            f"Layers read: {net.describe()}")
+        raise ArgumentError(
+            f"the network read from the model computes other outputs (largest difference "
+            f"{difference:.3g} on random inputs): from_torch misread it; please report this model. "
+            f"Layers read: {net.describe()}"
+        )
 
 
 # ---- to torch ---------------------------------------------------------------------------------------------------
@@ -483,8 +600,11 @@ def to_torch(net):
         return torch.nn.Parameter(torch.tensor(np.array(value), dtype=dtype), requires_grad=False)
 
     # identity activations are no module (from_torch gives a plain MLP its identity layers back)
-    children = [_module_of(layer, shape, net, parameter, dtype) for layer, shape in zip(net.layers, net.shapes)
-                if not (isinstance(layer, Activation) and layer.name == "identity")]
+    children = [
+        _module_of(layer, shape, net, parameter, dtype)
+        for layer, shape in zip(net.layers, net.shapes)
+        if not (isinstance(layer, Activation) and layer.name == "identity")
+    ]
     return torch.nn.Sequential(*children) if children else torch.nn.Sequential(torch.nn.Identity())
 
 
@@ -500,17 +620,27 @@ def _module_of(layer, shape, net, parameter, dtype):
         c_in, c_out = layer.channels(net)
         name = f"ConvTranspose{layer.dims}d" if layer.transposed else f"Conv{layer.dims}d"
         extra = {"output_padding": layer.output_padding} if layer.transposed else {}
-        module = getattr(nn, name)(c_in, c_out, layer.kernel(net), stride=layer.stride, padding=layer.padding,
-                                   dilation=layer.dilation, groups=layer.groups, bias=layer.bias is not None,
-                                   dtype=dtype, **extra)
+        module = getattr(nn, name)(
+            c_in,
+            c_out,
+            layer.kernel(net),
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            bias=layer.bias is not None,
+            dtype=dtype,
+            **extra,
+        )
         return _assign(module, weight=parameter(layer.weight), bias=parameter(layer.bias))
     if isinstance(layer, Activation):
         return _activation_module(layer)
     if isinstance(layer, LogSoftmax):
         return nn.LogSoftmax(dim=-1)
     if isinstance(layer, Flatten):
-        return nn.Flatten(layer.start + 1 if layer.start >= 0 else layer.start,
-                          layer.end + 1 if layer.end >= 0 else layer.end)
+        return nn.Flatten(
+            layer.start + 1 if layer.start >= 0 else layer.start, layer.end + 1 if layer.end >= 0 else layer.end
+        )
     if isinstance(layer, Pool):
         return _pool_module(layer)
     if isinstance(layer, AdaptiveAvgPool):
@@ -532,8 +662,16 @@ def _assign(module, **tensors):
 def _activation_module(layer):
     nn = _torch().nn
     options = dict(layer.options)
-    simple = {"identity": nn.Identity, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "selu": nn.SELU,
-              "silu": nn.SiLU, "logsigmoid": nn.LogSigmoid, "gelu": nn.GELU}
+    simple = {
+        "identity": nn.Identity,
+        "relu": nn.ReLU,
+        "sigmoid": nn.Sigmoid,
+        "tanh": nn.Tanh,
+        "selu": nn.SELU,
+        "silu": nn.SiLU,
+        "logsigmoid": nn.LogSigmoid,
+        "gelu": nn.GELU,
+    }
     if layer.name in simple:
         return simple[layer.name]()
     if layer.name == "gelu_tanh":
@@ -551,15 +689,22 @@ def _activation_module(layer):
 def _pool_module(layer):
     nn = _torch().nn
     if layer.mode == "max":
-        return getattr(nn, f"MaxPool{layer.dims}d")(layer.kernel, layer.stride, layer.padding,
-                                                     layer.dilation or 1, ceil_mode=layer.ceil_mode)
+        return getattr(nn, f"MaxPool{layer.dims}d")(
+            layer.kernel, layer.stride, layer.padding, layer.dilation or 1, ceil_mode=layer.ceil_mode
+        )
     if layer.dilation and any(d != 1 for d in layer.dilation):
         raise ArgumentError("torch's average pooling has no dilation; this layer cannot become a torch module")
     extra = {} if layer.divisor_override is None else {"divisor_override": layer.divisor_override}
     if extra and layer.dims == 1:
         raise ArgumentError("torch's AvgPool1d has no divisor_override; this layer cannot become a torch module")
-    return getattr(nn, f"AvgPool{layer.dims}d")(layer.kernel, layer.stride, layer.padding, ceil_mode=layer.ceil_mode,
-                                                count_include_pad=layer.count_include_pad, **extra)
+    return getattr(nn, f"AvgPool{layer.dims}d")(
+        layer.kernel,
+        layer.stride,
+        layer.padding,
+        ceil_mode=layer.ceil_mode,
+        count_include_pad=layer.count_include_pad,
+        **extra,
+    )
 
 
 def _batch_norm_module(layer, shape, net, parameter, dtype):
@@ -575,8 +720,11 @@ def _batch_norm_module(layer, shape, net, parameter, dtype):
         module.running_var.copy_(torch.tensor(np.array(net.tensor(layer.var)), dtype=dtype))
     if affine:
         ones, zeros = np.ones(channels), np.zeros(channels)
-        _assign(module, weight=parameter(layer.weight if layer.weight is not None else ones),
-                bias=parameter(layer.bias if layer.bias is not None else zeros))
+        _assign(
+            module,
+            weight=parameter(layer.weight if layer.weight is not None else ones),
+            bias=parameter(layer.bias if layer.bias is not None else zeros),
+        )
     return module
 
 
@@ -589,6 +737,7 @@ def loss_module(net):
     for base, names in _LOSS_NAMES.items():
         if names.get(net.reduction) == net.loss:
             return getattr(nn, base)(reduction=net.reduction)
-    raise ArgumentError(f"the suite's loss {net.loss!r} (reduction {net.reduction!r}) is no torch loss module; torch's "
-                        "MSELoss is mean_squared_error (mean) or squared_error (sum)")
-
+    raise ArgumentError(
+        f"the suite's loss {net.loss!r} (reduction {net.reduction!r}) is no torch loss module; torch's "
+        "MSELoss is mean_squared_error (mean) or squared_error (sum)"
+    )

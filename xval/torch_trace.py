@@ -10,6 +10,7 @@ graph must be a chain: each operation takes the previous one's output as its onl
 returns the last one's (no branches, no residual additions). Checks of the module's state (hooks, dtypes, train
 mode of Dropout and BatchNorm, ...) are ``xval.torch_io``'s; this module reads structure only.
 """
+
 import inspect
 import math
 import operator
@@ -19,12 +20,14 @@ from dataclasses import dataclass, field
 from . import definitions
 from .errors import ArgumentError
 
-SUPPORTED = ("nn.Linear, nn.Conv1d/2d/3d, nn.ConvTranspose1d/2d/3d, nn.MaxPool1d/2d/3d, nn.AvgPool1d/2d/3d, "
-             "nn.AdaptiveAvgPool1d/2d/3d, nn.BatchNorm1d/2d/3d (eval mode), nn.ZeroPad1d/2d/3d, "
-             "nn.ConstantPad1d/2d/3d, "
-             "nn.Flatten, nn.LogSoftmax(dim=-1), nn.Dropout (eval mode or p=0), nn.Identity, nn.ReLU, nn.LeakyReLU, "
-             "nn.ELU, nn.SELU, nn.GELU, nn.SiLU, nn.LogSigmoid, nn.Softplus, nn.Sigmoid, nn.Tanh, the same operations "
-             "as functions (F.relu, torch.tanh, F.linear, ...), and x.flatten(1) / x.view(x.size(0), -1), in a chain")
+SUPPORTED = (
+    "nn.Linear, nn.Conv1d/2d/3d, nn.ConvTranspose1d/2d/3d, nn.MaxPool1d/2d/3d, nn.AvgPool1d/2d/3d, "
+    "nn.AdaptiveAvgPool1d/2d/3d, nn.BatchNorm1d/2d/3d (eval mode), nn.ZeroPad1d/2d/3d, "
+    "nn.ConstantPad1d/2d/3d, "
+    "nn.Flatten, nn.LogSoftmax(dim=-1), nn.Dropout (eval mode or p=0), nn.Identity, nn.ReLU, nn.LeakyReLU, "
+    "nn.ELU, nn.SELU, nn.GELU, nn.SiLU, nn.LogSigmoid, nn.Softplus, nn.Sigmoid, nn.Tanh, the same operations "
+    "as functions (F.relu, torch.tanh, F.linear, ...), and x.flatten(1) / x.view(x.size(0), -1), in a chain"
+)
 
 
 @dataclass
@@ -51,16 +54,24 @@ def _module_classes():
     nn = _torch().nn
     return {
         nn.Linear: _linear_module,
-        **{cls: _conv_module for cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d,
-                                         nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)},
-        **{cls: _pool_module for cls in (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
-                                         nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)},
+        **{
+            cls: _conv_module
+            for cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+        },
+        **{
+            cls: _pool_module
+            for cls in (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+        },
         **{cls: _adaptive_module for cls in (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)},
         **{cls: _batch_norm_module for cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)},
-        **{cls: _pad_module for cls in (nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d,
-                                        nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d)},
-        **{cls: _dropout_module for cls in (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-                                            nn.FeatureAlphaDropout)},
+        **{
+            cls: _pad_module
+            for cls in (nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d)
+        },
+        **{
+            cls: _dropout_module
+            for cls in (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+        },
         nn.Identity: lambda m, where: Op("identity", where),
         nn.Flatten: lambda m, where: Op("flatten", where, {"start_dim": m.start_dim, "end_dim": m.end_dim}),
         nn.LogSoftmax: lambda m, where: Op("log_softmax", where, {"dim": m.dim}),
@@ -88,9 +99,11 @@ def supported_class(module):
     for cls in type(module).__mro__:
         if cls in classes:
             return cls
-        if any(callable(value) or isinstance(value, (property, staticmethod, classmethod))
-               for name, value in vars(cls).items() if name not in _HARMLESS and not name.startswith("__")) \
-                or any(name in vars(cls) for name in ("__call__", "forward", "_call_impl", "__getattr__")):
+        if any(
+            callable(value) or isinstance(value, (property, staticmethod, classmethod))
+            for name, value in vars(cls).items()
+            if name not in _HARMLESS and not name.startswith("__")
+        ) or any(name in vars(cls) for name in ("__call__", "forward", "_call_impl", "__getattr__")):
             return None
     return None
 
@@ -101,12 +114,19 @@ def _linear_module(m, where):
 
 def _conv_module(m, where):
     if m.padding_mode != "zeros":
-        raise ArgumentError(f"{where} has padding_mode={m.padding_mode!r}; only padding_mode='zeros' is supported "
-                            "(other modes are not a layer of the suite)")
-    options = {"dims": len(m.kernel_size), "transposed": m.transposed, "stride": tuple(m.stride),
-               "padding": m.padding if isinstance(m.padding, str) else tuple(m.padding),
-               "dilation": tuple(m.dilation), "groups": m.groups,
-               "output_padding": tuple(m.output_padding) if m.transposed else ()}
+        raise ArgumentError(
+            f"{where} has padding_mode={m.padding_mode!r}; only padding_mode='zeros' is supported "
+            "(other modes are not a layer of the suite)"
+        )
+    options = {
+        "dims": len(m.kernel_size),
+        "transposed": m.transposed,
+        "stride": tuple(m.stride),
+        "padding": m.padding if isinstance(m.padding, str) else tuple(m.padding),
+        "dilation": tuple(m.dilation),
+        "groups": m.groups,
+        "output_padding": tuple(m.output_padding) if m.transposed else (),
+    }
     return Op("conv", where, options, {"weight": m.weight, "bias": m.bias})
 
 
@@ -115,8 +135,16 @@ def _pool_module(m, where):
     dims = int(type(m).__name__[-2])
     if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
         return _max_pool(dims, where, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, m.return_indices)
-    return _avg_pool(dims, where, m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad,
-                     getattr(m, "divisor_override", None))
+    return _avg_pool(
+        dims,
+        where,
+        m.kernel_size,
+        m.stride,
+        m.padding,
+        m.ceil_mode,
+        m.count_include_pad,
+        getattr(m, "divisor_override", None),
+    )
 
 
 def _adaptive_module(m, where):
@@ -124,10 +152,18 @@ def _adaptive_module(m, where):
 
 
 def _batch_norm_module(m, where):
-    options = {"dims": int(type(m).__name__[-2]), "training": m.training, "eps": float(m.eps),
-               "track_running_stats": m.track_running_stats}
-    return Op("batch_norm", where, options, {"weight": m.weight, "bias": m.bias, "running_mean": m.running_mean,
-                                             "running_var": m.running_var})
+    options = {
+        "dims": int(type(m).__name__[-2]),
+        "training": m.training,
+        "eps": float(m.eps),
+        "track_running_stats": m.track_running_stats,
+    }
+    return Op(
+        "batch_norm",
+        where,
+        options,
+        {"weight": m.weight, "bias": m.bias, "running_mean": m.running_mean, "running_var": m.running_var},
+    )
 
 
 def _pad_module(m, where):
@@ -145,8 +181,9 @@ def activation(name, where, **options):
     defaults = dict(definitions.ACTIVATIONS[name].options)
     if name == "softplus" and options.get("threshold") == math.inf:
         options["threshold"] = None
-    kept = tuple((key, float(value) if value is not None else None) for key, value in options.items()
-                 if value != defaults[key])
+    kept = tuple(
+        (key, float(value) if value is not None else None) for key, value in options.items() if value != defaults[key]
+    )
     return Op("activation", where, {"name": name, "options": kept})
 
 
@@ -158,20 +195,43 @@ def _gelu(approximate, where):
 
 def _max_pool(dims, where, kernel, stride, padding, dilation, ceil_mode, return_indices):
     if return_indices:
-        raise ArgumentError(f"{where} returns indices (return_indices=True): its output is a tuple, not a tensor; "
-                            "build it with return_indices=False")
+        raise ArgumentError(
+            f"{where} returns indices (return_indices=True): its output is a tuple, not a tensor; "
+            "build it with return_indices=False"
+        )
     kernel = _spatial(kernel, dims)
-    return Op("pool", where, {"mode": "max", "dims": dims, "kernel": kernel, "stride": _stride(stride, kernel, dims),
-                              "padding": _spatial(padding, dims), "dilation": _spatial(dilation, dims),
-                              "ceil_mode": bool(ceil_mode)})
+    return Op(
+        "pool",
+        where,
+        {
+            "mode": "max",
+            "dims": dims,
+            "kernel": kernel,
+            "stride": _stride(stride, kernel, dims),
+            "padding": _spatial(padding, dims),
+            "dilation": _spatial(dilation, dims),
+            "ceil_mode": bool(ceil_mode),
+        },
+    )
 
 
 def _avg_pool(dims, where, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override):
     kernel = _spatial(kernel, dims)
-    return Op("pool", where, {"mode": "avg", "dims": dims, "kernel": kernel, "stride": _stride(stride, kernel, dims),
-                              "padding": _spatial(padding, dims), "dilation": (1,) * dims,
-                              "ceil_mode": bool(ceil_mode), "count_include_pad": bool(count_include_pad),
-                              "divisor_override": divisor_override})
+    return Op(
+        "pool",
+        where,
+        {
+            "mode": "avg",
+            "dims": dims,
+            "kernel": kernel,
+            "stride": _stride(stride, kernel, dims),
+            "padding": _spatial(padding, dims),
+            "dilation": (1,) * dims,
+            "ceil_mode": bool(ceil_mode),
+            "count_include_pad": bool(count_include_pad),
+            "divisor_override": divisor_override,
+        },
+    )
 
 
 def _adaptive(dims, where, output_size):
@@ -183,14 +243,17 @@ def _adaptive(dims, where, output_size):
 def _pad(where, padding, mode, value):
     if mode != "constant":
         raise ArgumentError(f"{where} pads with mode={mode!r}; only constant (zero or value) padding is supported")
-    return Op("pad", where, {"padding": tuple(int(p) for p in padding),
-                             "value": 0.0 if value is None else float(value)})
+    return Op(
+        "pad", where, {"padding": tuple(int(p) for p in padding), "value": 0.0 if value is None else float(value)}
+    )
 
 
 def _dropout(where, p, training):
     if training and p > 0:
-        raise ArgumentError(f"{where} is a Dropout with p={p} in train mode: its output is random; call model.eval() "
-                            "first (in eval mode, or with p=0, Dropout is the identity)")
+        raise ArgumentError(
+            f"{where} is a Dropout with p={p} in train mode: its output is random; call model.eval() "
+            "first (in eval mode, or with p=0, Dropout is the identity)"
+        )
     return Op("identity", where)
 
 
@@ -226,58 +289,156 @@ def _function_table():
     add([F.selu, torch.selu], one, act("selu"))
     add([F.silu], one, act("silu"))
     add([F.logsigmoid], (("input", REQUIRED),), act("logsigmoid"))
-    add([F.leaky_relu], (("input", REQUIRED), ("negative_slope", 0.01), ("inplace", False)),
-        lambda where, a: activation("leaky_relu", where, slope=a["negative_slope"]))
-    add([F.elu], (("input", REQUIRED), ("alpha", 1.0), ("inplace", False)),
-        lambda where, a: activation("elu", where, alpha=a["alpha"]))
+    add(
+        [F.leaky_relu],
+        (("input", REQUIRED), ("negative_slope", 0.01), ("inplace", False)),
+        lambda where, a: activation("leaky_relu", where, slope=a["negative_slope"]),
+    )
+    add(
+        [F.elu],
+        (("input", REQUIRED), ("alpha", 1.0), ("inplace", False)),
+        lambda where, a: activation("elu", where, alpha=a["alpha"]),
+    )
     add([F.gelu], (("input", REQUIRED), ("approximate", "none")), lambda where, a: _gelu(a["approximate"], where))
-    add([F.softplus], (("input", REQUIRED), ("beta", 1.0), ("threshold", 20.0)),
-        lambda where, a: activation("softplus", where, beta=a["beta"], threshold=a["threshold"]))
-    log_softmax = (lambda where, a: Op("log_softmax", where, {"dim": a["dim"], "dtype": a["dtype"]}))
+    add(
+        [F.softplus],
+        (("input", REQUIRED), ("beta", 1.0), ("threshold", 20.0)),
+        lambda where, a: activation("softplus", where, beta=a["beta"], threshold=a["threshold"]),
+    )
+    log_softmax = lambda where, a: Op("log_softmax", where, {"dim": a["dim"], "dtype": a["dtype"]})
     add([F.log_softmax], (("input", REQUIRED), ("dim", None), ("_stacklevel", 3), ("dtype", None)), log_softmax)
     add([torch.log_softmax], (("input", REQUIRED), ("dim", REQUIRED), ("dtype", None)), log_softmax)
-    add([torch.flatten], (("input", REQUIRED), ("start_dim", 0), ("end_dim", -1)),
-        lambda where, a: Op("flatten", where, {"start_dim": a["start_dim"], "end_dim": a["end_dim"]}))
-    add([torch.reshape], (("input", REQUIRED), ("shape", REQUIRED)),
-        lambda where, a: Op("reshape", where, {"shape": tuple(a["shape"])}))
-    add([F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout],
+    add(
+        [torch.flatten],
+        (("input", REQUIRED), ("start_dim", 0), ("end_dim", -1)),
+        lambda where, a: Op("flatten", where, {"start_dim": a["start_dim"], "end_dim": a["end_dim"]}),
+    )
+    add(
+        [torch.reshape],
+        (("input", REQUIRED), ("shape", REQUIRED)),
+        lambda where, a: Op("reshape", where, {"shape": tuple(a["shape"])}),
+    )
+    add(
+        [F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout],
         (("input", REQUIRED), ("p", 0.5), ("training", True), ("inplace", False)),
-        lambda where, a: _dropout(where, a["p"], a["training"]))
-    add([torch.dropout, torch.alpha_dropout, torch.feature_alpha_dropout],
+        lambda where, a: _dropout(where, a["p"], a["training"]),
+    )
+    add(
+        [torch.dropout, torch.alpha_dropout, torch.feature_alpha_dropout],
         (("input", REQUIRED), ("p", REQUIRED), ("train", REQUIRED)),
-        lambda where, a: _dropout(where, a["p"], a["train"]))
-    add([F.linear], (("input", REQUIRED), ("weight", REQUIRED), ("bias", None)),
-        lambda where, a: Op("linear", where, {}, {"weight": a["weight"], "bias": a["bias"]}))
-    conv = (("input", REQUIRED), ("weight", REQUIRED), ("bias", None), ("stride", 1), ("padding", 0), ("dilation", 1),
-            ("groups", 1))
+        lambda where, a: _dropout(where, a["p"], a["train"]),
+    )
+    add(
+        [F.linear],
+        (("input", REQUIRED), ("weight", REQUIRED), ("bias", None)),
+        lambda where, a: Op("linear", where, {}, {"weight": a["weight"], "bias": a["bias"]}),
+    )
+    conv = (
+        ("input", REQUIRED),
+        ("weight", REQUIRED),
+        ("bias", None),
+        ("stride", 1),
+        ("padding", 0),
+        ("dilation", 1),
+        ("groups", 1),
+    )
     for dims, function in enumerate([F.conv1d, F.conv2d, F.conv3d], start=1):
         add([function], conv, lambda where, a, dims=dims: _conv_function(where, a, dims, False))
-    transposed = (("input", REQUIRED), ("weight", REQUIRED), ("bias", None), ("stride", 1), ("padding", 0),
-                  ("output_padding", 0), ("groups", 1), ("dilation", 1))
+    transposed = (
+        ("input", REQUIRED),
+        ("weight", REQUIRED),
+        ("bias", None),
+        ("stride", 1),
+        ("padding", 0),
+        ("output_padding", 0),
+        ("groups", 1),
+        ("dilation", 1),
+    )
     for dims, function in enumerate([F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d], start=1):
         add([function], transposed, lambda where, a, dims=dims: _conv_function(where, a, dims, True))
-    max_pool = (("input", REQUIRED), ("kernel_size", REQUIRED), ("stride", None), ("padding", 0), ("dilation", 1),
-                ("ceil_mode", False), ("return_indices", False))
+    max_pool = (
+        ("input", REQUIRED),
+        ("kernel_size", REQUIRED),
+        ("stride", None),
+        ("padding", 0),
+        ("dilation", 1),
+        ("ceil_mode", False),
+        ("return_indices", False),
+    )
     for dims, function in enumerate([F.max_pool1d, F.max_pool2d, F.max_pool3d], start=1):
-        add([function], max_pool, lambda where, a, dims=dims: _max_pool(
-            dims, where, a["kernel_size"], a["stride"], a["padding"], a["dilation"], a["ceil_mode"],
-            a["return_indices"]))
-    avg_pool = (("input", REQUIRED), ("kernel_size", REQUIRED), ("stride", None), ("padding", 0), ("ceil_mode", False),
-                ("count_include_pad", True), ("divisor_override", None))
+        add(
+            [function],
+            max_pool,
+            lambda where, a, dims=dims: _max_pool(
+                dims,
+                where,
+                a["kernel_size"],
+                a["stride"],
+                a["padding"],
+                a["dilation"],
+                a["ceil_mode"],
+                a["return_indices"],
+            ),
+        )
+    avg_pool = (
+        ("input", REQUIRED),
+        ("kernel_size", REQUIRED),
+        ("stride", None),
+        ("padding", 0),
+        ("ceil_mode", False),
+        ("count_include_pad", True),
+        ("divisor_override", None),
+    )
     for dims, function in enumerate([F.avg_pool1d, F.avg_pool2d, F.avg_pool3d], start=1):
-        add([function], avg_pool[:6] if dims == 1 else avg_pool, lambda where, a, dims=dims: _avg_pool(
-            dims, where, a["kernel_size"], a["stride"], a["padding"], a["ceil_mode"], a["count_include_pad"],
-            a.get("divisor_override")))
+        add(
+            [function],
+            avg_pool[:6] if dims == 1 else avg_pool,
+            lambda where, a, dims=dims: _avg_pool(
+                dims,
+                where,
+                a["kernel_size"],
+                a["stride"],
+                a["padding"],
+                a["ceil_mode"],
+                a["count_include_pad"],
+                a.get("divisor_override"),
+            ),
+        )
     for dims, function in enumerate([F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d], start=1):
-        add([function], (("input", REQUIRED), ("output_size", REQUIRED)),
-            lambda where, a, dims=dims: _adaptive(dims, where, a["output_size"]))
-    add([F.pad], (("input", REQUIRED), ("pad", REQUIRED), ("mode", "constant"), ("value", None)),
-        lambda where, a: _pad(where, a["pad"], a["mode"], a["value"]))
-    add([F.batch_norm], (("input", REQUIRED), ("running_mean", REQUIRED), ("running_var", REQUIRED), ("weight", None),
-                         ("bias", None), ("training", False), ("momentum", 0.1), ("eps", 1e-5)),
-        lambda where, a: Op("batch_norm", where, {"dims": None, "training": a["training"], "eps": float(a["eps"]),
-                                                  "track_running_stats": a["running_mean"] is not None},
-                            {k: a[k] for k in ("weight", "bias", "running_mean", "running_var")}))
+        add(
+            [function],
+            (("input", REQUIRED), ("output_size", REQUIRED)),
+            lambda where, a, dims=dims: _adaptive(dims, where, a["output_size"]),
+        )
+    add(
+        [F.pad],
+        (("input", REQUIRED), ("pad", REQUIRED), ("mode", "constant"), ("value", None)),
+        lambda where, a: _pad(where, a["pad"], a["mode"], a["value"]),
+    )
+    add(
+        [F.batch_norm],
+        (
+            ("input", REQUIRED),
+            ("running_mean", REQUIRED),
+            ("running_var", REQUIRED),
+            ("weight", None),
+            ("bias", None),
+            ("training", False),
+            ("momentum", 0.1),
+            ("eps", 1e-5),
+        ),
+        lambda where, a: Op(
+            "batch_norm",
+            where,
+            {
+                "dims": None,
+                "training": a["training"],
+                "eps": float(a["eps"]),
+                "track_running_stats": a["running_mean"] is not None,
+            },
+            {k: a[k] for k in ("weight", "bias", "running_mean", "running_var")},
+        ),
+    )
     return table
 
 
@@ -289,10 +450,14 @@ _METHODS = {
     "tanh": ((("self", REQUIRED),), lambda where, a: activation("tanh", where)),
     "tanh_": ((("self", REQUIRED),), lambda where, a: activation("tanh", where)),
     "contiguous": ((("self", REQUIRED),), lambda where, a: Op("identity", where)),
-    "flatten": ((("self", REQUIRED), ("start_dim", 0), ("end_dim", -1)),
-                lambda where, a: Op("flatten", where, {"start_dim": a["start_dim"], "end_dim": a["end_dim"]})),
-    "log_softmax": ((("self", REQUIRED), ("dim", REQUIRED), ("dtype", None)),
-                    lambda where, a: Op("log_softmax", where, {"dim": a["dim"], "dtype": a["dtype"]})),
+    "flatten": (
+        (("self", REQUIRED), ("start_dim", 0), ("end_dim", -1)),
+        lambda where, a: Op("flatten", where, {"start_dim": a["start_dim"], "end_dim": a["end_dim"]}),
+    ),
+    "log_softmax": (
+        (("self", REQUIRED), ("dim", REQUIRED), ("dtype", None)),
+        lambda where, a: Op("log_softmax", where, {"dim": a["dim"], "dtype": a["dtype"]}),
+    ),
 }
 _RESHAPES = ("view", "reshape")
 
@@ -300,8 +465,15 @@ _RESHAPES = ("view", "reshape")
 def _conv_function(where, a, dims, transposed):
     stride, dilation = _spatial(a["stride"], dims), _spatial(a["dilation"], dims)
     padding = a["padding"] if isinstance(a["padding"], str) else _spatial(a["padding"], dims)
-    options = {"dims": dims, "transposed": transposed, "stride": stride, "padding": padding, "dilation": dilation,
-               "groups": int(a["groups"]), "output_padding": _spatial(a["output_padding"], dims) if transposed else ()}
+    options = {
+        "dims": dims,
+        "transposed": transposed,
+        "stride": stride,
+        "padding": padding,
+        "dilation": dilation,
+        "groups": int(a["groups"]),
+        "output_padding": _spatial(a["output_padding"], dims) if transposed else (),
+    }
     return Op("conv", where, options, {"weight": a["weight"], "bias": a["bias"]})
 
 
@@ -348,12 +520,13 @@ def _trace(root):
         signature = None
     concrete = {}
     if signature is not None:
-        inputs = [p for p in list(signature.parameters.values())[1:]
-                  if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        inputs = [p for p in list(signature.parameters.values())[1:] if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
         required = [p.name for p in inputs if p.default is p.empty]
         if len(required) > 1:
-            raise ArgumentError(f"{type(root).__name__}.forward takes {len(required)} inputs ({', '.join(required)}); "
-                                "from_torch takes models of one input tensor")
+            raise ArgumentError(
+                f"{type(root).__name__}.forward takes {len(required)} inputs ({', '.join(required)}); "
+                "from_torch takes models of one input tensor"
+            )
         # Extra arguments keep their defaults: the model is read as called with its input alone.
         concrete = {p.name: p.default for p in inputs[1:] if p.default is not p.empty}
     try:
@@ -361,9 +534,11 @@ def _trace(root):
     except ArgumentError:
         raise
     except Exception as exc:  # torch.fx raises many kinds: control flow on traced values, unsupported Python, ...
-        raise ArgumentError(f"tracing {type(root).__name__}.forward with torch.fx failed ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''}); from_torch takes a chain of supported "
-                            "operations, without control flow that depends on the input's values") from None
+        raise ArgumentError(
+            f"tracing {type(root).__name__}.forward with torch.fx failed ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); from_torch takes a chain of supported "
+            "operations, without control flow that depends on the input's values"
+        ) from None
 
 
 class _Reader:
@@ -407,8 +582,10 @@ class _Reader:
             except AttributeError:
                 value = None
         if not isinstance(value, torch.Tensor):
-            raise ArgumentError(f"{self._where(node)} reads the attribute {node.target!r}, which is not a parameter or "
-                                "buffer of the model; register it with nn.Parameter (or register_buffer)")
+            raise ArgumentError(
+                f"{self._where(node)} reads the attribute {node.target!r}, which is not a parameter or "
+                "buffer of the model; register it with nn.Parameter (or register_buffer)"
+            )
         return value
 
     def _shape_query(self, node):
@@ -428,27 +605,41 @@ class _Reader:
     def _check_output(self, node, current):
         result = node.args[0]
         if not hasattr(result, "op"):
-            raise ArgumentError(f"{type(self.root).__name__}.forward returns {type(result).__name__}, not one tensor; "
-                                "from_torch takes models that return their output tensor")
+            raise ArgumentError(
+                f"{type(self.root).__name__}.forward returns {type(result).__name__}, not one tensor; "
+                "from_torch takes models that return their output tensor"
+            )
         if result is not current:
-            raise ArgumentError(f"{type(self.root).__name__}.forward returns the result of {self._where(result)}, "
-                                f"not of its last operation ({self._where(current)}); from_torch takes a chain of "
-                                "operations, each on the previous one's output")
+            raise ArgumentError(
+                f"{type(self.root).__name__}.forward returns the result of {self._where(result)}, "
+                f"not of its last operation ({self._where(current)}); from_torch takes a chain of "
+                "operations, each on the previous one's output"
+            )
 
     def _operation(self, node, current):
         where = self._where(node)
         tensors = [n for n in node.all_input_nodes if n not in self.attributes and n not in self.sizes]
         if not tensors:
-            raise ArgumentError(f"{where} does not take the chain's tensor (it computes from parameters or "
-                                "constants); from_torch takes operations on the previous output, with parameters "
-                                "passed as they are (F.linear(x, self.weight, self.bias))")
+            raise ArgumentError(
+                f"{where} does not take the chain's tensor (it computes from parameters or "
+                "constants); from_torch takes operations on the previous output, with parameters "
+                "passed as they are (F.linear(x, self.weight, self.bias))"
+            )
         if tensors != [current]:
             others = [n for n in tensors if n is not current]
-            what = (f"the output of {self._where(others[0])}" if others and others[0].op != "placeholder"
-                    else "the model's input" if others else "no tensor of the chain")
-            raise ArgumentError(f"{where} takes {what}" + (" as well" if current in tensors else "")
-                                + ", not only the previous operation's output: from_torch takes a chain of operations "
-                                "(no branches, residual connections or concatenations)")
+            what = (
+                f"the output of {self._where(others[0])}"
+                if others and others[0].op != "placeholder"
+                else "the model's input"
+                if others
+                else "no tensor of the chain"
+            )
+            raise ArgumentError(
+                f"{where} takes {what}"
+                + (" as well" if current in tensors else "")
+                + ", not only the previous operation's output: from_torch takes a chain of operations "
+                "(no branches, residual connections or concatenations)"
+            )
         if node.op == "call_module":
             return self._module(node, where)
         if node.op == "call_method" and node.target in _RESHAPES:
@@ -466,8 +657,10 @@ class _Reader:
         for key, value in bound.items():
             if key != first and hasattr(value, "op"):
                 if value in self.sizes:
-                    raise ArgumentError(f"{where} takes a size read from a tensor as its {key!r}; only views of "
-                                        "(batch size, -1) are supported")
+                    raise ArgumentError(
+                        f"{where} takes a size read from a tensor as its {key!r}; only views of "
+                        "(batch size, -1) are supported"
+                    )
                 bound[key] = self.attributes[value]
         return build(where, bound)
 
@@ -490,8 +683,10 @@ class _Reader:
         for entry in shape:
             if hasattr(entry, "op"):
                 if self.sizes.get(entry) != "batch":
-                    raise ArgumentError(f"{where} takes a size read from a tensor other than the batch size; only "
-                                        "x.view(x.size(0), -1) and views that keep the batch axis are supported")
+                    raise ArgumentError(
+                        f"{where} takes a size read from a tensor other than the batch size; only "
+                        "x.view(x.size(0), -1) and views that keep the batch axis are supported"
+                    )
                 resolved.append("batch")
             else:
                 resolved.append(int(entry))
@@ -533,7 +728,7 @@ def _source(node):
     for i, line in enumerate(lines):
         text = line.strip()
         if text.startswith('File "'):
-            path = text[6:text.index('"', 6)]
+            path = text[6 : text.index('"', 6)]
             if not path.startswith(torch_dir):
                 number = text.split("line ")[1].split(",")[0] if "line " in text else "?"
                 code = lines[i + 1].strip() if i + 1 < len(lines) else ""

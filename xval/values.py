@@ -1,6 +1,7 @@
 """Checks of plain values, shared by the network and every engine: dtypes, real arrays (no None, strings, ragged
 lists, complex, booleans or objects; integers are exact values) and finiteness, before and after the cast to a
 dtype. They know nothing of networks (``xval.checks`` holds the checks that do)."""
+
 import numpy as np
 
 from .errors import ArgumentError, NonFiniteError, ShapeError, describe
@@ -32,14 +33,20 @@ def real_array(name, value, expected):
     try:
         array = np.asarray(value)
     except (ValueError, TypeError):
-        raise ShapeError(f"{name} is a ragged nested sequence (rows of different lengths); it must be {expected}") from None
+        raise ShapeError(
+            f"{name} is a ragged nested sequence (rows of different lengths); it must be {expected}"
+        ) from None
     kind = array.dtype.kind
     if kind == "c":
         zero = " even though every imaginary part is zero" if not np.any(array.imag) else ""
-        raise ArgumentError(f"{name} is complex ({array.dtype}){zero}; it must be {expected}: pass {name}.real if the "
-                            "imaginary part is meant to be zero")
+        raise ArgumentError(
+            f"{name} is complex ({array.dtype}){zero}; it must be {expected}: pass {name}.real if the "
+            "imaginary part is meant to be zero"
+        )
     if kind == "b":
-        raise ArgumentError(f"{name} is a boolean array; it must be {expected}: pass {name}.astype(float) if 0/1 is meant")
+        raise ArgumentError(
+            f"{name} is a boolean array; it must be {expected}: pass {name}.astype(float) if 0/1 is meant"
+        )
     if kind not in "fiu":
         raise ArgumentError(f"{name} has dtype {array.dtype}, not a real number type; it must be {expected}")
     return array
@@ -74,7 +81,6 @@ def check_finite(name, array):
         )
 
 
-
 def all_finite(value):
     """Whether a float or array holds no NaN/Inf, without a full boolean temporary when the sum is finite."""
     array = np.asarray(value)
@@ -89,4 +95,4 @@ def all_finite(value):
     # transposed ones, reshape without a copy).
     rows = array.reshape(len(array), -1) if array.ndim > 1 else array.reshape(1, -1)
     step = max(1, (1 << 20) // rows.shape[1])
-    return all(np.all(np.isfinite(rows[start:start + step])) for start in range(0, len(rows), step))
+    return all(np.all(np.isfinite(rows[start : start + step])) for start in range(0, len(rows), step))

@@ -11,6 +11,7 @@ roundoff ``u`` of its result to the errors it inherits, so a sum that cancels ke
   the truth: float64 cannot resolve the difference, it is below the rounding floor, not a bug;
 - ``wrong``: some entry beyond the floor; the worst such entry is named.
 """
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +23,7 @@ from .errors import NonFiniteError
 # manual's entries stay within 0.44 bound, torch's and jax's within 0.4 except on the vanishing (9.6) and saturated
 # tanh cases (3.6) (docs/findings.md, "The rounding floor"): 16 covers that with room.
 FLOOR_FACTOR = 16.0
-UNIT_ROUNDOFF = {"float64": 2.0 ** -53, "float32": 2.0 ** -24}
+UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24}
 AGREES, LOST_DIGITS, WRONG = "agrees", "lost digits (below the rounding floor)", "wrong"
 
 
@@ -68,18 +69,25 @@ class Verdict:
         if self.wrong:
             return f"arbiter: {', '.join(self.wrong)} {'is' if len(self.wrong) == 1 else 'are'} wrong (beyond the rounding floor)"
         if self.lost_digits:
-            return (f"arbiter: below the rounding floor; {', '.join(self.lost_digits)} lost digits that float64 cannot "
-                    "resolve here (a precision loss, not a bug); no engine is wrong")
+            return (
+                f"arbiter: below the rounding floor; {', '.join(self.lost_digits)} lost digits that float64 cannot "
+                "resolve here (a precision loss, not a bug); no engine is wrong"
+            )
         return "arbiter: all engines are within rounding of the truth"
 
     def text(self, indent="  "):
         """The summary and one line per engine: error against the arbiter, status and worst entry."""
         lines = [self.summary()]
         if not self.note:
-            lines.append(f"{indent}rounding floor of {self.what}: up to {self.largest_floor:.2e} per entry, "
-                         f"{self.floor:.2e} of the truth's norm {self.truth_norm:.2e}")
+            lines.append(
+                f"{indent}rounding floor of {self.what}: up to {self.largest_floor:.2e} per entry, "
+                f"{self.floor:.2e} of the truth's norm {self.truth_norm:.2e}"
+            )
         for j in self.judgements:
-            lines.append(f"{indent}{j.engine:<10} error vs arbiter {j.error:.2e}: {j.status}" + (f"; {j.detail}" if j.detail else ""))
+            lines.append(
+                f"{indent}{j.engine:<10} error vs arbiter {j.error:.2e}: {j.status}"
+                + (f"; {j.detail}" if j.detail else "")
+            )
         return "\n".join(lines)
 
 
@@ -95,8 +103,10 @@ def _judge(name, values, truth, bound, tolerance):
     excess = np.where(beyond, difference, -1.0) if beyond.any() else difference
     flat = int(np.argmax(excess))
     index = tuple(int(i) for i in np.unravel_index(flat, truth.shape)) if truth.ndim else ()
-    entry = (f"at index {index}: {values[index]:.17g}, arbiter {truth[index]:.17g} "
-             f"(|diff| {difference[index]:.2e}, floor {FLOOR_FACTOR * bound[index]:.2e})")
+    entry = (
+        f"at index {index}: {values[index]:.17g}, arbiter {truth[index]:.17g} "
+        f"(|diff| {difference[index]:.2e}, floor {FLOOR_FACTOR * bound[index]:.2e})"
+    )
     if beyond.any():
         return Judgement(name, error, WRONG, f"{int(beyond.sum())} entries beyond the floor, worst {entry}")
     return Judgement(name, error, LOST_DIGITS, f"worst {entry}")
@@ -129,5 +139,10 @@ def judge(call, results, tolerance, dtype="float64"):
     scale = np.linalg.norm(truth)
     floor = float(FLOOR_FACTOR * np.linalg.norm(bound) / scale) if scale > 0 else float("inf")
     judgements = [_judge(name, values, truth, bound, tolerance) for name, values in results.items()]
-    return Verdict(call.label, floor, judgements, largest_floor=float(FLOOR_FACTOR * np.max(bound, initial=0.0)),
-                   truth_norm=float(scale))
+    return Verdict(
+        call.label,
+        floor,
+        judgements,
+        largest_floor=float(FLOOR_FACTOR * np.max(bound, initial=0.0)),
+        truth_norm=float(scale),
+    )

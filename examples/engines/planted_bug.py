@@ -4,10 +4,13 @@
 
     python -m xval check examples/engines/planted_bug.py
 """
+
 import importlib.util
 import pathlib
 
-_spec = importlib.util.spec_from_file_location("student_backprop", pathlib.Path(__file__).with_name("student_backprop.py"))
+_spec = importlib.util.spec_from_file_location(
+    "student_backprop", pathlib.Path(__file__).with_name("student_backprop.py")
+)
 _student = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_student)
 
@@ -19,5 +22,9 @@ _student.ACTIVATIONS["sigmoid"] = (
 )
 
 forward, loss, gradient, per_sample_gradients, hvp = (
-    _student.forward, _student.loss, _student.gradient, _student.per_sample_gradients, _student.hvp,
+    _student.forward,
+    _student.loss,
+    _student.gradient,
+    _student.per_sample_gradients,
+    _student.hvp,
 )

@@ -6,6 +6,7 @@ reports those as "not implemented". Check it with::
 
     python -m xval check examples/engines/student_backprop.py
 """
+
 import numpy as np
 
 
@@ -16,7 +17,11 @@ def _sigmoid(x):
 # name: (f, f', f'')
 ACTIVATIONS = {
     "identity": (lambda x: x, np.ones_like, np.zeros_like),
-    "sigmoid": (_sigmoid, lambda x: _sigmoid(x) * _sigmoid(-x), lambda x: _sigmoid(x) * _sigmoid(-x) * (1 - 2 * _sigmoid(x))),
+    "sigmoid": (
+        _sigmoid,
+        lambda x: _sigmoid(x) * _sigmoid(-x),
+        lambda x: _sigmoid(x) * _sigmoid(-x) * (1 - 2 * _sigmoid(x)),
+    ),
     "tanh": (np.tanh, lambda x: 1 - np.tanh(x) ** 2, lambda x: -2 * np.tanh(x) * (1 - np.tanh(x) ** 2)),
     "relu": (lambda x: np.maximum(x, 0.0), lambda x: (x > 0).astype(x.dtype), np.zeros_like),
     "softplus": (lambda x: np.logaddexp(x, 0.0), _sigmoid, lambda x: _sigmoid(x) * _sigmoid(-x)),
@@ -81,8 +86,8 @@ def hvp(net, X, Y, v):
     delta = _deltas(net, a, z, Y)
     V, vb, start = [], [], 0
     for W, b in zip(net.weights, net.biases):
-        V.append(v[start:start + W.size].reshape(W.shape))
-        vb.append(v[start + W.size:start + W.size + b.size])
+        V.append(v[start : start + W.size].reshape(W.shape))
+        vb.append(v[start + W.size : start + W.size + b.size])
         start += W.size + b.size
     f = [ACTIVATIONS[name] for name in net.activations]
     Ra, Rz = [], [np.zeros_like(z[0])]
@@ -99,7 +104,9 @@ def hvp(net, X, Y, v):
     Rdelta[last] = f[last][2](a[last]) * Ra[last] * _loss_gradient(net, z[-1], Y) + f[last][1](a[last]) * R_grad
     for l in range(last - 1, -1, -1):
         W = net.weights[l + 1]
-        Rdelta[l] = f[l][2](a[l]) * Ra[l] * (delta[l + 1] @ W) + f[l][1](a[l]) * (delta[l + 1] @ V[l + 1] + Rdelta[l + 1] @ W)
+        Rdelta[l] = f[l][2](a[l]) * Ra[l] * (delta[l + 1] @ W) + f[l][1](a[l]) * (
+            delta[l + 1] @ V[l + 1] + Rdelta[l + 1] @ W
+        )
     n, parts = len(X), []
     for l in range(len(a)):
         parts += [((Rdelta[l].T @ z[l] + delta[l].T @ Rz[l]) / n).ravel(), Rdelta[l].mean(axis=0)]

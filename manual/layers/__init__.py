@@ -7,6 +7,7 @@ kind is one module here plus its entry in ``KINDS`` (and its record in ``xval.la
 Shapes: a batch is ``(N, *shape)``; a set of vectors per sample (Jacobian rows, the columns of a Hessian block) is
 ``(N, *lead, *shape)`` with any number of ``lead`` axes, which every step carries through.
 """
+
 from xval import layers as records
 
 from .base import ParameterStep, Step

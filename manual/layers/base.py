@@ -13,6 +13,7 @@ and bilinear in (weight, input). Its extra products: ``param_grad(cache, g)`` ``
 ``d2 (g . y) / dtheta dx``: the input backprop with the weight replaced by ``v``'s (no bias), and the weight
 gradient with the input replaced by ``u`` (bias part 0).
 """
+
 import math
 
 import numpy as np
@@ -56,7 +57,7 @@ class Step:
     # helpers
     def lead(self, array, shape):
         """The lead axes of ``array`` over a trailing ``shape`` (the axes between the samples and the shape)."""
-        return tuple(array.shape[1:array.ndim - len(shape)])
+        return tuple(array.shape[1 : array.ndim - len(shape)])
 
     def spread(self, per_sample, lead):
         """``per_sample`` ``(N, *shape)`` with singleton axes for ``lead`` after the samples."""
@@ -87,7 +88,9 @@ class ParameterStep(Step):
                 columns.append(np.arange(offsets[field], offsets[field] + array.size))
         self.columns = np.concatenate(columns) if columns else np.zeros(0, dtype=np.int64)
         self.n_params = int(self.columns.size)
-        contiguous = self.n_params and np.array_equal(self.columns, np.arange(self.columns[0], self.columns[0] + self.n_params))
+        contiguous = self.n_params and np.array_equal(
+            self.columns, np.arange(self.columns[0], self.columns[0] + self.n_params)
+        )
         # The columns as a slice when they are consecutive (always, unless a tensor is shared with another step).
         self.span = slice(int(self.columns[0]), int(self.columns[0]) + self.n_params) if contiguous else None
         self.weight = next((a for n, a, _ in self.tensors if n == "weight"), None)
@@ -105,13 +108,16 @@ class ParameterStep(Step):
         V = vb = None
         if self.weight is not None:
             if self.train_weight:
-                V = xp.reshape(v[..., :self.weight_size], tuple(v.shape[:-1]) + tuple(self.weight.shape))
+                V = xp.reshape(v[..., : self.weight_size], tuple(v.shape[:-1]) + tuple(self.weight.shape))
                 start = self.weight_size
             else:
                 V = xp.zeros(tuple(v.shape[:-1]) + tuple(self.weight.shape), dtype=v.dtype, device=v.device)
         if self.bias is not None:
-            vb = v[..., start:start + self.bias_size] if self.train_bias else xp.zeros(
-                tuple(v.shape[:-1]) + tuple(self.bias.shape), dtype=v.dtype, device=v.device)
+            vb = (
+                v[..., start : start + self.bias_size]
+                if self.train_bias
+                else xp.zeros(tuple(v.shape[:-1]) + tuple(self.bias.shape), dtype=v.dtype, device=v.device)
+            )
         return V, vb
 
     def join(self, weight_part, bias_part):
@@ -119,10 +125,10 @@ class ParameterStep(Step):
         ``(..., *bias shape)``, keeping the trainable ones (weight row-major, then bias)."""
         xp, parts = self.xp, []
         if self.train_weight:
-            lead = tuple(weight_part.shape[:weight_part.ndim - self.weight.ndim])
+            lead = tuple(weight_part.shape[: weight_part.ndim - self.weight.ndim])
             parts.append(xp.reshape(weight_part, lead + (self.weight_size,)))
         if self.train_bias:
-            lead = tuple(bias_part.shape[:bias_part.ndim - self.bias.ndim])
+            lead = tuple(bias_part.shape[: bias_part.ndim - self.bias.ndim])
             parts.append(xp.reshape(bias_part, lead + (self.bias_size,)))
         if len(parts) == 1:
             return parts[0]

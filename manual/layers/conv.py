@@ -11,6 +11,7 @@ space with the same weight. With ``cols(x)`` the windows of ``x``:
 so ``ConvNd``: ``y = A_W x + b``, backprop ``A_W^T g``, weight gradient ``g cols(x)^T``; ``ConvTransposeNd``:
 ``y = A_W^T x + b``, backprop ``A_W g``, weight gradient ``x cols(g)^T``.
 """
+
 import math
 
 from . import windows as window_tables
@@ -25,8 +26,9 @@ class Conv(ParameterStep):
         kernel = record.kernel(net)
         a_in, a_out = (out_shape, in_shape) if self.transposed else (in_shape, out_shape)
         self.a_in, self.a_out = a_in, a_out  # (channels, *spatial) of A's input and output
-        self.windows = window_tables.sliding(a_in[1:], a_out[1:], kernel, record.stride, record.padding,
-                                             record.dilation)
+        self.windows = window_tables.sliding(
+            a_in[1:], a_out[1:], kernel, record.stride, record.padding, record.dilation
+        )
         self.tables = window_tables.device_tables(lib, self.windows)
         self.k = math.prod(kernel)
         self.i, self.o = math.prod(a_in[1:]), math.prod(a_out[1:])
@@ -37,26 +39,26 @@ class Conv(ParameterStep):
 
     # ---- the convolution A and its transpose, for any weight of the layer's shape -------------------------------
     def _grouped(self, W):
-        lead = tuple(W.shape[:W.ndim - len(self.weight_shape)])
+        lead = tuple(W.shape[: W.ndim - len(self.weight_shape)])
         return self.xp.reshape(W, lead + (self.groups, self.co, self.ci * self.k))
 
     def _cols(self, x):
         """``(..., a_in)`` -> ``(..., groups, ci k, o)``."""
         xp = self.xp
-        lead = tuple(x.shape[:x.ndim - len(self.a_in)])
+        lead = tuple(x.shape[: x.ndim - len(self.a_in)])
         flat = xp.reshape(x, lead + (self.a_in[0], self.i))
         columns = window_tables.unfold(xp, flat, self.tables)  # (..., C, K, O)
         return xp.reshape(columns, lead + (self.groups, self.ci * self.k, self.o))
 
     def _apply(self, grouped, x):
         xp = self.xp
-        lead = tuple(x.shape[:x.ndim - len(self.a_in)])
+        lead = tuple(x.shape[: x.ndim - len(self.a_in)])
         y = grouped @ self._cols(x)  # (..., groups, co, o)
         return xp.reshape(y, lead + tuple(self.a_out))
 
     def _adjoint(self, grouped, g):
         xp = self.xp
-        lead = tuple(g.shape[:g.ndim - len(self.a_out)])
+        lead = tuple(g.shape[: g.ndim - len(self.a_out)])
         g3 = xp.reshape(g, lead + (self.groups, self.co, self.o))
         columns = xp.matrix_transpose(grouped) @ g3  # (..., groups, ci k, o)
         columns = xp.reshape(columns, lead + (self.a_in[0], self.k, self.o))
@@ -66,7 +68,7 @@ class Conv(ParameterStep):
         """``g cols(x)^T`` per sample and lead: ``g`` ``(N, *lead, a_out)``, ``x`` ``(N, *lead or none, a_in)``
         -> ``(N, *lead, *weight shape)``."""
         xp = self.xp
-        lead = tuple(g.shape[1:g.ndim - len(self.a_out)])
+        lead = tuple(g.shape[1 : g.ndim - len(self.a_out)])
         columns = self._cols(x)
         if x.ndim < g.ndim:
             columns = self.spread(columns, lead)

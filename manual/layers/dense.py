@@ -5,6 +5,7 @@ share ``W``: a Linear applied over positions).
 
 with ``t`` the positions of the sample (one for a plain ``(N, n_in)`` batch).
 """
+
 from .base import ParameterStep
 
 

@@ -1,7 +1,8 @@
 """An elementwise activation ``y = f(x)`` (``manual.activations``: ``f``, ``f'``, ``f''`` side by side).
 
-    J^T g = f'(x) g,    J u = f'(x) u,    residual: diag(f''(x) g)
+J^T g = f'(x) g,    J u = f'(x) u,    residual: diag(f''(x) g)
 """
+
 from ..activations import get_activation
 from .base import Step
 

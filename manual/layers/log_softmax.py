@@ -1,8 +1,9 @@
 """LogSoftmax over the last axis of a sample: ``y = x - log sum_k exp(x_k)``, ``p = exp(y)``.
 
-    J^T g = g - p sum_k g_k,    J u = u - sum_k p_k u_k,
-    residual: -(sum_k g_k) (diag(p) - p p^T)   (every y_k has the same second derivative)
+J^T g = g - p sum_k g_k,    J u = u - sum_k p_k u_k,
+residual: -(sum_k g_k) (diag(p) - p p^T)   (every y_k has the same second derivative)
 """
+
 from .base import Step
 
 

@@ -3,6 +3,7 @@
 
     J_x = diag(w s),    J_theta^T g = (sum_spatial g xhat, sum_spatial g),    mixed: d xhat / dx = s
 """
+
 import numpy as np
 
 from .base import ParameterStep
@@ -48,8 +49,9 @@ class Normalization(ParameterStep):
     def mixed_vjp(self, v, g):
         V, _ = self.split(v)
         if V is None:
-            return self.xp.zeros((*g.shape[:g.ndim - len(self.out_shape)], *self.in_shape), dtype=g.dtype,
-                                 device=g.device)
+            return self.xp.zeros(
+                (*g.shape[: g.ndim - len(self.out_shape)], *self.in_shape), dtype=g.dtype, device=g.device
+            )
         return g * (self.scale * self.xp.reshape(V, self.channel_shape))
 
     def mixed_param_grad(self, u, g):

@@ -5,6 +5,7 @@ its gradient, as torch's kernels do), average pooling (torch's divisor rules: ``
 Max pooling is piecewise linear: at ``x`` its Jacobian selects one entry per window (``mask``), and it has no
 second-order terms; average pooling is linear.
 """
+
 import math
 
 import numpy as np
@@ -17,7 +18,7 @@ class _Windowed(Step):
     """A pooling over ``self.windows`` with ``self.tables``; ``(N, *lead, C, *spatial)`` arrays."""
 
     def _flat(self, x, shape):
-        lead = tuple(x.shape[:x.ndim - len(shape)])
+        lead = tuple(x.shape[: x.ndim - len(shape)])
         return self.xp.reshape(x, lead + (shape[0], math.prod(shape[1:]))), lead
 
     def _unfold(self, x, fill=0.0):
@@ -58,8 +59,9 @@ class Pool(_Windowed):
         super().__init__(record, net, lib, in_shape, out_shape)
         dims = record.dims
         dilation = record.dilation or (1,) * dims
-        self.windows = window_tables.sliding(in_shape[1:], out_shape[1:], record.kernel, record.stride,
-                                             record.padding, dilation)
+        self.windows = window_tables.sliding(
+            in_shape[1:], out_shape[1:], record.kernel, record.stride, record.padding, dilation
+        )
         self.tables = window_tables.device_tables(lib, self.windows)
         self.max = record.mode == "max"
         if not self.max:

@@ -1,5 +1,6 @@
 """Steps that only move entries: Flatten (a reshape of the sample) and Pad (a constant border; its Jacobian pads
 with zeros, its transpose crops)."""
+
 from .base import Step
 
 
@@ -29,7 +30,7 @@ class Pad(Step):
 
     def _pad(self, x, shape, value):
         xp = self.xp
-        lead = tuple(x.shape[:x.ndim - len(shape)])
+        lead = tuple(x.shape[: x.ndim - len(shape)])
         out = xp.full(lead + self.out_shape, value, dtype=x.dtype, device=x.device)
         out[(Ellipsis,) + self.window] = x
         return out

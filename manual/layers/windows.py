@@ -8,6 +8,7 @@ or to ``sentinel`` = the input's size when that falls in the padding. Gathering 
 input) is a gather too, over the ``reverse`` table: for each input position, the flat ``(k, o)`` entries that read it,
 padded with a pointer to an appended zero.
 """
+
 import itertools
 import math
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ def _tables(in_spatial, out_spatial, kernel, axes):
     in_size, out_size, kernel_size = math.prod(in_spatial), math.prod(out_spatial), math.prod(kernel)
     index = np.zeros((kernel_size, out_size), dtype=np.int64)
     valid = np.ones((kernel_size, out_size), dtype=bool)
-    strides = [math.prod(in_spatial[a + 1:]) for a in range(len(in_spatial))]
+    strides = [math.prod(in_spatial[a + 1 :]) for a in range(len(in_spatial))]
     for flat_k, ks in enumerate(itertools.product(*[range(k) for k in kernel])):
         flat = np.zeros(out_spatial, dtype=np.int64)
         ok = np.ones(out_spatial, dtype=bool)
@@ -98,8 +99,12 @@ class Tables:
 def device_tables(lib, windows):
     """The index tables as arrays of ``lib`` (``take`` wants the library's own integer arrays)."""
     xp = lib.xp
-    return Tables(xp.asarray(windows.index.reshape(-1), device=lib.device), windows.index.shape,
-                  xp.asarray(windows.reverse.reshape(-1), device=lib.device), windows.reverse.shape)
+    return Tables(
+        xp.asarray(windows.index.reshape(-1), device=lib.device),
+        windows.index.shape,
+        xp.asarray(windows.reverse.reshape(-1), device=lib.device),
+        windows.reverse.shape,
+    )
 
 
 def _gather(xp, x, flat_table, shape, fill):

@@ -23,6 +23,7 @@ sample and unit rather than pick a convention; values (forward, loss) are comput
 ``LIMITS`` raise ``ArbiterLimitError``, and calls whose high-precision working set would not fit raise the memory
 guard's ``MemoryGuardError``, before any work.
 """
+
 import threading
 from dataclasses import dataclass
 
@@ -68,8 +69,9 @@ def _arguments(quantity, net, arguments):
     """``{name: checked value}`` of a contract call's arguments after ``net``."""
     checks.check_network(net)
     if len(arguments) != len(quantity.parameters):
-        raise TypeError(f"arbiter.{quantity.signature} takes {len(quantity.parameters)} arguments after net, "
-                        f"got {len(arguments)}")
+        raise TypeError(
+            f"arbiter.{quantity.signature} takes {len(quantity.parameters)} arguments after net, got {len(arguments)}"
+        )
     given = dict(zip(quantity.parameters, arguments))
     if "Y" in given:
         given["X"], given["Y"] = checks.check_data(net, given["X"], given["Y"])
@@ -124,8 +126,12 @@ def cost(quantity, net, arguments):
     cells = max(step.cells(net, n, arguments) for step in steps)
     at_least = n * p * (backward + 1) * (tangents + 1) > LIMITS.operations  # every parameter is used at least once
     nodes, entries = (p, p) if at_least else _tape_size(net, arguments)
-    operations = sum(n * entries * (step.passes(net, arguments) + 1) * (step.tangents(net, arguments) + 1)
-                     + n * step.dense(net, arguments) + step.once(net, arguments) for step in steps)
+    operations = sum(
+        n * entries * (step.passes(net, arguments) + 1) * (step.tangents(net, arguments) + 1)
+        + n * step.dense(net, arguments)
+        + step.once(net, arguments)
+        for step in steps
+    )
     return Cost(int(operations), nodes, entries, tangents, cells, backward, at_least)
 
 
@@ -140,7 +146,8 @@ def _check_cost(quantity, net, arguments, what):
             f"{estimate.entries} tape entries per sample x {estimate.passes + 1} passes x {estimate.tangents + 1} for "
             f"{estimate.tangents} tangents, P = {net.n_params}: it grows like {growth}); the arbiter takes at most "
             f"{LIMITS.operations:.3g} (about a minute on 2 cores); use fewer samples or a smaller network to arbitrate "
-            "it")
+            "it"
+        )
     return estimate
 
 
@@ -171,10 +178,13 @@ BASE_BYTES = 200_000  # what any call allocates beside its numbers (the dry run'
 def _guard(estimate, digits, bounded, what):
     cached = _cached_cells()
     needed = memory_estimate(estimate, digits, bounded) + cached * number_bytes(digits, 0, True)
-    memory.check(needed, f"{what} at {digits} digits",
-                 f"{estimate.nodes} tape nodes of numbers with {estimate.tangents} tangents, {estimate.cells} numbers "
-                 f"held and {cached} kept from the last call on these data, at "
-                 f"{number_bytes(digits, estimate.tangents, bounded)} bytes per number (xval.arbiter.memory_estimate)")
+    memory.check(
+        needed,
+        f"{what} at {digits} digits",
+        f"{estimate.nodes} tape nodes of numbers with {estimate.tangents} tangents, {estimate.cells} numbers "
+        f"held and {cached} kept from the last call on these data, at "
+        f"{number_bytes(digits, estimate.tangents, bounded)} bytes per number (xval.arbiter.memory_estimate)",
+    )
 
 
 # ---- values ---------------------------------------------------------------------------------------------------
@@ -276,7 +286,7 @@ def compute(quantity, net, *arguments, digits=None):
         low = high
 
 
-def with_error_bound(quantity, net, *arguments, unit=2.0 ** -53, digits=None):
+def with_error_bound(quantity, net, *arguments, unit=2.0**-53, digits=None):
     """``(value, bound)``: ``quantity`` in float64 and, per entry, the first-order bound on the error that a
     floating-point evaluation (unit roundoff ``unit``) of the same formulas makes; the rounding floor of
     ``xval.verdict``. Not precision-checked: the bound is an estimate of float64's reach, not a value. For
@@ -300,13 +310,27 @@ def _contract_function(quantity):
         return result if isinstance(result, tuple) or np.ndim(result) else float(result)
 
     function.__name__ = function.__qualname__ = quantity.name
-    function.__doc__ = (f"``{quantity.signature}``: {quantity.returns}; correctly rounded from the checked high "
-                        "precision.")
+    function.__doc__ = (
+        f"``{quantity.signature}``: {quantity.returns}; correctly rounded from the checked high precision."
+    )
     return function
 
 
 CONTRACT = tuple(q.name for q in (*contract.QUANTITIES.values(), *contract.PENDING.values()))
 globals().update({q.name: _contract_function(q) for q in (*contract.QUANTITIES.values(), *contract.PENDING.values())})
 
-__all__ = ["ArbiterLimitError", "ArbiterPrecisionError", "ArbiterUnsupportedError", "KinkError", "LIMITS", "Limits",
-           "compute", "cost", "formulas", "memory_estimate", "numbers", "with_error_bound", *CONTRACT]
+__all__ = [
+    "ArbiterLimitError",
+    "ArbiterPrecisionError",
+    "ArbiterUnsupportedError",
+    "KinkError",
+    "LIMITS",
+    "Limits",
+    "compute",
+    "cost",
+    "formulas",
+    "memory_estimate",
+    "numbers",
+    "with_error_bound",
+    *CONTRACT,
+]

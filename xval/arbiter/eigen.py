@@ -13,6 +13,7 @@ step, instead of ``mpmath.eigsy``'s ``O(P^3)`` (a minute at P = 100 in pure Pyth
 When no gap separates the top ``k`` from the rest (a cluster reaching the bottom of the spectrum) it falls back to
 ``mpmath.eigsy`` on the whole matrix.
 """
+
 import mpmath
 import numpy as np
 
@@ -66,7 +67,7 @@ def top_eigenvalues(H, k):
     A = np.vectorize(float, otypes=[np.float64])(H)
     w, V = np.linalg.eigh((A + A.T) / 2)
     w, V = w[::-1], V[:, ::-1]
-    tol = (1 + 4 * p) * 2.0 ** -53 * np.linalg.norm(A)
+    tol = (1 + 4 * p) * 2.0**-53 * np.linalg.norm(A)
     m = k
     while m < p and w[m - 1] - w[m] <= 4 * tol:
         m += 1

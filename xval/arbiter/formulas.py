@@ -10,6 +10,7 @@ Piecewise functions (relu, leaky_relu, elu, selu, softplus's threshold) take the
 at the kink, where a derivative the pass needs does not exist, they raise ``AtKink`` (the layer turns it into a
 ``KinkError`` naming the unit). ``order``: the derivatives the pass takes (0 values, 1 first, 2 second).
 """
+
 import mpmath
 
 from . import numbers
@@ -113,9 +114,20 @@ def _logsigmoid(x, order):  # -log(1 + exp(-x))
     return -numbers.log1p(numbers.exp(-x))
 
 
-ACTIVATIONS = {"identity": _identity, "sigmoid": _sigmoid, "tanh": _tanh, "relu": _relu, "softplus": _softplus,
-               "leaky_relu": _leaky_relu, "elu": _elu, "selu": _selu, "gelu": _gelu, "gelu_tanh": _gelu_tanh,
-               "silu": _silu, "logsigmoid": _logsigmoid}
+ACTIVATIONS = {
+    "identity": _identity,
+    "sigmoid": _sigmoid,
+    "tanh": _tanh,
+    "relu": _relu,
+    "softplus": _softplus,
+    "leaky_relu": _leaky_relu,
+    "elu": _elu,
+    "selu": _selu,
+    "gelu": _gelu,
+    "gelu_tanh": _gelu_tanh,
+    "silu": _silu,
+    "logsigmoid": _logsigmoid,
+}
 
 
 def log_softmax(row):
@@ -167,6 +179,12 @@ def _mean_bce(y_hat, y):
     return _bce(y_hat, y) / len(y_hat)
 
 
-LOSSES = {"mse": _mse, "cross_entropy": _cross_entropy, "squared_error": _squared_error,
-          "mean_squared_error": _mean_squared_error, "nll": _nll, "bce_with_logits": _bce,
-          "mean_bce_with_logits": _mean_bce}
+LOSSES = {
+    "mse": _mse,
+    "cross_entropy": _cross_entropy,
+    "squared_error": _squared_error,
+    "mean_squared_error": _mean_squared_error,
+    "nll": _nll,
+    "bce_with_logits": _bce,
+    "mean_bce_with_logits": _mean_bce,
+}

@@ -9,6 +9,7 @@ rules are the only calculus in the arbiter: ``d exp = exp``, ``d expm1 = exp``, 
 ``d log1p x = 1/(1+x)``, ``d tanh = 1 - tanh^2``, ``d erf x = 2/sqrt(pi) exp(-x^2)`` and the product and quotient
 rules.
 """
+
 import mpmath
 import numpy as np
 

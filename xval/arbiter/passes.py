@@ -5,6 +5,7 @@ does not), with torch's semantics as ``xval.layers`` states them. Slow (a Python
 The parameters are the tape's leaves, one per entry of ``net.to_vector()``; a parameter used by several layers is the
 same leaves in each (tied weights: the backward pass sums over the uses), a frozen tensor is constants.
 """
+
 import itertools
 
 import mpmath
@@ -30,7 +31,7 @@ class Pass:
         self.leaves[:] = [self.tape.leaf(t) for t in theta]
         self.tensors, start = [], 0
         for p in net.parameters:
-            self.tensors.append(self.leaves[start:start + p.size].reshape(p.shape))
+            self.tensors.append(self.leaves[start : start + p.size].reshape(p.shape))
             start += p.size
         self.kept = {}
 
@@ -57,7 +58,8 @@ class Pass:
         return KinkError(
             f"{describe(layer, self.net)} at layer {position}, sample {self.n}, unit {unit}: {why}; engines return a "
             "convention there, so derivatives cannot be compared: move the input, weights or bias off the kink "
-            "(values, such as forward and loss, are defined there)")
+            "(values, such as forward and loss, are defined there)"
+        )
 
 
 def _sizes(shape):
@@ -120,9 +122,14 @@ def _activation(run, position, layer, x):
             y[index] = function(x[index], run.order, **options)
         except formulas.AtKink as kink:
             what = "no derivative" if kink.smoothness == 0 else "no second derivative"
-            raise run.kink(position, layer, index, f"its input is exactly {kink.name}'s kink (beta x = threshold)"
-                           if layer.name == "softplus" else f"its input is exactly {kink.point}, where {kink.name} "
-                           f"has {what}") from None
+            raise run.kink(
+                position,
+                layer,
+                index,
+                f"its input is exactly {kink.name}'s kink (beta x = threshold)"
+                if layer.name == "softplus"
+                else f"its input is exactly {kink.point}, where {kink.name} has {what}",
+            ) from None
     return y
 
 
@@ -174,8 +181,13 @@ def _pool(run, position, layer, x):
             largest = max(values)
             tied = [entry for entry, value in zip(entries, values) if value == largest]
             if run.order > 0 and len({id(entry) for entry in tied}) > 1 and any(isinstance(e, Var) for e in tied):
-                raise run.kink(position, layer, (c,) + q, f"{len(tied)} entries of its window tie for the maximum "
-                               f"({float(largest):.17g}), where max has no derivative (torch takes the first)")
+                raise run.kink(
+                    position,
+                    layer,
+                    (c,) + q,
+                    f"{len(tied)} entries of its window tie for the maximum "
+                    f"({float(largest):.17g}), where max has no derivative (torch takes the first)",
+                )
             y[(c,) + q] = tied[0]
     return y
 
@@ -214,7 +226,7 @@ def _pad(run, position, layer, x):
     source, target = [], []
     for axis, n in enumerate(x.shape):
         pair = x.ndim - 1 - axis
-        left, right = layer.padding[2 * pair:2 * pair + 2] if 2 * pair < len(layer.padding) else (0, 0)
+        left, right = layer.padding[2 * pair : 2 * pair + 2] if 2 * pair < len(layer.padding) else (0, 0)
         start, stop = max(0, -left), min(n, n + right)
         source.append(slice(start, stop))
         target.append(slice(start + left, stop + left))
@@ -222,9 +234,17 @@ def _pad(run, position, layer, x):
     return y
 
 
-LAYERS = {kinds.Dense: _dense, kinds.Conv: _conv, kinds.Activation: _activation, kinds.LogSoftmax: _log_softmax,
-          kinds.Flatten: _flatten, kinds.Pool: _pool, kinds.AdaptiveAvgPool: _adaptive_avg_pool,
-          kinds.Normalization: _normalization, kinds.Pad: _pad}
+LAYERS = {
+    kinds.Dense: _dense,
+    kinds.Conv: _conv,
+    kinds.Activation: _activation,
+    kinds.LogSoftmax: _log_softmax,
+    kinds.Flatten: _flatten,
+    kinds.Pool: _pool,
+    kinds.AdaptiveAvgPool: _adaptive_avg_pool,
+    kinds.Normalization: _normalization,
+    kinds.Pad: _pad,
+}
 
 
 def unsupported(net):
@@ -240,4 +260,3 @@ def unsupported(net):
     if net.loss is not None and net.loss not in formulas.LOSSES:
         missing.append(f"loss {net.loss!r}")
     return missing
-

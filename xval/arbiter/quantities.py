@@ -14,6 +14,7 @@ the high-precision values; the trace and the eigenvalues take their contract sou
 
 Values are object arrays of numbers (``mpf``, or ``Bounded`` for the rounding floor); ``kfac_factors`` a pair.
 """
+
 from dataclasses import dataclass
 from typing import Callable
 
@@ -251,12 +252,12 @@ def kfac_layer(net, l):
     owner = net.owner(l)
     position = next(i for i, layer in enumerate(net.layers) if layer is owner)  # records with arrays: no ==, only is
     uses = sum(1 for layer in net.layers if set(parameter_indices(layer)) & set(net.groups[l]))
-    if len(net.shapes[position]) != 1 or not isinstance(owner.bias, int) or uses > 1 \
-            or len(net.groups[l]) != 2:
+    if len(net.shapes[position]) != 1 or not isinstance(owner.bias, int) or uses > 1 or len(net.groups[l]) != 2:
         raise UnsupportedNetworkError(
             f"kfac_factors(l={l}): layer {l} is {describe(owner, net)} on samples of shape {net.shapes[position]}; "
             "Kronecker factors are defined for a Dense layer with its own trainable weight and bias, used once, on "
-            f"(N, D) inputs (A over [z; 1], {fan[0] + 1} entries)")
+            f"(N, D) inputs (A over [z; 1], {fan[0] + 1} entries)"
+        )
     return position
 
 
@@ -273,8 +274,7 @@ def _kfac_factors(problem, quantity):
         B = []
         for f in outputs:
             adjoints = run.tape.backward(f) if isinstance(f, Var) else [None] * len(run.tape.parents)
-            B.append([_or(adjoints[node.index], problem.zero) if isinstance(node, Var) else problem.zero
-                      for node in s])
+            B.append([_or(adjoints[node.index], problem.zero) if isinstance(node, Var) else problem.zero for node in s])
         B = np.array(B, dtype=object)
         G = _add(G, B.T @ (_loss_hessian(problem, n, outputs) @ B))
     return A / problem.n, problem.reduce(G)
@@ -346,7 +346,7 @@ def _np(net, n, args):
 
 
 def _pp(net, n, args):  # a P x P sum: the running total, the sample's term, their sum and the reduced result
-    return 4 * net.n_params ** 2
+    return 4 * net.n_params**2
 
 
 def _block(net, n, args):
@@ -374,21 +374,21 @@ def _fisher_cells(net, n, args):
 
 
 def _outer_products(net, args):
-    return net.n_params ** 2
+    return net.n_params**2
 
 
 def _ggn_dense(net, args):
-    return (net.output_size + 1) * net.n_params ** 2
+    return (net.output_size + 1) * net.n_params**2
 
 
 def _eigen_once(net, args):  # two Rayleigh-Ritz steps on 2 (k + 2) columns; all of them: a full eigensolver
     p, k = net.n_params, args["k"]
-    return 10 * p ** 3 if k >= p - 1 else 8 * p * p * (k + 2)
+    return 10 * p**3 if k >= p - 1 else 8 * p * p * (k + 2)
 
 
 def _kfac_cells(net, n, args):
     n_in, n_out = net.layer_fan(args["l"])
-    return 2 * ((n_in + 1) ** 2 + n_out ** 2 + net.output_size * n_out) + 2 * net.output_size * net.n_params
+    return 2 * ((n_in + 1) ** 2 + n_out**2 + net.output_size * n_out) + 2 * net.output_size * net.n_params
 
 
 # One home per quantity inside the arbiter: its own way to compute; a quantity without an entry is its contract

@@ -7,6 +7,7 @@ A value that does not depend on the parameters (data, frozen constants, a relu's
 never recorded. The local derivatives come from ``numbers``' elementary rules, nothing else: a network's derivatives
 are whatever the chain rule makes of its forward definition.
 """
+
 import mpmath
 
 from ..errors import XvalError
