@@ -5,7 +5,10 @@ Plain MLPs take the dense paths of ``backprop``, ``hvp`` and ``hessian`` for the
 benchmarks' hot paths); every other network and every curvature quantity comes here.
 """
 
+import numpy as np
+
 from xval import contract
+from xval.network import Network
 from xval.checks import (
     check_count,
     check_data,
@@ -163,7 +166,7 @@ stage_hessian_trace.method = "hessian_diagonal"
 DENSE_EIGEN_PARAMETERS = 2000
 
 
-def top_eigenvalues(net, X, Y, k):
+def top_eigenvalues(net: Network, X: np.ndarray, Y: np.ndarray, k: int) -> np.ndarray:
     """The ``k`` largest eigenvalues of the Hessian, descending: from the dense Hessian up to
     ``DENSE_EIGEN_PARAMETERS`` parameters, else by Lanczos (scipy's ``eigsh``) on exact Hessian-vector products,
     converged to 1e-10 relative or refused."""

@@ -23,7 +23,6 @@ from xval.errors import (
     EngineUnavailableError,
     UnsupportedError,
     UnsupportedNetworkError,  # noqa: F401
-    XvalError,
     check_seed,
 )
 

@@ -4,6 +4,7 @@ and no other module keys a table by a quantity's name or branches on it (an AST 
 import ast
 import os
 
+import numpy as np
 import pytest
 
 from xval import contract, engines
@@ -32,6 +33,25 @@ def test_every_built_in_engine_implements_every_quantity_of_the_contract(engine)
         pytest.skip(str(exc))
     missing = [name for name, quantity in ALL.items() if not quantity.implemented_by(module)]
     assert not missing, f"engine {engine!r} lacks {missing}: a quantity in the contract is one every engine has"
+
+
+@pytest.mark.parametrize("engine", ["manual", "torch", "jax", "arbiter"])
+def test_every_contract_function_has_the_contracts_typed_signature(engine):
+    """``inspect.signature`` of each contract function: ``net`` then the contract's arguments by name, each annotated,
+    and the result annotated (``help(manual.gradient)`` shows what to pass and what comes back)."""
+    import inspect
+
+    try:
+        module = engines.load(engine)
+    except Exception as exc:
+        pytest.skip(str(exc))
+    for name, quantity in ALL.items():
+        signature = inspect.signature(getattr(module, name))
+        assert list(signature.parameters) == ["net", *quantity.parameters], (engine, name, signature)
+        unannotated = [p for p in signature.parameters.values() if p.annotation is inspect.Parameter.empty]
+        assert not unannotated and signature.return_annotation is not inspect.Signature.empty, (engine, name, signature)
+    assert inspect.signature(module.gradient).return_annotation is np.ndarray
+    assert inspect.signature(module.loss).return_annotation is float
 
 
 def _keyed_by_name(tree):

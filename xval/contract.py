@@ -15,6 +15,7 @@ engine's function.
 """
 
 import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -590,5 +591,24 @@ def _plain(spec, staged, to_numpy):
 
     plain.__name__ = plain.__qualname__ = spec.name
     plain.__doc__ = f"``{spec.signature}``: {spec.returns}. (``to_numpy`` of ``stage_{spec.name}``, checked finite.)"
+    plain.__signature__ = signature(spec)
     plain.__wrapped__ = staged
-    return checks.finite_result(functools.wraps(plain, assigned=("__name__", "__qualname__", "__doc__"))(plain))
+    return checks.finite_result(plain)
+
+
+# The type of each argument of the contract, by argument name.
+ARGUMENT_TYPES = {"X": np.ndarray, "Y": np.ndarray, "v": np.ndarray, "l": int, "m": int, "k": int}
+
+
+def signature(spec):
+    """The typed ``inspect.Signature`` of the contract function ``spec`` (a ``Quantity``): ``net`` a ``Network``,
+    the arrays ``np.ndarray``, layer indices and ``k`` ``int``; a scalar result ``float``, a pair a tuple."""
+    from .network import Network
+
+    parameters = [inspect.Parameter("net", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Network)]
+    parameters += [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=ARGUMENT_TYPES[name])
+        for name in spec.parameters
+    ]
+    result = float if spec.axes == () else tuple[np.ndarray, np.ndarray] if spec.axes is None else np.ndarray
+    return inspect.Signature(parameters, return_annotation=result)

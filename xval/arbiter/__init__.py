@@ -313,6 +313,7 @@ def _contract_function(quantity):
     function.__doc__ = (
         f"``{quantity.signature}``: {quantity.returns}; correctly rounded from the checked high precision."
     )
+    function.__signature__ = contract.signature(quantity)
     return function
 
 
