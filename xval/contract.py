@@ -14,7 +14,6 @@ own arrays) or only the plain function; ``complete(namespace, to_numpy)`` makes 
 engine's function.
 """
 
-import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Optional
