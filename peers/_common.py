@@ -23,7 +23,7 @@ from xval.errors import (
     EngineUnavailableError,
     UnsupportedError,
     UnsupportedNetworkError,  # noqa: F401
-    XvalError,
+    XvalError,  # noqa: F401
     check_seed,
 )
 
