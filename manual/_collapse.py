@@ -27,8 +27,8 @@ def collapse_linear(net):
         listed = ", ".join(f"layer {layer} is {name!r}" for layer, name in others)
         raise NotLinearError(
             f"collapse_linear needs every activation to be 'identity', but {listed}; a non-linear activation makes the "
-            "network more than one affine map, so it cannot be collapsed (build the network with activations='identity' "
-            "and an 'identity' output)"
+            "network more than one affine map, so it cannot be collapsed (build the network with "
+            "activations='identity' and an 'identity' output)"
         )
     W, b = net.weights[0], net.biases[0]
     for w_next, b_next in zip(net.weights[1:], net.biases[1:]):

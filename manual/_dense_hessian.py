@@ -6,7 +6,8 @@ and ``G_l = d^2 loss / d a_l d a_l``, backpropagated as
     G_last = D H_loss D + diag(f''(a) * dloss/dy_hat),   G_l = D_l W_{l+1}^T G_{l+1} W_{l+1} D_l + diag(f_l''(a_l) * W_{l+1}^T delta_{l+1})
 
 with ``D_l = diag(f_l'(a_l))``. The parameters of layer ``l`` are ``W_l`` row-major (index ``(p, q)``), then ``b_l``
-(index ``p``). For ``l <= m``, with ``K = dz_m / da_l`` and ``J = da_m / da_l = W_m K`` (``K = D_l`` when ``m = l + 1``):
+(index ``p``). For ``l <= m``, with ``K = dz_m / da_l`` and ``J = da_m / da_l = W_m K`` (``K = D_l`` when
+``m = l + 1``):
 
     d2 loss / dW_l[p,q] dW_m[j,i] = z_l[q] * ( (G_m J)[j,p] z_m[i] + delta_m[j] K[i,p] )     (l < m)
     d2 loss / dW_l[p,q] dW_l[j,i] = z_l[q] * G_l[p,j] z_l[i]                                  (l = m: G_l kron z_l z_l^T)

@@ -7,7 +7,8 @@ layer) at the current parameters. Applying ``R`` to the forward pass and to back
     R delta_last = f''(a) R a * g + f'(a) * (H_loss (f'(a) R a))                  (g = dloss/dy_hat)
     R delta_l = f_l''(a_l) R a_l * (W_{l+1}^T delta_{l+1}) + f_l'(a_l) * (V_{l+1}^T delta_{l+1} + W_{l+1}^T R delta_{l+1})
 
-and ``H v = R{grad E}`` is, per layer, ``(1/N) sum_n (R delta_l z_l^T + delta_l R z_l^T)`` and ``(1/N) sum_n R delta_l``.
+and ``H v = R{grad E}`` is, per layer, ``(1/N) sum_n (R delta_l z_l^T + delta_l R z_l^T)`` and
+``(1/N) sum_n R delta_l``.
 """
 
 from xval.checks import check_data, check_direction

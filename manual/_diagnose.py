@@ -91,17 +91,20 @@ class Diagnosis:
         percent = lambda value: "-" if value is None else f"{100 * value:.0f}%"  # noqa: E731
         lines = [
             f"diagnose: {self.network}",
-            f"  N = {self.n_samples} samples, loss E = {self.loss:.6g}, largest input feature RMS = {self.input_rms:.3g}",
-            f"  {'layer':>5}  {'activation':<10} {'width':>5}  {'saturated':>9}  {'dead':>5}  {'|dE/dtheta_l|':>13}  {'weight scale':>12}",
+            f"  N = {self.n_samples} samples, loss E = {self.loss:.6g}, "
+            f"largest input feature RMS = {self.input_rms:.3g}",
+            f"  {'layer':>5}  {'activation':<10} {'width':>5}  {'saturated':>9}  {'dead':>5}  "
+            f"{'|dE/dtheta_l|':>13}  {'weight scale':>12}",
         ]
         for r in self.layers:
             lines.append(
-                f"  {r.layer:>5}  {r.activation:<10} {r.width:>5}  {percent(r.saturated_fraction):>9}  {percent(r.dead_fraction):>5}"
-                f"  {r.gradient_norm:>13.3e}  {r.weight_scale:>12.3g}"
+                f"  {r.layer:>5}  {r.activation:<10} {r.width:>5}  {percent(r.saturated_fraction):>9}  "
+                f"{percent(r.dead_fraction):>5}  {r.gradient_norm:>13.3e}  {r.weight_scale:>12.3g}"
             )
         converged = "converged" if self.power_converged else "NOT converged"
         lines.append(
-            f"  lambda_max = {self.lambda_max:.6g} (power iteration on hvp, {self.power_iterations} products, {converged})"
+            f"  lambda_max = {self.lambda_max:.6g} (power iteration on hvp, "
+            f"{self.power_iterations} products, {converged})"
         )
         lr = "not given" if self.lr is None else f"{self.lr:.6g}"
         lines.append(f"  stable step: lr < 2 / lambda_max = {self.stable_lr:.6g}; lr = {lr}")
@@ -223,8 +226,8 @@ def _findings(reports, input_rms, lam, stable_lr, lr):
                 Finding(
                     "dead",
                     r.layer,
-                    f"{100 * r.dead_fraction:.0f}% of the relu units are dead (a <= 0 on every sample): their gradient is "
-                    "exactly zero, so gradient descent can never revive them",
+                    f"{100 * r.dead_fraction:.0f}% of the relu units are dead (a <= 0 on every sample): "
+                    "their gradient is exactly zero, so gradient descent can never revive them",
                     "re-initialise with small positive biases and the N(0, 2/n_in) (He) scale, lower the learning rate "
                     "(large steps push biases negative), or change the activation (softplus, or a leaky relu)",
                 )
@@ -239,7 +242,8 @@ def _findings(reports, input_rms, lam, stable_lr, lr):
                 Finding(
                     "vanishing",
                     0,
-                    f"the gradient vanishes across depth: ||dE/dtheta_0|| / ||dE/dtheta_{len(reports) - 1}|| = {ratio:.2e}, "
+                    "the gradient vanishes across depth: "
+                    f"||dE/dtheta_0|| / ||dE/dtheta_{len(reports) - 1}|| = {ratio:.2e}, "
                     "so the first layers barely move",
                     "rescale the initialisation so every layer keeps the signal's variance (N(0, 1/n_in) for tanh, "
                     "N(0, 2/n_in) for relu), change saturating activations to relu, or use fewer layers",
@@ -250,8 +254,10 @@ def _findings(reports, input_rms, lam, stable_lr, lr):
                 Finding(
                     "exploding",
                     0,
-                    f"the gradient explodes across depth: ||dE/dtheta_0|| / ||dE/dtheta_{len(reports) - 1}|| = {ratio:.2e}",
-                    "rescale the initialisation down to N(0, 1/n_in), lower the learning rate, or clip the gradient norm",
+                    "the gradient explodes across depth: "
+                    f"||dE/dtheta_0|| / ||dE/dtheta_{len(reports) - 1}|| = {ratio:.2e}",
+                    "rescale the initialisation down to N(0, 1/n_in), lower the learning rate, "
+                    "or clip the gradient norm",
                 )
             )
     if lr is not None and lam > 0.0:
@@ -263,8 +269,8 @@ def _findings(reports, input_rms, lam, stable_lr, lr):
                     f"lr = {lr:.4g} is above the stable bound 2 / lambda_max = {stable_lr:.4g} (lr * lambda_max = "
                     f"{lr * lam:.3g} > 2): along the top Hessian eigenvector each step multiplies the error by "
                     f"{1 - lr * lam:.3g}, so the loss oscillates or diverges",
-                    f"lower the learning rate below {stable_lr:.4g}, e.g. lr = 1 / lambda_max = {1 / lam:.4g}; normalising "
-                    "the inputs also lowers lambda_max",
+                    f"lower the learning rate below {stable_lr:.4g}, e.g. lr = 1 / lambda_max = {1 / lam:.4g}; "
+                    "normalising the inputs also lowers lambda_max",
                 )
             )
         elif lr < SMALL_LR_FRACTION * stable_lr:
@@ -272,8 +278,8 @@ def _findings(reports, input_rms, lam, stable_lr, lr):
                 Finding(
                     "lr_too_small",
                     None,
-                    f"lr = {lr:.4g} is below {SMALL_LR_FRACTION:g} x the stable bound 2 / lambda_max = {stable_lr:.4g}: "
-                    "each step moves much less than the curvature allows",
+                    f"lr = {lr:.4g} is below {SMALL_LR_FRACTION:g} x the stable bound "
+                    f"2 / lambda_max = {stable_lr:.4g}: each step moves much less than the curvature allows",
                     f"raise the learning rate towards 1 / lambda_max = {1 / lam:.4g}",
                 )
             )

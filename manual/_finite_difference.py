@@ -27,7 +27,8 @@ def check_step(eps, dtype):
     lowest = SMALLEST_STEP_EPSILONS * float(np.finfo(dtype).eps)
     if not lowest <= eps <= LARGEST_STEP:
         raise ArgumentError(
-            f"eps is {eps!r}, outside the steps that estimate a derivative in {dtype.name}: [{lowest:.3g}, {LARGEST_STEP:g}] "
+            f"eps is {eps!r}, outside the steps that estimate a derivative in {dtype.name}: "
+            f"[{lowest:.3g}, {LARGEST_STEP:g}] "
             f"(smaller steps are lost to rounding, larger ones measure a secant); pass eps=None for {default:g}"
         )
     return float(eps)

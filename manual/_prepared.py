@@ -24,8 +24,8 @@ _MODELS = weakref.WeakKeyDictionary()
 @dataclass(frozen=True, eq=False)
 class Model:
     """A network in the library ``lib`` (namespace ``xp``): ``weights[l]`` ``(n_{l+1}, n_l)``, ``weights_t[l]`` its
-    transpose, ``shapes[l]`` its shape, ``biases[l]``, ``acts[l]`` (``Activation``), ``loss`` (``Loss``), ``sizes`` ``[n_0, ..., n_L]``,
-    ``counts[l] = P_l`` and ``bounds[l] = (start, split, end)``: layer ``l``'s weights are entries
+    transpose, ``shapes[l]`` its shape, ``biases[l]``, ``acts[l]`` (``Activation``), ``loss`` (``Loss``), ``sizes``
+    ``[n_0, ..., n_L]``, ``counts[l] = P_l`` and ``bounds[l] = (start, split, end)``: layer ``l``'s weights are entries
     ``start:split`` of the parameter vector, its biases ``split:end``."""
 
     lib: arrays.Library

@@ -311,8 +311,8 @@ class Sequence:
         step = self.steps[steps[0]]
         if len(steps) != 1 or step.positions or not (step.train_weight and step.train_bias) or self.tied:
             raise UnsupportedNetworkError(
-                f"kfac_factors: layer {l} must be one Dense layer on (N, n_in) inputs with a trainable weight and bias, "
-                "used once (its Kronecker factors are over [x; 1] and the layer's outputs)"
+                f"kfac_factors: layer {l} must be one Dense layer on (N, n_in) inputs with a trainable weight "
+                "and bias, used once (its Kronecker factors are over [x; 1] and the layer's outputs)"
             )
         return steps[0]
 

@@ -1,8 +1,8 @@
 """Elementwise activations: each one is ``f``, ``f'`` and ``f''`` side by side.
 
 Adding an activation means adding one ``Activation`` record here, its definition in ``xval/definitions.py``
-and one line in each reference engine's ``activations.py``. Every formula is written to stay finite, without overflow warnings,
-for large ``|x|`` (checked at ``|x| = 1000``).
+and one line in each reference engine's ``activations.py``. Every formula is written to stay finite, without overflow
+warnings, for large ``|x|`` (checked at ``|x| = 1000``).
 """
 
 from dataclasses import dataclass

@@ -185,8 +185,8 @@ def _compat(name):
         return importlib.import_module(f"array_api_compat.{name}")
     except ImportError:
         raise ConfigError(
-            f"XVAL_ARRAY={name} needs array-api-compat, which is not installed; install it (pip install array-api-compat, "
-            "or the project's 'arrays' extra) or use XVAL_ARRAY=numpy"
+            f"XVAL_ARRAY={name} needs array-api-compat, which is not installed; install it "
+            "(pip install array-api-compat, or the project's 'arrays' extra) or use XVAL_ARRAY=numpy"
         ) from None
 
 
@@ -206,8 +206,8 @@ def _build(name, device_choice):
     if name in ("numpy", "array_api_strict"):
         if device_choice == "cuda":
             raise ConfigError(
-                f"XVAL_ARRAY={name} runs on the CPU but XVAL_DEVICE=cuda; use XVAL_ARRAY=cupy or XVAL_ARRAY=torch for the "
-                "GPU, or XVAL_DEVICE=cpu"
+                f"XVAL_ARRAY={name} runs on the CPU but XVAL_DEVICE=cuda; "
+                "use XVAL_ARRAY=cupy or XVAL_ARRAY=torch for the GPU, or XVAL_DEVICE=cpu"
             )
         if name == "numpy":
             return Library("numpy", np, np, "cpu", "cpu")

@@ -52,7 +52,8 @@ def _sign_shift(net, layer):
     shift = get_activation(name).sign_shift
     if shift is None:
         raise NoSignSymmetryError(
-            f"layer {layer} uses {name!r}, which has no sign-flip symmetry ({name}(-a) is not c - {name}(a)); sign flips "
+            f"layer {layer} uses {name!r}, which has no sign-flip symmetry "
+            f"({name}(-a) is not c - {name}(a)); sign flips "
             f"exist for: {', '.join(sign_flip_names())}. Permutations (permute_units, orbit(..., signs=False)) "
             "work for every activation"
         )

@@ -23,6 +23,7 @@ from xval.errors import (
     EngineUnavailableError,
     UnsupportedError,
     UnsupportedNetworkError,  # noqa: F401
+    XvalError,  # noqa: F401
     check_seed,
 )
 

@@ -78,7 +78,8 @@ def main():
         print(f"width {width}: block {nbytes / 1e9:.3f} GB")
         for what, (median, least) in rows(width).items():
             print(
-                f"  {what:<34} median {median * 1e3:8.3f} ms  min {least * 1e3:8.3f} ms  {nbytes / median / 1e12:5.2f} TB/s"
+                f"  {what:<34} median {median * 1e3:8.3f} ms  "
+                f"min {least * 1e3:8.3f} ms  {nbytes / median / 1e12:5.2f} TB/s"
             )
 
 

@@ -66,6 +66,6 @@ if __name__ == "__main__":
             ratio = row["peak"] / row["estimate"] if row["estimate"] else float("nan")
             print(
                 f"{row['engine']:<7} {row['quantity']:<21} {'x'.join(map(str, row['sizes'])):<13} N={row['N']:<4} "
-                f"l,m={row['l']},{row['m']}  peak {row['peak'] / 2**20:8.1f} MiB  estimate {row['estimate'] / 2**20:8.1f} MiB  "
-                f"peak/estimate {ratio:.2f}"
+                f"l,m={row['l']},{row['m']}  peak {row['peak'] / 2**20:8.1f} MiB  "
+                f"estimate {row['estimate'] / 2**20:8.1f} MiB  peak/estimate {ratio:.2f}"
             )

@@ -96,7 +96,8 @@ def pytest_configure(config):
 
 
 class _XdistReportDir:
-    """Hands the report folder to xdist workers (registered only when pytest-xdist is installed: the hook is xdist's)."""
+    """Hands the report folder to xdist workers (registered only when pytest-xdist is installed: the hook is
+    xdist's)."""
 
     def pytest_configure_node(self, node):
         node.workerinput["xval_report_dir"] = node.config._xval_report_dir

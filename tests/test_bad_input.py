@@ -63,7 +63,8 @@ def test_unknown_activation_lists_the_valid_ones():
 def test_unknown_loss_lists_the_valid_ones():
     with pytest.raises(
         manual.UnknownNameError,
-        match="unknown loss 'hinge'; valid losses are: bce_with_logits, cross_entropy, mean_bce_with_logits, mean_squared_error, mse, nll, squared_error",
+        match="unknown loss 'hinge'; valid losses are: bce_with_logits, cross_entropy, mean_bce_with_logits, "
+        "mean_squared_error, mse, nll, squared_error",
     ):
         manual.Network.random([3, 4, 2], "tanh", "hinge")
 
@@ -210,7 +211,8 @@ def test_random_network_sizes_must_be_widths(sizes):
     with pytest.raises(
         manual.ShapeError,
         match=re.escape(
-            f"sizes is {sizes!r}, but it must list at least an input and an output width, all whole numbers >= 1; e.g. sizes=[4, 16, 3]"
+            f"sizes is {sizes!r}, but it must list at least an input and an output width, all whole numbers >= 1; "
+            "e.g. sizes=[4, 16, 3]"
         ),
     ):
         manual.Network.random(sizes)
@@ -329,7 +331,8 @@ class TestDataErrors:
         with pytest.raises(
             manual.ShapeError,
             match=re.escape(
-                "X has shape (3,), expected (N, 3) with N >= 1 for input width n_0 = 3; for one sample use X.reshape(1, 3)"
+                "X has shape (3,), expected (N, 3) with N >= 1 for input width n_0 = 3; "
+                "for one sample use X.reshape(1, 3)"
             ),
         ):
             call(engine_name, function, small_net(), np.ones(3), Y)
@@ -340,7 +343,8 @@ class TestDataErrors:
         with pytest.raises(
             manual.ShapeError,
             match=re.escape(
-                "X has shape (0, 3), expected (N, 3) with N >= 1 for input width n_0 = 3; X holds no samples, pass at least one row"
+                "X has shape (0, 3), expected (N, 3) with N >= 1 for input width n_0 = 3; "
+                "X holds no samples, pass at least one row"
             ),
         ):
             call(engine_name, function, small_net(), X, Y)

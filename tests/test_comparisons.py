@@ -147,7 +147,8 @@ def check_against_arbiter(problem, call, name, values, rtol, dtype, record_error
     if not error <= rtol:
         judged = verdict.judge(call, {name: values}, rtol, dtype)
         assert judged.decided and not judged.wrong, (
-            f"{call.label} {name} vs arbiter on {problem.name}: relative error {error:.3g} > {rtol:.1g}\n{judged.text()}"
+            f"{call.label} {name} vs arbiter on {problem.name}: relative error {error:.3g} > {rtol:.1g}\n"
+            f"{judged.text()}"
         )
     record_error(call.quantity.name, name, problem.name, error, against="arbiter")
 

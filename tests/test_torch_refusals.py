@@ -285,7 +285,8 @@ def test_buffers_other_than_batch_norm_statistics_are_refused():
     [
         (
             lambda: nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)),
-            r"module 1 \(BatchNorm1d\) is in train mode: it normalises with each batch's statistics.*call model.eval\(\)",
+            r"module 1 \(BatchNorm1d\) is in train mode: "
+            r"it normalises with each batch's statistics.*call model.eval\(\)",
         ),
         (
             lambda: nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3, track_running_stats=False)).eval(),

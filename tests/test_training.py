@@ -195,7 +195,8 @@ def test_saturated_sigmoids_from_a_huge_initialisation():
         assert scale > LARGE_WEIGHT_SCALE
         assert report.layers[finding.layer].weight_scale == pytest.approx(scale, rel=1e-12)
         assert finding.remedy.startswith(
-            f"rescale the initialisation: W_{finding.layer} is {scale:.3g}x the N(0, 1/n_in) scale, use W ~ N(0, 1/n_in)"
+            f"rescale the initialisation: W_{finding.layer} is {scale:.3g}x the N(0, 1/n_in) scale, "
+            "use W ~ N(0, 1/n_in)"
         ), finding.remedy
     # the stall: at the same step size relative to the curvature, the hidden layers hardly move
     trained, _ = manual.train(net, X, Y, 1.0 / report.lambda_max, 100)

@@ -31,7 +31,8 @@ def hessian(net, X, Y):
 
 
 def test_the_floor_of_a_cancelling_sum_is_the_size_of_its_terms():
-    """(1 + 1e-20) - 1 is 1e-20, but float64 cannot tell it from 0 or 2.2e-16: its floor is about u * 1, not u * 1e-20."""
+    """(1 + 1e-20) - 1 is 1e-20, but float64 cannot tell it from 0 or 2.2e-16: its floor is about u * 1,
+    not u * 1e-20."""
     unit = 2.0**-53
     with mpmath.workdps(40):
         one = numbers.Bounded(mpmath.mpf(1), mpmath.mpf(0), unit)

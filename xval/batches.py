@@ -65,7 +65,8 @@ def _batches(n_samples, batch_size, steps, seed):
 
 
 def check_training_arguments(net, X, Y, lr, steps, batch_size=None, seed=0):
-    """``(X, Y, lr)``: the data validated for ``net`` and ``lr`` as a float; errors for a learning rate, step count, batch size or seed that cannot work."""
+    """``(X, Y, lr)``: the data validated for ``net`` and ``lr`` as a float; errors for a learning rate, step count,
+    batch size or seed that cannot work."""
     X, Y = check_data(net, X, Y)
     check_positive(
         "lr", lr, "pass a learning rate below the stable bound 2 / lambda_max that manual.diagnose(net, X, Y) reports"

@@ -73,7 +73,8 @@ def check_data(net, X, Y):
         raise ShapeError(f"Y has shape {Y.shape}, expected {_sample_shape(shape)}{hint} for {what}")
     if Y.shape[0] != X.shape[0]:
         raise ShapeError(
-            f"X has {X.shape[0]} samples (shape {X.shape}) but Y has {Y.shape[0]} (shape {Y.shape}); pass one target row per sample"
+            f"X has {X.shape[0]} samples (shape {X.shape}) but Y has {Y.shape[0]} (shape {Y.shape}); "
+            "pass one target row per sample"
         )
     Y = cast_finite("Y", Y, net.dtype)
     if spec.check_targets is not None:

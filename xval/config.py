@@ -180,7 +180,8 @@ def array_library(env=None):
 
 
 def arbiter_digits(env=None):
-    """The arbiter's precision in decimal digits from ``XVAL_ARBITER_DIGITS`` (default 40), a whole number in 20..1000."""
+    """The arbiter's precision in decimal digits from ``XVAL_ARBITER_DIGITS`` (default 40), a whole number in
+    20..1000."""
     raw = _read(env, "XVAL_ARBITER_DIGITS", "40")
     low, high = ARBITER_DIGITS
     value = _whole_number(raw)

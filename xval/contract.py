@@ -274,8 +274,9 @@ class Quantity:
         return int(np.prod(shape))
 
     def calls(self, problem, every_block=False):
-        """The calls of this quantity on ``problem``: one, or one per layer (pair) for the layer quantities (every
-        layer or pair when ``every_block``, else the problem's ``block``, by default the same-layer block of layer 1)."""
+        """The calls of this quantity on ``problem``: one, or one per layer (pair) for the layer quantities
+        (every layer or pair when ``every_block``, else the problem's ``block``, by default the same-layer block of
+        layer 1)."""
         n = problem.X.shape[0]
         values = {"X": problem.X, "Y": problem.Y, "v": problem.v, "k": min(problem.k, problem.net.n_params)}
         if not self.layers:
@@ -533,7 +534,8 @@ FINITE_DIFFERENCE_GRADIENT = Quantity(
 
 
 def quantity(name):
-    """The contract's ``Quantity`` called ``name`` (or the finite-difference oracle); an error listing the valid names."""
+    """The contract's ``Quantity`` called ``name`` (or the finite-difference oracle); an error listing the valid
+    names."""
     from .errors import unknown_name
 
     if name == FINITE_DIFFERENCE_GRADIENT.name:
@@ -567,8 +569,8 @@ def derive(call, value_of):
 def complete(namespace, to_numpy):
     """Give the engine module whose globals are ``namespace`` a plain contract function for every ``stage_<name>``
     it defines without one: ``name(net, *arguments)`` returns ``to_numpy(stage_<name>(net, *arguments)())`` as
-    numpy in the network's dtype (a float for a scalar quantity), after checking that it is finite (``checks.finite_result``:
-    an ``OverflowResultError`` naming the layer otherwise). Returns the names it added."""
+    numpy in the network's dtype (a float for a scalar quantity), after checking that it is finite
+    (``checks.finite_result``: an ``OverflowResultError`` naming the layer otherwise). Returns the names it added."""
     added = []
     for spec in list(_ALL.values()) + [FINITE_DIFFERENCE_GRADIENT]:
         staged = namespace.get(f"stage_{spec.name}")

@@ -208,7 +208,8 @@ def load(spec):
     module = _module(spec)
     if not implemented(module):
         raise EngineImportError(
-            f"engine {spec!r} ({getattr(module, '__file__', module.__name__)}) exposes none of the contract's functions "
+            f"engine {spec!r} ({getattr(module, '__file__', module.__name__)}) "
+            "exposes none of the contract's functions "
             f"({', '.join(contract.QUANTITIES)}); define at least one, e.g. def gradient(net, X, Y): ..."
         )
     return module

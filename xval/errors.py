@@ -110,7 +110,8 @@ def check_non_negative(name, value, fix):
 
 
 def check_whole(name, value, minimum, fix):
-    """Raise ``ArgumentError`` unless ``value`` is a whole number ``>= minimum`` (``5`` or ``5.0``); ``fix`` says what to pass."""
+    """Raise ``ArgumentError`` unless ``value`` is a whole number ``>= minimum`` (``5`` or ``5.0``); ``fix`` says
+    what to pass."""
     if not (is_real_number(value) and _finite(value) and float(value).is_integer() and value >= minimum):
         raise ArgumentError(f"{name} is {value!r}, but it must be a whole number >= {minimum}; {fix}")
 

@@ -70,7 +70,8 @@ def check(nbytes, what, detail="", env=None, available=None):
     if allowed is not None and nbytes > allowed:
         detail = f": {detail}" if detail else ""
         raise MemoryGuardError(
-            f"{what} needs {nbytes} bytes ({_human(nbytes)}{detail}), but only {reason}; use a smaller network or batch, "
+            f"{what} needs {nbytes} bytes ({_human(nbytes)}{detail}), but only {reason}; "
+            "use a smaller network or batch, "
             "compute single blocks with hessian_block, use hvp (which never forms the Hessian), "
             "or raise XVAL_MAX_BYTES if it is set too low"
         )

@@ -236,7 +236,8 @@ class Network:
             )
         if not (is_real_number(weight_scale) and np.isfinite(weight_scale)):
             raise ArgumentError(
-                f"weight_scale is {weight_scale!r}, but it must be a finite number; 1.0 gives the N(0, 1/n_in) initialisation"
+                f"weight_scale is {weight_scale!r}, but it must be a finite number; "
+                "1.0 gives the N(0, 1/n_in) initialisation"
             )
         seed = check_seed("seed", seed)
         sizes = [int(s) for s in sizes]
@@ -410,7 +411,8 @@ class Network:
         return next(layer for layer in self._layers if first in parameter_indices(layer))
 
     def parameter_names(self):
-        """``[(l, name, shape)]`` per parameter tensor in the contract's order: ``(0, "W", (8, 4))``, ``(0, "b", (8,))``."""
+        """``[(l, name, shape)]`` per parameter tensor in the contract's order: ``(0, "W", (8, 4))``,
+        ``(0, "b", (8,))``."""
         names = []
         for l, group in enumerate(self._groups):
             owner = self.owner(l)

@@ -67,7 +67,10 @@ class Verdict:
         if self.note:
             return f"arbiter: no verdict ({self.note})"
         if self.wrong:
-            return f"arbiter: {', '.join(self.wrong)} {'is' if len(self.wrong) == 1 else 'are'} wrong (beyond the rounding floor)"
+            return (
+                f"arbiter: {', '.join(self.wrong)} {'is' if len(self.wrong) == 1 else 'are'} wrong "
+                "(beyond the rounding floor)"
+            )
         if self.lost_digits:
             return (
                 f"arbiter: below the rounding floor; {', '.join(self.lost_digits)} lost digits that float64 cannot "
