@@ -107,7 +107,26 @@ WIDTH_LIMITS = {
     "empirical_fisher": 32,
     "ggn": 32,
 }
-WIDTH_STARTS = {"finite_difference_gradient": 2, "hessian": 2, "output_jacobian": 2, "empirical_fisher": 2, "ggn": 2}
+WIDTH_STARTS = {
+    "finite_difference_gradient": 2,
+    "hessian": 2,
+    "output_jacobian": 2,
+    "empirical_fisher": 2,
+    "ggn": 2,
+    "ggn_diagonal": 2,  # two decades below the references' limit (reference_diagonals)
+    "hessian_diagonal": 2,
+}
+
+
+def reference_diagonals(limit):
+    """Engine limits: the references read a diagonal off ``P`` unit-vector products (torch 64 at a time, jax one at
+    a time), minutes a call at ``|W|`` of 10^4 (torch's GGN diagonal of the channels-16 network: over 100 s), so they
+    stop at ``limit``."""
+    return {
+        (quantity, engine): limit for quantity in ("hessian_diagonal", "ggn_diagonal") for engine in ("torch", "jax")
+    }
+
+
 DEFAULT = (
     Sweep(
         "width",
@@ -122,6 +141,7 @@ DEFAULT = (
             ("hessian_diagonal", "backpack"): 64,
             ("kfac_factors", "curvlinops"): 64,
             ("ggnvp", "curvlinops"): 256,
+            **reference_diagonals(32),
         },
     ),
     Sweep(
@@ -133,6 +153,8 @@ DEFAULT = (
             ("hessian_block", "curvlinops"): 8,
             ("hessian", "torch"): 4,
             ("hessian_diagonal", "backpack"): 16,
+            ("output_jacobian", "torch"): 16,
+            **reference_diagonals(4),
         },
     ),
     Sweep(
@@ -141,6 +163,7 @@ DEFAULT = (
         (2, 4, 8, 16, 32, 64),
         quantities=CONV_QUANTITIES,
         limits={"per_sample_gradients": 32, "hessian_diagonal": 16},
+        engine_limits=reference_diagonals(4),
     ),
 )
 
