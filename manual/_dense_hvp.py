@@ -27,15 +27,8 @@ def split_direction(model, v):
     ]
 
 
-def hvp_values(model, X, Y, direction):
-    """``H v``, ``(P,)`` in the model's library, written once: one forward and one backward R-pass along
-    ``direction = split_direction(model, v)``."""
-    xp, lib = model.xp, model.lib
-    last = model.n_layers - 1
-    z, d1, a = forward_values(model, X, keep_pre=True)
-    delta = backward_values(model, z, d1, Y)
-
-    # Forward R-pass (R z_0 = 0, so layer 0 has no W R z term).
+def _forward_r_pass(model, z, d1, direction):
+    """``(R a_l, R z_l)`` per layer along ``direction`` (``R z_0 = 0``, so layer 0 has no ``W R z`` term)."""
     Ra, Rz = [], [None]
     for l, ((V, vb), wT) in enumerate(zip(direction, model.weights_t)):
         Ra_l = z[l] @ V.T
@@ -44,6 +37,17 @@ def hvp_values(model, X, Y, direction):
         Ra_l += vb
         Ra.append(Ra_l)
         Rz.append(d1[l] * Ra_l)
+    return Ra, Rz
+
+
+def hvp_values(model, X, Y, direction):
+    """``H v``, ``(P,)`` in the model's library, written once: one forward and one backward R-pass along
+    ``direction = split_direction(model, v)``."""
+    xp, lib = model.xp, model.lib
+    last = model.n_layers - 1
+    z, d1, a = forward_values(model, X, keep_pre=True)
+    delta = backward_values(model, z, d1, Y)
+    Ra, Rz = _forward_r_pass(model, z, d1, direction)
 
     # Backward R-pass.
     Rdelta = [None] * model.n_layers
@@ -77,10 +81,30 @@ def hvp_values(model, X, Y, direction):
     return out
 
 
-def _prepared(net, X, Y, v):
+def ggnvp_values(model, X, Y, direction):
+    """``G v = (1/N) sum_n J_n^T Lambda_n J_n v``, ``(P,)``: the forward R-pass gives ``J v`` (``R y``), and one
+    backprop of ``Lambda R y`` gives ``J^T`` of it: the R-operator without its second-order terms (no ``f''``, no
+    ``V^T delta``, no ``delta R z^T``), one forward and two passes' work, never forming ``G``."""
+    xp, lib = model.xp, model.lib
+    last = model.n_layers - 1
+    z, d1, _ = forward_values(model, X)
+    _, Rz = _forward_r_pass(model, z, d1, direction)
+    back = d1[last] * model.loss.hessian_times(z[-1], Y, Rz[-1], xp)  # d/da_last of <Lambda J v, y>
+    n = X.shape[0]
+    out = lib.empty((model.n_params,), model.dtype)
+    for l in range(last, -1, -1):
+        start, split, end = model.bounds[l]
+        lib.write(out, slice(start, split), "matmul", (back / n).T if n > 1 else back.T, z[l])
+        out[split:end] = xp.sum(back, axis=0) / n if n > 1 else back[0, ...]
+        if l:
+            back = d1[l - 1] * (back @ model.weights[l])
+    return out
+
+
+def _prepared(net, X, Y, v, quantity="hvp"):
     X, Y = check_data(net, X, Y)
     v = check_direction(net, v)
-    guard(net, "hvp", X.shape[0])
+    guard(net, quantity, X.shape[0])
     model, X, Y = prepare(net).data(X, Y)
     return model, X, Y, split_direction(model, model.asarray(v))
 
@@ -98,3 +122,12 @@ def _hvp_estimate(net, n_samples, **args):
 
 
 stage_hvp.estimate = _hvp_estimate
+
+
+def stage_ggnvp(net, X, Y, v):
+    """``ggnvp`` staged: ``(P,)`` as an array of the selected library."""
+    model, X, Y, direction = _prepared(net, X, Y, v, "ggnvp")
+    return model.staged(lambda: ggnvp_values(model, X, Y, direction))
+
+
+stage_ggnvp.estimate = _hvp_estimate  # the same passes, fewer of them
