@@ -2,7 +2,7 @@
 of a small convolutional network (``benchmarks.networks``), each with the quantities it measures and the size each
 goes up to.
 
-The sizes are data about a run, not facts about a quantity: they keep the default run within about four minutes on
+The sizes are data about a run, not facts about a quantity: they keep the default run within about five minutes on
 two cores with the ratio rows (``--quick`` well under one), so each quantity stops where one call costs about a
 second on such a machine. The expected slopes give how fast a series grows, but not its constant (an engine may be
 100x off another at the same slope), so they cannot place a limit alone; the runner also stops a series once a call
