@@ -228,7 +228,9 @@ def models(draw):
         chain.linear(data)
     loss = draw_loss(data, chain)
     refusal = None
-    insertion = data.draw(st.sampled_from([None] * 16 + sorted(UNSUPPORTED)))  # one model in three
+    # one model in three gets an unsupported module, each kind equally often (drawn in two steps: hypothesis favours
+    # a list's first entries, and one flat list left a kind undrawn in 300 examples)
+    insertion = data.draw(st.sampled_from(sorted(UNSUPPORTED))) if data.draw(st.integers(0, 2)) == 0 else None
     if insertion is not None:
         build, refusal = UNSUPPORTED[insertion]
         chain.modules.insert(data.draw(st.integers(0, len(chain.modules))), build(chain))
