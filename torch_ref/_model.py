@@ -14,15 +14,13 @@ tolerance of the comparisons (``tests/test_tf32.py``), so importing this module 
 """
 
 import contextlib
-import importlib
 import warnings
 
 import numpy as np
 import torch
 
-from xval import config, contract, memory
-from xval.checks import check_data, check_inputs, check_memory, check_network
-from xval.contract import QUANTITIES
+from xval import config
+from xval.checks import AutodiffMemory, check_data, check_inputs, check_network, measured, pushes  # noqa: F401
 from xval.errors import ConfigError
 
 from ._activations import LOSSES
@@ -132,69 +130,8 @@ def groups(net, theta):
 # on its own states its factor beside its code (``measured``); the others take the default.
 DEFAULT_PEAK_FACTOR = 4.0
 FIRST_CALL_BYTES = 128 * 2**20
-
-
-def measured(factor):
-    """Decorate a staged function with the peak factor measured for it (``peak_factor``)."""
-
-    def mark(stage):
-        stage.peak_factor = factor
-        return stage
-
-    return mark
-
-
-def pushes(tangents):
-    """Decorate a staged function that pushes at most ``tangents`` tangents at a time (``in_flight``)."""
-
-    def mark(stage):
-        stage.in_flight = tangents
-        return stage
-
-    return mark
-
-
-def _stage(quantity):
-    return getattr(importlib.import_module(__package__), f"stage_{quantity}", None)
-
-
-def peak_factor(quantity):
-    """The factor of this engine's ``stage_<quantity>``: its measured one, else ``DEFAULT_PEAK_FACTOR``."""
-    return getattr(_stage(quantity), "peak_factor", DEFAULT_PEAK_FACTOR)
-
-
-def in_flight(quantity):
-    """How many tangents this engine's ``stage_<quantity>`` pushes at a time (``None``: all of the contract's)."""
-    return getattr(_stage(quantity), "in_flight", None)
-
-
-def memory_estimate(quantity, net, n_samples, **args):
-    """Bytes this engine's call of ``quantity`` (a contract name) needs at its peak: result and working memory."""
-    return sum(
-        memory.peak_parts(
-            QUANTITIES.get(quantity) or contract.quantity(quantity),
-            net,
-            n_samples,
-            args,
-            peak_factor(quantity),
-            FIRST_CALL_BYTES,
-            in_flight(quantity),
-        )
-    )
-
-
-def guard(net, quantity, n_samples, **args):
-    """The memory guard of this engine's call of ``quantity`` (a contract name), before any work."""
-    check_memory(
-        net,
-        contract.quantity(quantity),
-        n_samples,
-        args,
-        peak_factor(quantity),
-        FIRST_CALL_BYTES,
-        engine="torch_ref",
-        in_flight=in_flight(quantity),
-    )
+MEMORY = AutodiffMemory(__package__, "torch_ref", DEFAULT_PEAK_FACTOR, FIRST_CALL_BYTES)
+peak_factor, in_flight, memory_estimate, guard = MEMORY.peak_factor, MEMORY.in_flight, MEMORY.estimate, MEMORY.guard
 
 
 def inputs(net, X, quantity):

@@ -160,6 +160,70 @@ def check_memory(
     )
 
 
+def measured(factor):
+    """Decorate an autodiff engine's staged function with the peak factor measured for it (``AutodiffMemory``)."""
+
+    def mark(stage):
+        stage.peak_factor = factor
+        return stage
+
+    return mark
+
+
+def pushes(tangents):
+    """Decorate an autodiff engine's staged function that pushes at most ``tangents`` tangents at a time."""
+
+    def mark(stage):
+        stage.in_flight = tangents
+        return stage
+
+    return mark
+
+
+class AutodiffMemory:
+    """The memory model of an autodiff engine (``memory.peak_parts``): ``default_factor`` over (tangents x tape +
+    result) plus ``first_call`` bytes, unless its ``stage_<quantity>`` states its own factor (``measured``) or how
+    many tangents it pushes at a time (``pushes``). ``package``: the engine's package, where those functions live."""
+
+    def __init__(self, package, engine, default_factor, first_call):
+        self.package, self.engine = package, engine
+        self.default_factor, self.first_call = default_factor, first_call
+
+    def _stage(self, quantity):
+        import importlib
+
+        return getattr(importlib.import_module(self.package), f"stage_{quantity}", None)
+
+    def peak_factor(self, quantity):
+        """The factor of the engine's ``stage_<quantity>``: its measured one, else the default."""
+        return getattr(self._stage(quantity), "peak_factor", self.default_factor)
+
+    def in_flight(self, quantity):
+        """How many tangents the engine's ``stage_<quantity>`` pushes at a time (``None``: all of the contract's)."""
+        return getattr(self._stage(quantity), "in_flight", None)
+
+    def _parts(self, quantity, net, n_samples, args):
+        from . import contract
+
+        return dict(
+            quantity=contract.quantity(quantity),
+            net=net,
+            n_samples=n_samples,
+            args=args,
+            factor=self.peak_factor(quantity),
+            first_call=self.first_call,
+            in_flight=self.in_flight(quantity),
+        )
+
+    def estimate(self, quantity, net, n_samples, **args):
+        """Bytes the engine's call of ``quantity`` (a contract name) needs at its peak: result and working memory."""
+        return sum(memory.peak_parts(**self._parts(quantity, net, n_samples, args)))
+
+    def guard(self, net, quantity, n_samples, **args):
+        """The memory guard of the engine's call of ``quantity`` (a contract name), before any work."""
+        check_memory(**self._parts(quantity, net, n_samples, args), engine=self.engine)
+
+
 # ---- results: finite inputs whose result overflowed -----------------------------------------------------------
 def _overflow_site(net, X, result):
     """Where a non-finite ``result`` of finite inputs came from: the first layer of an MLP whose pre-activations
