@@ -170,8 +170,6 @@ def top_eigenvalues(net: Network, X: np.ndarray, Y: np.ndarray, k: int) -> np.nd
     """The ``k`` largest eigenvalues of the Hessian, descending: from the dense Hessian up to
     ``DENSE_EIGEN_PARAMETERS`` parameters, else by Lanczos (scipy's ``eigsh``) on exact Hessian-vector products,
     converged to 1e-10 relative or refused."""
-    import numpy as np
-
     check_has_loss(net, "top_eigenvalues")
     k = check_count(net, k)
     X, Y = check_data(net, X, Y)
@@ -185,7 +183,6 @@ def top_eigenvalues(net: Network, X: np.ndarray, Y: np.ndarray, k: int) -> np.nd
 
 
 def _lanczos(net, X, Y, k):
-    import numpy as np
     from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
     from xval.errors import ArgumentError
