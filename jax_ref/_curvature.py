@@ -14,9 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from xval import contract
-from xval.checks import check_direction, check_layer
-from xval.errors import UnsupportedNetworkError
-from xval.layers import parameter_indices
+from xval.checks import check_direction, check_layer, kfac_position
 
 from . import _model as model
 from ._diagonals import diagonal
@@ -143,36 +141,6 @@ def _output_jacobian(arch):
 def stage_output_jacobian(net, X):
     """``output_jacobian`` staged: ``(N, K, P)``, row ``n`` the Jacobian of sample ``n``'s flattened outputs."""
     return model.staged(_output_jacobian, net, model.parameters(net), model.inputs(net, X, "output_jacobian"))
-
-
-def kfac_position(net, l):
-    """The position in ``net.layers`` of the Dense layer of contract layer ``l``, after checking that KFAC is defined
-    for it: its own trainable weight and bias, used by no other layer, on ``(N, n_in)`` inputs."""
-    net.layer_fan(l)  # refuses a layer that is not Dense
-    dense = net.owner(l)
-    position = next(i for i, layer in enumerate(net.layers) if layer is dense)
-    users = [i for i, layer in enumerate(net.layers) if set(parameter_indices(layer)) & set(net.groups[l])]
-    if not (
-        isinstance(dense.weight, int)
-        and isinstance(dense.bias, int)
-        and tuple(net.groups[l]) == (dense.weight, dense.bias)
-    ):
-        raise UnsupportedNetworkError(
-            f"kfac_factors(l={l}): the Kronecker factors need a Dense layer with its own "
-            f"trainable weight and bias; layer {l} has a frozen or absent bias, or a frozen "
-            "weight"
-        )
-    if users != [position]:
-        raise UnsupportedNetworkError(
-            f"kfac_factors(l={l}): layer {l}'s tensors are used by the layers at positions "
-            f"{users} (tied); Kronecker factors are defined for a Dense layer used once"
-        )
-    if len(net.shapes[position]) != 1:
-        raise UnsupportedNetworkError(
-            f"kfac_factors(l={l}): layer {l} takes samples of shape {net.shapes[position]}; "
-            "Kronecker factors are defined for Dense layers on (N, n_in) inputs"
-        )
-    return position
 
 
 @functools.lru_cache(maxsize=None)

@@ -10,7 +10,8 @@ import operator
 import numpy as np
 
 from . import definitions, memory
-from .errors import ArgumentError, LayerIndexError, OverflowResultError, ShapeError, describe
+from .errors import ArgumentError, LayerIndexError, OverflowResultError, ShapeError, UnsupportedNetworkError, describe
+from .layers import parameter_indices
 from .network import Network
 from .values import DTYPES, all_finite, cast_finite, check_dtype, check_finite, real_array  # noqa: F401 (re-exported)
 
@@ -158,6 +159,36 @@ def check_memory(
         f"{engine}.{what}",
         f"{result} bytes for the result and {working} bytes of working memory (memory.peak_parts)",
     )
+
+
+def kfac_position(net, l):
+    """The position in ``net.layers`` of the Dense layer of contract layer ``l``, after checking that KFAC is defined
+    for it: its own trainable weight and bias, used by no other layer, on ``(N, n_in)`` inputs."""
+    net.layer_fan(l)  # refuses a layer that is not Dense
+    dense = net.owner(l)
+    position = next(i for i, layer in enumerate(net.layers) if layer is dense)
+    users = [i for i, layer in enumerate(net.layers) if set(parameter_indices(layer)) & set(net.groups[l])]
+    if not (
+        isinstance(dense.weight, int)
+        and isinstance(dense.bias, int)
+        and tuple(net.groups[l]) == (dense.weight, dense.bias)
+    ):
+        raise UnsupportedNetworkError(
+            f"kfac_factors(l={l}): the Kronecker factors need a Dense layer with its own "
+            f"trainable weight and bias; layer {l} has a frozen or absent bias, or a frozen "
+            "weight"
+        )
+    if users != [position]:
+        raise UnsupportedNetworkError(
+            f"kfac_factors(l={l}): layer {l}'s tensors are used by the layers at positions "
+            f"{users} (tied); Kronecker factors are defined for a Dense layer used once"
+        )
+    if len(net.shapes[position]) != 1:
+        raise UnsupportedNetworkError(
+            f"kfac_factors(l={l}): layer {l} takes samples of shape {net.shapes[position]}; "
+            "Kronecker factors are defined for Dense layers on (N, n_in) inputs"
+        )
+    return position
 
 
 def measured(factor):
