@@ -22,10 +22,10 @@ def forward_values(model, X, keep_pre=False, slopes=True):
     """``(z, d1, a)``: activations ``z`` (``z[0] = X``, ``z[l+1] = f_l(a_l)``, ``(N, n_l)``), slopes
     ``d1[l] = f_l'(a_l)`` (``None`` unless ``slopes``) and, when ``keep_pre``, the pre-activations ``a[l]`` (else
     ``None``)."""
-    xp = model.xp
+    xp, dot = model.xp, model.dot
     z, d1, a = [X], [] if slopes else None, [] if keep_pre else None
     for wT, b, act in zip(model.weights_t, model.biases, model.acts):
-        pre = z[-1] @ wT
+        pre = dot(z[-1], wT)
         pre += b
         if slopes:
             value, slope = act.value_and_slope(pre, xp)
@@ -43,11 +43,13 @@ def backward_values(model, z, d1, Y):
 
     ``delta_L = f_L'(a_L) * dloss/dy_hat``;  ``delta_l = f_l'(a_l) * (delta_{l+1} W_{l+1})``.
     """
-    last = model.n_layers - 1
+    last, dot = model.n_layers - 1, model.dot
     delta = [None] * model.n_layers
     delta[last] = d1[last] * model.loss.grad(z[-1], Y, model.xp)
     for l in range(last - 1, -1, -1):
-        delta[l] = d1[l] * (delta[l + 1] @ model.weights[l + 1])
+        back = dot(delta[l + 1], model.weights[l + 1])
+        back *= d1[l]
+        delta[l] = back
     return delta
 
 
@@ -61,12 +63,8 @@ def gradient_values(model, X, Y):
     for l, (start, split, end) in enumerate(model.bounds):
         # Scaling delta (N, n_{l+1}), not the (n_{l+1}, n_l) product, saves a pass over the weights.
         scaled = delta[l] / n if n > 1 else delta[l]
-        if n == 1:  # an outer product: one broadcast multiply writes each entry once
-            lib.write(out, slice(start, split), "multiply", model.xp.reshape(scaled, (-1, 1)), z[l])
-            out[split:end] = scaled[0, ...]
-        else:
-            lib.write(out, slice(start, split), "matmul", scaled.T, z[l])
-            out[split:end] = model.xp.sum(scaled, axis=0)
+        lib.product(out, slice(start, split), model.shapes[l], scaled.T, z[l])  # one sample: an outer product
+        out[split:end] = scaled[0, ...] if n == 1 else model.xp.sum(scaled, axis=0)
     return out
 
 

@@ -13,71 +13,85 @@ and ``H v = R{grad E}`` is, per layer, ``(1/N) sum_n (R delta_l z_l^T + delta_l 
 
 from xval.checks import check_data, check_direction
 
-from ._dense_first_order import backward_values, forward_values
+from . import _small
+from ._dense_first_order import forward_values
 from ._prepared import guard, prepare
 
 
 def split_direction(model, v):
-    """``(V_l, v_l)`` per layer: ``v``'s entries shaped like ``W_l`` and ``b_l`` (views of ``v``, made once when a call
-    is staged)."""
+    """``(V_l, v_l)`` per layer: ``v``'s entries shaped like ``W_l`` and like the model's bias rows ``(1, n_{l+1})``
+    (views of ``v``, made once when a call is staged)."""
     xp = model.xp
     return [
-        (xp.reshape(v[start:split], shape), v[split:end])
+        (xp.reshape(v[start:split], shape), xp.reshape(v[split:end], (1, -1)))
         for (start, split, end), shape in zip(model.bounds, model.shapes)
     ]
 
 
 def _forward_r_pass(model, z, d1, direction):
     """``(R a_l, R z_l)`` per layer along ``direction`` (``R z_0 = 0``, so layer 0 has no ``W R z`` term)."""
+    dot = model.dot
     Ra, Rz = [], [None]
     for l, ((V, vb), wT) in enumerate(zip(direction, model.weights_t)):
-        Ra_l = z[l] @ V.T
+        Ra_l = dot(z[l], V.T)
         if l > 0:
-            Ra_l += Rz[l] @ wT
+            Ra_l += dot(Rz[l], wT)
         Ra_l += vb
         Ra.append(Ra_l)
         Rz.append(d1[l] * Ra_l)
     return Ra, Rz
 
 
+def _write_layer(model, out, l, left, right, bias):
+    """Layer ``l``'s entries of a ``(P,)`` result: ``(1/N) left^T right`` for the weights (``left`` ``(K, n_{l+1})``,
+    ``right`` ``(K, n_l)``, ``K`` rows stacked over samples and terms) and ``(1/N) sum_n bias_n`` for the biases."""
+    start, split, end = model.bounds[l]
+    n = bias.shape[0]
+    model.lib.product(out, slice(start, split), model.shapes[l], (left / n).T if n > 1 else left.T, right)
+    out[split:end] = bias[0, ...] if n == 1 else model.xp.sum(bias, axis=0) / n
+
+
 def hvp_values(model, X, Y, direction):
-    """``H v``, ``(P,)`` in the model's library, written once: one forward and one backward R-pass along
-    ``direction = split_direction(model, v)``."""
-    xp, lib = model.xp, model.lib
+    """``H v``, ``(P,)`` in the model's library, written once: the forward pass and its R-pass along ``direction =
+    split_direction(model, v)`` layer by layer, then backprop and its R-pass together from the last layer, each
+    layer's entries written as soon as its ``delta`` and ``R delta`` are known."""
+    xp, dot, loss, acts = model.xp, model.dot, model.loss, model.acts
     last = model.n_layers - 1
-    z, d1, a = forward_values(model, X, keep_pre=True)
-    delta = backward_values(model, z, d1, Y)
-    Ra, Rz = _forward_r_pass(model, z, d1, direction)
-
-    # Backward R-pass.
-    Rdelta = [None] * model.n_layers
-    g = model.loss.grad(z[-1], Y, xp)
-    HRy = model.loss.hessian_times(z[-1], Y, Rz[-1], xp)
+    z, d1, a, Ra, Rz = [X], [], [], [], [None]
+    for l, (wT, b, (V, vb), value_and_slope) in enumerate(zip(model.weights_t, model.biases, direction, model.slopes)):
+        pre = dot(z[l], wT)
+        pre += b
+        value, slope = value_and_slope(pre, xp)
+        Ra_l = dot(z[l], V.T)
+        if l:
+            Ra_l += dot(Rz[l], wT)
+        Ra_l += vb
+        z.append(value), d1.append(slope), a.append(pre), Ra.append(Ra_l), Rz.append(slope * Ra_l)
+    g = loss.grad(z[-1], Y, xp)
+    delta = d1[last] * g
+    Rdelta = d1[last] * loss.hessian_times(z[-1], Y, Rz[-1], xp)
     # f'' terms only where f'' is not identically 0 (identity, relu).
-    curvature = model.acts[last].curvature(a[last], z[-1], d1[last], xp)
-    Rdelta[last] = d1[last] * HRy if curvature is None else curvature * Ra[last] * g + d1[last] * HRy
-    for l in range(last - 1, -1, -1):
-        w, (V, _) = model.weights[l + 1], direction[l + 1]
-        Rdelta[l] = d1[l] * (delta[l + 1] @ V + Rdelta[l + 1] @ w)
-        curvature = model.acts[l].curvature(a[l], z[l + 1], d1[l], xp)
+    curvature = acts[last].curvature(a[last], z[-1], d1[last], xp)
+    if curvature is not None:
+        Rdelta += curvature * Ra[last] * g
+    out = model.lib.empty((model.n_params,), model.dtype)
+    for l in range(last, 0, -1):
+        # R{dE/dW_l} = (1/N) (Rdelta_l^T z_l + delta_l^T Rz_l): both terms as one product over 2N stacked rows.
+        _write_layer(model, out, l, xp.concat((Rdelta, delta), axis=0), xp.concat((z[l], Rz[l]), axis=0), Rdelta)
+        # R delta_{l-1} = f'(a) (V^T delta + W^T R delta) + f''(a) R a (W^T delta);  delta_{l-1} = f'(a) W^T delta
+        w, V = model.weights[l], direction[l][0]
+        back = dot(delta, w)
+        Rback = dot(delta, V)
+        Rback += dot(Rdelta, w)
+        Rback *= d1[l - 1]
+        curvature = acts[l - 1].curvature(a[l - 1], z[l], d1[l - 1], xp)
         if curvature is not None:
-            Rdelta[l] += curvature * Ra[l] * (delta[l + 1] @ w)  # W^T delta, per sample
-
-    n = X.shape[0]
-    out = lib.empty((model.n_params,), model.dtype)
-    for l, (start, split, end) in enumerate(model.bounds):
-        # R{dE/dW_l} = (1/N) (Rdelta_l^T z_l + delta_l^T Rz_l): both terms as one product over 2N stacked rows
-        # (layer 0 has R z_0 = 0: one term).
-        if l == 0:
-            left, right = Rdelta[0], z[0]
-        else:
-            left, right = xp.concat([Rdelta[l], delta[l]], axis=0), xp.concat([z[l], Rz[l]], axis=0)
-        if n == 1:  # no mean to take: the product and the bias row as they are
-            lib.write(out, slice(start, split), "matmul", left.T, right)
-            out[split:end] = Rdelta[l][0, ...]
-        else:
-            lib.write(out, slice(start, split), "matmul", (left / n).T, right)
-            out[split:end] = xp.sum(Rdelta[l], axis=0) / n
+            curvature *= Ra[l - 1]
+            curvature *= back
+            Rback += curvature
+        back *= d1[l - 1]
+        delta, Rdelta = back, Rback
+    _write_layer(model, out, 0, Rdelta, z[0], Rdelta)  # R z_0 = 0: one term
     return out
 
 
@@ -85,19 +99,16 @@ def ggnvp_values(model, X, Y, direction):
     """``G v = (1/N) sum_n J_n^T Lambda_n J_n v``, ``(P,)``: the forward R-pass gives ``J v`` (``R y``), and one
     backprop of ``Lambda R y`` gives ``J^T`` of it: the R-operator without its second-order terms (no ``f''``, no
     ``V^T delta``, no ``delta R z^T``), one forward and two passes' work, never forming ``G``."""
-    xp, lib = model.xp, model.lib
     last = model.n_layers - 1
     z, d1, _ = forward_values(model, X)
     _, Rz = _forward_r_pass(model, z, d1, direction)
-    back = d1[last] * model.loss.hessian_times(z[-1], Y, Rz[-1], xp)  # d/da_last of <Lambda J v, y>
-    n = X.shape[0]
-    out = lib.empty((model.n_params,), model.dtype)
+    back = d1[last] * model.loss.hessian_times(z[-1], Y, Rz[-1], model.xp)  # d/da_last of <Lambda J v, y>
+    out = model.lib.empty((model.n_params,), model.dtype)
     for l in range(last, -1, -1):
-        start, split, end = model.bounds[l]
-        lib.write(out, slice(start, split), "matmul", (back / n).T if n > 1 else back.T, z[l])
-        out[split:end] = xp.sum(back, axis=0) / n if n > 1 else back[0, ...]
+        _write_layer(model, out, l, back, z[l], back)
         if l:
-            back = d1[l - 1] * (back @ model.weights[l])
+            back = model.dot(back, model.weights[l])
+            back *= d1[l - 1]
     return out
 
 
@@ -110,8 +121,11 @@ def _prepared(net, X, Y, v, quantity="hvp"):
 
 
 def stage_hvp(net, X, Y, v):
-    """``hvp`` staged: ``(P,)`` as an array of the selected library."""
+    """``hvp`` staged: ``(P,)`` as an array of the selected library (small networks on numpy: ``_small.hvp``)."""
     model, X, Y, direction = _prepared(net, X, Y, v)
+    if _small.stacked(net, model.lib):
+        maps = _small.stacked_maps(model, direction)
+        return model.staged(lambda: _small.hvp(model, X, Y, maps))
     return model.staged(lambda: hvp_values(model, X, Y, direction))
 
 

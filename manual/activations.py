@@ -155,6 +155,10 @@ def _identity(x, xp=np):
 
 
 def _ones(x, xp=np):
+    if xp is np:  # the slope of every identity layer: np.ones_like costs 1 us, this 0.4
+        ones = np.empty(x.shape, x.dtype)
+        ones.fill(1)
+        return ones
     return xp.ones_like(x)
 
 

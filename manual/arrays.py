@@ -89,6 +89,10 @@ class Library:
         """``out[index] = op(a, b)``, written once (``_writes.write``)."""
         return _writes.write(self, out, index, op, a, b)
 
+    def product(self, out, index, shape, a, b):
+        """``out[index] = a @ b`` of 2-D operands, the product having ``shape`` (``_writes.product``)."""
+        return _writes.product(self, out, index, shape, a, b)
+
     def assign(self, out, index, value):
         """``out[index] = value``, split over the write threads when large (``_writes.assign``)."""
         return _writes.assign(self, out, index, value)
