@@ -12,6 +12,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 import manual
+from manual import _small as small
 from manual import _writes as writes
 from manual import arrays
 from xval import compare
@@ -22,8 +23,11 @@ backprop = importlib.import_module("manual._dense_first_order")
 
 @pytest.fixture
 def split_everything(monkeypatch):
-    """Every write split, over 3 threads (more than the 2 CI cores: uneven parts, waiting threads)."""
+    """Every write split, over 3 threads (more than the 2 CI cores: uneven parts, waiting threads), tiny networks on
+    the batched paths too."""
     monkeypatch.setattr(writes, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(small, "RESULT_BYTES", 0)
+    monkeypatch.setattr(small, "STACKED_BYTES", 0)
     monkeypatch.setattr(backprop, "ROW_ORDER_BYTES", 0)
     with arrays.pinned_threads(3):
         yield
@@ -85,6 +89,7 @@ def test_an_overflow_in_the_split_writes_is_reported(monkeypatch, threads, input
     monkeypatch.setattr(writes, "PARALLEL_BYTES", 0)
     monkeypatch.setattr(writes, "BUFFERED_BYTES", 0)
     monkeypatch.setattr(backprop, "ROW_ORDER_BYTES", 0)
+    monkeypatch.setattr(small, "RESULT_BYTES", 0)  # the one-sample block by the batched path's split products
     net = manual.Network.from_arrays([np.eye(2, inputs), np.full((2, 2), 10.0)], [np.zeros(2)] * 2, "identity", "mse")
     with arrays.pinned_threads(threads):
         with pytest.raises(manual.NonFiniteError, match="per_sample_gradients overflowed float64 on finite inputs"):
