@@ -23,7 +23,7 @@ import numpy as np
 
 from xval.contract import kfac_block_from_factors
 from xval.errors import UnsupportedNetworkError
-from xval.layers import Dense, parameter_indices
+from xval.layers import Dense, LogSoftmax, parameter_indices
 
 from . import layers
 from .losses import get_loss
@@ -405,8 +405,12 @@ class Sequence:
     @uses("diagonal")
     def hessian_diagonal(self, X, Y):
         """The diagonal of each parameter step's own block ``c sum_n diag(J^T G J)`` (``param_diagonal``), never a
-        ``P x P`` array; weights shared between steps add their cross blocks' diagonals too."""
+        ``P x P`` array; weights shared between steps add their cross blocks' diagonals too. Where backpropagating
+        ``G`` would hold more than the per-sample output rows of every parameter (``by_columns``), the same sum
+        from ``G``'s parts backpropagated as columns, a chunk at a time (``_diagonal_by_columns``)."""
         n = X.shape[0]
+        if by_columns(self.net) and not self.tied:
+            return self._diagonal_by_columns(X, Y)
         caches, gs, Gs = self.curvature(X, Y, self.first)
         out = self.lib.zeros((self.n_params,), self.dtype)
         for i in self.parametric:
@@ -422,6 +426,59 @@ class Sequence:
                     b = int(np.flatnonzero(self.steps[v].columns == column)[0])
                     out[int(column)] = out[int(column)] + block[a, b] / self.weight(n)
         return out * self.weight(n)
+
+    def _diagonal_by_columns(self, X, Y):
+        """``c sum_n diag(J_theta^T G J_theta)`` per parameter step from the parts of ``G``, each backpropagated as
+        columns: the loss Hessian's square root ``S`` at the output (``Lambda = S S^T``: the GGN's part), and for each
+        step ``k`` with a second-order term ``diag(h)`` at its input (an activation's ``f'' g``) the unit columns
+        ``e_u`` there, weighted by ``h[n, u]`` when squared: ``G = B^T S S^T B + sum_k B_k^T diag(h_k) B_k``, with
+        ``B`` the Jacobians of the steps between. The columns go down ``chunk_columns`` at a time, so the working
+        memory is a few times ``N P K`` entries whatever the activations' size (``G`` is ``N D^2`` per step)."""
+        xp, n = self.xp, X.shape[0]
+        xs, caches = self.forward(X)
+        g_out, flat = self.loss_parts(xs[-1], Y)
+        gs = self.backward(caches, g_out)
+        out = self.lib.zeros((self.n_params,), self.dtype)
+        S = self.loss.hessian_factor(flat, Y, xp)  # (N, K, C)
+        top = xp.reshape(xp.matrix_transpose(S), (n, S.shape[-1], *self.out_shape))
+        chunk = chunk_columns(self.net, n)
+        for start in range(0, top.shape[1], chunk):
+            self._add_column_squares(out, caches, len(self.steps), top[:, start : start + chunk, ...], None)
+        for k in range(len(self.steps) - 1, self.first, -1):
+            step = self.steps[k]
+            residual = step.residual(caches[k], gs[k + 1])
+            if residual is None:
+                continue
+            h = xp.reshape(residual[1], (n, step.in_size))  # "diag": f''(x) g at step k's input
+            for start in range(0, step.in_size, chunk):
+                stop = min(start + chunk, step.in_size)
+                units = xp.eye(stop - start, step.in_size, k=start, dtype=h.dtype, device=self.lib.device)
+                units = xp.broadcast_to(units, (n, stop - start, step.in_size))
+                columns = xp.reshape(units, (n, stop - start, *step.in_shape))
+                self._add_column_squares(out, caches, k, columns, h[:, start:stop])
+        return out * self.weight(n)
+
+    def _add_column_squares(self, out, caches, k, columns, weights):
+        """Add ``sum_n sum_c w[n, c] (J_theta^T r_c)^2`` for every parameter step below ``k`` into ``out``, ``r_c`` the
+        ``columns`` ``(N, C, *shape)`` at step ``k``'s input backpropagated to the step's output (``weights``
+        ``(N, C)``, ``None``: all 1)."""
+        xp, rows = self.xp, columns
+        for i in range(k - 1, self.first - 1, -1):
+            step = self.steps[i]
+            if i in self._parametric_set:
+                n, c = rows.shape[0], rows.shape[1]
+                if self._fast_diagonal(i):
+                    squares = xp.reshape(rows * rows, (n, c, step.out_size))
+                    if weights is not None:
+                        squares = squares * weights[:, :, None]
+                    value = step.param_diagonal_from(xp.sum(squares, axis=1), caches[i])
+                else:
+                    jac = step.param_grad(caches[i], rows)  # (N, C, P_step)
+                    squares = jac * jac if weights is None else jac * jac * weights[:, :, None]
+                    value = xp.sum(squares, axis=(0, 1))
+                self._add(out, self._at(i), value)
+            if i > self.first:
+                rows = step.vjp(caches[i], rows)
 
     def _param_diagonal(self, caches, i, G):
         """``sum_n diag(J_theta^T G_n J_theta)`` of step ``i`` (the step's own fast form, else from its Jacobian
@@ -513,6 +570,31 @@ class Sizes:
     entries: int
 
 
+def by_columns(net):
+    """Whether ``hessian_diagonal`` backpropagates ``G``'s parts as columns (``Sequence._diagonal_by_columns``):
+    when ``G`` (``N D^2`` entries at each step's input) outweighs the per-sample output rows of every parameter
+    (``N P K``), as for a convolution's activations, and every second-order term is an activation's diagonal one
+    (a log-softmax's is dense) with no tensor shared between steps."""
+    if net.loss is None or any(isinstance(layer, LogSoftmax) for layer in net.layers):
+        return False
+    used = [index for layer in net.layers for index in parameter_indices(layer)]
+    if len(used) != len(set(used)):  # a tensor shared between steps: the cross blocks' diagonals come in
+        return False
+    return sum(math.prod(shape) ** 2 for shape in net.shapes[:-1]) > net.n_params * net.output_size
+
+
+# Entries a backpropagated column holds per entry of the widest activation, at its peak (a convolution's unfolded
+# patches and products): measured 0.5 MiB a column at 2,048 activation entries (32 channels of 8 x 8).
+COLUMN_ENTRIES = 32
+
+
+def chunk_columns(net, n):
+    """Columns backpropagated at a time by ``_diagonal_by_columns``: about ``2 N P K`` entries of working memory
+    (``COLUMN_ENTRIES`` per activation entry and column, ``N`` columns per sample each), at least one column."""
+    widest = max(math.prod(shape) for shape in net.shapes)
+    return max(1, 2 * net.n_params * net.output_size // (COLUMN_ENTRIES * widest))
+
+
 def working_entries(net, kind, n):
     """A conservative count of the entries a ``Sequence`` method of memory ``kind`` (``uses``) holds on ``n``
     samples beyond its result: ``passes``, the activations, their backprop vectors and a few parameter vectors;
@@ -540,6 +622,9 @@ def working_entries(net, kind, n):
             for i, layer in enumerate(net.layers)
             if parameter_indices(layer)
         )
-        return tape + curvature + rows + (2 * n * widest * biggest if slow else 0)
+        jacobian_rows = 2 * n * widest * biggest if slow else 0
+        if by_columns(net):  # G's parts as columns, a chunk at a time, instead of G
+            return tape + rows + jacobian_rows + COLUMN_ENTRIES * n * widest * chunk_columns(net, n)
+        return tape + curvature + rows + jacobian_rows
     products = 3 * n * widest * (widest + biggest) + n * biggest * biggest
     return tape + curvature + products + rows

@@ -170,6 +170,56 @@ def test_the_diagonals_of_a_300000_parameter_network_never_form_a_p_by_p_array(m
     assert manual.ggn_diagonal(net, X, Y).min() >= 0
 
 
+@pytest.mark.parametrize(
+    "case", [c for c in cases.LAYER_CASES if "conv" in cases.case_id(c)], ids=lambda c: cases.case_id(c)[:40]
+)
+def test_the_hessian_diagonal_by_columns_is_the_diagonal_of_the_backpropagated_hessian(case, monkeypatch):
+    """manual's Hessian diagonal of a convolutional network backpropagates G's parts as columns, a chunk at a time
+    (``manual._sequence.by_columns``); the same diagonal from G backpropagated whole, one column at a time too."""
+    import manual
+    from manual import _sequence
+
+    net, X, Y = cases.make(case)
+    if not _sequence.by_columns(net):
+        pytest.skip("this case keeps G whole (a log-softmax's second-order term is dense)")
+    by_columns = manual.hessian_diagonal(net, X, Y)
+    with monkeypatch.context() as patch:
+        patch.setattr(_sequence, "chunk_columns", lambda net, n: 1)
+        one_at_a_time = manual.hessian_diagonal(net, X, Y)
+        patch.setattr(_sequence, "by_columns", lambda net: False)
+        whole = manual.hessian_diagonal(net, X, Y)
+    scale = np.abs(whole).max()
+    assert scale > 0
+    np.testing.assert_allclose(by_columns, whole, rtol=0, atol=1e-13 * scale)
+    np.testing.assert_allclose(one_at_a_time, whole, rtol=0, atol=1e-13 * scale)
+
+
+def test_the_hessian_diagonal_of_a_convolutional_network_holds_a_few_times_p_n_k_entries():
+    """The benchmarks' target for the diagonals, 4 P N n_L entries of working memory, held by the columns where G
+    backpropagated whole (this network's activations: 16 channels of 8 x 8, 1,024^2 entries at each step) would hold
+    over 10 times it."""
+    import math
+    import tracemalloc
+
+    import manual
+    from benchmarks import networks
+
+    net = networks.conv(16)
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((2, *net.input_shape)), rng.standard_normal((2, net.output_size))
+    bound = 4 * net.n_params * X.shape[0] * net.output_size * 8
+    whole = X.shape[0] * sum(math.prod(shape) ** 2 for shape in net.shapes[:-1]) * 8
+    assert whole > 10 * bound
+    manual.hessian_diagonal(net, X, Y)
+    tracemalloc.start()
+    try:
+        manual.hessian_diagonal(net, X, Y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= bound, f"{peak / 2**20:.1f} MiB against {bound / 2**20:.1f} MiB"
+
+
 def test_every_curvature_quantity_is_in_the_contract():
     assert set(CURVATURE) <= set(contract.QUANTITIES) | set(contract.PENDING)
 
