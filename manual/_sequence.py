@@ -584,15 +584,16 @@ def by_columns(net):
 
 
 # Entries a backpropagated column holds per entry of the widest activation, at its peak (a convolution's unfolded
-# patches and products): measured 0.5 MiB a column at 2,048 activation entries (32 channels of 8 x 8).
-COLUMN_ENTRIES = 32
+# patches and products), with a margin: measured as resident memory, 36 a column at 2,048 activation entries
+# (32 channels of 8 x 8).
+COLUMN_ENTRIES = 48
 
 
 def chunk_columns(net, n):
-    """Columns backpropagated at a time by ``_diagonal_by_columns``: about ``2 N P K`` entries of working memory
+    """Columns backpropagated at a time by ``_diagonal_by_columns``: about ``N P K`` entries of working memory
     (``COLUMN_ENTRIES`` per activation entry and column, ``N`` columns per sample each), at least one column."""
     widest = max(math.prod(shape) for shape in net.shapes)
-    return max(1, 2 * net.n_params * net.output_size // (COLUMN_ENTRIES * widest))
+    return max(1, net.n_params * net.output_size // (COLUMN_ENTRIES * widest))
 
 
 def working_entries(net, kind, n):

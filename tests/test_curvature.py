@@ -175,23 +175,25 @@ def test_the_diagonals_of_a_300000_parameter_network_never_form_a_p_by_p_array(m
 )
 def test_the_hessian_diagonal_by_columns_is_the_diagonal_of_the_backpropagated_hessian(case, monkeypatch):
     """manual's Hessian diagonal of a convolutional network backpropagates G's parts as columns, a chunk at a time
-    (``manual._sequence.by_columns``); the same diagonal from G backpropagated whole, one column at a time too."""
+    (``manual._sequence.by_columns``): the same diagonal as from G backpropagated whole, one column or seven at a
+    time."""
     import manual
     from manual import _sequence
 
     net, X, Y = cases.make(case)
     if not _sequence.by_columns(net):
         pytest.skip("this case keeps G whole (a log-softmax's second-order term is dense)")
-    by_columns = manual.hessian_diagonal(net, X, Y)
+    diagonals = {}
     with monkeypatch.context() as patch:
-        patch.setattr(_sequence, "chunk_columns", lambda net, n: 1)
-        one_at_a_time = manual.hessian_diagonal(net, X, Y)
+        for chunk in (1, 7):
+            patch.setattr(_sequence, "chunk_columns", lambda net, n, chunk=chunk: chunk)
+            diagonals[chunk] = manual.hessian_diagonal(net, X, Y)
         patch.setattr(_sequence, "by_columns", lambda net: False)
         whole = manual.hessian_diagonal(net, X, Y)
     scale = np.abs(whole).max()
     assert scale > 0
-    np.testing.assert_allclose(by_columns, whole, rtol=0, atol=1e-13 * scale)
-    np.testing.assert_allclose(one_at_a_time, whole, rtol=0, atol=1e-13 * scale)
+    for chunk, diagonal in diagonals.items():
+        np.testing.assert_allclose(diagonal, whole, rtol=0, atol=1e-13 * scale, err_msg=f"{chunk} columns a chunk")
 
 
 def test_the_hessian_diagonal_of_a_convolutional_network_holds_a_few_times_p_n_k_entries():
