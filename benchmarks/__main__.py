@@ -290,15 +290,11 @@ def run(args, engines, dtype, device, device_note, session):
     started = time.perf_counter()
     with timing.pinned_threads(threads):
         machine = machine_info(device, threads)
-        # The ratio rows first, on a fresh process's memory as `python -m benchmarks.ratios` measures them: after the
-        # sweep (gigabytes allocated and freed around jax's and torch's caches) a fresh 138 MB array on huge pages
-        # took manual's width-64 block from 9.9 to 13.7-15.5 ms a call while jax's 4 KiB pages kept their 64-76 ms.
-        ratio_rows, ratio_note, ratio_line = ratio_phase(args, threads)
-        sweep_started = time.perf_counter()
         points, left_out = sweep_phase(
             args, engines, peer_names, device, dtype, threads, settings, session, machine, kept
         )
-        sweep_s = time.perf_counter() - sweep_started
+        sweep_s = time.perf_counter() - started
+        ratio_rows, ratio_note, ratio_line = ratio_phase(args, threads)
     elapsed = time.perf_counter() - started
     settings.update(elapsed_s=elapsed, sweep_s=sweep_s, load_average_1_5_15_at_end=list(os.getloadavg()))
     if ratio_rows is not None:
