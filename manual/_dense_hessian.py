@@ -19,7 +19,7 @@ Array code sticks to the array-API standard (matmul, broadcasting, reshape, redu
 result is written once (``Library.write``). The blocks sharing layer ``l``'s rows form a strip, written by one
 product per row over all its columns; the full Hessian computes each layer's strip from the diagonal block on and
 copies the columns below it from that strip's transpose (one write per entry). For one sample on numpy it writes
-whole rows instead (``_small_hessian``): left of the diagonal block the same products as the strips above it,
+whole rows instead (``_one_sample_hessian``): left of the diagonal block the same products as the strips above it,
 from every strip's ``M``, so nothing is read back.
 """
 
@@ -185,7 +185,7 @@ ROWS_PAIR_ENTRIES = 2**16
 
 
 def one_sample_rows(net, n_samples, lib_name):
-    """Whether ``hessian`` writes whole rows from every strip's ``M`` (``_small_hessian``): one sample on numpy,
+    """Whether ``hessian`` writes whole rows from every strip's ``M`` (``_one_sample_hessian``): one sample on numpy,
     when the columns left of the diagonal hold ``ROWS_PAIR_ENTRIES`` entries or more per pair of layers, and those
     ``M`` (``sum_l n_{l+1} x cols_l`` entries, the Hessian over ``n_l``) fit the strips' scratch budget."""
     if n_samples != 1 or lib_name != "numpy":
@@ -204,7 +204,7 @@ def _rows_scratch(net):
     return sum(net.sizes[l + 1] * sum(counts[l:]) for l in range(net.n_layers))
 
 
-def _small_hessian(model, cur, strips):
+def _one_sample_hessian(model, cur, strips):
     """The ``(P, P)`` Hessian of one sample on numpy, row band by row band: with every strip's ``M`` (``M_l``, one
     per layer) at hand, the row ``(l, p, q)`` is ``z_m[i] M_m[j, (l, p, q)]`` at the columns ``(m, j, i)`` of the
     layers ``m < l`` (the transpose of strip ``m``, the same products) and ``z_l[q] M_l[p, :]`` from layer ``l`` on.
@@ -339,11 +339,11 @@ def _hessian_values(model, X, Y, strips, by_rows):
     """The ``(P, P)`` Hessian, strip by strip: layer ``l``'s rows from its own columns on are computed (one product
     per row chunk over all those columns), and its columns below the diagonal block are the transpose of that
     (one transposed copy per layer, whose source and target never overlap); every entry written once. ``by_rows``
-    (``one_sample_rows``): whole rows instead, from every strip's ``M`` (``_small_hessian``)."""
+    (``one_sample_rows``): whole rows instead, from every strip's ``M`` (``_one_sample_hessian``)."""
     P = model.n_params
     cur = _curvature_before(model, X, Y, 0, P * P * model.dtype.itemsize)
     if by_rows:
-        return _small_hessian(model, cur, strips)
+        return _one_sample_hessian(model, cur, strips)
     H = model.lib.empty((P, P), model.dtype)
     for part, (start, _, end) in zip(strips, model.bounds):
         _fill_strip(model, cur, part, H, at=(start, start))

@@ -85,10 +85,10 @@ def hvp_values(model, X, Y, direction):
         Rback += dot(Rdelta, w)
         Rback *= d1[l - 1]
         curvature = acts[l - 1].curvature(a[l - 1], z[l], d1[l - 1], xp)
-        if curvature is not None:
-            curvature *= Ra[l - 1]
-            curvature *= back
-            Rback += curvature
+        if curvature is not None:  # f'' R a (W^T delta), in a product of its own (curvature is the activation's)
+            bend = curvature * Ra[l - 1]
+            bend *= back
+            Rback += bend
         back *= d1[l - 1]
         delta, Rdelta = back, Rback
     _write_layer(model, out, 0, Rdelta, z[0], Rdelta)  # R z_0 = 0: one term

@@ -18,8 +18,8 @@ factors of the layer's entries ``R delta^T z + delta^T R z`` as they stand (one 
 against 58 for width 8, depth 5. ``B`` holds 4 P entries (a zero block among them): this path is for small
 networks only (``STACKED_BYTES``).
 
-The stage functions take these paths on numpy when ``applies``; ``tests/test_small.py`` holds them to the batched
-paths and to torch on every activation and loss.
+The stage functions take these paths on numpy when ``one_sample`` or ``stacked`` says so; ``tests/test_small.py``
+holds them to the batched paths and to torch on every activation and loss.
 """
 
 import numpy as np
