@@ -42,6 +42,37 @@ def test_cpu_peak_growth_sees_a_temporary_freed_before_returning():
     assert abs(peak - size) <= 0.10 * size, f"measured {peak / MB:.1f} MiB for a {size / MB:.0f} MiB temporary"
 
 
+def _minor_faults():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+@pytest.mark.skipif(not memory.cpu_method_available(), reason="needs Linux /proc/self/clear_refs")
+def test_cpu_peak_growth_measures_mid_sized_blocks_one_at_a_time():
+    def call():  # a 4 MiB temporary freed before an 8 MiB one is made: the peak is the larger alone
+        first = np.ones(4 * MB // 8)
+        del first
+        return np.ones(8 * MB // 8)
+
+    memory.cpu_peak_growth(call)  # as the sweep: a measurement before, which leaves the steady thresholds set
+    peak, _ = memory.cpu_peak_growth(call)
+    assert abs(peak - 8 * MB) <= 0.15 * 8 * MB, f"measured {peak / MB:.1f} MiB for an 8 MiB array after a 4 MiB one"
+
+
+@pytest.mark.skipif(not memory.cpu_method_available(), reason="needs Linux /proc/self/clear_refs")
+def test_calls_after_a_peak_measurement_reuse_freed_memory():
+    # Left at the measuring thresholds, each fresh 2 MiB array below was mapped anew and faulted in page by page
+    # (512 faults each): the calls timed after a measurement paid that and calls in a fresh process did not.
+    memory.cpu_peak_growth(lambda: np.ones(2 * MB // 8))
+    np.ones(2 * MB // 8)
+    before = _minor_faults()
+    for _ in range(20):
+        np.ones(2 * MB // 8).sum()
+    faults = _minor_faults() - before
+    assert faults < 20 * 512 // 4, f"{faults} page faults for 20 fresh 2 MiB arrays after a peak measurement"
+
+
 # ---- slope fit on synthetic data -------------------------------------------------------------------
 def test_fit_recovers_an_exact_power_law():
     sizes = np.logspace(2, 5, 7)
