@@ -33,9 +33,9 @@ def _libc():
     global _LIBC
     if _LIBC is None:
         try:
-            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _LIBC.mallopt
-        except (OSError, AttributeError):
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC = libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else False
+        except OSError:
             _LIBC = False
     return _LIBC
 
