@@ -12,7 +12,7 @@ import pytest
 
 import manual
 from benchmarks import peers, plan, quantities, ratios, report, sweep
-from xval import contract
+from xval import Network, contract
 from xval.errors import UnsupportedNetworkError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -315,4 +315,35 @@ def test_the_curvature_rows_are_the_issues_rows():
         assert row.sizes == (256,) * 4 and row.batch == 32  # width 256, depth 3, N = 32
     assert rows["ggn_diagonal"].targets == {"backpack": 1.0} and rows["hessian_diagonal"].targets == {"backpack": 1.0}
     assert rows["kfac_factors"].targets == {"backpack": 1.0, "curvlinops": 1.0}
-    assert rows["ggnvp"].targets == {ratios.ManualOf("gradient"): 1.5, "curvlinops": None}
+    # Issue 24's 1.5 for ggnvp became its count of matrix products over the gradient's (ratios.ggnvp_products).
+    assert rows["ggnvp"].targets == {ratios.ManualOf("gradient"): 13 / 8, "curvlinops": None}
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 5])
+def test_the_ggnvp_target_is_its_count_of_matrix_products_over_the_gradients(depth, monkeypatch):
+    import dataclasses
+
+    from manual._dense_first_order import gradient_values
+    from manual._dense_hvp import _prepared, ggnvp_values
+
+    net = Network.random([6] * (depth + 1), activations="sigmoid", loss="mse", seed=0)
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((5, 6)), rng.standard_normal((5, 6))
+    model, X, Y, direction = _prepared(net, X, Y, rng.standard_normal(net.n_params), "ggnvp")
+    counted = []
+
+    def counting(function):
+        def call(*args, **kwargs):
+            counted.append(function)
+            return function(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(type(model.lib), "product", counting(type(model.lib).product))
+    model = dataclasses.replace(model, dot=counting(model.dot))
+    gradient_values(model, X, Y)
+    gradient_products = len(counted)
+    counted.clear()
+    ggnvp_values(model, X, Y, direction)
+    assert (gradient_products, len(counted)) == (3 * depth - 1, 5 * depth - 2)
+    assert ratios.ggnvp_products(depth) == len(counted) / gradient_products
