@@ -373,6 +373,9 @@ def ratio_phase(args, threads):
         file=sys.stderr,
         flush=True,
     )
+    from . import memory
+
+    memory.settle_allocator()  # the rows are timed as in python -m benchmarks.ratios, a process that measured no peak
     try:
         measured, settings = ratios.run(quick=False, threads=threads, use_peers=not args.no_peers)
     except Exception as exc:  # noqa: BLE001 - the sweep's own results still print

@@ -2,10 +2,10 @@
 
 CPU: the growth of the resident set over the call, measured in place. After ``malloc_trim`` the kernel's
 high-water mark is reset (``/proc/self/clear_refs`` <- 5); the call runs; the peak is ``VmHWM`` minus the
-``VmRSS`` before it. For the measured call glibc is told to serve large blocks by ``mmap`` at a fixed threshold,
-so memory freed by an earlier call goes back to the kernel instead of hiding the next call's growth; after it,
-glibc's thresholds are set to where its own adjustment takes a process that frees large arrays
-(``STEADY_THRESHOLDS``), so that the calls timed next are timed as in a process that never measured memory.
+``VmRSS`` before it. glibc is told to serve large blocks by ``mmap`` at a fixed threshold, so memory freed by
+an earlier call goes back to the kernel instead of hiding the next call's growth. Those thresholds stay for the
+sweep, whose points are each timed and then measured; ``settle_allocator`` sets them to where glibc's own
+adjustment takes a process that frees large arrays, before the ratio rows are timed.
 
 GPU: ``torch.cuda.max_memory_allocated`` after a reset (torch and the peers), growth of
 ``memory_stats()['peak_bytes_in_use']`` (jax, whose peak cannot be reset: when a call does not raise the process's
@@ -20,11 +20,13 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 # (mmap threshold, trim threshold) in bytes. While a call's peak is measured: blocks from 256 KiB on are mapped
 # and unmapped whole, and more than 1 MiB free at the heap's top goes back, so freed memory leaves the resident set.
 MEASURING_THRESHOLDS = (256 * 1024, 1024 * 1024)
-# Between measurements: glibc's own adjustment (which any mallopt call turns off for good) raises the mmap threshold
-# to the largest block freed, up to 32 MiB on 64-bit systems, and keeps the trim threshold at twice it; a process
-# that frees arrays of these sizes settles there. Left at MEASURING_THRESHOLDS, every later block of 256 KiB to
-# 32 MiB was freshly mapped and faulted in: a 1.5 MiB np.empty + fill took 586 us against 28 us, and manual's
-# gradient at width 256, depth 3, N = 32 took 1.40 ms against 0.64 ms in a process that had measured nothing.
+# After the measurements: glibc's own adjustment (which any mallopt call turns off for good) raises the mmap
+# threshold to the largest block freed, up to 32 MiB on 64-bit systems, with the trim threshold at twice it; a
+# process that frees arrays of these sizes settles there. Left at MEASURING_THRESHOLDS, every block of 256 KiB to
+# 32 MiB is freshly mapped and faulted in: a 1.5 MiB np.empty + fill took 586 us against 28 us, and manual's
+# gradient at width 256, depth 3, N = 32 1.40 ms against 0.64 ms in a process that had measured nothing. Set
+# between the sweep's points instead, they raised the peaks measured next (torch's GGN diagonal at |W| = 3,168:
+# 61 MB against 6.7): the heap that the timed calls left grown is not given back whole by malloc_trim.
 STEADY_THRESHOLDS = (32 * 2**20, 64 * 2**20)
 _LIBC = None
 
@@ -69,15 +71,18 @@ def cpu_peak_growth(call):
     if libc:
         _set_thresholds(libc, MEASURING_THRESHOLDS)
         libc.malloc_trim(0)
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        before = _status()["VmRSS"]
-        result = call()
-        return max(0, _status()["VmHWM"] - before), result
-    finally:
-        if libc:
-            _set_thresholds(libc, STEADY_THRESHOLDS)
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+    before = _status()["VmRSS"]
+    result = call()
+    return max(0, _status()["VmHWM"] - before), result
+
+
+def settle_allocator():
+    """After the last peak measurement of a run, before calls are timed on their own: glibc's thresholds where a
+    process that never measured memory would have them (``STEADY_THRESHOLDS``); a no-op where no peak was measured."""
+    if _LIBC:
+        _set_thresholds(_LIBC, STEADY_THRESHOLDS)
 
 
 def gpu_peak_growth(call, engine):
