@@ -4,7 +4,8 @@ CPU: the growth of the resident set over the call, measured in place. After ``ma
 high-water mark is reset (``/proc/self/clear_refs`` <- 5); the call runs; the peak is ``VmHWM`` minus the
 ``VmRSS`` before it. glibc is told to serve large blocks by ``mmap`` at a fixed threshold, so memory freed by
 an earlier call goes back to the kernel instead of hiding the next call's growth. Those thresholds stay for the
-sweep, whose points are each timed and then measured; ``settle_allocator`` sets them to where glibc's own
+sweep, whose points are each timed and then measured, so its times of calls that allocate blocks of 256 KiB to
+32 MiB include their page faults, for every engine alike; ``settle_allocator`` sets them to where glibc's own
 adjustment takes a process that frees large arrays, before the ratio rows are timed.
 
 GPU: ``torch.cuda.max_memory_allocated`` after a reset (torch and the peers), growth of
