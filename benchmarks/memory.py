@@ -5,8 +5,9 @@ high-water mark is reset (``/proc/self/clear_refs`` <- 5); the call runs; the pe
 ``VmRSS`` before it. glibc is told to serve large blocks by ``mmap`` at a fixed threshold, so memory freed by
 an earlier call goes back to the kernel instead of hiding the next call's growth. Those thresholds stay for the
 sweep, whose points are each timed and then measured, so its times of calls that allocate blocks of 256 KiB to
-32 MiB include their page faults, for every engine alike; ``settle_allocator`` sets them to where glibc's own
-adjustment takes a process that frees large arrays, before the ratio rows are timed.
+32 MiB include their page faults, which weigh on each engine differently (``STEADY_THRESHOLDS``);
+``settle_allocator`` sets them to where glibc's own adjustment takes a process that frees large arrays, before the
+ratio rows are timed.
 
 GPU: ``torch.cuda.max_memory_allocated`` after a reset (torch and the peers), growth of
 ``memory_stats()['peak_bytes_in_use']`` (jax, whose peak cannot be reset: when a call does not raise the process's
@@ -25,9 +26,12 @@ MEASURING_THRESHOLDS = (256 * 1024, 1024 * 1024)
 # threshold to the largest block freed, up to 32 MiB on 64-bit systems, with the trim threshold at twice it; a
 # process that frees arrays of these sizes settles there. Left at MEASURING_THRESHOLDS, every block of 256 KiB to
 # 32 MiB is freshly mapped and faulted in: a 1.5 MiB np.empty + fill took 586 us against 28 us, and manual's
-# gradient at width 256, depth 3, N = 32 1.40 ms against 0.64 ms in a process that had measured nothing. Set
-# between the sweep's points instead, they raised the peaks measured next (torch's GGN diagonal at |W| = 3,168:
-# 61 MB against 6.7): the heap that the timed calls left grown is not given back whole by malloc_trim.
+# gradient at width 256, depth 3, N = 32 1.40 ms against 0.64 ms in a process that had measured nothing. At one
+# sample, depth 3, width 1024, timed at the measuring thresholds against these: manual's gradient 4.7 ms against
+# 3.0, jax's 16.1 against 6.4, torch's 33.2 against 7.3 (torch's GGN diagonal at width 32: 378 ms against 186). Set
+# back to these between the sweep's points, they made the peaks measured next depend on what the timed calls left in
+# the heap (torch's GGN diagonal at |W| = 3,168: 61 MB against 6.7; jax's 24 MiB gradient at width 1024: 0.03,
+# 16 or 24 MiB by what ran before), so the sweep times at the measuring thresholds and its times carry those faults.
 STEADY_THRESHOLDS = (32 * 2**20, 64 * 2**20)
 _LIBC = None
 
