@@ -260,24 +260,21 @@ class Sequence:
             return self.xp.linalg.diagonal(self.ggn(X, Y))
         out = self.lib.zeros((self.n_params,), self.dtype)
         caches, rows = self._factor_rows(X, Y)
-        for i in self.parametric:
-            step, g = self.steps[i], rows[i + 1]  # (N, C, *out): the factor's columns backpropagated
-            if self._fast_diagonal(i):
-                value = step.param_diagonal_of_rows(caches[i], g)
-            else:
-                jac = step.param_grad(caches[i], g)  # (N, C, P_step)
-                value = self.xp.sum(jac * jac, axis=(0, 1))
-            self._add(out, self._at(i), value)
+        for i in self.parametric:  # rows[i + 1] (N, C, *out): the factor's columns backpropagated
+            self._add(out, self._at(i), self._squares_diagonal(i, caches[i], rows[i + 1]))
         return out * self.weight(X.shape[0])
+
+    def _factor_columns(self, y, Y):
+        """The columns of the loss Hessian's square root ``S`` (``Lambda = S S^T``) at the outputs ``y``,
+        ``(N, C, *out_shape)``."""
+        S = self.loss.hessian_factor(self.flat(y), Y, self.xp)  # (N, K, C)
+        return self.xp.reshape(self.xp.matrix_transpose(S), (S.shape[0], S.shape[-1], *self.out_shape))
 
     def _factor_rows(self, X, Y, lowest=None):
         """``(caches, rows)``: the columns of the loss Hessian's square root ``S`` (``Lambda = S S^T``) backpropagated,
         ``rows[i + 1]`` ``(N, C, *shape)`` at step ``i``'s output: ``B^T S``, so ``B^T Lambda B = rows^T rows``."""
         xs, caches = self.forward(X)
-        S = self.loss.hessian_factor(self.flat(xs[-1]), Y, self.xp)  # (N, K, C)
-        n, c = S.shape[0], S.shape[-1]
-        top = self.xp.reshape(self.xp.matrix_transpose(S), (n, c, *self.out_shape))
-        return caches, self.backward(caches, top, lowest)
+        return caches, self.backward(caches, self._factor_columns(xs[-1], Y), lowest)
 
     def _fast_diagonal(self, i):
         step = self.steps[i]
@@ -436,11 +433,9 @@ class Sequence:
         memory is a few times ``N P K`` entries whatever the activations' size (``G`` is ``N D^2`` per step)."""
         xp, n = self.xp, X.shape[0]
         xs, caches = self.forward(X)
-        g_out, flat = self.loss_parts(xs[-1], Y)
-        gs = self.backward(caches, g_out)
+        gs = self.backward(caches, self.loss_parts(xs[-1], Y)[0])
         out = self.lib.zeros((self.n_params,), self.dtype)
-        S = self.loss.hessian_factor(flat, Y, xp)  # (N, K, C)
-        top = xp.reshape(xp.matrix_transpose(S), (n, S.shape[-1], *self.out_shape))
+        top = self._factor_columns(xs[-1], Y)
         chunk = chunk_columns(self.net, n)
         for start in range(0, top.shape[1], chunk):
             self._add_column_squares(out, caches, len(self.steps), top[:, start : start + chunk, ...], None)
@@ -462,23 +457,25 @@ class Sequence:
         """Add ``sum_n sum_c w[n, c] (J_theta^T r_c)^2`` for every parameter step below ``k`` into ``out``, ``r_c`` the
         ``columns`` ``(N, C, *shape)`` at step ``k``'s input backpropagated to the step's output (``weights``
         ``(N, C)``, ``None``: all 1)."""
-        xp, rows = self.xp, columns
+        rows = columns
         for i in range(k - 1, self.first - 1, -1):
-            step = self.steps[i]
             if i in self._parametric_set:
-                n, c = rows.shape[0], rows.shape[1]
-                if self._fast_diagonal(i):
-                    squares = xp.reshape(rows * rows, (n, c, step.out_size))
-                    if weights is not None:
-                        squares = squares * weights[:, :, None]
-                    value = step.param_diagonal_from(xp.sum(squares, axis=1), caches[i])
-                else:
-                    jac = step.param_grad(caches[i], rows)  # (N, C, P_step)
-                    squares = jac * jac if weights is None else jac * jac * weights[:, :, None]
-                    value = xp.sum(squares, axis=(0, 1))
-                self._add(out, self._at(i), value)
+                self._add(out, self._at(i), self._squares_diagonal(i, caches[i], rows, weights))
             if i > self.first:
-                rows = step.vjp(caches[i], rows)
+                rows = self.steps[i].vjp(caches[i], rows)
+
+    def _squares_diagonal(self, i, cache, rows, weights=None):
+        """``sum_n sum_c w[n, c] (J_theta^T r_c)^2`` of parameter step ``i``, for ``rows`` ``(N, C, *out)`` at its
+        output (``weights`` ``(N, C)``, ``None``: all 1): the step's fast form where it has one, else from its
+        Jacobian rows."""
+        step, xp = self.steps[i], self.xp
+        if self._fast_diagonal(i):  # a Dense step on a plain batch: rows (N, C, n_out)
+            if weights is None:
+                return step.param_diagonal_of_rows(cache, rows)
+            return step.param_diagonal_from(xp.sum(rows * rows * weights[:, :, None], axis=1), cache)
+        jac = step.param_grad(cache, rows)  # (N, C, P_step)
+        squares = jac * jac if weights is None else jac * jac * weights[:, :, None]
+        return xp.sum(squares, axis=(0, 1))
 
     def _param_diagonal(self, caches, i, G):
         """``sum_n diag(J_theta^T G_n J_theta)`` of step ``i`` (the step's own fast form, else from its Jacobian

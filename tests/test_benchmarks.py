@@ -55,7 +55,7 @@ def test_cpu_peak_growth_measures_mid_sized_blocks_one_at_a_time():
         del first
         return np.ones(8 * MB // 8)
 
-    memory.cpu_peak_growth(call)  # as the sweep: a measurement before, which leaves the steady thresholds set
+    memory.cpu_peak_growth(call)  # as in the sweep, a measurement before this one
     peak, _ = memory.cpu_peak_growth(call)
     assert abs(peak - 8 * MB) <= 0.15 * 8 * MB, f"measured {peak / MB:.1f} MiB for an 8 MiB array after a 4 MiB one"
 
